@@ -1,0 +1,130 @@
+"""Configuration of one autoscaler as frozen dataclasses: the shape of the CRD spec and of scenario YAML.
+
+Parsing and validation from dicts lives in ``autoscaler.config``; this module only holds the values and their
+defaults, so the pure core can take them without touching YAML or the Kubernetes API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from autoscaler.core.types import Pool
+
+
+class PolicyType(StrEnum):
+    PODS = "Pods"
+    PERCENT = "Percent"
+
+
+class SelectPolicy(StrEnum):
+    MAX = "Max"
+    MIN = "Min"
+    DISABLED = "Disabled"
+
+
+@dataclass(frozen=True)
+class ScalingPolicy:
+    """HPA ``HPAScalingPolicy``: at most ``value`` Pods or Percent of change per ``period_s``."""
+
+    type: PolicyType
+    value: int
+    period_s: float
+
+
+@dataclass(frozen=True)
+class ScalingRules:
+    """HPA ``HPAScalingRules`` for one direction. ``stabilization_window_s=None`` means the default."""
+
+    stabilization_window_s: float | None = None
+    select_policy: SelectPolicy = SelectPolicy.MAX
+    policies: tuple[ScalingPolicy, ...] = ()
+
+
+def default_scale_up() -> ScalingRules:
+    """HPA v2 defaults for scale-up: no window; max of 4 Pods or 100 Percent per 15 s."""
+    return ScalingRules(
+        stabilization_window_s=0.0,
+        select_policy=SelectPolicy.MAX,
+        policies=(ScalingPolicy(PolicyType.PODS, 4, 15.0), ScalingPolicy(PolicyType.PERCENT, 100, 15.0)),
+    )
+
+
+def default_scale_down() -> ScalingRules:
+    """HPA v2 defaults for scale-down: 300 s window; 100 Percent per 15 s."""
+    return ScalingRules(
+        stabilization_window_s=300.0,
+        select_policy=SelectPolicy.MAX,
+        policies=(ScalingPolicy(PolicyType.PERCENT, 100, 15.0),),
+    )
+
+
+@dataclass(frozen=True)
+class Behavior:
+    scale_up: ScalingRules = field(default_factory=default_scale_up)
+    scale_down: ScalingRules = field(default_factory=default_scale_down)
+
+
+@dataclass(frozen=True)
+class SLO:
+    """A percentile latency objective: the ``percentile`` quantile (0 < p < 1) must stay ≤ ``target_s``."""
+
+    percentile: float
+    target_s: float
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """What to scale: anything with a ``/scale`` subresource."""
+
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    min_replicas: int = 1
+    max_replicas: int = 64
+    gpus_per_replica: int = 1
+    target: TargetRef | None = None
+
+
+class Mode(StrEnum):
+    ACTIVE = "active"
+    ADVISORY = "advisory"  # compute and report, never write replicas
+
+
+class Forecaster(StrEnum):
+    LAST_VALUE = "last"
+    HOLT = "holt"
+    SEASONAL = "seasonal"
+
+
+@dataclass(frozen=True)
+class MetricsSpec:
+    """Where the signals come from: a metric-source profile plus the label selector of this deployment."""
+
+    source: str = "vllm"  # vllm | dynamo | llm-d | custom
+    selector: tuple[tuple[str, str], ...] = ()  # equality matchers identifying this deployment's series
+    window_s: float = 60.0  # rate()/histogram window
+    proxy: bool = True  # prefer proxy/gateway histograms for user-visible TTFT
+    custom_queries: tuple[tuple[str, str], ...] = ()  # signal name -> PromQL template (source == custom)
+
+
+@dataclass(frozen=True)
+class AutoscalerSpec:
+    prefill: PoolSpec = field(default_factory=PoolSpec)
+    decode: PoolSpec = field(default_factory=PoolSpec)
+    ttft: SLO = SLO(percentile=0.99, target_s=1.0)
+    itl: SLO = SLO(percentile=0.99, target_s=0.05)
+    gpu_budget: int | None = None  # total GPUs across both pools; None = unbounded
+    pod_startup_s: float = 120.0
+    behavior: Behavior = field(default_factory=Behavior)
+    mode: Mode = Mode.ACTIVE
+    forecaster: Forecaster = Forecaster.HOLT
+    profile: str = "llama-3.1-8b-h100-tp1"  # built-in latency profile name or a file path
+    metrics: MetricsSpec = field(default_factory=MetricsSpec)
+
+    def pool(self, pool: Pool) -> PoolSpec:
+        return self.prefill if pool is Pool.PREFILL else self.decode

@@ -1,0 +1,1 @@
+"""pdscale metrics_adapter package."""

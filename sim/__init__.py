@@ -1,0 +1,1 @@
+"""pdscale sim package."""
