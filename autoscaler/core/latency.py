@@ -10,10 +10,17 @@ and ``mixed_step_s`` for aggregated serving, where prefill chunks ride in the sa
 Implementations: ``PolyModel`` (DistServe-style polynomials), ``TableModel`` (interpolation over profiled
 points), ``RooflineModel`` (from model and GPU datasheet numbers). Profiles (files citing their sources) are
 loaded by ``autoscaler.profiles``; this module is pure.
+
+``PolyModel`` and ``RooflineModel`` use only arithmetic, ``max`` aside, so ``PolyModel`` methods also accept numpy
+arrays elementwise (vectorised use in the simulator); ``RooflineModel`` and ``TableModel`` are scalar.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -71,3 +78,230 @@ class LatencyProfile:
     kv_capacity_tokens: int  # per replica
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
+
+
+def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, dtype_bytes: float) -> int:
+    """KV cache bytes per token: K and V (2) for every layer and KV head (GQA shares them across query heads)."""
+    return int(2 * layers * kv_heads * head_dim * dtype_bytes)
+
+
+def _check_axis(name: str, xs: Sequence[float]) -> None:
+    if len(xs) < 1:
+        raise ValueError(f"{name}: needs at least one point")
+    if any(not math.isfinite(x) for x in xs):
+        raise ValueError(f"{name}: values must be finite")
+    if any(b <= a for a, b in itertools.pairwise(xs)):
+        raise ValueError(f"{name}: points must be strictly increasing")
+
+
+def _interp_extrap(xs: Sequence[float], ys: Sequence[float], x: float) -> float:
+    """Piecewise-linear in range; clamped below the first point; extrapolated above the last with the last
+    segment's slope (never negative), because beyond the profiled range cost keeps growing."""
+    if x <= xs[0] or len(xs) == 1:
+        return ys[0]  # one point: a constant
+    i = bisect.bisect_right(xs, x) - 1
+    if i >= len(xs) - 1:
+        slope = max(0.0, (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]))
+        return ys[-1] + slope * (x - xs[-1])
+    w = (x - xs[i]) / (xs[i + 1] - xs[i])
+    return ys[i] + w * (ys[i + 1] - ys[i])
+
+
+@dataclass(frozen=True)
+class TableModel:
+    """Interpolation over profiled points (seconds).
+
+    * prefill: 1-D over new tokens per step (``prefill_tokens`` -> ``prefill_s``);
+    * decode: 2-D over (batch, mean context per sequence) with ``decode_s[i][j]`` the step time at
+      ``decode_batch[i]`` and ``decode_context_per_seq[j]``; bilinear inside the grid.
+    Outside the profiled range each axis is clamped below its first point (small steps cost the fixed overhead)
+    and extrapolated linearly above its last point with the last segment's slope, floored at zero slope, so the
+    model never predicts a bigger step to be faster. ``mixed_step_s`` adds both parts and removes one fixed
+    overhead, estimated as the smaller of the two tables' smallest entries.
+    """
+
+    prefill_tokens: tuple[float, ...]
+    prefill_s: tuple[float, ...]
+    decode_batch: tuple[float, ...]
+    decode_context_per_seq: tuple[float, ...]
+    decode_s: tuple[tuple[float, ...], ...]
+
+    def __post_init__(self) -> None:
+        _check_axis("prefill_tokens", self.prefill_tokens)
+        _check_axis("decode_batch", self.decode_batch)
+        _check_axis("decode_context_per_seq", self.decode_context_per_seq)
+        if len(self.prefill_s) != len(self.prefill_tokens):
+            raise ValueError("prefill_s: needs one time per prefill_tokens point")
+        if len(self.decode_s) != len(self.decode_batch) or any(
+            len(row) != len(self.decode_context_per_seq) for row in self.decode_s
+        ):
+            raise ValueError("decode_s: needs a row per decode_batch point, a column per context point")
+        values = [*self.prefill_s, *(v for row in self.decode_s for v in row)]
+        if any(not (v > 0 and math.isfinite(v)) for v in values):
+            raise ValueError("step times must be finite and > 0")
+
+    def prefill_step_s(self, new_tokens: float) -> float:
+        return _interp_extrap(self.prefill_tokens, self.prefill_s, new_tokens)
+
+    def decode_step_s(self, batch: int, context_tokens: float) -> float:
+        if batch <= 0:
+            return min(row[0] for row in self.decode_s)
+        per_seq = context_tokens / batch
+        # Interpolate along context for each profiled batch row, then along batch.
+        column = [_interp_extrap(self.decode_context_per_seq, row, per_seq) for row in self.decode_s]
+        return _interp_extrap(self.decode_batch, column, float(batch))
+
+    def mixed_step_s(self, new_tokens: float, batch: int, context_tokens: float) -> float:
+        if new_tokens <= 0:
+            return self.decode_step_s(batch, context_tokens)
+        if batch <= 0:
+            return self.prefill_step_s(new_tokens)
+        overhead = min(self.prefill_s[0], self.decode_s[0][0])
+        return self.prefill_step_s(new_tokens) + self.decode_step_s(batch, context_tokens) - overhead
+
+
+@dataclass(frozen=True)
+class RooflineModel:
+    """Step times from model shape and GPU datasheet numbers, derated by efficiency factors.
+
+    prefill(T) = overhead + max((2·P·T + 2·layers·d·T²) / (FLOP/s·MFU), weights / (HBM B/s·bw_eff))
+    decode(B, Σctx) = overhead + max((weights + Σctx·kv_bytes) / (HBM B/s·bw_eff),
+                                     (2·P·B + 4·layers·d·Σctx) / (FLOP/s·MFU)) + per_seq_s·B
+    FLOP/s and bandwidth are per GPU, multiplied by ``num_gpus`` (tensor parallel; communication belongs in
+    ``overhead_s``). Formulas: performance-anchors.md §1 (roofline and memory).
+    """
+
+    params: float  # parameter count
+    layers: int
+    hidden_size: int
+    kv_heads: int
+    head_dim: int
+    dtype_bytes: float
+    gpu_flops_per_s: float
+    hbm_bytes_per_s: float
+    mfu: float = 0.55
+    bw_efficiency: float = 0.8
+    overhead_s: float = 0.004
+    per_seq_s: float = 0.0
+    num_gpus: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("params", "layers", "hidden_size", "kv_heads", "head_dim", "dtype_bytes",
+                     "gpu_flops_per_s", "hbm_bytes_per_s", "num_gpus"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        for name in ("mfu", "bw_efficiency"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1]")
+        if self.overhead_s < 0 or self.per_seq_s < 0:
+            raise ValueError("overhead_s and per_seq_s must be >= 0")
+
+    @property
+    def weight_bytes(self) -> float:
+        return self.params * self.dtype_bytes
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return kv_bytes_per_token(self.layers, self.kv_heads, self.head_dim, self.dtype_bytes)
+
+    @property
+    def _flops(self) -> float:
+        return self.gpu_flops_per_s * self.mfu * self.num_gpus
+
+    @property
+    def _bw(self) -> float:
+        return self.hbm_bytes_per_s * self.bw_efficiency * self.num_gpus
+
+    def prefill_step_s(self, new_tokens: float) -> float:
+        t = max(0.0, new_tokens)
+        flops = 2.0 * self.params * t + 2.0 * self.layers * self.hidden_size * t * t
+        return self.overhead_s + max(flops / self._flops, self.weight_bytes / self._bw)
+
+    def decode_step_s(self, batch: int, context_tokens: float) -> float:
+        b = max(0, batch)
+        ctx = max(0.0, context_tokens)
+        memory_s = (self.weight_bytes + ctx * self.kv_bytes_per_token) / self._bw
+        compute_s = (2.0 * self.params * b + 4.0 * self.layers * self.hidden_size * ctx) / self._flops
+        return self.overhead_s + max(memory_s, compute_s) + self.per_seq_s * b
+
+    def mixed_step_s(self, new_tokens: float, batch: int, context_tokens: float) -> float:
+        """One forward pass: weights read once; compute and KV reads of both parts add up."""
+        if new_tokens <= 0:
+            return self.decode_step_s(batch, context_tokens)
+        if batch <= 0:
+            return self.prefill_step_s(new_tokens)
+        t, b, ctx = new_tokens, batch, max(0.0, context_tokens)
+        flops = (
+            2.0 * self.params * (t + b)
+            + 2.0 * self.layers * self.hidden_size * t * t
+            + 4.0 * self.layers * self.hidden_size * ctx
+        )
+        memory_s = (self.weight_bytes + ctx * self.kv_bytes_per_token) / self._bw
+        return self.overhead_s + max(flops / self._flops, memory_s) + self.per_seq_s * b
+
+
+# ---- helpers shared by the policy and the simulator ----
+
+
+def prefill_tokens_per_s(profile: LatencyProfile, chunk_tokens: int | None = None) -> float:
+    """Prefill throughput (tokens/s) of one replica running back-to-back full chunks of ``chunk_tokens``
+    (default: the engine's max_num_batched_tokens)."""
+    chunk = profile.max_num_batched_tokens if chunk_tokens is None else chunk_tokens
+    if chunk <= 0:
+        raise ValueError(f"chunk_tokens must be > 0, got {chunk}")
+    return chunk / profile.step.prefill_step_s(chunk)
+
+
+def prefill_time_s(profile: LatencyProfile, prompt_tokens: float, chunk_tokens: int | None = None) -> float:
+    """Time to prefill one prompt alone, split into chunks of at most ``chunk_tokens`` (vLLM chunked prefill).
+
+    Attention over earlier chunks is not charged separately (the step models are per-step fits).
+    """
+    chunk = profile.max_num_batched_tokens if chunk_tokens is None else chunk_tokens
+    if chunk <= 0:
+        raise ValueError(f"chunk_tokens must be > 0, got {chunk}")
+    if prompt_tokens <= 0:
+        return 0.0
+    full, rest = divmod(prompt_tokens, chunk)
+    total = full * profile.step.prefill_step_s(chunk)
+    if rest > 0:
+        total += profile.step.prefill_step_s(rest)
+    return float(total)
+
+
+def decode_tokens_per_s(profile: LatencyProfile, batch: int, context_per_seq_tokens: float) -> float:
+    """Output tokens/s of one replica decoding ``batch`` sequences of mean context ``context_per_seq_tokens``."""
+    if batch <= 0:
+        return 0.0
+    return batch / profile.step.decode_step_s(batch, batch * context_per_seq_tokens)
+
+
+def max_decode_batch(
+    profile: LatencyProfile, context_per_seq_tokens: float, itl_target_s: float | None = None
+) -> int:
+    """Largest batch that fits max_num_seqs and the KV capacity and, if given, keeps the step <= itl_target_s.
+
+    Returns 0 when even one sequence does not fit. Assumes the step time is non-decreasing in the batch.
+    """
+    kv_limit = (
+        profile.max_num_seqs
+        if context_per_seq_tokens <= 0
+        else int(profile.kv_capacity_tokens // context_per_seq_tokens)
+    )
+    hi = min(profile.max_num_seqs, kv_limit)
+    if itl_target_s is None or hi <= 0:
+        return max(0, hi)
+
+    def ok(b: int) -> bool:
+        return profile.step.decode_step_s(b, b * context_per_seq_tokens) <= itl_target_s
+
+    if not ok(1):
+        return 0
+    lo = 1
+    while lo < hi:  # binary search for the last b with ok(b)
+        mid = (lo + hi + 1) // 2
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
