@@ -1,0 +1,433 @@
+"""``pdscale run``: the live controller process.
+
+Per tick: list the DisaggregatedAutoscaler objects, refresh Prometheus once for all of them, tick one
+``Controller`` per valid object (the same class the simulator drives), then write each object's status and one
+event per scale. Only the Lease holder writes (``autoscaler.leader``); ``--dry-run`` and ``mode: advisory``
+compute and report without writing replicas (``--dry-run`` writes nothing at all). SIGTERM finishes the current
+autoscaler, releases the Lease and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from autoscaler.controller import Controller, TickResult
+from autoscaler.core.spec import AutoscalerSpec, Mode
+from autoscaler.kube import (
+    AutoscalerObject,
+    EventRecorder,
+    KubeClient,
+    KubeScaleTarget,
+    KubeSettings,
+    PodLoad,
+    ScaleError,
+    StatusStateStore,
+    api_error_text,
+    build_status,
+    list_autoscalers,
+    write_status,
+)
+from autoscaler.leader import LeaderElector, LeaseConfig
+from autoscaler.telemetry import ControllerTelemetry, JsonLogFormatter
+
+log = logging.getLogger("pdscale.run")
+
+
+class WallClock:
+    def now_s(self) -> float:
+        return time.time()
+
+
+def make_policy(spec: AutoscalerSpec) -> Any:
+    """The policy for one autoscaler: pdscale's own with the spec's latency profile. The one place it is built."""
+    from autoscaler.core.policy import PdscalePolicy
+    from autoscaler.profiles import load_profile
+
+    return PdscalePolicy(profile=load_profile(spec.profile))
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    namespace: str | None  # None: all namespaces
+    prometheus_url: str
+    tick_s: float = 15.0
+    once: bool = False
+    dry_run: bool = False
+    json_output: bool = False
+    metrics_port: int | None = None
+    lease_name: str = "pdscale-controller"
+    lease_namespace: str = "default"
+    lease_duration_s: float = 15.0
+    identity: str = ""
+    kube_timeout_s: float = 5.0
+    prometheus_timeout_s: float = 5.0
+
+
+@dataclass
+class _Managed:
+    """What survives between ticks for one autoscaler: its spec, policy and in-memory policy state."""
+
+    uid: str
+    spec: AutoscalerSpec
+    policy: Any
+    store: StatusStateStore
+
+
+def _condition(obj: AutoscalerObject, type_: str) -> Mapping[str, Any]:
+    """The object's current status condition of ``type_`` (empty when absent)."""
+    return next((c for c in obj.status.get("conditions") or [] if c.get("type") == type_), {})
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    return value
+
+
+class Runner:
+    """One controller process. ``run_pass()`` is one tick over every autoscaler; ``serve()`` loops."""
+
+    def __init__(
+        self,
+        options: RunOptions,
+        kube: KubeClient,
+        metrics: Any,
+        *,
+        elector: LeaderElector | None = None,
+        telemetry: ControllerTelemetry | None = None,
+        policy_factory: Callable[[AutoscalerSpec], Any] = make_policy,
+        clock: WallClock | None = None,
+        pod_load: PodLoad | None = None,
+    ) -> None:
+        self.options = options
+        self.kube = kube
+        self.metrics = metrics
+        self.elector = elector
+        self.telemetry = telemetry
+        self.policy_factory = policy_factory
+        self.pod_load = pod_load  # per-pod load for pod-deletion-cost on scale-down; None: not marked
+        self.clock = clock or WallClock()
+        self.events = EventRecorder(kube, options.identity)
+        self.managed: dict[str, _Managed] = {}
+        self.stop = threading.Event()
+
+    # -- leadership
+
+    def may_write(self) -> bool:
+        if self.options.dry_run:
+            return False
+        if self.elector is None:
+            return True
+        if not self.elector.is_leader():
+            self.elector.step()
+        return self.elector.is_leader()
+
+    # -- one pass
+
+    def run_pass(self) -> list[dict[str, Any]]:
+        started = time.monotonic()
+        try:
+            objects = list_autoscalers(self.kube, self.options.namespace)
+        except Exception as exc:
+            log.error("listing DisaggregatedAutoscalers failed: %s", api_error_text(exc))
+            if self.telemetry is not None:
+                self.telemetry.record_error("list", api_error_text(exc))
+            return []
+        specs = {o.key: o.spec for o in objects if o.spec is not None}
+        self.metrics.refresh(specs, self.clock.now_s())
+        reports = []
+        for obj in objects:
+            if self.stop.is_set():
+                break
+            reports.append(self.run_one(obj))
+        live = {o.key for o in objects}
+        for key in list(self.managed):
+            if key not in live:
+                del self.managed[key]
+                if self.telemetry is not None:
+                    self.telemetry.forget(key)
+        if self.telemetry is not None:
+            self.telemetry.observe_pass(time.monotonic() - started, getattr(self.metrics, "queries_last_refresh", None))
+            if not objects:
+                self.telemetry.mark_success()
+        return reports
+
+    def _managed_for(self, obj: AutoscalerObject) -> _Managed:
+        assert obj.spec is not None
+        found = self.managed.get(obj.key)
+        if found is None or found.uid != obj.uid or found.spec != obj.spec:
+            policy = self.policy_factory(obj.spec)
+            persisted = obj.status.get("policyState") if found is None or found.uid != obj.uid else None
+            store = StatusStateStore(policy, obj.spec, persisted)
+            if found is not None and found.uid == obj.uid:  # spec edited: keep learned state
+                store.save(found.store.load())
+            found = _Managed(obj.uid, obj.spec, policy, store)
+            self.managed[obj.key] = found
+        return found
+
+    def run_one(self, obj: AutoscalerObject) -> dict[str, Any]:
+        report: dict[str, Any] = {"autoscaler": obj.key, "valid": obj.spec is not None}
+        if obj.spec is None:
+            report["error"] = obj.error
+            log.warning("invalid autoscaler %s: %s", obj.key, obj.error, extra={"autoscaler": obj.key})
+            if self.telemetry is not None:
+                self.telemetry.record_error("spec", obj.error or "invalid spec")
+            if self.may_write():
+                if _condition(obj, "ScalingActive").get("message") != obj.error:
+                    self.events.emit(obj, "Warning", "InvalidSpec", obj.error or "invalid spec")
+                self._write_status(obj, build_status(obj, result=None))
+            return report
+
+        managed = self._managed_for(obj)
+        writes = self.may_write()
+        target = KubeScaleTarget(self.kube, obj.namespace, obj.spec, pod_load=self.pod_load)
+        controller = Controller(
+            obj.key,
+            obj.spec,
+            managed.policy,
+            self.metrics.view(obj.key),
+            target,
+            self.clock,
+            store=managed.store,
+            dry_run=not writes,
+        )
+        report["mode"] = obj.spec.mode.value
+        report["dryRun"] = self.options.dry_run
+        report["leader"] = writes or self.options.dry_run
+        result: TickResult | None = None
+        error: str | None = None
+        try:
+            result = controller.tick()
+        except ScaleError as exc:
+            error = str(exc)
+        except Exception as exc:  # one broken object must not stop the others
+            error = api_error_text(exc)
+            log.exception("tick of %s failed", obj.key)
+        if result is not None:
+            report["observation"] = _jsonable(result.observation)
+            report["decision"] = _jsonable(result.decision)
+            report["applied"] = [p.value for p in result.applied]
+            report["errors"] = list(result.errors)
+            for pool in result.applied:
+                pd = result.decision.pool(pool)
+                log.info("scaled %s %s %d -> %d: %s", obj.key, pool.value, pd.current_replicas,
+                         pd.desired_replicas, pd.reason,
+                         extra={"autoscaler": obj.key, "pool": pool.value, "reason": str(pd.reason)})
+        else:
+            report["error"] = error
+            log.warning("autoscaler %s: %s", obj.key, error, extra={"autoscaler": obj.key})
+        status = build_status(
+            obj,
+            result=result,
+            error=error,
+            scaled=bool(result and result.applied),
+            dry_run=not writes or obj.spec.mode is Mode.ADVISORY,
+            state=managed.store.to_dict(),
+        )
+        report["conditions"] = {c["type"]: f"{c['status']} {c['reason']}" for c in status["conditions"]}
+        if writes:
+            if result is not None:
+                self.events.for_tick(obj, result)
+            elif error and _condition(obj, "AbleToScale").get("message") != error:
+                self.events.emit(obj, "Warning", "FailedGetScale", error)  # once per new failure, not per tick
+            self._write_status(obj, status)
+        if self.telemetry is not None:
+            self.telemetry.update(obj.key, result, error, spec=obj.spec)
+        return report
+
+    def _write_status(self, obj: AutoscalerObject, status: Mapping[str, Any]) -> None:
+        try:
+            write_status(self.kube, obj, status)
+        except Exception as exc:
+            log.warning("status of %s not written: %s", obj.key, api_error_text(exc), extra={"autoscaler": obj.key})
+
+    # -- the loop
+
+    def serve(self) -> None:
+        """Tick every ``tick_s`` until ``stop`` is set; renew the Lease between ticks."""
+        next_tick = time.monotonic()
+        retry_s = self.elector.config.retry_period_s if self.elector else self.options.tick_s
+        while not self.stop.is_set():
+            if self.elector is not None and not self.options.dry_run:
+                leading = self.elector.step()
+                if self.telemetry is not None:
+                    self.telemetry.set_leader(leading)
+                    if not leading and self.elector.last_error is None:
+                        self.telemetry.mark_success()  # a healthy standby is ready
+            if time.monotonic() >= next_tick:
+                if self.options.dry_run or self.elector is None or self.elector.is_leader():
+                    try:
+                        self.run_pass()
+                    except Exception:  # a bug in one pass must not end the controller; the next pass retries
+                        log.exception("tick failed")
+                        if self.telemetry is not None:
+                            self.telemetry.record_error("tick", "unexpected error")
+                next_tick = time.monotonic() + self.options.tick_s
+            self.stop.wait(max(0.05, min(retry_s, next_tick - time.monotonic())))
+        if self.elector is not None:
+            self.elector.release()
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Structured JSON logs on stderr (one object per line), the format log collectors parse."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("urllib3", "kubernetes"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def options_from_args(args: argparse.Namespace) -> RunOptions:
+    identity = args.identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    lease_ns = args.lease_namespace or os.environ.get("POD_NAMESPACE") or args.namespace or "default"
+    return RunOptions(
+        namespace=None if args.all_namespaces else (args.namespace or os.environ.get("POD_NAMESPACE") or "default"),
+        prometheus_url=args.prometheus_url,
+        tick_s=args.tick_s,
+        once=args.once,
+        dry_run=args.dry_run,
+        json_output=args.json,
+        metrics_port=args.metrics_port,
+        lease_name=args.lease_name,
+        lease_namespace=lease_ns,
+        lease_duration_s=args.lease_duration_s,
+        identity=identity,
+        kube_timeout_s=args.kube_timeout_s,
+        prometheus_timeout_s=args.prometheus_timeout_s,
+    )
+
+
+def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    options = options_from_args(args)
+    _setup_logging(getattr(args, "verbose", False))
+    from autoscaler.prometheus import PrometheusMetricsSource
+
+    try:
+        kube = KubeClient.from_config(args.kubeconfig, KubeSettings(timeout_s=options.kube_timeout_s))
+    except Exception as exc:
+        print(f"pdscale run: cannot load Kubernetes config: {exc}", file=sys.stderr)
+        return 2
+    try:
+        metrics = PrometheusMetricsSource(options.prometheus_url, timeout_s=options.prometheus_timeout_s)
+    except ValueError as exc:
+        print(f"pdscale run: --prometheus-url: {exc}", file=sys.stderr)
+        return 2
+    elector = None
+    if not options.dry_run:
+        elector = LeaderElector(
+            kube,
+            LeaseConfig(
+                namespace=options.lease_namespace,
+                name=options.lease_name,
+                identity=options.identity,
+                lease_duration_s=options.lease_duration_s,
+                retry_period_s=max(0.2, min(2.0, options.lease_duration_s / 5)),
+                safety_margin_s=max(0.2, options.lease_duration_s / 7.5),
+            ),
+        )
+    try:
+        telemetry = ControllerTelemetry(port=options.metrics_port) if options.metrics_port is not None else None
+    except RuntimeError as exc:
+        print(f"pdscale run: {exc}", file=sys.stderr)
+        return 2
+    runner = Runner(options, kube, metrics, elector=elector, telemetry=telemetry)
+    try:
+        return _run(runner, options, elector, out)
+    finally:
+        if telemetry is not None:
+            telemetry.close()
+
+
+def _run(runner: Runner, options: RunOptions, elector: LeaderElector | None, out: TextIO) -> int:
+    if options.once:
+        if elector is not None and not elector.step():
+            lease = f"{options.lease_namespace}/{options.lease_name}"
+            if elector.last_error:
+                print(f"pdscale run --once: cannot take lease {lease}: {elector.last_error}", file=sys.stderr)
+                return 2
+            print(f"pdscale run --once: lease {lease} is held by another controller; nothing written "
+                  "(use --dry-run to compute anyway)", file=sys.stderr)
+            return 3
+        try:
+            reports = runner.run_pass()
+        finally:
+            if elector is not None:
+                elector.release()
+        if options.json_output:
+            json.dump({"autoscalers": reports}, out, indent=2, default=str)
+            out.write("\n")
+        else:
+            for rep in reports:
+                dec = rep.get("decision")
+                if dec:
+                    p, d = dec["prefill"], dec["decode"]
+                    print(f"{rep['autoscaler']}: prefill {p['current_replicas']}->{p['desired_replicas']} "
+                          f"({p['reason']}), decode {d['current_replicas']}->{d['desired_replicas']} "
+                          f"({d['reason']})", file=out)
+                else:
+                    print(f"{rep['autoscaler']}: {rep.get('error')}", file=out)
+        return 0 if all("decision" in r for r in reports) else 1
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping after the current autoscaler", signum)
+        runner.stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    log.info("pdscale run started", extra={"identity": options.identity, "namespace": options.namespace or "*"})
+    runner.serve()
+    log.info("pdscale run stopped", extra={"identity": options.identity})
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("run", help="run the live controller against a Kubernetes cluster",
+                              description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster service account)")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", metavar="NS", help="watch one namespace (default: the pod's own)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    p.add_argument("--prometheus-url", required=True, metavar="URL", help="Prometheus base URL")
+    p.add_argument("--tick-s", type=_positive, default=15.0, metavar="S", help="seconds between ticks (15)")
+    p.add_argument("--once", action="store_true", help="one tick, then exit")
+    p.add_argument("--dry-run", action="store_true", help="compute and report; write nothing")
+    p.add_argument("--json", action="store_true", help="with --once: print observations and decisions as JSON")
+    p.add_argument("--metrics-port", type=int, metavar="P", help="serve /metrics, /healthz, /readyz on this port")
+    p.add_argument("--lease-name", default="pdscale-controller", metavar="N", help="leader-election Lease name")
+    p.add_argument("--lease-namespace", metavar="NS", help="namespace of the Lease (default: the pod's own)")
+    p.add_argument("--lease-duration-s", type=_positive, default=15.0, metavar="S", help="Lease duration (15)")
+    p.add_argument("--identity", metavar="ID", help="this replica's identity (default: $POD_NAME or host-pid)")
+    p.add_argument("--kube-timeout-s", type=_positive, default=5.0, metavar="S", help="per API call (5)")
+    p.add_argument("--prometheus-timeout-s", type=_positive, default=5.0, metavar="S", help="per query (5)")
+    p.set_defaults(func=run_command)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value

@@ -1,0 +1,482 @@
+"""A Kubernetes API emulator for pdscale's tests: kmock's ``KubernetesEmulator`` extended for what a scaling
+controller needs.
+
+kmock (0.8) keeps objects in memory and serves discovery, LIST, WATCH, GET, POST and merge-PATCH. It has no
+``/scale`` routing, no resourceVersion, no PUT, no label selectors and no status subresource. This module adds them
+by overriding the one request hook kmock offers (``_handle``), and keeps kmock's object store (``objects``), its
+discovery documents and its WATCH streams for everything else:
+
+- ``resourceVersion`` (one counter for the whole server), ``uid``, ``generation`` (bumped on spec changes) and
+  ``creationTimestamp`` on every object; a write that carries a stale ``metadata.resourceVersion`` (PUT, or a
+  PATCH that names one as a precondition) gets 409 Conflict, as the real API server does.
+- PUT (replace) of whole objects, which Lease-based leader election needs.
+- ``/scale`` GET, PATCH and PUT for Deployments, StatefulSets and custom resources with a scale subresource
+  (``spec.replicas``, ``status.replicas``, the selector from ``status.selector`` or ``spec.selector``), as an
+  ``autoscaling/v1`` ``Scale`` sharing the parent's resourceVersion.
+- ``/status`` PATCH and PUT that touch only ``status``.
+- label selectors on LIST (equality, inequality, set-based and existence terms).
+- faults injected on chosen requests: an HTTP status (409, 500, ...) or a delay (a client timeout).
+- ``auto_ready``: a stand-in for the workload controllers, which makes every replica ready at once when
+  ``spec.replicas`` changes (tests that need starting pods turn it off and set ``status`` themselves).
+
+Two ways to run it:
+
+- kmock's pytest fixture, for async tests: ``@pytest.mark.kmock(cls=PdscaleKubeEmulator)`` then the ``kmock``
+  fixture; sync ``kubernetes`` client calls must go through ``asyncio.to_thread`` (the server shares the loop).
+- ``KubeEmulator`` (a context manager), for everything else: kmock's server runs in a background thread on its own
+  loop, so sync tests and ``pdscale run`` subprocesses can talk to it; thread-safe helpers seed and inspect objects
+  and inject faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import re
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp.web
+import attrs
+import kmock
+import yaml
+from kmock._internal import rendering
+from kmock._internal.k8s import KubernetesError, KubernetesObjectNotFoundError
+
+# group/version/plural -> (kind, namespaced, subresources)
+RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
+    "apps/v1/deployments": ("Deployment", True, ("scale", "status")),
+    "apps/v1/statefulsets": ("StatefulSet", True, ("scale", "status")),
+    "leaderworkerset.x-k8s.io/v1/leaderworkersets": ("LeaderWorkerSet", True, ("scale", "status")),
+    # any other CRD with a scale subresource; its plural is not in pdscale's table, so discovery must find it
+    "serving.example.com/v1alpha1/modelpools": ("ModelPool", True, ("scale", "status")),
+    "coordination.k8s.io/v1/leases": ("Lease", True, ()),
+    "v1/events": ("Event", True, ()),
+    "v1/pods": ("Pod", True, ("status",)),
+    "pdscale.io/v1alpha1/disaggregatedautoscalers": ("DisaggregatedAutoscaler", True, ("status",)),
+}
+CR = "pdscale.io/v1alpha1/disaggregatedautoscalers"
+
+
+@dataclass
+class Fault:
+    """Fail the next ``times`` requests matching ``method`` and the ``path`` regex (searched)."""
+
+    method: str
+    path: str
+    status: int | None = 500  # None: only delay
+    delay_s: float = 0.0
+    times: int = 1
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.hits < self.times and self.method.upper() == method.upper() and bool(re.search(self.path, path))
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _merge(base: Any, patch: Any) -> Any:
+    """JSON merge patch (RFC 7386): dicts merge, None deletes, anything else replaces."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    out = dict(base) if isinstance(base, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+_TERM = re.compile(r"\s*(!?)([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*")
+
+
+def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector string semantics (``a=b,c!=d,e,!f,g in (x,y),h notin (z)``)."""
+    # split on commas outside parentheses
+    terms, depth, current = [], 0, ""
+    for ch in selector:
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            terms.append(current)
+            current = ""
+        else:
+            current += ch
+    terms.append(current)
+    for term in (t for t in terms if t.strip()):
+        m = _TERM.fullmatch(term)
+        if not m:
+            raise ValueError(f"unparsable label selector term {term!r}")
+        neg, key, op, value, setop, values = m.groups()
+        if neg:
+            if key in labels:
+                return False
+        elif op in ("=", "=="):
+            if labels.get(key) != value:
+                return False
+        elif op == "!=":
+            if labels.get(key) == value:
+                return False
+        elif setop:
+            members = {v.strip() for v in values.split(",")}
+            if (labels.get(key) in members) != (setop == "in"):
+                return False
+        elif key not in labels:
+            return False
+    return True
+
+
+def _selector_string(obj: Mapping[str, Any]) -> str:
+    status_sel = (obj.get("status") or {}).get("selector")
+    if isinstance(status_sel, str) and status_sel:
+        return status_sel
+    match = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+
+
+class Conflict(KubernetesError):
+    pass
+
+
+@attrs.define(kw_only=True)
+class PdscaleKubeEmulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus resourceVersion, PUT, /scale, /status, selectors and faults (see module doc)."""
+
+    auto_ready: bool = True
+    faults: list[Fault] = attrs.field(factory=list)
+    served: list[tuple[str, str]] = attrs.field(factory=list)  # (method, path) of every request
+    _rv: int = attrs.field(default=1000, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        for key, (kind, namespaced, subs) in RESOURCES.items():
+            self.resources[key] = kmock.ResourceInfo(
+                kind=kind,
+                namespaced=namespaced,
+                singular=kind.lower(),
+                subresources=set(subs),
+                verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+            )
+
+    # ---- storage helpers (called inside the loop) ----
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def _stamp(self, obj: dict[str, Any], *, old: Mapping[str, Any] | None) -> dict[str, Any]:
+        meta = obj.setdefault("metadata", {})
+        old_meta = (old or {}).get("metadata") or {}
+        meta["uid"] = old_meta.get("uid") or meta.get("uid") or str(uuid.uuid4())
+        meta["creationTimestamp"] = old_meta.get("creationTimestamp") or meta.get("creationTimestamp") or _now_iso()
+        generation = int(old_meta.get("generation", 0) or 0)
+        if old is None or obj.get("spec") != old.get("spec"):
+            generation += 1
+        meta["generation"] = max(generation, 1)
+        meta["resourceVersion"] = self._next_rv()
+        spec = obj.get("spec")
+        if (
+            self.auto_ready
+            and old is not None
+            and isinstance(spec, dict)
+            and "replicas" in spec
+            and (old.get("spec") or {}).get("replicas") != spec["replicas"]
+        ):
+            n = int(spec["replicas"])
+            status = obj.setdefault("status", {})
+            status.update(replicas=n, readyReplicas=n, availableReplicas=n, updatedReplicas=n)
+        return obj
+
+    def _get(self, res: kmock.resource, ns: str | None, name: str) -> dict[str, Any] | None:
+        key = (res, ns, name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        return copy.deepcopy(self.objects[key].raw)
+
+    async def _store(self, res: kmock.resource, ns: str | None, name: str, obj: dict[str, Any], event: str) -> None:
+        key = (res, ns, name)
+        if key in self.objects and not self.objects[key].empty:
+            self.objects[key].create(obj)
+        else:
+            self.objects[key] = obj
+        await self._buses[res].put({"type": event, "object": copy.deepcopy(obj)})
+
+    @staticmethod
+    def _check_rv(current: Mapping[str, Any], body: Any) -> None:
+        wanted = ((body or {}).get("metadata") or {}).get("resourceVersion") if isinstance(body, Mapping) else None
+        have = (current.get("metadata") or {}).get("resourceVersion")
+        if wanted and str(wanted) != have:
+            name = (current.get("metadata") or {}).get("name")
+            raise Conflict(
+                status=409,
+                reason="Conflict",
+                message=f'Operation cannot be fulfilled on "{name}": the object has been modified; '
+                f"please apply your changes to the latest version and try again (have {have}, got {wanted})",
+            )
+
+    def _scale_of(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        meta = obj.get("metadata") or {}
+        return {
+            "apiVersion": "autoscaling/v1",
+            "kind": "Scale",
+            "metadata": {
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+                "creationTimestamp": meta.get("creationTimestamp"),
+            },
+            "spec": {"replicas": int((obj.get("spec") or {}).get("replicas", 0))},
+            "status": {
+                "replicas": int((obj.get("status") or {}).get("replicas", 0)),
+                "selector": _selector_string(obj),
+            },
+        }
+
+    # ---- the request hook ----
+    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        method = request.method.value if request.method is not None else ""
+        path = request.url.path
+        self.served.append((method, path))
+        for fault in self.faults:
+            if fault.matches(method, path):
+                fault.hits += 1
+                if fault.delay_s:
+                    await asyncio.sleep(fault.delay_s)
+                if fault.status is not None:
+                    raise KubernetesError(
+                        status=fault.status,
+                        reason="Conflict" if fault.status == 409 else "InternalError",
+                        message=f"injected fault {fault.status} on {method} {path}",
+                        details={},
+                    )
+                break
+        res = request.resource
+        if res is None or res.plural is None or res.group is None:
+            return await super()._handle(request)
+        res = kmock.resource(res.group, res.version, res.plural)
+        ns, name, sub = request.namespace, request.name, request.subresource
+        async with self._lock:
+            if (name is not None and sub in ("scale", "status")) or method == "PUT" or request.action in (
+                kmock.action.UPDATE,
+                kmock.action.CREATE,
+            ):
+                payload, status = await self._mutate_or_read(res, ns, name, sub, method, request.data)
+                return aiohttp.web.json_response(payload, status=status)
+            if request.action == kmock.action.LIST and "labelSelector" in request.params:
+                selector = request.params["labelSelector"]
+                items = [
+                    copy.deepcopy(obj.raw)
+                    for (r, o_ns, _), obj in self.objects.items()
+                    if r == res and not obj.deleted and (ns is None or o_ns == ns)
+                    if selector_matches(selector, (obj.raw.get("metadata") or {}).get("labels") or {})
+                ]
+                return aiohttp.web.json_response(
+                    {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)}, "items": items}
+                )
+        return await super()._handle(request)
+
+    async def _mutate_or_read(
+        self, res: kmock.resource, ns: str | None, name: str | None, sub: str | None, method: str, body: Any
+    ) -> tuple[dict[str, Any], int]:
+        if method == "POST" and name is None:
+            meta = (body or {}).get("metadata") or {}
+            name = meta.get("name") or (meta.get("generateName", "obj-") + uuid.uuid4().hex[:5])
+            ns = ns or meta.get("namespace")
+            if self._get(res, ns, name) is not None:
+                raise KubernetesError(status=409, reason="AlreadyExists", message=f'"{name}" already exists')
+            obj = copy.deepcopy(body)
+            obj["metadata"] = {**meta, "name": name, **({"namespace": ns} if ns else {})}
+            obj["metadata"].pop("resourceVersion", None)
+            self._stamp(obj, old=None)
+            await self._store(res, ns, name, obj, "ADDED")
+            return obj, 201
+        assert name is not None
+        current = self._get(res, ns, name)
+        if current is None:
+            raise KubernetesObjectNotFoundError(message=f'{res.plural} "{name}" not found', details={})
+        if sub == "scale":
+            if method == "GET":
+                return self._scale_of(current), 200
+            self._check_rv(current, body)
+            replicas = ((body or {}).get("spec") or {}).get("replicas")
+            if replicas is None:
+                raise KubernetesError(status=422, reason="Invalid", message="spec.replicas is required", details={})
+            new = copy.deepcopy(current)
+            new.setdefault("spec", {})["replicas"] = int(replicas)
+        elif sub == "status":
+            if method == "GET":
+                return current, 200
+            self._check_rv(current, body)
+            new = copy.deepcopy(current)
+            if method == "PUT":
+                new["status"] = copy.deepcopy((body or {}).get("status"))
+            else:
+                new = _merge(new, {"status": (body or {}).get("status")})
+        elif method == "PUT":
+            self._check_rv(current, body)
+            new = copy.deepcopy(body)
+            new["metadata"] = {**current["metadata"], **(body.get("metadata") or {})}
+            if res.plural != "leases":  # like the real server: PUT on the main resource ignores status
+                new["status"] = current.get("status")
+        elif method == "PATCH":
+            if isinstance(body, list):
+                raise KubernetesError(status=415, reason="UnsupportedMediaType", message="json-patch unsupported")
+            self._check_rv(current, body)
+            new = _merge(current, {k: v for k, v in (body or {}).items() if k != "status"})
+        else:
+            return current, 200
+        self._stamp(new, old=current)
+        await self._store(res, ns, name, new, "MODIFIED")
+        return (self._scale_of(new) if sub == "scale" else new), 200
+
+
+class KubeEmulator:
+    """Runs a ``PdscaleKubeEmulator`` on 127.0.0.1 in a background thread; thread-safe helpers for tests."""
+
+    def __init__(self, *, auto_ready: bool = True) -> None:
+        self.handler = PdscaleKubeEmulator(auto_ready=auto_ready)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="kube-emulator", daemon=True)
+        self._stop: asyncio.Event | None = None
+        self._server: kmock.Server | None = None
+        self.url = ""
+
+    def __enter__(self) -> KubeEmulator:
+        self._thread.start()
+        self.url = self._call(self._start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._call(self._shutdown(), timeout_s=10)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+    async def _start(self) -> str:
+        await self.handler.__aenter__()
+        self._server = kmock.Server(self.handler)
+        await self._server.__aenter__()
+        return str(self._server.url).rstrip("/")
+
+    async def _shutdown(self) -> None:
+        assert self._server is not None
+        await self._server.__aexit__(None, None, None)
+        await self.handler.__aexit__(None, None, None)
+
+    def _call(self, coro: Any, timeout_s: float = 10.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=timeout_s)
+
+    # ---- seeding and inspection ----
+    def put(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create or overwrite an object as the API server would store it (stamped, watch event sent)."""
+
+        async def go() -> dict[str, Any]:
+            res = kmock.resource(resource)
+            meta = obj.setdefault("metadata", {})
+            ns, name = meta.get("namespace"), meta["name"]
+            async with self.handler._lock:
+                old = self.handler._get(res, ns, name)
+                new = self.handler._stamp(copy.deepcopy(obj), old=old)
+                await self.handler._store(res, ns, name, new, "ADDED" if old is None else "MODIFIED")
+                return new
+
+        return self._call(go())  # type: ignore[no-any-return]
+
+    def get(self, resource: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        async def go() -> dict[str, Any] | None:
+            async with self.handler._lock:
+                return self.handler._get(kmock.resource(resource), namespace, name)
+
+        return self._call(go())  # type: ignore[no-any-return]
+
+    def list(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        async def go() -> list[dict[str, Any]]:
+            res = kmock.resource(resource)
+            async with self.handler._lock:
+                return [
+                    copy.deepcopy(obj.raw)
+                    for (r, ns, _), obj in self.handler.objects.items()
+                    if r == res and not obj.deleted and (namespace is None or ns == namespace)
+                ]
+
+        return self._call(go())  # type: ignore[no-any-return]
+
+    def history(self, resource: str, namespace: str | None, name: str) -> list[dict[str, Any]]:
+        """Every stored version of one object, oldest first (deletions skipped)."""
+
+        async def go() -> list[dict[str, Any]]:
+            async with self.handler._lock:
+                obj = self.handler.objects[kmock.resource(resource), namespace, name]
+                return [copy.deepcopy(v.raw) for v in obj.history if v is not None]
+
+        return self._call(go())  # type: ignore[no-any-return]
+
+    def requests(self) -> Iterator[tuple[str, str]]:
+        """(method, path) of every request served so far."""
+        yield from list(self.handler.served)
+
+    def add_fault(self, method: str, path: str, *, status: int | None = 500, delay_s: float = 0.0,
+                  times: int = 1) -> Fault:
+        fault = Fault(method=method, path=path, status=status, delay_s=delay_s, times=times)
+        self._loop.call_soon_threadsafe(self.handler.faults.append, fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        self._loop.call_soon_threadsafe(self.handler.faults.clear)
+
+    def kubeconfig(self, path: Path, namespace: str = "default") -> Path:
+        """Write a kubeconfig pointing at this emulator (plain HTTP, a dummy token)."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "emu", "cluster": {"server": self.url}}],
+            "users": [{"name": "emu", "user": {"token": "emulator"}}],
+            "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu", "namespace": namespace}}],
+            "current-context": "emu",
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    # ---- typical objects ----
+    def add_deployment(self, namespace: str, name: str, replicas: int, *, kind: str = "Deployment",
+                       ready: int | None = None) -> dict[str, Any]:
+        resource = next(key for key, (k, _, subs) in RESOURCES.items() if k == kind and "scale" in subs)
+        api_version = resource.rsplit("/", 1)[0]
+        ready_n = replicas if ready is None else ready
+        status: dict[str, Any] = {"replicas": replicas, "readyReplicas": ready_n}
+        if api_version != "apps/v1":  # CRDs publish the selector string in status (LWS: hpaPodSelector)
+            status["hpaPodSelector"] = f"app={name}"
+            status["selector"] = f"app={name}"
+        obj = {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]},
+                },
+            },
+            "status": status,
+        }
+        return self.put(resource, obj)
+
+    def add_pod(self, namespace: str, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+        return self.put("v1/pods", {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]},
+            "status": {"phase": "Running"},
+        })
