@@ -1,0 +1,138 @@
+"""Simulator speed: simulated requests per wall-clock second, fast (event-skipping) mode vs the per-step reference.
+
+Workload: the Azure 2023 conversation trace at rate scale K, realised as K superposed copies of the trace, copy i
+shifted by i/K of the trace span (circularly), so the duration stays ~1 h and the request count is K × 19,366
+(K = 20: ~387k requests, ~110 req/s). Cluster: the llama-3.1-8b-h100-tp1 profile, disaggregated, ``--instances``
+pods per pool, default router. The reference mode runs on a prefix of the workload (its rate is per request, so it
+scales), and the fast mode's records on that prefix are compared with the reference's.
+
+    .venv/bin/python bench/bench_sim_speed.py [--rate-scale 20] [--instances 10] [--reference-requests 10000]
+
+Numbers, not pass/fail: one core; rates per CPU second of this process (fair on a shared machine) and per
+wall-clock second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from autoscaler.profiles import load_profile
+from sim.engine import Engine, EngineConfig
+from sim.workload import Workload, default_workload, load_trace, merge
+
+TRACE = Path("/work/shared/traces/azure_llm_2023_conv.csv")
+FIELDS = ("prefill_end_s", "first_token_s", "last_token_s", "itl_mean_s", "itl_max_s")
+
+
+def tiled_trace(path: Path, rate_scale: int) -> Workload:
+    base = load_trace(path)
+    span = float(base.arrival_s[-1]) + 1e-9
+    arrival = np.concatenate([(base.arrival_s + i * span / rate_scale) % span for i in range(rate_scale)])
+    order = np.argsort(arrival, kind="stable")
+    return Workload(
+        f"{base.name}x{rate_scale}",
+        arrival[order],
+        np.tile(base.prompt_tokens, rate_scale)[order],
+        np.tile(base.output_tokens, rate_scale)[order],
+    )
+
+
+def synthetic(rate_scale: int, duration_s: float = 3502.0) -> Workload:
+    """Stand-in where the trace file is absent: K independent Azure-conv-like streams (sim.workload)."""
+    return merge(
+        [default_workload(seed=i, duration_s=duration_s) for i in range(rate_scale)], name="synthetic"
+    )
+
+
+def prefix(w: Workload, n: int) -> Workload:
+    return Workload(f"{w.name}[:{n}]", w.arrival_s[:n], w.prompt_tokens[:n], w.output_tokens[:n])
+
+
+def timed_run(w: Workload, cfg: EngineConfig, instances: int) -> tuple[Engine, float, float]:
+    """(engine, wall seconds, CPU seconds of this process): CPU time is the fairer figure on a shared machine."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    e = Engine(w, cfg, instances, instances)
+    e.finish()
+    return e, time.perf_counter() - t0, time.process_time() - c0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trace", type=Path, default=TRACE)
+    ap.add_argument(
+        "--synthetic", action="store_true", help="use K embedded Azure-conv-like streams instead of the trace"
+    )
+    ap.add_argument("--rate-scale", type=int, default=20)
+    ap.add_argument("--instances", type=int, default=10, help="pods per pool")
+    ap.add_argument("--profile", default="llama-3.1-8b-h100-tp1")
+    ap.add_argument("--requests", type=int, default=0, help="limit the fast run to a prefix (0 = all)")
+    ap.add_argument("--reference-requests", type=int, default=10_000)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    w = synthetic(args.rate_scale) if args.synthetic else tiled_trace(args.trace, args.rate_scale)
+    if args.requests:
+        w = prefix(w, args.requests)
+    profile = load_profile(args.profile)
+    fast_cfg = EngineConfig(profile)
+    ref_cfg = EngineConfig(profile, reference=True)
+
+    fast, fast_wall, fast_cpu = timed_run(w, fast_cfg, args.instances)
+    r = fast.records()
+    n_ref = min(args.reference_requests, len(w))
+    wp = prefix(w, n_ref)
+    ref, ref_wall, ref_cpu = timed_run(wp, ref_cfg, args.instances)
+    fast_p, _, _ = timed_run(wp, fast_cfg, args.instances)
+    rr, rf = ref.records(), fast_p.records()
+    max_diff = max(float(np.nanmax(np.abs(getattr(rr, f) - getattr(rf, f)))) for f in FIELDS)
+
+    out = {
+        "requests": len(w),
+        "sim_duration_s": float(np.nanmax(r.last_token_s)),
+        "completed": int(r.finished.sum()),
+        "instances_per_pool": args.instances,
+        "fast_wall_s": fast_wall,
+        "fast_cpu_s": fast_cpu,
+        "fast_req_per_s": len(w) / fast_wall,
+        "fast_req_per_cpu_s": len(w) / fast_cpu,
+        "reference_requests": n_ref,
+        "reference_wall_s": ref_wall,
+        "reference_cpu_s": ref_cpu,
+        "reference_req_per_s": n_ref / ref_wall,
+        "reference_req_per_cpu_s": n_ref / ref_cpu,
+        "speedup": (len(w) / fast_cpu) / (n_ref / ref_cpu),
+        "prefix_max_abs_diff_s": max_diff,
+        "ttft_p50_s": float(np.nanpercentile(r.ttft_s, 50)),
+        "ttft_p99_s": float(np.nanpercentile(r.ttft_s, 99)),
+        "itl_mean_s": float(np.nanmean(r.itl_mean_s)),
+        "preemptions": int(r.preemptions.sum()),
+    }
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"workload   {w.name}: {len(w)} requests over {out['sim_duration_s']:.0f} simulated s")
+    print(f"cluster    {args.profile}, disagg, {args.instances} prefill + {args.instances} decode pods")
+    print(
+        f"fast       {out['fast_req_per_cpu_s']:>9,.0f} req/CPU-s {out['fast_req_per_s']:>9,.0f} req/wall-s  "
+        f"({fast_cpu:.2f} CPU s, {fast_wall:.2f} wall s, {out['completed']} completed)"
+    )
+    print(
+        f"reference  {out['reference_req_per_cpu_s']:>9,.0f} req/CPU-s {out['reference_req_per_s']:>9,.0f} "
+        f"req/wall-s  ({ref_cpu:.2f} CPU s, {ref_wall:.2f} wall s, first {n_ref} requests)"
+    )
+    print(
+        f"ratio      {out['speedup']:>9.1f} x (CPU time; fast vs reference on the prefix: max |Δ| = {max_diff:.2e} s)"
+    )
+    print(
+        f"results    TTFT p50 {out['ttft_p50_s'] * 1e3:.1f} ms, p99 {out['ttft_p99_s'] * 1e3:.1f} ms, "
+        f"ITL mean {out['itl_mean_s'] * 1e3:.2f} ms, preemptions {out['preemptions']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
