@@ -7,6 +7,11 @@ one here (bounded, jittered, on 409 Conflict only). Scaling follows the HPA cont
 just read, retry on conflict. Unlike the HPA it re-checks that the replica count it decided from is still the
 one on the target, so a decision made on stale data (another writer, a previous leader) is dropped, never applied
 twice.
+
+Per pass, ``TargetCache`` reads the replicas of every target from one LIST per kind and namespace (an informer's
+store, refreshed each pass), so a pass over N autoscalers costs O(namespaces) reads, not 4 N GETs; ``/scale``
+itself is read only right before a write. ``status_changed`` says whether a status write would change anything
+but its evaluation timestamp (the HPA controller writes status only when it changed).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import datetime
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,9 +102,11 @@ class KubeClient:
         """In-cluster service account by default; a kubeconfig file when given."""
         configuration = k8s.Configuration()
         if kubeconfig:
-            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]  # untyped upstream
+                config_file=kubeconfig, client_configuration=configuration
+            )
         else:
-            k8s_config.load_incluster_config(client_configuration=configuration)
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         configuration.retries = False  # our retry policy only
         return cls(k8s.ApiClient(configuration), settings)
 
@@ -129,10 +137,18 @@ class KubeClient:
             ),
             _request_timeout=self.timeout,
         )
-        response.read()
+        response.read()  # type: ignore[no-untyped-call]  # untyped upstream
         if not 200 <= response.status < 300:
             raise ScaleError(f"discovery GET {path}: HTTP {response.status}")
-        return dict(json.loads(response.data))
+        body: Any = response.data
+        return as_dict(json.loads(body or b"{}"), f"discovery GET {path}")
+
+
+def as_dict(value: object, where: str) -> dict[str, Any]:
+    """A JSON object from the API (CustomObjectsApi is typed ``object``); anything else is a ScaleError."""
+    if not isinstance(value, dict):
+        raise ScaleError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def split_api_version(api_version: str) -> tuple[str, str]:
@@ -192,16 +208,75 @@ def parse_autoscaler(raw: Mapping[str, Any]) -> AutoscalerObject:
 def list_autoscalers(kube: KubeClient, namespace: str | None) -> list[AutoscalerObject]:
     """Every DisaggregatedAutoscaler in ``namespace`` (all namespaces when None), sorted by key."""
     if namespace is None:
-        data = kube.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _request_timeout=kube.timeout)
+        raw = kube.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _request_timeout=kube.timeout)
     else:
-        data = kube.custom.list_namespaced_custom_object(
+        raw = kube.custom.list_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, _request_timeout=kube.timeout
         )
+    data = as_dict(raw, f"list {PLURAL}")
     objects = [parse_autoscaler(item) for item in data.get("items", [])]
     return sorted(objects, key=lambda o: o.key)
 
 
 # ---------------------------------------------------------------- the /scale target
+
+
+class TargetCache:
+    """The scale targets of one pass, read like an informer's store: ONE LIST per (apiVersion, kind, namespace),
+    fetched on first use and kept for the rest of the pass, instead of two GETs per pool.
+
+    Only kinds in ``KNOWN_PLURALS`` are listed: their ``/scale`` reads ``spec.replicas``, so the listed object
+    says what ``/scale`` would. Other kinds (a CRD's scale subresource may map any path) return None and the
+    caller reads ``/scale`` itself. A failed LIST is remembered for the pass and raised as ScaleError for every
+    target of that kind and namespace (one failing request, not one per autoscaler). Thread-safe."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self.kube = kube
+        self.lists = 0  # LIST requests sent (for the bench and tests)
+        self._lock = threading.Lock()
+        self._locks: dict[tuple[str, str, str], threading.Lock] = {}
+        self._items: dict[tuple[str, str, str], dict[str, Mapping[str, Any]] | ScaleError] = {}
+
+    def get(self, ref: TargetRef, namespace: str) -> Mapping[str, Any] | None:
+        """The listed object ``ref`` names; None when its kind is not cached. Raises ScaleError when the LIST
+        failed or the object does not exist."""
+        group, version = split_api_version(ref.api_version)
+        plural = KNOWN_PLURALS.get((group, ref.kind))
+        if plural is None:
+            return None
+        key = (ref.api_version, ref.kind, namespace)
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._items:
+                self._items[key] = self._list(group, version, plural, ref.kind, namespace)
+            found = self._items[key]
+        if isinstance(found, ScaleError):
+            raise found
+        obj = found.get(ref.name)
+        if obj is None:
+            raise ScaleError(f"get {ref.kind}/{ref.name} scale: HTTP 404 Not Found")
+        return obj
+
+    def _list(
+        self, group: str, version: str, plural: str, kind: str, namespace: str
+    ) -> dict[str, Mapping[str, Any]] | ScaleError:
+        self.lists += 1
+        try:
+            data = as_dict(
+                self.kube.custom.list_namespaced_custom_object(
+                    group, version, namespace, plural, _request_timeout=self.kube.timeout
+                ),
+                f"list {kind} in {namespace}",
+            )
+        except Exception as exc:  # API errors, timeouts, connection errors: the pass reports them per target
+            return ScaleError(f"list {kind} in {namespace}: {api_error_text(exc)}")
+        items: dict[str, Mapping[str, Any]] = {}
+        for item in data.get("items") or []:
+            name = (item.get("metadata") or {}).get("name")
+            if name:
+                items[str(name)] = item
+        return items
 
 
 @dataclass(frozen=True)
@@ -221,6 +296,7 @@ class KubeScaleTarget:
         spec: AutoscalerSpec,
         *,
         pod_load: PodLoad | None = None,
+        cache: TargetCache | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -228,6 +304,7 @@ class KubeScaleTarget:
         self.namespace = namespace
         self.spec = spec
         self.pod_load = pod_load
+        self.cache = cache  # per-pass LIST snapshot for read_replicas; scale() always re-reads /scale
         self.rng = rng or random.Random()
         self.sleep = sleep
         self.conflicts = 0  # 409s met (for tests and metrics)
@@ -259,8 +336,11 @@ class KubeScaleTarget:
                 )
             group, version = split_api_version(ref.api_version)
             plural = self.kube.plural(group, version, ref.kind)
-            data = self.kube.custom.get_namespaced_custom_object_scale(
-                group, version, self.namespace, plural, ref.name, _request_timeout=t
+            data = as_dict(
+                self.kube.custom.get_namespaced_custom_object_scale(
+                    group, version, self.namespace, plural, ref.name, _request_timeout=t
+                ),
+                f"get {ref.kind}/{ref.name} scale",
             )
         except ApiException as exc:
             raise ScaleError(f"get {ref.kind}/{ref.name} scale: {api_error_text(exc)}") from exc
@@ -280,8 +360,11 @@ class KubeScaleTarget:
         group, version = split_api_version(ref.api_version)
         try:
             plural = self.kube.plural(group, version, ref.kind)
-            obj = self.kube.custom.get_namespaced_custom_object(
-                group, version, self.namespace, plural, ref.name, _request_timeout=self.kube.timeout
+            obj = as_dict(
+                self.kube.custom.get_namespaced_custom_object(
+                    group, version, self.namespace, plural, ref.name, _request_timeout=self.kube.timeout
+                ),
+                f"get {ref.kind}/{ref.name}",
             )
         except ScaleError:
             raise
@@ -293,6 +376,13 @@ class KubeScaleTarget:
     def read_replicas(self) -> dict[Pool, PoolReplicas]:
         out: dict[Pool, PoolReplicas] = {}
         for pool in (Pool.PREFILL, Pool.DECODE):
+            listed = self.cache.get(self._ref(pool), self.namespace) if self.cache is not None else None
+            if listed is not None:
+                spec, status = listed.get("spec") or {}, listed.get("status") or {}
+                out[pool] = PoolReplicas(
+                    desired=int(spec.get("replicas") or 0), ready=max(0, int(status.get("readyReplicas") or 0))
+                )
+                continue
             desired = self.read_scale(pool).replicas
             out[pool] = PoolReplicas(desired=desired, ready=max(0, self.read_ready(pool)))
         return out
@@ -598,6 +688,20 @@ def _describe(decision: Any, pools: Sequence[Pool]) -> str:
     return "; ".join(parts)
 
 
+# status fields that only say "evaluated again": a change to them alone is not worth a write (HPA's rule:
+# updateStatusIfNeeded writes only when the status differs from what was read)
+TIMESTAMP_ONLY_FIELDS = frozenset({"lastEvaluationTime"})
+
+
+def status_changed(previous: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Whether merge-patching ``new`` onto the stored ``previous`` would change anything but
+    ``TIMESTAMP_ONLY_FIELDS`` (only ``new``'s top-level keys are written). Condition
+    ``lastTransitionTime`` needs no special case: ``Conditions`` keeps it while a condition's status holds."""
+
+    plain = json.loads(json.dumps(dict(new)))  # tuples -> lists, as the stored copy has them
+    return any(previous.get(k) != v for k, v in plain.items() if k not in TIMESTAMP_ONLY_FIELDS)
+
+
 def write_status(kube: KubeClient, obj: AutoscalerObject, status: Mapping[str, Any]) -> None:
     """Merge-patch the status subresource. ``conditions`` is a list, so it is replaced whole."""
     kube.custom.patch_namespaced_custom_object_status(
@@ -636,7 +740,9 @@ class EventRecorder:
             "count": 1,
         }
         try:
-            self.kube.core.create_namespaced_event(obj.namespace, body, _request_timeout=self.kube.timeout)
+            self.kube.core.create_namespaced_event(  # the client serialises plain dicts as they are
+                obj.namespace, body, _request_timeout=self.kube.timeout  # type: ignore[arg-type]
+            )
         except Exception as exc:  # events are informative; a failure must not stop scaling
             log.warning("event %s for %s not recorded: %s", reason, obj.key, api_error_text(exc))
 

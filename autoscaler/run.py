@@ -3,8 +3,9 @@
 Per tick: list the DisaggregatedAutoscaler objects, refresh Prometheus once for all of them, tick one
 ``Controller`` per valid object (the same class the simulator drives), then write each object's status and one
 event per scale. Only the Lease holder writes (``autoscaler.leader``); ``--dry-run`` and ``mode: advisory``
-compute and report without writing replicas (``--dry-run`` writes nothing at all). SIGTERM finishes the current
-autoscaler, releases the Lease and exits 0.
+compute and report without writing replicas (``--dry-run`` writes nothing at all). SIGTERM finishes the
+autoscalers in flight (at most ``workers``), starts no more, releases the Lease and exits 0. A pass that listed
+the autoscalers and reached Prometheus (or needed it for none) marks the controller ready (``/readyz``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from autoscaler.controller import Controller, TickResult
@@ -34,9 +36,11 @@ from autoscaler.kube import (
     PodLoad,
     ScaleError,
     StatusStateStore,
+    TargetCache,
     api_error_text,
     build_status,
     list_autoscalers,
+    status_changed,
     write_status,
 )
 from autoscaler.leader import LeaderElector, LeaseConfig
@@ -73,6 +77,25 @@ class RunOptions:
     identity: str = ""
     kube_timeout_s: float = 5.0
     prometheus_timeout_s: float = 5.0
+    workers: int = 8  # autoscalers ticked at once (bounds concurrent API writes)
+
+
+@dataclass
+class PassStats:
+    """What one pass did, for telemetry, the bench and tests."""
+
+    autoscalers: int = 0
+    listed: bool = False  # listing the DisaggregatedAutoscalers worked
+    metrics_error: str | None = None  # Prometheus unreachable for the whole refresh
+    target_lists: int = 0  # LIST requests for scale targets
+    status_writes: int = 0
+    status_unchanged: int = 0  # status computed but equal to the stored one up to timestamps: not written
+    duration_s: float = 0.0
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.listed and self.metrics_error is None
 
 
 @dataclass
@@ -128,6 +151,8 @@ class Runner:
         self.events = EventRecorder(kube, options.identity)
         self.managed: dict[str, _Managed] = {}
         self.stop = threading.Event()
+        self.last_pass = PassStats()
+        self._stats_lock = threading.Lock()
 
     # -- leadership
 
@@ -143,32 +168,53 @@ class Runner:
     # -- one pass
 
     def run_pass(self) -> list[dict[str, Any]]:
+        """One tick over every autoscaler; returns one report per autoscaler (sorted by key)."""
         started = time.monotonic()
+        stats = PassStats()
+        self.last_pass = stats
         try:
             objects = list_autoscalers(self.kube, self.options.namespace)
         except Exception as exc:
             log.error("listing DisaggregatedAutoscalers failed: %s", api_error_text(exc))
             if self.telemetry is not None:
                 self.telemetry.record_error("list", api_error_text(exc))
+            stats.duration_s = time.monotonic() - started
             return []
+        stats.listed, stats.autoscalers = True, len(objects)
         specs = {o.key: o.spec for o in objects if o.spec is not None}
         self.metrics.refresh(specs, self.clock.now_s())
-        reports = []
-        for obj in objects:
-            if self.stop.is_set():
-                break
-            reports.append(self.run_one(obj))
+        stats.metrics_error = getattr(self.metrics, "last_fatal_error", None) if specs else None
+        writes = self.may_write()  # steps the elector at most once per pass
+        cache = TargetCache(self.kube)
+        workers = max(1, min(self.options.workers, len(objects)))
+        if workers == 1:
+            done = [self._run_if_running(o, cache, writes) for o in objects]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pdscale-tick") as pool:
+                done = list(pool.map(lambda o: self._run_if_running(o, cache, writes), objects))
+        reports = [r for r in done if r is not None]
         live = {o.key for o in objects}
         for key in list(self.managed):
             if key not in live:
                 del self.managed[key]
                 if self.telemetry is not None:
                     self.telemetry.forget(key)
+        stats.target_lists = cache.lists
+        stats.reports = reports
+        stats.duration_s = time.monotonic() - started
         if self.telemetry is not None:
-            self.telemetry.observe_pass(time.monotonic() - started, getattr(self.metrics, "queries_last_refresh", None))
-            if not objects:
+            queries = getattr(self.metrics, "queries_last_refresh", None)
+            self.telemetry.observe_pass(stats.duration_s, queries if isinstance(queries, int) else None)
+            if stats.succeeded:  # listing worked and Prometheus answered (or was not needed): ready
                 self.telemetry.mark_success()
+            elif stats.metrics_error:
+                self.telemetry.record_error("metrics", stats.metrics_error)
         return reports
+
+    def _run_if_running(self, obj: AutoscalerObject, cache: TargetCache, writes: bool) -> dict[str, Any] | None:
+        if self.stop.is_set():  # SIGTERM: finish the autoscalers already started, start no more
+            return None
+        return self.run_one(obj, cache=cache, writes=writes)
 
     def _managed_for(self, obj: AutoscalerObject) -> _Managed:
         assert obj.spec is not None
@@ -183,22 +229,30 @@ class Runner:
             self.managed[obj.key] = found
         return found
 
-    def run_one(self, obj: AutoscalerObject) -> dict[str, Any]:
+    def _still_writing(self, writes: bool | None) -> bool:
+        """``writes`` decided at the start of the pass, re-checked against the Lease's validity (no renewal)."""
+        if writes is None:
+            return self.may_write()
+        return writes and (self.elector is None or self.elector.is_leader())
+
+    def run_one(
+        self, obj: AutoscalerObject, *, cache: TargetCache | None = None, writes: bool | None = None
+    ) -> dict[str, Any]:
         report: dict[str, Any] = {"autoscaler": obj.key, "valid": obj.spec is not None}
         if obj.spec is None:
             report["error"] = obj.error
             log.warning("invalid autoscaler %s: %s", obj.key, obj.error, extra={"autoscaler": obj.key})
             if self.telemetry is not None:
                 self.telemetry.record_error("spec", obj.error or "invalid spec")
-            if self.may_write():
+            if self._still_writing(writes):
                 if _condition(obj, "ScalingActive").get("message") != obj.error:
                     self.events.emit(obj, "Warning", "InvalidSpec", obj.error or "invalid spec")
                 self._write_status(obj, build_status(obj, result=None))
             return report
 
         managed = self._managed_for(obj)
-        writes = self.may_write()
-        target = KubeScaleTarget(self.kube, obj.namespace, obj.spec, pod_load=self.pod_load)
+        writes = self._still_writing(writes)
+        target = KubeScaleTarget(self.kube, obj.namespace, obj.spec, pod_load=self.pod_load, cache=cache)
         controller = Controller(
             obj.key,
             obj.spec,
@@ -254,8 +308,17 @@ class Runner:
         return report
 
     def _write_status(self, obj: AutoscalerObject, status: Mapping[str, Any]) -> None:
+        """Write ``status`` unless it equals the stored one up to timestamps (the policy state is part of it, so
+        a changed policy state is always persisted)."""
+        stats = self.last_pass
+        if not status_changed(obj.status, status):
+            with self._stats_lock:
+                stats.status_unchanged += 1
+            return
         try:
             write_status(self.kube, obj, status)
+            with self._stats_lock:
+                stats.status_writes += 1
         except Exception as exc:
             log.warning("status of %s not written: %s", obj.key, api_error_text(exc), extra={"autoscaler": obj.key})
 
@@ -314,6 +377,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         identity=identity,
         kube_timeout_s=args.kube_timeout_s,
         prometheus_timeout_s=args.prometheus_timeout_s,
+        workers=args.workers,
     )
 
 
@@ -351,7 +415,8 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except RuntimeError as exc:
         print(f"pdscale run: {exc}", file=sys.stderr)
         return 2
-    runner = Runner(options, kube, metrics, elector=elector, telemetry=telemetry)
+    # pod-deletion-cost on Deployment scale-down: the least-busy pods (running requests, one query) go first
+    runner = Runner(options, kube, metrics, elector=elector, telemetry=telemetry, pod_load=metrics.pod_load)
     try:
         return _run(runner, options, elector, out)
     finally:
@@ -420,6 +485,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--identity", metavar="ID", help="this replica's identity (default: $POD_NAME or host-pid)")
     p.add_argument("--kube-timeout-s", type=_positive, default=5.0, metavar="S", help="per API call (5)")
     p.add_argument("--prometheus-timeout-s", type=_positive, default=5.0, metavar="S", help="per query (5)")
+    p.add_argument("--workers", type=_positive_int, default=8, metavar="N",
+                   help="autoscalers ticked at once; bounds concurrent API writes (8)")
     p.set_defaults(func=run_command)
 
 
@@ -430,4 +497,14 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value

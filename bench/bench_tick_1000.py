@@ -1,4 +1,6 @@
-"""Prometheus side of one controller tick for 10, 100 and 1,000 autoscalers (up to 2,000 pools).
+"""One controller tick for 10, 100 and 1,000 autoscalers (up to 2,000 pools): the Prometheus side alone, and a
+FULL ``Runner.run_pass()`` against the Kubernetes emulator holding the DisaggregatedAutoscalers and their 2 N
+Deployments (``--full``).
 
 Every autoscaler is a vLLM P/D deployment (model ``model-NNNN`` in one of 10 namespaces) with one prefill pod,
 two decode pods and a proxy, all exported in vLLM format (tests/helpers/vllm_exporter.py) and scraped by the
@@ -13,14 +15,22 @@ its window, so the exporter takes no CPU from the timed part.
 
     .venv/bin/python bench/bench_tick_1000.py [--sizes 10 100 1000] [--repeats 5] [--json]
 
-``run(n_autoscalers)`` (one size, its own Prometheus) and ``TickBench`` (one Prometheus, many sizes) are the
-entry points for a bench that adds the Kubernetes side of the tick.
+``run(n_autoscalers)`` (one size, its own Prometheus) and ``TickBench`` (one Prometheus, many sizes) time the
+Prometheus refresh alone. ``TickBench.run_full(n)`` times the whole pass: list the CRs, one Prometheus refresh,
+read replicas (one LIST of Deployments per namespace), decide with pdscale's policy, write ``/scale`` where a
+pool changes and status where it changed. Pass 1 ("cold") writes every status and the first scale-ups; the
+passes after it are the steady state that is reported (median of ``repeats``). The emulator is Python and runs
+in this process (its own thread, sharing the GIL): ``kube_server_s`` is the time spent inside its request
+handler, so what is left of the wall time is the client side (policy, HTTP client, JSON decoding).
+
+    .venv/bin/python bench/bench_tick_1000.py --full [--sizes 10 100 1000] [--repeats 3] [--workers 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -36,7 +46,9 @@ if str(_ROOT) not in sys.path:
 
 from autoscaler.core.buckets import ITL_BUCKETS_S, TTFT_BUCKETS_S  # noqa: E402
 from autoscaler.core.spec import AutoscalerSpec, MetricsSpec  # noqa: E402
+from autoscaler.core.types import Decision, Observation, Pool, PoolDecision  # noqa: E402
 from autoscaler.prometheus import PrometheusMetricsSource  # noqa: E402
+from autoscaler.run import Runner, RunOptions, make_policy  # noqa: E402
 from tests.helpers.processes import ProcessRunner  # noqa: E402
 from tests.helpers.prometheus import PrometheusServer  # noqa: E402
 from tests.helpers.vllm_exporter import ExportedFrontend, ExportedPod, LatencyMix, Load, VllmExporter  # noqa: E402
@@ -196,6 +208,214 @@ class TickBench:
         }
 
 
+    def run_full(
+        self,
+        n_autoscalers: int,
+        repeats: int = 3,
+        workers: int = 8,
+        separate_process: bool = True,
+        policy: str = "pdscale",
+    ) -> dict[str, Any]:
+        """Time full ``Runner`` passes over ``n_autoscalers`` CRs in a fresh Kubernetes emulator, by default in
+        its own process (as an API server is: it does not share this process' GIL)."""
+        if self.prom is None or self.eval_at_s is None:
+            raise RuntimeError("TickBench.start() first")
+        from kubernetes import client as k8s
+
+        from autoscaler.kube import KubeClient, KubeSettings
+        from tests.helpers.kube_emulator import KubeEmulator
+
+        eval_at_s = self.eval_at_s
+        emulator: Any = EmulatorProcess(n_autoscalers) if separate_process else _seeded(KubeEmulator(), n_autoscalers)
+        with emulator as emu:
+            cfg = k8s.Configuration()
+            cfg.host = emu.url
+            cfg.retries = False
+            cfg.connection_pool_maxsize = max(4, workers)
+            kube = KubeClient(k8s.ApiClient(cfg), KubeSettings(timeout_s=30.0))
+            source = PrometheusMetricsSource(self.prom.url, timeout_s=30.0)
+            options = RunOptions(namespace=None, prometheus_url=self.prom.url, identity="bench", workers=workers)
+            factory = {"pdscale": make_policy, "hold": lambda spec: HoldPolicy()}[policy]
+            runner = Runner(options, kube, source, clock=_FixedClock(eval_at_s), policy_factory=factory)
+            passes = [_timed_pass(runner, emu) for _ in range(1 + repeats)]
+            replicas = {
+                (d["metadata"]["namespace"], d["metadata"]["name"]): d["spec"]["replicas"]
+                for d in emu.list("apps/v1/deployments")
+            }
+        cold, steady = passes[0], passes[1:]
+        reports = steady[-1]["reports"]
+        errors = sum(1 for r in reports if "decision" not in r or r.get("errors"))
+        median = statistics.median(p["wall_s"] for p in steady)
+        mid = min(steady, key=lambda p: abs(p["wall_s"] - median))
+        return {
+            "autoscalers": n_autoscalers,
+            "pools": 2 * n_autoscalers,
+            "workers": workers,
+            "emulator_process": "separate" if separate_process else "in-process thread",
+            "policy": policy,
+            "queries_per_tick": mid["queries"],
+            "kube_calls_per_tick": mid["kube_calls"],
+            "kube_calls_by_kind": mid["kube_calls_by_kind"],
+            "tick_wall_s_median": median,
+            "tick_wall_s_all": [p["wall_s"] for p in steady],
+            "prometheus_refresh_s": mid["refresh_s"],
+            "kube_server_s": mid["server_s"],
+            "client_side_s": median - mid["server_s"] - mid["refresh_s"],
+            "status_writes": mid["status_writes"],
+            "cold": {k: cold[k] for k in ("wall_s", "kube_calls", "kube_calls_by_kind", "server_s", "queries")},
+            "autoscalers_with_error": errors,
+            "scaled_targets": sum(1 for v in replicas.values() if v not in (1, 2)),
+        }
+
+
+class _seeded:
+    """A context manager: the emulator, entered and seeded."""
+
+    def __init__(self, emu: Any, n: int) -> None:
+        self.emu, self.n = emu, n
+
+    def __enter__(self) -> Any:
+        self.emu.__enter__()
+        seed_kubernetes(self.emu, self.n)
+        return self.emu
+
+    def __exit__(self, *exc: object) -> None:
+        self.emu.__exit__(*exc)
+
+
+def _emulator_main(conn: Any, n: int) -> None:
+    """Child process: a seeded emulator answering (command, arg) messages until "stop"."""
+    from tests.helpers.kube_emulator import KubeEmulator
+
+    with KubeEmulator() as emu:
+        seed_kubernetes(emu, n)
+        conn.send(emu.url)
+        while True:
+            command, arg = conn.recv()
+            if command == "stop":
+                break
+            if command == "requests":
+                conn.send(list(emu.requests()))
+            elif command == "busy_s":
+                conn.send(emu.busy_s())
+            elif command == "list":
+                conn.send(emu.list(arg))
+    conn.close()
+
+
+class EmulatorProcess:
+    """``KubeEmulator`` (seeded with ``n`` autoscalers) in a child process, with the inspection methods the
+    bench uses (``url``, ``requests()``, ``busy_s()``, ``list()``)."""
+
+    def __init__(self, n: int) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._process = ctx.Process(target=_emulator_main, args=(child, n), daemon=True)
+        self.n = n
+        self.url = ""
+
+    def __enter__(self) -> EmulatorProcess:
+        self._process.start()
+        if not self._conn.poll(300):
+            raise RuntimeError("emulator process did not start in 300 s")
+        self.url = self._conn.recv()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._conn.send(("stop", None))
+        finally:
+            self._process.join(timeout=30)
+
+    def _ask(self, command: str, arg: Any = None) -> Any:
+        self._conn.send((command, arg))
+        return self._conn.recv()
+
+    def requests(self) -> list[tuple[str, str]]:
+        return list(self._ask("requests"))
+
+    def busy_s(self) -> float:
+        return float(self._ask("busy_s"))
+
+    def list(self, resource: str) -> list[dict[str, Any]]:
+        return list(self._ask("list", resource))
+
+
+class HoldPolicy:
+    """Keeps every pool where it is and has no state: the floor of a pass whose status never changes (pdscale's
+    own policy state moves every tick, so with it every pass writes every status)."""
+
+    name = "hold"
+
+    def initial_state(self, spec: AutoscalerSpec) -> None:
+        return None
+
+    def decide(self, observation: Observation, state: None, spec: AutoscalerSpec) -> tuple[Decision, None]:
+        def hold(pool: Pool) -> PoolDecision:
+            n = observation.replicas(pool).desired
+            return PoolDecision(pool, n, n, "DesiredWithinRange", "hold")
+
+        return Decision(observation.time_s, hold(Pool.PREFILL), hold(Pool.DECODE)), None
+
+
+class _FixedClock:
+    """The instant every series was evaluated at in ``TickBench`` (the exposition is frozen after warm-up)."""
+
+    def __init__(self, at_s: float) -> None:
+        self.at_s = at_s
+
+    def now_s(self) -> float:
+        return self.at_s
+
+
+def seed_kubernetes(emu: Any, n: int) -> None:
+    """N DisaggregatedAutoscalers over 2 N Deployments (prefill 1 replica, decode 2: the exported pods)."""
+    from tests.helpers.kube_emulator import CR
+
+    for i in range(n):
+        m, ns = model_name(i), namespace(i)
+        emu.add_deployment(ns, f"{m}-prefill", 1)
+        emu.add_deployment(ns, f"{m}-decode", 2)
+        emu.put(CR, {
+            "apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
+            "metadata": {"name": m, "namespace": ns},
+            "spec": {
+                "prefill": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{m}-prefill"},
+                            "minReplicas": 1, "maxReplicas": 16},
+                "decode": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{m}-decode"},
+                           "minReplicas": 1, "maxReplicas": 16},
+                "metrics": {"selector": {"matchLabels": {"namespace": ns, "model_name": m}},
+                            "windowSeconds": WINDOW_S, "proxy": True},
+            },
+        })  # fmt: skip
+
+
+def _timed_pass(runner: Runner, emu: Any) -> dict[str, Any]:
+    before_calls = len(list(emu.requests()))
+    before_busy = emu.busy_s()
+    t0 = time.perf_counter()
+    reports = runner.run_pass()
+    wall = time.perf_counter() - t0
+    calls = list(emu.requests())[before_calls:]
+    by_kind: dict[str, int] = {}
+    for method, path in calls:
+        tail = path.rsplit("/", 1)[-1]
+        what = tail if tail in ("scale", "status", "deployments", "disaggregatedautoscalers", "events") else "other"
+        by_kind[f"{method} {what}"] = by_kind.get(f"{method} {what}", 0) + 1
+    return {
+        "wall_s": wall,
+        "kube_calls": len(calls),
+        "kube_calls_by_kind": by_kind,
+        "server_s": emu.busy_s() - before_busy,
+        "refresh_s": runner.metrics.last_refresh_duration_s,
+        "queries": runner.metrics.queries_last_refresh,
+        "status_writes": runner.last_pass.status_writes,
+        "reports": reports,
+    }
+
+
 def run(n_autoscalers: int, repeats: int = 5, max_concurrency: int = 4, proxy: bool = True) -> dict[str, Any]:
     """One size with its own exporter and Prometheus (slow to set up; prefer TickBench for several sizes)."""
     with TickBench(n_autoscalers, verbose=False) as bench:
@@ -212,7 +432,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="read TTFT/ITL from the proxies (on), from worker histograms (off), or both (default)",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    parser.add_argument("--full", action="store_true",
+                        help="time full Runner passes (Kubernetes emulator + Prometheus) instead of refreshes")
+    parser.add_argument("--workers", type=int, default=8, help="with --full: autoscalers ticked at once (8)")
+    parser.add_argument("--emulator-in-process", action="store_true",
+                        help="with --full: run the Kubernetes emulator in a thread of this process (shares the GIL)")
+    parser.add_argument("--policy", choices=["pdscale", "hold", "both"], default="pdscale",
+                        help="with --full: pdscale's policy, a stateless hold policy (status never changes), or both")
     args = parser.parse_args(argv)
+    if args.full:
+        return _main_full(args)
     with TickBench(max(args.sizes)) as bench:
         proxies = {"on": [True], "off": [False], "both": [True, False]}[args.proxy]
         rows = [
@@ -244,6 +473,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in bad:
         print(f"WRONG: {r}", file=sys.stderr)
     return 1 if bad else 0
+
+
+def _main_full(args: argparse.Namespace) -> int:
+    with TickBench(max(args.sizes)) as bench:
+        policies = ["pdscale", "hold"] if args.policy == "both" else [args.policy]
+        rows = [bench.run_full(n, max(3, args.repeats), args.workers, not args.emulator_in_process, policy)
+                for policy in policies for n in args.sizes]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"Kubernetes emulator: {rows[0]['emulator_process']}; workers {rows[0]['workers']}; "
+          f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    head = ("policy", "N", "queries/tick", "k8s calls/tick", "tick s (med)", "prom s", "k8s server s", "client s",
+            "status writes")
+    print(" ".join(f"{h:>14}" for h in head))
+    for r in rows:
+        cells = (r["policy"], r["autoscalers"], r["queries_per_tick"], r["kube_calls_per_tick"])
+        times = (r["tick_wall_s_median"], r["prometheus_refresh_s"], r["kube_server_s"], r["client_side_s"])
+        print(" ".join(f"{c:>14}" for c in cells), " ".join(f"{t:>14.3f}" for t in times),
+              f"{r['status_writes']:>14}")  # fmt: skip
+    for r in rows:
+        print(f"{r['policy']} N={r['autoscalers']}: steady passes {[round(w, 3) for w in r['tick_wall_s_all']]} s; "
+              f"calls {r['kube_calls_by_kind']}; cold pass {r['cold']['wall_s']:.3f} s, "
+              f"{r['cold']['kube_calls']} calls {r['cold']['kube_calls_by_kind']}, "
+              f"server {r['cold']['server_s']:.3f} s; scaled targets {r['scaled_targets']}, "
+              f"autoscalers with errors {r['autoscalers_with_error']}")  # fmt: skip
+    for r in rows:
+        first = next(f for f in rows if f["policy"] == r["policy"])
+        if r is first:
+            continue
+        print(f"{r['policy']}: ratio {r['autoscalers']} / {first['autoscalers']} autoscalers: "
+              f"{r['tick_wall_s_median'] / first['tick_wall_s_median']:.1f}x wall, "
+              f"{r['queries_per_tick'] / first['queries_per_tick']:.1f}x queries, "
+              f"{r['kube_calls_per_tick'] / first['kube_calls_per_tick']:.1f}x Kubernetes calls")  # fmt: skip
+    return 1 if any(r["autoscalers_with_error"] for r in rows) else 0
 
 
 if __name__ == "__main__":

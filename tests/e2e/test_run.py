@@ -105,7 +105,8 @@ def test_faults_and_prometheus_outage_over_many_ticks(stack: Stack) -> None:
         assert "pdscale_leader 1.0" in exposition
 
         # API server failing on /scale reads: a condition and an event say so, nothing is written
-        stack.kube.add_fault("GET", r"/deployments/prefill/scale$", status=500, times=10_000)
+        # replicas are read from one LIST of Deployments per pass (no per-target GET): fail that LIST
+        stack.kube.add_fault("GET", r"/namespaces/ticks/deployments$", status=500, times=10_000)
         cond = wait_for(lambda: (c := m.condition("llama", "AbleToScale")) and c["reason"] == "FailedGetScale" and c,
                         10, "AbleToScale=False FailedGetScale")
         assert cond["status"] == "False" and "HTTP 500" in cond["message"]

@@ -14,7 +14,8 @@ discovery documents and its WATCH streams for everything else:
   (``spec.replicas``, ``status.replicas``, the selector from ``status.selector`` or ``spec.selector``), as an
   ``autoscaling/v1`` ``Scale`` sharing the parent's resourceVersion.
 - ``/status`` PATCH and PUT that touch only ``status``.
-- label selectors on LIST (equality, inequality, set-based and existence terms).
+- LIST served from the store directly (kmock's own gets slower with every stored version), with label selectors
+  (equality, inequality, set-based and existence terms) and the server's current resourceVersion.
 - faults injected on chosen requests: an HTTP status (409, 500, ...) or a delay (a client timeout).
 - ``auto_ready``: a stand-in for the workload controllers, which makes every replica ready at once when
   ``spec.replicas`` changes (tests that need starting pods turn it off and set ``status`` themselves).
@@ -35,6 +36,7 @@ import copy
 import datetime
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -153,6 +155,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
     auto_ready: bool = True
     faults: list[Fault] = attrs.field(factory=list)
     served: list[tuple[str, str]] = attrs.field(factory=list)  # (method, path) of every request
+    busy_s: float = 0.0  # wall time spent inside the request hook (server-side cost, for benchmarks)
     _rv: int = attrs.field(default=1000, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -242,6 +245,13 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
 
     # ---- the request hook ----
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            return await self._handle_timed(request)
+        finally:
+            self.busy_s += time.perf_counter() - started
+
+    async def _handle_timed(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         method = request.method.value if request.method is not None else ""
         path = request.url.path
         self.served.append((method, path))
@@ -270,13 +280,13 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
             ):
                 payload, status = await self._mutate_or_read(res, ns, name, sub, method, request.data)
                 return aiohttp.web.json_response(payload, status=status)
-            if request.action == kmock.action.LIST and "labelSelector" in request.params:
-                selector = request.params["labelSelector"]
+            if request.action == kmock.action.LIST:  # kmock's own LIST slows down as objects gain history
+                selector = request.params.get("labelSelector", "")
                 items = [
                     copy.deepcopy(obj.raw)
                     for (r, o_ns, _), obj in self.objects.items()
                     if r == res and not obj.deleted and (ns is None or o_ns == ns)
-                    if selector_matches(selector, (obj.raw.get("metadata") or {}).get("labels") or {})
+                    if not selector or selector_matches(selector, (obj.raw.get("metadata") or {}).get("labels") or {})
                 ]
                 return aiohttp.web.json_response(
                     {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)}, "items": items}
@@ -429,6 +439,10 @@ class KubeEmulator:
         fault = Fault(method=method, path=path, status=status, delay_s=delay_s, times=times)
         self._loop.call_soon_threadsafe(self.handler.faults.append, fault)
         return fault
+
+    def busy_s(self) -> float:
+        """Seconds the server has spent handling requests so far (inside its request hook)."""
+        return self.handler.busy_s
 
     def clear_faults(self) -> None:
         self._loop.call_soon_threadsafe(self.handler.faults.clear)

@@ -32,8 +32,10 @@ from autoscaler.kube import (
     ScaleError,
     StaleDecisionError,
     StatusStateStore,
+    TargetCache,
     build_status,
     list_autoscalers,
+    status_changed,
     write_status,
 )
 from tests.helpers.kube_emulator import CR, KubeEmulator, selector_matches
@@ -476,3 +478,50 @@ def test_selector_of_labels_matches_them(labels: dict[str, str]) -> None:
     if labels:
         k = next(iter(labels))
         assert not selector_matches(selector, {**labels, k: labels[k] + "x"})
+
+
+@pytest.mark.parametrize(
+    ("previous", "new", "changed"),
+    [({"lastEvaluationTime": "t1", "a": 1}, {"lastEvaluationTime": "t2", "a": 1}, False),
+     ({"a": 1}, {"a": 2}, True),
+     ({"a": 1, "kept": 3}, {"a": 1}, False),  # keys not written are left alone by a merge patch
+     ({"c": [{"x": 1}]}, {"c": ({"x": 1},)}, False),  # tuples compare as the stored lists
+     ({}, {"lastEvaluationTime": "t"}, False),
+     ({"policyState": {"t": 1.0}}, {"policyState": {"t": 2.0}}, True)],
+    ids=["timestamp-only", "value", "unwritten-key", "tuple-vs-list", "only-timestamp-new", "policy-state"],
+)
+def test_status_changed(previous: dict, new: dict, changed: bool) -> None:
+    assert status_changed(previous, new) is changed
+
+
+def test_target_cache_lists_once_per_kind_and_namespace(emu: KubeEmulator, kube: KubeClient) -> None:
+    emu.add_deployment("cache", "p", 3, ready=2)
+    emu.add_deployment("cache", "d", 4)
+    emu.add_deployment("cache", "mp", 5, kind="ModelPool", ready=1)  # a CRD: /scale may map any path
+    cache = TargetCache(kube)
+    spec = AutoscalerSpec(prefill=PoolSpec(1, 10, target=TargetRef("apps/v1", "Deployment", "p")),
+                          decode=PoolSpec(1, 10, target=TargetRef("apps/v1", "Deployment", "d")))
+    crd = spec_for("ModelPool", "mp", "mp")
+    before = len(list(emu.requests()))
+    got = KubeScaleTarget(kube, "cache", spec, cache=cache).read_replicas()
+    again = KubeScaleTarget(kube, "cache", spec, cache=cache).read_replicas()
+    from_crd = KubeScaleTarget(kube, "cache", crd, cache=cache).read_replicas()
+    served = [path for _, path in list(emu.requests())[before:]]
+    assert got == again == {Pool.PREFILL: PoolReplicas(3, 2), Pool.DECODE: PoolReplicas(4, 4)}
+    assert from_crd[Pool.DECODE] == PoolReplicas(5, 1)
+    assert served.count("/apis/apps/v1/namespaces/cache/deployments") == 1 and cache.lists == 1
+    assert not any(p.startswith("/apis/apps/") and p.endswith("/scale") for p in served)
+    assert any(p.endswith("/modelpools/mp/scale") for p in served)  # the CRD is read through /scale
+
+
+def test_target_cache_list_failure_fails_each_target_with_one_request(emu: KubeEmulator, kube: KubeClient) -> None:
+    emu.add_deployment("cachefail", "p", 2)
+    emu.add_fault("GET", r"/namespaces/cachefail/deployments$", status=500, times=5)
+    cache = TargetCache(kube)
+    for name in ("p", "missing"):
+        with pytest.raises(ScaleError, match="list Deployment in cachefail: HTTP 500"):
+            cache.get(TargetRef("apps/v1", "Deployment", name), "cachefail")
+    assert cache.lists == 1
+    emu.clear_faults()
+    with pytest.raises(ScaleError, match="HTTP 404"):
+        TargetCache(kube).get(TargetRef("apps/v1", "Deployment", "missing"), "cachefail")

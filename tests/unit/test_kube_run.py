@@ -4,19 +4,26 @@ a controller restart through the CR status, followers never write, reports are J
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
+from prometheus_client.parser import text_string_to_metric_families
 
 from autoscaler.core.policy import PolicyState
 from autoscaler.core.spec import AutoscalerSpec
-from autoscaler.core.types import Signals
+from autoscaler.core.types import Decision, Pool, PoolDecision, Signals
 from autoscaler.kube import KubeClient, KubeSettings
 from autoscaler.leader import LeaderElector, LeaseConfig
+from autoscaler.prometheus import PrometheusMetricsSource
 from autoscaler.run import Runner, RunOptions, make_policy
+from autoscaler.telemetry import ControllerTelemetry
 from tests.helpers.kube_emulator import CR, KubeEmulator
+from tests.helpers.net import free_port
 
 
 class ScriptedMetrics:
@@ -140,3 +147,153 @@ def test_missing_metrics_hold_replicas(emu: KubeEmulator, kube: KubeClient, metr
     conds = {c["type"]: c for c in emu.get(CR, ns, "a")["status"]["conditions"]}
     assert (condition[0], conds[condition[0]]["status"], conds[condition[0]]["reason"]) == condition
     assert metrics.refreshed == [[f"{ns}/a"]]  # one refresh for all autoscalers of the pass
+
+
+class HoldPolicy:
+    """Keeps every pool where it is, with no state: a pass changes nothing but timestamps."""
+
+    name = "hold"
+
+    def initial_state(self, spec: AutoscalerSpec) -> None:
+        return None
+
+    def decide(self, observation: Any, state: None, spec: AutoscalerSpec) -> tuple[Decision, None]:
+        def hold(pool: Pool) -> PoolDecision:
+            n = observation.replicas(pool).desired
+            return PoolDecision(pool, n, n, "DesiredWithinRange", "hold")
+
+        return Decision(observation.time_s, hold(Pool.PREFILL), hold(Pool.DECODE)), None
+
+
+def seed_many(emu: KubeEmulator, ns: str, n: int) -> None:
+    for i in range(n):
+        emu.add_deployment(ns, f"p{i}", 2)
+        emu.add_deployment(ns, f"d{i}", 2)
+        emu.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
+                     "metadata": {"name": f"a{i}", "namespace": ns},
+                     "spec": {"prefill": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                             "name": f"p{i}"}, "minReplicas": 2, "maxReplicas": 8},
+                              "decode": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                            "name": f"d{i}"}, "minReplicas": 2, "maxReplicas": 8},
+                              "podStartupSeconds": 30}})
+
+
+def calls_during(emu: KubeEmulator, action: Callable[[], Any]) -> Counter[str]:
+    """Requests the emulator served while ``action`` ran, by 'METHOD kind' (list, scale, status, ...)."""
+    before = len(list(emu.requests()))
+    action()
+    out: Counter[str] = Counter()
+    for method, path in list(emu.requests())[before:]:
+        if path.endswith("/scale"):
+            what = "scale"
+        elif path.endswith("/status"):
+            what = "status"
+        elif path.endswith("/deployments"):
+            what = "list-deployments"
+        elif path.endswith("/disaggregatedautoscalers"):
+            what = "list-autoscalers"
+        else:
+            what = path.rsplit("/", 2)[-2]
+        out[f"{method} {what}"] += 1
+    return out
+
+
+def test_one_list_per_kind_and_status_only_on_change(emu: KubeEmulator, kube: KubeClient) -> None:
+    seed_many(emu, "informer", 3)
+    metrics = ScriptedMetrics(0.3, 0.03)
+    runner = Runner(options("informer", workers=4), kube, metrics, policy_factory=lambda spec: HoldPolicy())
+    first = calls_during(emu, runner.run_pass)
+    # replicas of 6 Deployments from ONE list, no GET of /scale or of the objects; a new status for each CR
+    assert first == {"GET list-autoscalers": 1, "GET list-deployments": 1, "PATCH status": 3}, first
+    assert (runner.last_pass.target_lists, runner.last_pass.status_writes) == (1, 3)
+
+    second = calls_during(emu, runner.run_pass)  # nothing but the evaluation time changed: HPA writes nothing
+    assert second == {"GET list-autoscalers": 1, "GET list-deployments": 1}, second
+    assert (runner.last_pass.status_writes, runner.last_pass.status_unchanged) == (0, 3)
+
+    metrics.error = "prometheus http://p:9090: connection refused"  # a condition changes: written
+    third = calls_during(emu, runner.run_pass)
+    assert third["PATCH status"] == 3, third
+    conds = {c["type"]: c["reason"] for c in emu.get(CR, "informer", "a1")["status"]["conditions"]}
+    assert conds["ScalingActive"] == "FailedGetMetrics"
+
+
+def test_scale_rereads_only_the_changed_target_and_persists_new_policy_state(
+    emu: KubeEmulator, kube: KubeClient
+) -> None:
+    seed_many(emu, "changed", 2)
+    runner = Runner(options("changed"), kube, ScriptedMetrics(2.5, 0.03))  # TTFT breach: prefill scales up
+    calls = calls_during(emu, runner.run_pass)
+    # per autoscaler: /scale of prefill re-read right before the write, then written; decode untouched
+    assert (calls["GET scale"], calls["PATCH scale"], calls["GET list-deployments"]) == (2, 2, 1), calls
+    assert [emu.get("apps/v1/deployments", "changed", f"p{i}")["spec"]["replicas"] > 2 for i in range(2)] == [
+        True, True]
+    state = emu.get(CR, "changed", "a0")["status"]["policyState"]
+    calls = calls_during(emu, runner.run_pass)  # the real policy's state moves every tick: still persisted
+    assert calls["PATCH status"] == 2 and emu.get(CR, "changed", "a0")["status"]["policyState"] != state
+
+
+def closed_port_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.mark.parametrize(
+    ("namespace", "n_autoscalers", "prometheus_up", "list_fails", "ready"),
+    [("ready-empty-prom-down", 0, False, False, True),  # no autoscaler: Prometheus is not needed
+     ("ready-empty-prom-up", 0, True, False, True),
+     ("ready-one", 1, True, False, True),
+     ("ready-prom-down", 1, False, False, False),
+     ("ready-list-fails", 0, True, True, False)],
+    ids=["zero-autoscalers-prometheus-down", "zero-autoscalers", "one-autoscaler", "prometheus-down",
+         "listing-fails"],
+)
+def test_readiness_after_a_pass(emu: KubeEmulator, kube: KubeClient, namespace: str, n_autoscalers: int,
+                                prometheus_up: bool, list_fails: bool, ready: bool) -> None:
+    seed_many(emu, namespace, n_autoscalers)
+    now = [1000.0]
+    telemetry = ControllerTelemetry(ready_max_age_s=60.0, clock=lambda: now[0])
+    metrics: Any = ScriptedMetrics(0.3, 0.03) if prometheus_up else PrometheusMetricsSource(
+        closed_port_url(), timeout_s=0.5)
+    if list_fails:
+        emu.add_fault("GET", rf"/namespaces/{namespace}/disaggregatedautoscalers$", status=500)
+    Runner(options(namespace), kube, metrics, telemetry=telemetry,
+           policy_factory=lambda spec: HoldPolicy()).run_pass()
+    assert telemetry.readiness()[0] is ready, telemetry.readiness()
+    assert value_of(telemetry, "pdscale_tick_duration_seconds_count") == (0.0 if list_fails else 1.0)
+    if ready:
+        now[0] += 61.0  # no successful pass since: red
+        assert telemetry.readiness() == (False, "last successful tick 61 s ago")
+
+
+def test_readyz_endpoint_follows_passes(emu: KubeEmulator, kube: KubeClient) -> None:
+    now = [1000.0]
+    telemetry = ControllerTelemetry(port=0, host="127.0.0.1", ready_max_age_s=30.0, clock=lambda: now[0])
+    try:
+        url = f"http://127.0.0.1:{telemetry.server.port}/readyz"  # type: ignore[union-attr]
+        assert http_status(url) == 503  # nothing done yet
+        runner = Runner(options("readyz-empty"), kube, ScriptedMetrics(0.3, 0.03), telemetry=telemetry)
+        runner.run_pass()  # zero autoscalers in the namespace
+        assert http_status(url) == 200
+        assert value_of(telemetry, "pdscale_prometheus_queries_per_tick") == 3.0
+        now[0] += 31.0
+        assert http_status(url) == 503
+        runner.run_pass()
+        assert http_status(url) == 200
+    finally:
+        telemetry.close()
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def value_of(t: ControllerTelemetry, name: str) -> float | None:
+    for family in text_string_to_metric_families(t.exposition().decode()):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return None
