@@ -40,7 +40,7 @@ from autoscaler.kube import (
     api_error_text,
     build_status,
     list_autoscalers,
-    status_changed,
+    status_write_due,
     write_status,
 )
 from autoscaler.leader import LeaderElector, LeaseConfig
@@ -78,6 +78,7 @@ class RunOptions:
     kube_timeout_s: float = 5.0
     prometheus_timeout_s: float = 5.0
     workers: int = 8  # autoscalers ticked at once (bounds concurrent API writes)
+    status_refresh_s: float = 60.0  # observed values and policy state are re-written at most this often
 
 
 @dataclass
@@ -308,10 +309,10 @@ class Runner:
         return report
 
     def _write_status(self, obj: AutoscalerObject, status: Mapping[str, Any]) -> None:
-        """Write ``status`` unless it equals the stored one up to timestamps (the policy state is part of it, so
-        a changed policy state is always persisted)."""
+        """Write ``status`` when something acted on changed, or its volatile part (observed values, policy state)
+        is ``status_refresh_s`` old; see ``status_write_due``."""
         stats = self.last_pass
-        if not status_changed(obj.status, status):
+        if not status_write_due(obj.status, status, now_s=time.time(), refresh_s=self.options.status_refresh_s):
             with self._stats_lock:
                 stats.status_unchanged += 1
             return
@@ -378,6 +379,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         kube_timeout_s=args.kube_timeout_s,
         prometheus_timeout_s=args.prometheus_timeout_s,
         workers=args.workers,
+        status_refresh_s=args.status_refresh_s,
     )
 
 
@@ -487,6 +489,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--prometheus-timeout-s", type=_positive, default=5.0, metavar="S", help="per query (5)")
     p.add_argument("--workers", type=_positive_int, default=8, metavar="N",
                    help="autoscalers ticked at once; bounds concurrent API writes (8)")
+    p.add_argument("--status-refresh-s", type=_positive, default=60.0, metavar="S",
+                   help="re-write observed values and policy state in status at most this often; replica, reason "
+                   "and condition changes are written at once (60)")
     p.set_defaults(func=run_command)
 
 

@@ -36,6 +36,7 @@ from autoscaler.kube import (
     build_status,
     list_autoscalers,
     status_changed,
+    status_write_due,
     write_status,
 )
 from tests.helpers.kube_emulator import CR, KubeEmulator, selector_matches
@@ -492,6 +493,32 @@ def test_selector_of_labels_matches_them(labels: dict[str, str]) -> None:
 )
 def test_status_changed(previous: dict, new: dict, changed: bool) -> None:
     assert status_changed(previous, new) is changed
+
+
+T0 = "2026-01-01T00:00:00Z"
+T0_S = 1767225600.0
+
+
+@pytest.mark.parametrize(
+    ("previous", "new", "age_s", "due"),
+    [({"lastEvaluationTime": T0, "a": 1}, {"lastEvaluationTime": "t2", "a": 1}, 500.0, False),
+     ({"lastEvaluationTime": T0, "a": 1}, {"lastEvaluationTime": "t2", "a": 2}, 1.0, True),
+     ({"lastEvaluationTime": T0, "observed": {"ttftSeconds": 0.4}},
+      {"lastEvaluationTime": "t2", "observed": {"ttftSeconds": 0.5}}, 10.0, False),
+     ({"lastEvaluationTime": T0, "observed": {"ttftSeconds": 0.4}},
+      {"lastEvaluationTime": "t2", "observed": {"ttftSeconds": 0.5}}, 60.0, True),
+     ({"lastEvaluationTime": T0, "policyState": {"t": 1.0}},
+      {"lastEvaluationTime": "t2", "policyState": {"t": 2.0}}, 10.0, False),
+     ({"lastEvaluationTime": T0, "prefill": {"desiredReplicas": 3, "message": "a"}},
+      {"lastEvaluationTime": "t2", "prefill": {"desiredReplicas": 3, "message": "b"}}, 10.0, False),
+     ({"lastEvaluationTime": T0, "prefill": {"desiredReplicas": 3, "message": "a"}},
+      {"lastEvaluationTime": "t2", "prefill": {"desiredReplicas": 4, "message": "b"}}, 1.0, True),
+     ({"policyState": {"t": 1.0}}, {"lastEvaluationTime": "t2", "policyState": {"t": 2.0}}, 0.0, True)],
+    ids=["timestamp-only-old", "value-at-once", "observed-fresh", "observed-stale", "policy-state-fresh",
+         "message-only", "desired-at-once", "never-written-before"],
+)
+def test_status_write_due(previous: dict, new: dict, age_s: float, due: bool) -> None:
+    assert status_write_due(previous, new, now_s=T0_S + age_s, refresh_s=60.0) is due
 
 
 def test_target_cache_lists_once_per_kind_and_namespace(emu: KubeEmulator, kube: KubeClient) -> None:
