@@ -102,7 +102,7 @@ class LeaderElector:
                 if exc.status != 404:
                     raise
                 now = self._now_str()
-                api.create_namespaced_lease(ns, self._lease_body(self.identity, now, now, 0, None),
+                api.create_namespaced_lease(ns, self._lease_body(self.identity, now, now, 0, None),  # type: ignore[arg-type]
                                             _request_timeout=t)
                 self._became_leader(start, acquired=True)
                 return True
@@ -124,8 +124,8 @@ class LeaderElector:
             acquire_str = acquire.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if isinstance(acquire, datetime.datetime) \
                 else (acquire or now)
             body = self._lease_body(self.identity, acquire_str, now, transitions if mine else transitions + 1,
-                                    lease.metadata.resource_version)
-            api.replace_namespaced_lease(name, ns, body, _request_timeout=t)
+                                    lease.metadata.resource_version if lease.metadata else None)
+            api.replace_namespaced_lease(name, ns, body, _request_timeout=t)  # type: ignore[arg-type]
             self._became_leader(start, acquired=not mine)
             return True
         except ApiException as exc:
@@ -159,8 +159,8 @@ class LeaderElector:
                 return
             now = self._now_str()
             body = self._lease_body(None, None, now, int(lease.spec.lease_transitions or 0),
-                                    lease.metadata.resource_version, duration_s=1)
-            self.kube.coordination.replace_namespaced_lease(name, ns, body, _request_timeout=t)
+                                    lease.metadata.resource_version if lease.metadata else None, duration_s=1)
+            self.kube.coordination.replace_namespaced_lease(name, ns, body, _request_timeout=t)  # type: ignore[arg-type]
             log.info("released leadership", extra={"identity": self.identity, "lease": name})
         except Exception as exc:
             log.warning("releasing lease %s/%s failed: %s", ns, name, api_error_text(exc))
