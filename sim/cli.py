@@ -38,6 +38,12 @@ def register(subparsers: Any) -> None:
         "--generator", metavar="SPEC", help='workload generator, e.g. "poisson:rate=5,duration=600"'
     )
     run.add_argument("--rate-scale", type=float, metavar="K", help="arrivals K times denser")
+    run.add_argument(
+        "--scale-mode",
+        choices=("compress", "replicate"),
+        help="how --rate-scale densifies: compress time by K (default; a 1 h trace lasts 1/K h) or replicate "
+        "K shifted copies over the same span (keeps the hour for autoscaling studies, as pdscale bench does)",
+    )
     run.add_argument("--profile", metavar="NAME|PATH", help="latency profile (built-in name or YAML file)")
     run.add_argument("--mode", choices=("disagg", "agg"), help="disaggregated P/D or aggregated serving")
     run.add_argument("--prefill", type=int, metavar="N", help="initial prefill replicas")
@@ -93,6 +99,7 @@ def build_raw(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         raw["workload"] = {"generator": args.generator}
     overrides = {
         "rateScale": args.rate_scale,
+        "scaleMode": args.scale_mode,
         "profile": args.profile,
         "mode": args.mode,
         "prefill": args.prefill,

@@ -10,6 +10,7 @@ A scenario YAML file (camelCase keys, every one optional)::
       # generator: "poisson:rate=5,duration=600"
       # builtin: default | demo
     rateScale: 1.0                # arrivals K times denser
+    scaleMode: compress           # compress (time / K) | replicate (K shifted copies, same length)
     profile: llama-3.1-8b-h100-tp1  # name or path; default: autoscaler.profile
     mode: disagg                  # or agg (one pool, the decode pool)
     prefill: 2                    # initial ready replicas
@@ -43,13 +44,13 @@ import yaml
 from autoscaler.core.latency import LatencyProfile
 from autoscaler.core.spec import SLO, AutoscalerSpec
 from autoscaler.profiles import load_profile
-from sim.workload import Workload, default_workload, demo_workload, generate, load_trace
+from sim.workload import Workload, default_workload, demo_workload, generate, load_trace, replicate
 
 MODES = ("disagg", "agg")
 ROUTERS = ("least-outstanding-tokens", "round-robin", "least-kv", "central-fcfs")
 _TOP_KEYS = frozenset(
     {
-        "name", "workload", "rateScale", "profile", "mode", "prefill", "decode", "startupSeconds", "startupJitter",
+        "name", "workload", "rateScale", "scaleMode", "profile", "mode", "prefill", "decode", "startupSeconds", "startupJitter",
         "tickSeconds", "scrapeIntervalSeconds", "windowSeconds", "drainSeconds", "seed", "router", "policy",
         "autoscaler",
     }
@@ -201,7 +202,10 @@ def build_scenario(raw: Mapping[str, Any], source: str = "scenario") -> Scenario
         spec = dataclasses.replace(
             spec, prefill=dataclasses.replace(spec.prefill, min_replicas=0, max_replicas=0)
         )
-    workload = _workload(raw.get("workload"), f.number("rateScale", 1.0, strict=True), seed, f)
+    scale_mode = raw.get("scaleMode", "compress")
+    if scale_mode not in SCALE_MODES:
+        raise f.error("scaleMode", f"must be one of {', '.join(SCALE_MODES)}, got {scale_mode!r}")
+    workload = _workload(raw.get("workload"), f.number("rateScale", 1.0, strict=True), scale_mode, seed, f)
     profile_name = f.string("profile", spec.profile)
     profile = _profile(profile_name, f)
     policy, params = _policy(raw.get("policy", "static"), f)
@@ -267,7 +271,21 @@ def _spec(section: Any, source: str) -> AutoscalerSpec:
         raise ScenarioError(str(exc)) from None
 
 
-def _workload(section: Any, rate_scale: float, seed: int, f: _Fields) -> Workload:
+SCALE_MODES = ("compress", "replicate")
+REPLICATE_SPREAD_S = 60.0
+
+
+def _rate_scaled(w: Workload, rate_scale: float, scale_mode: str, seed: int) -> Workload:
+    """``compress``: time divided by K (the trace gets K times shorter); ``replicate``: K shifted copies over the
+    same span (``sim.workload.replicate``), which keeps an hour-long trace an hour long for autoscaling studies."""
+    if rate_scale == 1.0:
+        return w
+    if scale_mode == "compress":
+        return w.scaled(rate_scale)
+    return replicate(w, rate_scale, spread_s=REPLICATE_SPREAD_S, seed=seed)
+
+
+def _workload(section: Any, rate_scale: float, scale_mode: str, seed: int, f: _Fields) -> Workload:
     if section is None:
         section = {"builtin": "default"}
     if isinstance(section, str):
@@ -302,11 +320,13 @@ def _workload(section: Any, rate_scale: float, seed: int, f: _Fields) -> Workloa
         raise f.error("workload.window", f"must be [start_s, end_s] with start < end, got {window!r}")
     try:
         if kind == "trace":
-            return load_trace(
-                value,
-                rate_scale=rate_scale,
-                window_s=(float(window[0]), float(window[1])) if window is not None else None,
-                **caps,
+            return _rate_scaled(
+                load_trace(
+                    value, window_s=(float(window[0]), float(window[1])) if window is not None else None, **caps
+                ),
+                rate_scale,
+                scale_mode,
+                seed,
             )
         if window is not None:
             raise f.error("workload.window", "applies to traces only")
@@ -318,8 +338,7 @@ def _workload(section: Any, rate_scale: float, seed: int, f: _Fields) -> Workloa
             w = demo_workload(seed)
         else:
             raise f.error("workload.builtin", f"must be 'default' or 'demo', got {value!r}")
-        if rate_scale != 1.0:
-            w = w.scaled(rate_scale)
+        w = _rate_scaled(w, rate_scale, scale_mode, seed)
         if caps["max_prompt_tokens"] is not None or caps["max_output_tokens"] is not None:
             w = w.capped(caps["max_prompt_tokens"], caps["max_output_tokens"])
         return w

@@ -250,6 +250,37 @@ _PLAIN_HEADERS = (
 )
 
 
+def replicate(workload: Workload, k: float, *, spread_s: float, seed: int) -> Workload:
+    """K × the request rate over the same time span: K copies of the workload, each shifted as a whole by a
+    seeded offset within ±spread_s/2 and wrapped around the workload's span .
+
+    Used where ``--rate-scale`` must keep a trace's length and minute-scale shape (an autoscaler needs the hour to
+    act in; time compression turns a 1 h trace into 3600/K s). Shifting whole copies keeps each copy's own bursts at
+    their real size instead of stacking K of them at one instant, as K tenants with the same traffic shape would look.
+    A fractional K adds a seeded random subset as the last copy."""
+    if not (k > 0 and math.isfinite(k)):
+        raise ValueError(f"rate scale must be a positive number, got {k}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xBE7C]))
+    span_s = max(workload.duration_s, float(workload.arrival_s[-1]) if len(workload) else 0.0, 1e-9)
+    n_full = math.floor(k)
+    # the first copy is the trace itself; the others are shifted as a whole
+    offsets = [0.0] + [float(rng.uniform(-spread_s / 2, spread_s / 2)) for _ in range(n_full - 1)]
+    parts = [(np.arange(len(workload)), off) for off in offsets[:n_full]]
+    if k - n_full > 1e-9:
+        subset = np.flatnonzero(rng.random(len(workload)) < k - n_full)
+        parts.append((subset, float(rng.uniform(-spread_s / 2, spread_s / 2))))
+    sel = np.concatenate([idx for idx, _ in parts])
+    arrival = np.concatenate([np.mod(workload.arrival_s[idx] + off, span_s) for idx, off in parts])
+    order = np.argsort(arrival, kind="stable")
+    return Workload(
+        f"{workload.name}x{k:g}",
+        arrival[order],
+        workload.prompt_tokens[sel][order],
+        workload.output_tokens[sel][order],
+        workload.horizon_s,
+    )
+
+
 def load_trace(
     path: str | Path,
     *,

@@ -17,12 +17,11 @@ from sim.bench import (
     BenchError,
     BenchResult,
     render,
-    replicate,
     run_bench,
     write_plots,
 )
 from sim.summary import SUMMARY_KEYS
-from sim.workload import generate
+from sim.workload import generate, replicate
 
 # a load step at 90 s: the autoscalers have something to do, yet it runs in seconds
 GEN = "step:rate=6,to=24,at=90,duration=180,prompt=lognormal(2000,0.6),output=exp(150)"

@@ -46,6 +46,14 @@ def test_flags_change_the_outcome(capsys):
     assert agg["mode"] == "agg" and agg["prefill_replicas_max"] == 0
 
 
+def test_scale_mode_replicate_keeps_the_span_and_multiplies_requests(capsys):
+    base = run_json(capsys, "--generator", GEN, "--prefill", "2", "--decode", "2")
+    dense = run_json(capsys, "--generator", GEN, "--prefill", "2", "--decode", "2", "--rate-scale", "3",
+                     "--scale-mode", "replicate")  # fmt: skip
+    assert dense["requests"] == 3 * base["requests"]  # three shifted copies of the same arrivals
+    assert dense["sim_duration_s"] >= 180  # still the generator's 180 s span, not 60 s as with compress
+
+
 def test_out_dir_files(tmp_path, capsys):
     out = tmp_path / "res"
     assert main(["sim", "run", "--generator", GEN, "--out", str(out)]) == 0
