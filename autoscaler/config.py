@@ -47,8 +47,8 @@ from autoscaler.core.spec import (
     ScalingRules,
     SelectPolicy,
     TargetRef,
-    default_scale_down,
     default_scale_up,
+    pdscale_default_behavior,
 )
 
 KIND = "DisaggregatedAutoscaler"
@@ -325,7 +325,7 @@ def _behavior(value: Any, parts: FieldPath) -> Behavior:
     raw = _mapping(value, parts, ("scaleUp", "scaleDown"))
     return Behavior(
         scale_up=_rules(raw.get("scaleUp"), (*parts, "scaleUp"), default_scale_up()),
-        scale_down=_rules(raw.get("scaleDown"), (*parts, "scaleDown"), default_scale_down()),
+        scale_down=_rules(raw.get("scaleDown"), (*parts, "scaleDown"), pdscale_default_behavior().scale_down),
     )
 
 

@@ -8,8 +8,8 @@ policy is punished or flattered by the starting point. The oracle's GPU-hours is
 
 Load scaling: ``--rate-scale K`` multiplies the trace's request rate. The default ``--scale-mode replicate``
 keeps the trace's length and minute-scale shape: K copies of the trace (a fractional K adds a seeded random subset),
-each shifted as a whole by a seeded offset within ±``--replicate-spread-s``/2 (default 60 s, wrapped around the
-trace's span), so the 1 h Azure traces stay 1 h at K × their rate. Shifting whole copies keeps each copy's own
+each shifted as a whole by a seeded offset within ±``--replicate-spread-s``/2 (default 300 s, wrapped around the
+trace's span; see ``sim.workload.replicate`` for why), so the 1 h Azure traces stay 1 h at K × their rate. Shifting whole copies keeps each copy's own
 bursts (the code trace's batched submissions) at their real size instead of stacking K of them at one instant,
 as K independent tenants with the same traffic shape would look. ``--scale-mode compress`` is the simulator's usual meaning (time divided by K, as
 ``pdscale sim run --rate-scale`` does), which shortens a 1 h trace to 3600/K seconds.
@@ -44,7 +44,7 @@ from sim.oracle import (
     window_need,
 )
 from sim.scenario import Scenario
-from sim.workload import Workload, generate, load_trace, replicate
+from sim.workload import REPLICATE_SPREAD_S, Workload, generate, load_trace, replicate
 
 ALL_POLICIES = ("static-best", "hpa", "keda-queue", "dynamo-sla", "pdscale", "oracle")
 DEFAULT_TRACES = ("azure_llm_2023_conv.csv", "azure_llm_2023_code.csv")
@@ -65,7 +65,7 @@ class BenchConfig:
     generators: tuple[str, ...] = ()
     rate_scale: float = 50.0
     scale_mode: str = "replicate"
-    replicate_spread_s: float = 60.0
+    replicate_spread_s: float = REPLICATE_SPREAD_S
     duration_s: float | None = None
     profile: str = "llama-3.1-8b-h100-tp1"
     ttft_p99_s: float = 1.0
@@ -603,8 +603,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--scale-mode", choices=("replicate", "compress"), default="replicate",
                    help="replicate: K shifted copies, same length (default); compress: time / K")  # fmt: skip
-    p.add_argument("--replicate-spread-s", type=float, default=60.0, metavar="S",
-                   help="replicate: each copy shifted within ±S/2 seconds (default 60)")  # fmt: skip
+    p.add_argument("--replicate-spread-s", type=float, default=REPLICATE_SPREAD_S, metavar="S",
+                   help=f"replicate: each copy shifted within ±S/2 seconds (default {REPLICATE_SPREAD_S:g})")  # fmt: skip
     p.add_argument(
         "--duration-s", type=float, metavar="S", help="keep only the first S seconds (after scaling)"
     )

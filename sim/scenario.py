@@ -44,7 +44,15 @@ import yaml
 from autoscaler.core.latency import LatencyProfile
 from autoscaler.core.spec import SLO, AutoscalerSpec
 from autoscaler.profiles import load_profile
-from sim.workload import Workload, default_workload, demo_workload, generate, load_trace, replicate
+from sim.workload import (
+    REPLICATE_SPREAD_S,
+    Workload,
+    default_workload,
+    demo_workload,
+    generate,
+    load_trace,
+    replicate,
+)
 
 MODES = ("disagg", "agg")
 ROUTERS = ("least-outstanding-tokens", "round-robin", "least-kv", "central-fcfs")
@@ -272,7 +280,6 @@ def _spec(section: Any, source: str) -> AutoscalerSpec:
 
 
 SCALE_MODES = ("compress", "replicate")
-REPLICATE_SPREAD_S = 60.0
 
 
 def _rate_scaled(w: Workload, rate_scale: float, scale_mode: str, seed: int) -> Workload:

@@ -250,7 +250,14 @@ _PLAIN_HEADERS = (
 )
 
 
-def replicate(workload: Workload, k: float, *, spread_s: float, seed: int) -> Workload:
+# K independent user populations share the slow (diurnal, tens of minutes) rate shape but not each other's
+# second-to-minute bursts. Copies shifted within ±150 s keep the shape slower than ~5 min and decorrelate the
+# rest; a ±30 s spread would stack K copies of every burst into one minute (a 50-prompt burst from one long
+# prompt), which no real 50x population produces.
+REPLICATE_SPREAD_S = 300.0
+
+
+def replicate(workload: Workload, k: float, *, spread_s: float = REPLICATE_SPREAD_S, seed: int = 0) -> Workload:
     """K × the request rate over the same time span: K copies of the workload, each shifted as a whole by a
     seeded offset within ±spread_s/2 and wrapped around the workload's span .
 

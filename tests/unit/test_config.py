@@ -21,6 +21,7 @@ from autoscaler.config import (
     with_overrides,
 )
 from autoscaler.core.spec import (
+    PDSCALE_SCALE_DOWN_WINDOW_S,
     SLO,
     AutoscalerSpec,
     Behavior,
@@ -35,6 +36,7 @@ from autoscaler.core.spec import (
     TargetRef,
     default_scale_down,
     default_scale_up,
+    pdscale_default_behavior,
 )
 
 DEFAULT = AutoscalerSpec()
@@ -50,7 +52,7 @@ def _get(spec: AutoscalerSpec, attr: str) -> Any:
 # id, input spec mapping, {dotted attribute of AutoscalerSpec: expected value}
 GOOD: list[tuple[str, dict[str, Any] | None, dict[str, Any]]] = [
     ("empty-is-defaults", {}, {"prefill": PoolSpec(), "decode": PoolSpec(), "ttft": DEFAULT.ttft, "mode": Mode.ACTIVE}),
-    ("none-is-defaults", None, {"behavior": Behavior(), "metrics": MetricsSpec(), "gpu_budget": None}),
+    ("none-is-defaults", None, {"behavior": pdscale_default_behavior(), "metrics": MetricsSpec(), "gpu_budget": None}),
     (
         "pools-and-targets",
         {
@@ -80,11 +82,13 @@ GOOD: list[tuple[str, dict[str, Any] | None, dict[str, Any]]] = [
     ("forecaster-seasonal", {"forecaster": "seasonal"}, {"forecaster": Forecaster.SEASONAL}),
     ("profile-path", {"profile": "/etc/pdscale/profile.yaml"}, {"profile": "/etc/pdscale/profile.yaml"}),
     (
-        "behavior-partial-takes-hpa-defaults",
+        "behavior-partial-takes-pdscale-defaults",
         {"behavior": {"scaleDown": {"selectPolicy": "Min"}}},
         {
             "behavior.scale_up": default_scale_up(),
-            "behavior.scale_down": ScalingRules(300.0, SelectPolicy.MIN, default_scale_down().policies),
+            "behavior.scale_down": ScalingRules(
+                PDSCALE_SCALE_DOWN_WINDOW_S, SelectPolicy.MIN, default_scale_down().policies
+            ),
         },
     ),
     (

@@ -1,0 +1,291 @@
+"""Capacity model: load (request rate, prompt and output length) -> predicted percentiles -> replicas.
+
+Prefill is a multi-server FCFS queue (c replicas, Poisson-ish arrivals) whose service time depends on the prompt
+length through the profile's prefill step model. The wait-time quantile uses Erlang C (stable Erlang-B recursion)
+with the Allen–Cunneen variability factor (c_a² + c_s²)/2 and the exponential-tail quantile
+``t_p = k · ln(C / (1 − p)) / (cμ − λ)`` (exact for M/M/c; reference/queueing.md §4, §7).
+
+Decode is continuous batching: per replica, Little's law gives the running batch N = r · t(N) where r is the
+replica's output-token rate and t(N) the decode step at batch N and context N·E[ctx] (reference/queueing.md §5).
+The number of sequences in flight fluctuates like a Poisson count, so the batch at percentile p is taken as
+N + z_p·√N; the ITL percentile is the step time at that batch. Bounded by max_num_seqs and the KV capacity.
+
+Every function is pure and works on any ``StepModel``; times in seconds, rates per second.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from statistics import NormalDist
+
+from autoscaler.core.latency import LatencyProfile
+
+_FIXED_POINT_ITERATIONS = 80
+PredictFn = Callable[["Load", int], float]  # (load, replicas) -> predicted percentile, seconds
+
+
+@dataclass(frozen=True)
+class Load:
+    """Offered load of the whole deployment (both pools see the same requests)."""
+
+    request_rate_per_s: float
+    mean_prompt_tokens: float
+    mean_output_tokens: float
+
+    def scaled(self, factor: float) -> Load:
+        """The same request mix at ``factor`` times the rate (how the online correction is applied)."""
+        return Load(self.request_rate_per_s * factor, self.mean_prompt_tokens, self.mean_output_tokens)
+
+    @property
+    def mean_decode_context_tokens(self) -> float:
+        """Mean KV context of a decoding sequence: the prompt plus half the output on average."""
+        return self.mean_prompt_tokens + self.mean_output_tokens / 2.0
+
+
+@dataclass(frozen=True)
+class PrefillModel:
+    """Knobs of the prefill queue approximation (dimensionless).
+
+    ``arrival_scv``/``prompt_scv``: squared coefficients of variation of inter-arrival times and of prompt
+    lengths (1.0 = Poisson / exponential-like lengths, as the Azure conv trace roughly is).
+    ``prompt_tail_factor``: the prompt at the SLO percentile, as a multiple of the mean (its own service time is
+    part of every TTFT).
+    """
+
+    arrival_scv: float = 1.0
+    prompt_scv: float = 1.0
+    prompt_tail_factor: float = 3.0
+
+
+@dataclass(frozen=True)
+class DecodeModel:
+    """Knobs of the decode model: the KV fraction a replica may fill before vLLM starts preempting."""
+
+    kv_max_fraction: float = 0.9
+
+
+def erlang_c(servers: int, offered_erlangs: float) -> float:
+    """Probability of waiting in M/M/c (Erlang C), via the stable Erlang-B recursion. 1.0 when unstable."""
+    if servers <= 0 or offered_erlangs >= servers:
+        return 1.0
+    if offered_erlangs <= 0:
+        return 0.0
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = offered_erlangs * b / (k + offered_erlangs * b)
+    return servers * b / (servers - offered_erlangs * (1.0 - b))
+
+
+def wait_quantile_s(
+    p: float, servers: int, arrival_rate_per_s: float, mean_service_s: float, variability: float = 1.0
+) -> float:
+    """Waiting-time quantile of a G/G/c queue: Erlang C, Allen–Cunneen factor, exponential tail.
+
+    ``variability`` is (c_a² + c_s²)/2 (1.0 for M/M/c, where the result is exact). ``inf`` when ρ ≥ 1.
+    """
+    if arrival_rate_per_s <= 0:
+        return 0.0
+    if mean_service_s <= 0:
+        return 0.0
+    offered = arrival_rate_per_s * mean_service_s
+    if servers <= 0 or offered >= servers:
+        return math.inf
+    c_wait = erlang_c(servers, offered)
+    if c_wait <= 1.0 - p:
+        return 0.0
+    drain_rate_per_s = servers / mean_service_s - arrival_rate_per_s
+    return variability * math.log(c_wait / (1.0 - p)) / drain_rate_per_s
+
+
+def prefill_service_s(profile: LatencyProfile, prompt_tokens: float) -> float:
+    """Time one prompt occupies a prefill replica: chunked into max_num_batched_tokens steps, as vLLM does."""
+    tokens = max(prompt_tokens, 1.0)
+    chunk = float(profile.max_num_batched_tokens)
+    full_chunks = math.floor(tokens / chunk)
+    rest = tokens - full_chunks * chunk
+    total = full_chunks * profile.step.prefill_step_s(chunk)
+    if rest > 0:
+        total += profile.step.prefill_step_s(rest)
+    return total
+
+
+def prefill_queue_service_s(profile: LatencyProfile, mean_prompt_tokens: float) -> float:
+    """Mean time a prompt occupies a prefill replica *when a queue exists*: vLLM then packs waiting prompts into
+    full ``max_num_batched_tokens`` steps, so the replica drains at the full-chunk token rate, which is faster
+    than one prompt per step (one fixed step overhead shared by several prompts). Never slower than alone."""
+    chunk = float(profile.max_num_batched_tokens)
+    per_token_s = profile.step.prefill_step_s(chunk) / chunk
+    return min(prefill_service_s(profile, mean_prompt_tokens), max(mean_prompt_tokens, 1.0) * per_token_s)
+
+
+def prefill_service_scv(profile: LatencyProfile, mean_prompt_tokens: float, prompt_scv: float) -> float:
+    """SCV of the service time from the prompt-length SCV, linearising S(L) around the mean."""
+    mean = max(mean_prompt_tokens, 1.0)
+    s_mean = prefill_service_s(profile, mean)
+    ds_dl = (prefill_service_s(profile, mean * 1.01) - s_mean) / (mean * 0.01)
+    return (ds_dl * mean) ** 2 * prompt_scv / (s_mean * s_mean)
+
+
+def predict_ttft_s(
+    profile: LatencyProfile,
+    load: Load,
+    replicas: int,
+    percentile: float,
+    model: PrefillModel = PrefillModel(),
+) -> float:
+    """TTFT at ``percentile``: the queue's wait quantile plus the service time of a tail-length prompt.
+
+    Summing the two over-estimates the true convolution slightly; the online correction absorbs the rest.
+    """
+    mean_service = prefill_queue_service_s(profile, load.mean_prompt_tokens)
+    variability = (
+        model.arrival_scv + prefill_service_scv(profile, load.mean_prompt_tokens, model.prompt_scv)
+    ) / 2
+    wait = wait_quantile_s(percentile, replicas, load.request_rate_per_s, mean_service, variability)
+    return wait + prefill_service_s(profile, load.mean_prompt_tokens * model.prompt_tail_factor)
+
+
+def decode_batch(
+    profile: LatencyProfile, output_tokens_per_s: float, mean_context_tokens: float
+) -> float | None:
+    """Little's-law fixed point N = r · t(N, N·ctx) of one decode replica; ``None`` if none exists (overload).
+
+    Solved by bisection on f(N) = r·t(N) − N, which is positive at 0 and, for a stable load, crosses zero once
+    below the batch cap.
+    """
+    if output_tokens_per_s <= 0:
+        return 0.0
+    cap = _decode_batch_cap(profile, mean_context_tokens)
+
+    def excess(n: float) -> float:
+        return output_tokens_per_s * _step_s(profile, n, mean_context_tokens) - n
+
+    if excess(cap) > 0:
+        return None
+    lo, hi = 0.0, cap
+    for _ in range(_FIXED_POINT_ITERATIONS):
+        mid = (lo + hi) / 2
+        if excess(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def batch_quantile(mean_batch: float, percentile: float) -> float:
+    """Batch size at ``percentile`` when sequences in flight are a Poisson count (normal approximation)."""
+    if mean_batch <= 0:
+        return 0.0
+    z = NormalDist().inv_cdf(percentile)
+    return mean_batch + z * math.sqrt(mean_batch)
+
+
+@dataclass(frozen=True)
+class DecodePrediction:
+    mean_batch: float | None  # None: the replicas cannot keep up
+    tail_batch: float
+    itl_s: float  # ITL at the percentile; inf when overloaded
+    kv_fraction: float  # KV fill at the tail batch, of the replica's capacity
+
+    def fits(self, profile: LatencyProfile, model: DecodeModel) -> bool:
+        return (
+            self.mean_batch is not None
+            and self.tail_batch <= profile.max_num_seqs
+            and self.kv_fraction <= model.kv_max_fraction
+        )
+
+
+def predict_decode(profile: LatencyProfile, load: Load, replicas: int, percentile: float) -> DecodePrediction:
+    """Decode batch, ITL percentile and KV fill per replica when ``replicas`` share the load evenly."""
+    ctx = load.mean_decode_context_tokens
+    if replicas <= 0:
+        return DecodePrediction(None, math.inf, math.inf, math.inf)
+    rate = load.request_rate_per_s * load.mean_output_tokens / replicas
+    mean_batch = decode_batch(profile, rate, ctx)
+    if mean_batch is None:
+        return DecodePrediction(None, math.inf, math.inf, math.inf)
+    tail = batch_quantile(mean_batch, percentile)
+    itl = _step_s(profile, max(tail, 1.0), ctx)
+    return DecodePrediction(mean_batch, tail, itl, tail * ctx / profile.kv_capacity_tokens)
+
+
+def predict_itl_s(profile: LatencyProfile, load: Load, replicas: int, percentile: float) -> float:
+    return predict_decode(profile, load, replicas, percentile).itl_s
+
+
+def prefill_replicas_needed(
+    profile: LatencyProfile,
+    load: Load,
+    target_s: float,
+    percentile: float,
+    limit: int,
+    model: PrefillModel = PrefillModel(),
+) -> int:
+    """Smallest c ≤ ``limit`` whose predicted TTFT percentile ≤ ``target_s``; ``limit`` + 1 if none does."""
+    if load.request_rate_per_s <= 0:
+        return 0
+    start = max(
+        1, math.ceil(load.request_rate_per_s * prefill_queue_service_s(profile, load.mean_prompt_tokens))
+    )
+    for c in range(start, limit + 1):
+        if predict_ttft_s(profile, load, c, percentile, model) <= target_s:
+            return c
+    return limit + 1
+
+
+def decode_replicas_needed(
+    profile: LatencyProfile,
+    load: Load,
+    target_s: float,
+    percentile: float,
+    limit: int,
+    model: DecodeModel = DecodeModel(),
+) -> int:
+    """Smallest n ≤ ``limit`` whose ITL percentile ≤ ``target_s`` within batch and KV caps; ``limit`` + 1 if none."""
+    if load.request_rate_per_s <= 0 or load.mean_output_tokens <= 0:
+        return 0
+    for n in range(1, limit + 1):
+        pred = predict_decode(profile, load, n, percentile)
+        if pred.fits(profile, model) and pred.itl_s <= target_s:
+            return n
+    return limit + 1
+
+
+def load_multiplier_matching(
+    predict: PredictFn, load: Load, replicas: int, observed_s: float, lo: float, hi: float
+) -> float:
+    """The factor m in [lo, hi] such that the model at m × load predicts ``observed_s`` (bisection; monotone).
+
+    This is the online correction: burstiness, routing imbalance and model error all show up as the extra
+    load the model would need to see to explain the observed percentile.
+    """
+    if predict(load.scaled(lo), replicas) >= observed_s:
+        return lo
+    if predict(load.scaled(hi), replicas) <= observed_s:
+        return hi
+    a, b = lo, hi
+    for _ in range(40):
+        mid = (a + b) / 2
+        if predict(load.scaled(mid), replicas) < observed_s:
+            a = mid
+        else:
+            b = mid
+    return (a + b) / 2
+
+
+def _decode_batch_cap(profile: LatencyProfile, mean_context_tokens: float) -> float:
+    kv_cap = profile.kv_capacity_tokens / max(mean_context_tokens, 1.0)
+    return float(min(profile.max_num_seqs, kv_cap)) * 4.0  # bisection bracket; feasibility is checked later
+
+
+def _step_s(profile: LatencyProfile, batch: float, mean_context_tokens: float) -> float:
+    """Decode step at a (fractional) batch: linear interpolation between integer batches."""
+    lo = math.floor(batch)
+    frac = batch - lo
+    t_lo = profile.step.decode_step_s(lo, lo * mean_context_tokens)
+    if frac == 0:
+        return t_lo
+    t_hi = profile.step.decode_step_s(lo + 1, (lo + 1) * mean_context_tokens)
+    return t_lo + frac * (t_hi - t_lo)

@@ -1,0 +1,149 @@
+"""Load forecasting over the pod start-up horizon: last value, Holt linear trend, seasonal Holt-Winters.
+
+Samples arrive at irregular times (controller ticks, skipped ticks on missing data), so smoothing constants are
+time constants in seconds, turned into per-sample weights ``1 − exp(−Δt/τ)``; nothing counts ticks.
+The seasonal method keeps, per bin of one ``season_period_s`` period (e.g. a day, ``season_bins`` bins), an
+average of the values seen in that bin (memory ``season_memory_periods`` periods), and forecasts the smoothed
+level plus the change the profile shows between now's bin and the target's bin (a seasonal difference, which
+stays robust when the level follows the cycle closely). While either bin is unseen it is plain Holt.
+State is a frozen value that round-trips through plain JSON types.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from autoscaler.core.spec import Forecaster
+
+
+@dataclass(frozen=True)
+class ForecastParams:
+    method: Forecaster = Forecaster.HOLT
+    level_time_constant_s: float = 30.0
+    trend_time_constant_s: float = 180.0
+    season_memory_periods: float = 2.0  # a bin's average forgets with this many periods of in-bin time
+    season_period_s: float = 86400.0
+    season_bins: int = 96
+    # Damped trend (Gardner & McKenzie): the trend adds over at most this many seconds, tau·(1 − e^(−h/tau)),
+    # so a ramp seen through a 60 s rate() window is not extrapolated linearly over a whole start-up time.
+    trend_damping_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "level_time_constant_s",
+            "trend_time_constant_s",
+            "season_memory_periods",
+            "season_period_s",
+            "trend_damping_s",
+        ):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"ForecastParams.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.season_bins < 1:
+            raise ValueError(f"ForecastParams.season_bins must be >= 1, got {self.season_bins!r}")
+
+
+@dataclass(frozen=True)
+class ForecastState:
+    level: float | None = None
+    trend_per_s: float = 0.0
+    last_time_s: float | None = None
+    seasonal: tuple[float | None, ...] = ()  # per bin: average value seen in it; None = never observed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "level": self.level,
+            "trend_per_s": self.trend_per_s,
+            "last_time_s": self.last_time_s,
+            "seasonal": list(self.seasonal),
+        }
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> ForecastState:
+        return ForecastState(
+            level=_opt_float(data.get("level")),
+            trend_per_s=float(data.get("trend_per_s", 0.0)),
+            last_time_s=_opt_float(data.get("last_time_s")),
+            seasonal=tuple(_opt_float(v) for v in data.get("seasonal", [])),
+        )
+
+
+def update(params: ForecastParams, state: ForecastState, time_s: float, value: float) -> ForecastState:
+    """Fold one observation in. Non-finite values and samples not newer than the last are ignored."""
+    if not math.isfinite(value) or (state.last_time_s is not None and time_s <= state.last_time_s):
+        return state
+    seasonal = _init_seasonal(params, state)
+    if state.level is None or state.last_time_s is None:
+        return ForecastState(value, 0.0, time_s, _fold_bin(params, seasonal, time_s, value, None))
+    dt = time_s - state.last_time_s
+    a = 1.0 - math.exp(-dt / params.level_time_constant_s)
+    b = 1.0 - math.exp(-dt / params.trend_time_constant_s)
+    prior = state.level + state.trend_per_s * dt
+    # last-value keeps the raw value as its level (and a trend for ``rising`` only; it never forecasts with it)
+    level = value if params.method is Forecaster.LAST_VALUE else prior + a * (value - prior)
+    trend = state.trend_per_s + b * ((level - state.level) / dt - state.trend_per_s)
+    return ForecastState(level, trend, time_s, _fold_bin(params, seasonal, time_s, value, dt))
+
+
+def predict(params: ForecastParams, state: ForecastState, horizon_s: float) -> float | None:
+    """Forecast ``horizon_s`` after the last sample (never negative); ``None`` before any sample."""
+    if state.level is None or state.last_time_s is None:
+        return None
+    if params.method is Forecaster.LAST_VALUE:
+        return max(0.0, state.level)
+    if params.method is Forecaster.SEASONAL and len(state.seasonal) == params.season_bins:
+        here = state.seasonal[_bin(params, state.last_time_s)]
+        there = state.seasonal[_bin(params, state.last_time_s + horizon_s)]
+        if here is not None and there is not None:
+            return max(0.0, state.level + there - here)
+    tau = params.trend_damping_s
+    return max(0.0, state.level + state.trend_per_s * tau * (1.0 - math.exp(-horizon_s / tau)))
+
+
+def rising(state: ForecastState, over_s: float, fraction: float) -> bool:
+    """Is the series' trend set to add more than ``fraction`` of its level within ``over_s``? (Every method
+    tracks the trend, so a policy can refuse to scale down into a rising load whatever it forecasts with.)"""
+    if state.level is None or state.level <= 0:
+        return False
+    return state.trend_per_s * over_s > fraction * state.level
+
+
+def peak(params: ForecastParams, state: ForecastState, horizon_s: float, steps: int = 8) -> float | None:
+    """Largest forecast over [now, now + horizon]: capacity ordered now must hold until it can be re-sized."""
+    values = [predict(params, state, horizon_s * k / steps) for k in range(steps + 1)]
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def _init_seasonal(params: ForecastParams, state: ForecastState) -> tuple[float | None, ...]:
+    if params.method is not Forecaster.SEASONAL:
+        return ()
+    if len(state.seasonal) == params.season_bins:
+        return state.seasonal
+    return (None,) * params.season_bins
+
+
+def _bin(params: ForecastParams, time_s: float) -> int:
+    width = params.season_period_s / params.season_bins
+    return int((time_s % params.season_period_s) // width) % params.season_bins
+
+
+def _fold_bin(
+    params: ForecastParams, seasonal: tuple[float | None, ...], time_s: float, value: float, dt: float | None
+) -> tuple[float | None, ...]:
+    if params.method is not Forecaster.SEASONAL:
+        return seasonal
+    i = _bin(params, time_s)
+    old = seasonal[i]
+    if old is None:
+        new = value
+    else:
+        width = params.season_period_s / params.season_bins
+        g = 1.0 - math.exp(-(dt or 0.0) / (params.season_memory_periods * width))
+        new = old + g * (value - old)
+    return (*seasonal[:i], new, *seasonal[i + 1 :])
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)

@@ -1,0 +1,783 @@
+"""pdscale's policy: feed-forward from a queueing capacity model, corrected online, with SLO feedback.
+
+Per pool, every tick:
+  1. load: request rate (the prefill pool's, which does not lag behind a decode backlog) and token rates,
+     forecast over the pod start-up horizon (``forecast.py``), taken at its peak and never below what is
+     observed now; a queue adds its growth rate (measured rates are throughput under saturation) and
+     backlog/drain time;
+  2. correction: the load multiplier m that puts the model's percentile into the observed histogram bucket at
+     the current ready replicas (``capacity.load_multiplier_matching``); raised with a time constant when the
+     percentile is near the target, relaxed toward 1 when it is far below (then it reflects fixed costs, not
+     queueing); updated only on fresh data, non-trivial load and a ready count stable for a metrics window;
+  3. feed-forward: the smallest replica count whose predicted percentile at m × load meets the target with
+     ``margin_up`` (prefill: multi-server queue; decode: Little's-law batch fixed point, KV and max_num_seqs);
+  4. feedback: a TTFT/ITL breach (or decode KV above ``kv_high_fraction``) asks for ready × the breach ratio
+     at once, if the percentile describes the current ready pods and the queue is not already draining; pods
+     already starting that cover it are waited for (WaitingForStartingPods). A TTFT breach while requests
+     wait for decode slots is decode's, not prefill's;
+  5. scale-down only when the model says fewer replicas still meet the target with the wider ``margin_down``
+     (hysteresis), with no backlog and nothing starting, by at most ``scale_down_step_fraction`` per
+     ``scale_down_interval_s``;
+  6. the spec's HPA ``behavior`` (``behavior.py``: stabilization windows and rate limits, by timestamps) and
+     min/max bounds, then the GPU budget split by SLO pressure (``budget.py``).
+Missing, NaN, stale or errored signals never scale down (reason MetricsUnavailable). Pure: no I/O, no clock;
+time comes from the observation. The state is a frozen value that round-trips through JSON (CR status).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from autoscaler.core import behavior as hpa
+from autoscaler.core import forecast as fc
+from autoscaler.core.buckets import ITL_BUCKETS_S, TTFT_BUCKETS_S
+from autoscaler.core.budget import PoolAsk, split_budget
+from autoscaler.core.capacity import (
+    DecodeModel,
+    Load,
+    PredictFn,
+    PrefillModel,
+    decode_replicas_needed,
+    load_multiplier_matching,
+    predict_itl_s,
+    predict_ttft_s,
+    prefill_replicas_needed,
+)
+from autoscaler.core.latency import LatencyProfile
+from autoscaler.core.spec import AutoscalerSpec, Forecaster
+from autoscaler.core.types import Decision, Observation, Pool, PoolDecision, PoolReplicas, Reason, Signals
+
+_HPA_REASONS: dict[str, Reason] = {
+    hpa.SCALE_UP_STABILIZED: Reason.SCALE_UP_STABILIZED,
+    hpa.SCALE_DOWN_STABILIZED: Reason.SCALE_DOWN_STABILIZED,
+    hpa.SCALE_UP_LIMIT: Reason.SCALE_UP_LIMIT,
+    hpa.SCALE_DOWN_LIMIT: Reason.SCALE_DOWN_LIMIT,
+    hpa.TOO_MANY_REPLICAS: Reason.TOO_MANY_REPLICAS,
+    hpa.TOO_FEW_REPLICAS: Reason.TOO_FEW_REPLICAS,
+}
+
+
+# ---------------------------------------------------------------------------------------------------- state
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """What the policy remembers about one pool between ticks."""
+
+    correction: float = 1.0  # load multiplier that makes the model match the observed percentile
+    correction_time_s: float | None = None
+    ready: int | None = None  # ready count last seen, and since when (corrections wait for it to settle)
+    ready_since_s: float | None = None
+    last_scale_down_s: float | None = None
+    waiting: float | None = None  # queued requests last tick: a shrinking queue is a breach already healing
+    waiting_time_s: float | None = None
+    behavior: hpa.BehaviorState = field(default_factory=hpa.BehaviorState)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "correction": self.correction,
+            "correction_time_s": self.correction_time_s,
+            "ready": self.ready,
+            "ready_since_s": self.ready_since_s,
+            "last_scale_down_s": self.last_scale_down_s,
+            "waiting": self.waiting,
+            "waiting_time_s": self.waiting_time_s,
+            "behavior": {
+                "recommendations": [list(r) for r in self.behavior.recommendations],
+                "scale_events": [list(e) for e in self.behavior.scale_events],
+            },
+        }
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> PoolState:
+        b = data.get("behavior", {})
+        return PoolState(
+            correction=float(data.get("correction", 1.0)),
+            correction_time_s=_opt_float(data.get("correction_time_s")),
+            ready=None if data.get("ready") is None else int(data["ready"]),
+            ready_since_s=_opt_float(data.get("ready_since_s")),
+            last_scale_down_s=_opt_float(data.get("last_scale_down_s")),
+            waiting=_opt_float(data.get("waiting")),
+            waiting_time_s=_opt_float(data.get("waiting_time_s")),
+            behavior=hpa.BehaviorState(
+                recommendations=tuple((float(t), int(r)) for t, r in b.get("recommendations", [])),
+                scale_events=tuple((float(t), int(c)) for t, c in b.get("scale_events", [])),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """Everything pdscale needs across ticks; round-trips through plain JSON types (CR status)."""
+
+    prefill: PoolState = field(default_factory=PoolState)
+    decode: PoolState = field(default_factory=PoolState)
+    request_rate: fc.ForecastState = field(default_factory=fc.ForecastState)
+    prompt_tokens_rate: fc.ForecastState = field(default_factory=fc.ForecastState)
+    output_tokens_rate: fc.ForecastState = field(default_factory=fc.ForecastState)
+    missing_since_s: float | None = None  # first tick of the current run of missing signals
+    decode_backlog_time_s: float | None = None  # last tick with a decode admission backlog (TTFT blame)
+
+    def pool(self, pool: Pool) -> PoolState:
+        return self.prefill if pool is Pool.PREFILL else self.decode
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prefill": self.prefill.to_dict(),
+            "decode": self.decode.to_dict(),
+            "request_rate": self.request_rate.to_dict(),
+            "prompt_tokens_rate": self.prompt_tokens_rate.to_dict(),
+            "output_tokens_rate": self.output_tokens_rate.to_dict(),
+            "missing_since_s": self.missing_since_s,
+            "decode_backlog_time_s": self.decode_backlog_time_s,
+        }
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> PolicyState:
+        return PolicyState(
+            prefill=PoolState.from_dict(data.get("prefill", {})),
+            decode=PoolState.from_dict(data.get("decode", {})),
+            request_rate=fc.ForecastState.from_dict(data.get("request_rate", {})),
+            prompt_tokens_rate=fc.ForecastState.from_dict(data.get("prompt_tokens_rate", {})),
+            output_tokens_rate=fc.ForecastState.from_dict(data.get("output_tokens_rate", {})),
+            missing_since_s=_opt_float(data.get("missing_since_s")),
+            decode_backlog_time_s=_opt_float(data.get("decode_backlog_time_s")),
+        )
+
+
+# ---------------------------------------------------------------------------------------------------- policy
+
+
+@dataclass(frozen=True)
+class _PoolOutcome:
+    proposed: int
+    reason: Reason
+    message: str
+    pressure: float
+    state: PoolState
+
+
+@dataclass(frozen=True)
+class PdscalePolicy:
+    """The pdscale policy. Defaults are the tuned values (bench/bench_policy_quality.py: Azure conv and code
+    traces at 50x, Llama-3.1-8B H100, 120 s start-up), measured with ``spec.forecaster`` holt and a 240 s
+    scale-down stabilization window in ``spec.behavior``.
+
+    margins are fractions of the SLO target kept free: scale up when the model at the forecast load needs more
+    than ``target·(1 − margin_up)``; scale down only to what still meets ``target·(1 − margin_down)``.
+    """
+
+    profile: LatencyProfile
+    name: str = "pdscale"
+    margin_up: float = 0.15
+    margin_down: float = 0.35
+    prefill_model: PrefillModel = field(default_factory=PrefillModel)
+    decode_model: DecodeModel = field(default_factory=DecodeModel)
+    forecaster: Forecaster | None = None  # None: spec.forecaster
+    forecast_params: fc.ForecastParams = field(default_factory=fc.ForecastParams)
+    horizon_extra_s: float = 30.0  # forecast horizon = pod start-up + this (one tick + scrape lag)
+    correction_time_constant_s: float = 120.0
+    correction_max: float = 3.0
+    correction_floor_fraction: float = 0.5  # below this share of the target, observations only relax it
+    correction_relax_time_constant_s: float = 600.0
+    correction_min_rate_per_s: float = 0.5
+    stale_after_s: float = 90.0
+    # Sizing load = forecast x correction x (1 + headroom): at high utilisation a percentile is so steep in the
+    # load that a latency margin alone leaves no room for the rate window's lag; scale-down uses more.
+    load_headroom: float = 0.1
+    load_headroom_down: float = 0.25
+    breach_gain: float = 1.0  # proportional fallback when the load is unknown: ready x (1 + gain x excess)
+    breach_max_factor: float = 2.0  # a breach asks for at most this many times the ready replicas at once
+    kv_high_fraction: float = 0.9
+    # Queued requests count as extra arrivals of backlog/drain; None: the start-up horizon (new pods cannot
+    # drain it sooner, and a shorter drain over-orders while the queue is still growing).
+    backlog_drain_s: float | None = None
+    rising_fraction: float = 0.1  # no scale-down while the load trends up more than this per start-up time
+    scale_down_step_fraction: float = 0.25
+    scale_down_interval_s: float = 60.0
+    # Histogram bucket edges of the observed percentiles: the model only has to land in the observed bucket
+    # (vLLM's edges are coarse: an ITL p99 of 0.0248 s means "somewhere in (0.01, 0.025]").
+    ttft_bucket_edges_s: tuple[float, ...] = TTFT_BUCKETS_S
+    itl_bucket_edges_s: tuple[float, ...] = ITL_BUCKETS_S
+    missing_fallback_replicas: int | None = None  # scale up to at least this after missing_fallback_after_s
+    missing_fallback_after_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.margin_up <= self.margin_down < 1:
+            raise ValueError(
+                f"need 0 <= margin_up <= margin_down < 1, got {self.margin_up}, {self.margin_down}"
+            )
+        if self.correction_max < 1 or not 0 < self.correction_floor_fraction < 1:
+            raise ValueError("need correction_max >= 1 and 0 < correction_floor_fraction < 1")
+        if self.breach_max_factor < 1 or self.breach_gain <= 0:
+            raise ValueError("need breach_max_factor >= 1 and breach_gain > 0")
+        if not 0 < self.scale_down_step_fraction <= 1:
+            raise ValueError("scale_down_step_fraction must be in (0, 1]")
+
+    # -- Policy protocol
+
+    def initial_state(self, spec: AutoscalerSpec) -> PolicyState:
+        return PolicyState()
+
+    def decide(
+        self, observation: Observation, state: PolicyState, spec: AutoscalerSpec
+    ) -> tuple[Decision, PolicyState]:
+        now_s = observation.time_s
+        signals = observation.signals
+        missing = _missing_reason(signals, now_s, self.stale_after_s)
+        params = self._forecast_params(spec)
+        state = self._update_forecasts(state, params, signals, missing)
+        state = replace(
+            state,
+            missing_since_s=None
+            if missing is None
+            else (state.missing_since_s if state.missing_since_s is not None else now_s),
+        )
+        load_now = None if missing is not None else _load_from(signals)
+        load_ahead = None if load_now is None else self._forecast_load(state, params, load_now, spec)
+        if missing is None and self._decode_backlog(observation) is not None:
+            state = replace(state, decode_backlog_time_s=now_s)
+
+        outcomes = {
+            pool: self._decide_pool(pool, observation, state, spec, missing, load_now, load_ahead)
+            for pool in (Pool.PREFILL, Pool.DECODE)
+        }
+        split = split_budget(
+            spec.gpu_budget,
+            *(
+                PoolAsk(
+                    outcomes[p].proposed,
+                    spec.pool(p).min_replicas,
+                    spec.pool(p).gpus_per_replica,
+                    outcomes[p].pressure,
+                )
+                for p in (Pool.PREFILL, Pool.DECODE)
+            ),
+        )
+        decisions: dict[Pool, PoolDecision] = {}
+        new_pools: dict[Pool, PoolState] = {}
+        for pool, final, capped in (
+            (Pool.PREFILL, split.prefill_replicas, split.prefill_capped),
+            (Pool.DECODE, split.decode_replicas, split.decode_capped),
+        ):
+            out = outcomes[pool]
+            current = observation.replicas(pool).desired
+            reason, message = out.reason, out.message
+            if capped:
+                reason = Reason.CAPPED_BY_BUDGET
+                message = (
+                    f"GPU budget {spec.gpu_budget}: {pool.value} capped at {final} of {out.proposed} wanted "
+                    f"(pressure {out.pressure:.2f}, priority {split.priority}); " + message
+                )
+            pstate = out.state
+            change = final - current
+            if change != 0:
+                pstate = replace(
+                    pstate,
+                    behavior=hpa.record_scale_event(pstate.behavior, now_s, change, behavior=spec.behavior),
+                    last_scale_down_s=now_s if change < 0 else pstate.last_scale_down_s,
+                )
+            decisions[pool] = PoolDecision(pool, current, final, reason.value, message)
+            new_pools[pool] = pstate
+        decision = Decision(now_s, decisions[Pool.PREFILL], decisions[Pool.DECODE])
+        return decision, replace(state, prefill=new_pools[Pool.PREFILL], decode=new_pools[Pool.DECODE])
+
+    # -- load
+
+    def _forecast_params(self, spec: AutoscalerSpec) -> fc.ForecastParams:
+        method = self.forecaster if self.forecaster is not None else spec.forecaster
+        return replace(self.forecast_params, method=method)
+
+    def _update_forecasts(
+        self, state: PolicyState, params: fc.ForecastParams, signals: Signals, missing: str | None
+    ) -> PolicyState:
+        if missing is not None:
+            return state
+        t = signals.time_s
+        assert signals.prompt_tokens_per_s is not None and signals.output_tokens_per_s is not None
+        return replace(
+            state,
+            request_rate=fc.update(params, state.request_rate, t, _load_from(signals).request_rate_per_s),
+            prompt_tokens_rate=fc.update(params, state.prompt_tokens_rate, t, signals.prompt_tokens_per_s),
+            output_tokens_rate=fc.update(params, state.output_tokens_rate, t, signals.output_tokens_per_s),
+        )
+
+    def _forecast_load(
+        self, state: PolicyState, params: fc.ForecastParams, now: Load, spec: AutoscalerSpec
+    ) -> Load:
+        """Peak forecast over start-up + one tick, never below the load observed now."""
+        horizon = spec.pod_startup_s + self.horizon_extra_s
+        rate = max(now.request_rate_per_s, fc.peak(params, state.request_rate, horizon) or 0.0)
+        prompt_tps = max(
+            now.request_rate_per_s * now.mean_prompt_tokens,
+            fc.peak(params, state.prompt_tokens_rate, horizon) or 0.0,
+        )
+        output_tps = max(
+            now.request_rate_per_s * now.mean_output_tokens,
+            fc.peak(params, state.output_tokens_rate, horizon) or 0.0,
+        )
+        if rate <= 0:
+            return now
+        return Load(
+            rate,
+            max(now.mean_prompt_tokens, prompt_tps / rate),
+            max(now.mean_output_tokens, output_tps / rate),
+        )
+
+    # -- model
+
+    def _predict_fn(self, pool: Pool, spec: AutoscalerSpec) -> PredictFn:
+        profile = self.profile
+        if pool is Pool.PREFILL:
+            pct, pmodel = spec.ttft.percentile, self.prefill_model
+            return lambda load, n: predict_ttft_s(profile, load, n, pct, pmodel)
+        pct_d = spec.itl.percentile
+        return lambda load, n: predict_itl_s(profile, load, n, pct_d)
+
+    def _needed(self, pool: Pool, load: Load, target_s: float, spec: AutoscalerSpec) -> int:
+        limit = spec.pool(pool).max_replicas
+        if pool is Pool.PREFILL:
+            return prefill_replicas_needed(
+                self.profile, load, target_s, spec.ttft.percentile, limit, self.prefill_model
+            )
+        return decode_replicas_needed(
+            self.profile, load, target_s, spec.itl.percentile, limit, self.decode_model
+        )
+
+    def _correct(
+        self,
+        pool: Pool,
+        pst: PoolState,
+        replicas: PoolReplicas,
+        observed_s: float | None,
+        target_s: float,
+        load_now: Load | None,
+        now_s: float,
+        spec: AutoscalerSpec,
+    ) -> PoolState:
+        """Update the load-multiplier correction from the observed percentile (see module docstring)."""
+        last = pst.correction_time_s
+        dt = 0.0 if last is None else max(0.0, now_s - last)
+        settled = _settled(pst, now_s, spec)
+        if (
+            observed_s is None
+            or load_now is None
+            or load_now.request_rate_per_s < self.correction_min_rate_per_s
+            or replicas.ready < 1
+            or not settled
+        ):
+            return pst
+        if last is None:
+            return replace(pst, correction_time_s=now_s)
+        w_up = 1.0 - math.exp(-dt / self.correction_time_constant_s)
+        if observed_s < self.correction_floor_fraction * target_s:
+            # Far below target the percentile is dominated by fixed costs (service, KV transfer, first decode
+            # step), not by queueing, so it says nothing about load: relax toward the plain model.
+            w_down = 1.0 - math.exp(-dt / self.correction_relax_time_constant_s)
+            corr = pst.correction + w_down * (1.0 - pst.correction)
+        else:
+            # Near the target, find the load multiplier that puts the model into the observed histogram bucket
+            # (lo, hi] (the interpolated value inside a coarse bucket is not information) and only ever raise
+            # the correction here: together with the relaxation above, a worse observation never yields a
+            # smaller correction (monotone), and the model errs on the side of capacity.
+            predict = self._predict_fn(pool, spec)
+            edges = self.ttft_bucket_edges_s if pool is Pool.PREFILL else self.itl_bucket_edges_s
+            lo, _hi = _bucket_of(observed_s, edges)
+            matched = pst.correction
+            if predict(load_now.scaled(pst.correction), replicas.ready) <= lo:
+                matched = load_multiplier_matching(
+                    predict, load_now, replicas.ready, lo * (1 + 1e-6), 1.0, self.correction_max
+                )
+            corr = pst.correction + w_up * max(0.0, matched - pst.correction)
+        return replace(pst, correction=min(self.correction_max, max(1.0, corr)), correction_time_s=now_s)
+
+    def _breach_need(
+        self,
+        pool: Pool,
+        observed_s: float,
+        ready: int,
+        pressure: float,
+        pst: PoolState,
+        load_now: Load | None,
+        spec: AutoscalerSpec,
+    ) -> int:
+        """Replicas a breach asks for, at once: the model re-fitted to the breach (the load multiplier that
+        explains the observed percentile at the ready pods) sized for the target, at least one more, at most
+        ``breach_max_factor`` x ready. Latency is steep in the load near saturation, so ready x (observed /
+        target) would over-order; that proportional rule is the fallback when the load is unknown."""
+        base = max(ready, 1)
+        cap = math.ceil(base * self.breach_max_factor)
+        if load_now is None or load_now.request_rate_per_s <= 0 or ready < 1:
+            factor = min(1.0 + self.breach_gain * (pressure - 1.0), self.breach_max_factor)
+            return math.ceil(base * factor)
+        slo = spec.ttft if pool is Pool.PREFILL else spec.itl
+        predict = self._predict_fn(pool, spec)
+        hi = self.correction_max * self.breach_max_factor
+        m_obs = load_multiplier_matching(predict, load_now, ready, observed_s, 1.0, hi)
+        load = load_now.scaled(max(m_obs, pst.correction) * (1 + self.load_headroom))
+        need = self._needed(pool, load, slo.target_s * (1 - self.margin_up), spec)
+        return min(cap, max(ready + 1, need))
+
+    def _rising(self, pool: Pool, state: PolicyState, spec: AutoscalerSpec) -> bool:
+        """The pool's token rate (prompt for prefill, output for decode) trends up by more than
+        ``rising_fraction`` within one pod start-up time: capacity removed now could not come back in time."""
+        series = state.prompt_tokens_rate if pool is Pool.PREFILL else state.output_tokens_rate
+        return fc.rising(series, spec.pod_startup_s, self.rising_fraction)
+
+    def _drain_s(self, spec: AutoscalerSpec) -> float:
+        if self.backlog_drain_s is not None:
+            return self.backlog_drain_s
+        return spec.pod_startup_s + self.horizon_extra_s
+
+    def _decode_backlog(self, obs: Observation) -> float | None:
+        """Requests queued for decode admission, when the decode pool is really full (batch slots near
+        max_num_seqs or KV above ``kv_high_fraction``) and the queue is material (>= 1 per ready replica).
+        A request or two waiting one step for its KV to land is normal and is not a backlog."""
+        sig = obs.signals.decode
+        waiting = _finite(sig.waiting_requests)
+        ready = max(1, obs.decode.ready)
+        if waiting is None or waiting < ready:
+            return None
+        running = _finite(sig.running_requests) or 0.0
+        kv = _finite(sig.kv_usage_fraction) or 0.0
+        seqs = self.profile.max_num_seqs * ready
+        full = running >= 0.9 * seqs or kv >= self.kv_high_fraction or waiting >= 0.25 * seqs
+        return waiting if full else None
+
+    # -- one pool
+
+    def _decide_pool(
+        self,
+        pool: Pool,
+        obs: Observation,
+        state: PolicyState,
+        spec: AutoscalerSpec,
+        missing: str | None,
+        load_now: Load | None,
+        load_ahead: Load | None,
+    ) -> _PoolOutcome:
+        now_s = obs.time_s
+        reps = obs.replicas(pool)
+        current, ready, starting = reps.desired, reps.ready, reps.starting
+        pspec = spec.pool(pool)
+        slo = spec.ttft if pool is Pool.PREFILL else spec.itl
+        metric = "TTFT" if pool is Pool.PREFILL else "ITL"
+        pct = f"p{slo.percentile * 100:g}"
+        source_down = obs.signals.error is not None or now_s - obs.signals.time_s > self.stale_after_s
+        observed = (
+            None
+            if source_down
+            else _finite(obs.signals.ttft_s if pool is Pool.PREFILL else obs.signals.itl_s)
+        )
+        psig = obs.pool_signals(pool)
+        pst = state.pool(pool)
+        if pst.ready != ready:  # the first count ever seen is taken as settled (a restart keeps the real one)
+            since = now_s - spec.metrics.window_s if pst.ready is None else now_s
+            pst = replace(pst, ready=ready, ready_since_s=since)
+        # TTFT includes waiting for a decode slot: with a decode admission backlog the breach is decode's, and
+        # adding prefill replicas would not help (decode sees it as KV/batch pressure below).
+        decode_backlog = self._decode_backlog(obs)
+        recent = state.decode_backlog_time_s
+        blamed_on_decode = pool is Pool.PREFILL and (
+            decode_backlog is not None or (recent is not None and now_s - recent <= 2 * spec.metrics.window_s)
+        )
+        pst = self._correct(
+            pool, pst, reps, None if blamed_on_decode else observed, slo.target_s, load_now, now_s, spec
+        )
+        pods = f"ready {ready} + starting {starting}"
+        waiting_now = _finite(psig.waiting_requests)
+        draining = waiting_now is not None and pst.waiting is not None and waiting_now < pst.waiting
+        # Under saturation the measured rates are throughput, not demand; the queue's growth is the rest.
+        growth_per_s = 0.0
+        if waiting_now is not None and pst.waiting is not None and pst.waiting_time_s is not None:
+            dt = now_s - pst.waiting_time_s
+            if dt > 0:
+                growth_per_s = max(0.0, (waiting_now - pst.waiting) / dt)
+        pst = replace(pst, waiting=waiting_now, waiting_time_s=now_s)
+
+        # feedback: breach ratio (only when the percentile describes today's ready pods and the queue is not
+        # already shrinking), KV pressure, decode backlog
+        fb_need, fb_reason, fb_text, pressure = 0, Reason.WITHIN_TARGET, "", 0.0
+        if observed is not None:
+            pressure = observed / slo.target_s
+            if observed > slo.target_s:
+                fb_reason = Reason.TTFT_ABOVE_TARGET if pool is Pool.PREFILL else Reason.ITL_ABOVE_TARGET
+                fb_text = f"{metric} {pct} {observed:.3g}s > {slo.target_s:.3g}s target"
+                if blamed_on_decode:
+                    fb_text += (
+                        f" (caused by requests waiting for decode slots: {decode_backlog or 0:.0f} now)"
+                    )
+                elif not _settled(pst, now_s, spec):
+                    fb_text += f" (measured partly before {ready} pods were ready; re-checking)"
+                elif draining:
+                    fb_text += f" (queue draining: {pst.waiting:.0f} waiting, was more)"
+                else:
+                    fb_need = self._breach_need(pool, observed, ready, pressure, pst, load_now, spec)
+        if pool is Pool.DECODE and missing is None:
+            kv = _finite(psig.kv_usage_fraction)
+            if kv is not None and kv > self.kv_high_fraction:
+                pressure = max(pressure, kv / self.kv_high_fraction)
+                if _settled(pst, now_s, spec):
+                    need = math.ceil(max(ready, 1) * kv / (self.kv_high_fraction - 0.1))
+                    if need > fb_need:
+                        fb_need, fb_reason = need, Reason.KV_CACHE_PRESSURE
+                        fb_text = f"KV cache {kv:.0%} > {self.kv_high_fraction:.0%}"
+
+        if load_ahead is None:
+            return self._hold_missing(
+                pool,
+                current,
+                reps,
+                pspec.min_replicas,
+                pst,
+                state,
+                missing,
+                fb_need,
+                fb_reason,
+                fb_text,
+                pressure,
+                spec,
+                now_s,
+            )
+
+        # feed-forward from the capacity model at the corrected, forecast load
+        # A backlog is demand the (throughput-limited) rates cannot show: it must drain within
+        # backlog_drain_s on top of the arrivals. Prefill: its queue; decode: requests waiting for a slot.
+        load = load_ahead
+        backlog = (
+            (_finite(psig.waiting_requests) or 0.0)
+            if pool is Pool.PREFILL
+            else self._decode_backlog(obs) or 0.0
+        )
+        need_plain = self._needed(
+            pool,
+            load.scaled(pst.correction * (1 + self.load_headroom)),
+            slo.target_s * (1 - self.margin_up),
+            spec,
+        )
+        drain_s = self._drain_s(spec)
+        if backlog > 0:
+            load = Load(
+                load.request_rate_per_s + growth_per_s + backlog / drain_s,
+                load.mean_prompt_tokens,
+                load.mean_output_tokens,
+            )
+        need_up = self._needed(
+            pool,
+            load.scaled(pst.correction * (1 + self.load_headroom)),
+            slo.target_s * (1 - self.margin_up),
+            spec,
+        )
+        need_down = self._needed(
+            pool,
+            load.scaled(pst.correction * (1 + self.load_headroom_down)),
+            slo.target_s * (1 - self.margin_down),
+            spec,
+        )
+        model_text = (
+            f"model needs {need_up} at {load.request_rate_per_s:.1f} req/s "
+            f"(prompt {load.mean_prompt_tokens:.0f} tok, output {load.mean_output_tokens:.0f} tok, "
+            f"correction x{pst.correction:.2f}); {pods}"
+        )
+        if observed is not None and not fb_text:
+            model_text = f"{metric} {pct} {observed:.3g}s vs {slo.target_s:.3g}s target; " + model_text
+        if pressure == 0.0:
+            pressure = need_up / max(current, 1)
+
+        need = max(need_up, fb_need)
+        if need > current:
+            from_feedback = fb_need >= need_up
+            if from_feedback:
+                reason, head = fb_reason, fb_text
+            elif need_plain <= current and backlog > 0:  # the backlog alone asks for more
+                if pool is Pool.DECODE:
+                    reason = Reason.KV_CACHE_PRESSURE
+                    head = (
+                        f"{backlog:.0f} requests waiting for decode slots, growing {growth_per_s:.1f}/s "
+                        f"(drain in {drain_s:.0f}s)"
+                    )
+                else:
+                    reason = Reason.PREDICTED_LOAD_INCREASE
+                    head = f"{backlog:.0f} prompts queued, growing {growth_per_s:.1f}/s (drain in {drain_s:.0f}s)"
+            else:
+                reason, head = Reason.PREDICTED_LOAD_INCREASE, "load forecast over start-up horizon"
+            proposed, msg = need, f"{head}; {model_text}"
+        elif fb_need > 0 and starting > 0:
+            proposed, reason = current, Reason.WAITING_FOR_STARTING_PODS
+            msg = f"{fb_text}; {starting} pods already starting cover it; {model_text}"
+        elif need_up > ready and starting > 0:
+            proposed, reason = current, Reason.WAITING_FOR_STARTING_PODS
+            msg = f"{starting} pods starting; {model_text}"
+        elif need_down < current and self._rising(pool, state, spec):
+            proposed, reason = current, Reason.WITHIN_TARGET
+            msg = f"not scaling down into a rising load ({need_down} would do now); {model_text}"
+        elif fb_need == 0 and starting == 0 and backlog == 0 and need_down < current:
+            step = max(1, math.floor(current * self.scale_down_step_fraction))
+            target = max(need_down, current - step, pspec.min_replicas)
+            last_down = pst.last_scale_down_s
+            if last_down is not None and now_s - last_down < self.scale_down_interval_s:
+                proposed, reason = current, Reason.SCALE_DOWN_LIMIT
+                msg = (
+                    f"could remove {current - target}, but last scale-down {now_s - last_down:.0f}s ago "
+                    f"< {self.scale_down_interval_s:.0f}s; {model_text}"
+                )
+            else:
+                proposed, reason = target, Reason.SCALE_DOWN
+                msg = (
+                    f"{target} replicas keep predicted {metric} {pct} under "
+                    f"{slo.target_s * (1 - self.margin_down):.3g}s; {model_text}"
+                )
+        else:
+            proposed, reason, msg = current, Reason.WITHIN_TARGET, model_text
+            if fb_text:
+                msg = f"{fb_text}; {model_text}"
+        return self._normalize(pool, proposed, current, reason, msg, pressure, pst, spec, now_s)
+
+    def _hold_missing(
+        self,
+        pool: Pool,
+        current: int,
+        reps: PoolReplicas,
+        min_replicas: int,
+        pst: PoolState,
+        state: PolicyState,
+        missing: str | None,
+        fb_need: int,
+        fb_reason: Reason,
+        fb_text: str,
+        pressure: float,
+        spec: AutoscalerSpec,
+        now_s: float,
+    ) -> _PoolOutcome:
+        """No usable load signal: never scale down; scale up only on an observed breach or the fallback."""
+        why = missing or "load signals missing"
+        if fb_need > current:
+            return self._normalize(
+                pool,
+                fb_need,
+                current,
+                fb_reason,
+                f"{fb_text}; load unknown ({why})",
+                pressure,
+                pst,
+                spec,
+                now_s,
+            )
+        proposed = current
+        msg = f"holding {current} replicas: {why}"
+        fallback = self.missing_fallback_replicas
+        since = state.missing_since_s
+        if fallback is not None and since is not None and now_s - since >= self.missing_fallback_after_s:
+            proposed = max(current, fallback)
+            msg += f"; fallback {fallback} after {now_s - since:.0f}s without data"
+        return self._normalize(
+            pool,
+            proposed,
+            current,
+            Reason.METRICS_UNAVAILABLE,
+            msg,
+            pressure,
+            pst,
+            spec,
+            now_s,
+            keep_reason=True,
+        )
+
+    def _normalize(
+        self,
+        pool: Pool,
+        proposed: int,
+        current: int,
+        reason: Reason,
+        message: str,
+        pressure: float,
+        pst: PoolState,
+        spec: AutoscalerSpec,
+        now_s: float,
+        keep_reason: bool = False,
+    ) -> _PoolOutcome:
+        """Apply the spec's HPA behavior and the min/max bounds; their reason wins when they changed the count."""
+        pspec = spec.pool(pool)
+        desired, hpa_reason, bstate = hpa.normalize_with_behavior(
+            proposed=proposed,
+            current=current,
+            min_replicas=pspec.min_replicas,
+            max_replicas=pspec.max_replicas,
+            behavior=spec.behavior,
+            state=pst.behavior,
+            now_s=now_s,
+        )
+        if desired != proposed and hpa_reason in _HPA_REASONS and not (keep_reason and desired == current):
+            mapped = _HPA_REASONS[hpa_reason]
+            message = f"{mapped.value}: {desired} instead of {proposed} (behavior/bounds); {message}"
+            reason = mapped
+        elif desired != proposed and not keep_reason:  # clamped without an HPA reason: report the bound
+            reason = Reason.TOO_MANY_REPLICAS if desired < proposed else Reason.TOO_FEW_REPLICAS
+        return _PoolOutcome(desired, reason, message, pressure, replace(pst, behavior=bstate))
+
+
+def make_pdscale_policy(profile: LatencyProfile, spec: AutoscalerSpec, **params: Any) -> PdscalePolicy:
+    """Factory for the simulator's policy registry: ``params`` override PdscalePolicy fields by name."""
+    known = set(PdscalePolicy.__dataclass_fields__) - {"profile"}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(
+            f"pdscale: unknown parameters {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
+        )
+    if isinstance(params.get("forecaster"), str):
+        params["forecaster"] = Forecaster(params["forecaster"])
+    return PdscalePolicy(profile=profile, **params)
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _finite(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
+
+
+def _missing_reason(signals: Signals, now_s: float, stale_after_s: float) -> str | None:
+    """Why the load signals cannot be used, or None when they can."""
+    if signals.error:
+        return f"metrics source failed: {signals.error}"
+    if now_s - signals.time_s > stale_after_s:
+        return f"signals are stale ({now_s - signals.time_s:.0f}s old > {stale_after_s:.0f}s)"
+    for name in ("request_rate_per_s", "prompt_tokens_per_s", "output_tokens_per_s"):
+        v = getattr(signals, name)
+        if v is None:
+            return f"{name} missing"
+        if not math.isfinite(v) or v < 0:
+            return f"{name} is {v}"
+    return None
+
+
+def _load_from(signals: Signals) -> Load:
+    """Load from the signals; the request rate is the prefill pool's own when it reports one (requests leave
+    prefill as they arrive, while first tokens lag behind any decode backlog and then catch up)."""
+    rate = _finite(signals.prefill.request_rate_per_s) or signals.request_rate_per_s or 0.0
+    if rate <= 0:
+        return Load(0.0, 1.0, 1.0)
+    prompt = (signals.prompt_tokens_per_s or 0.0) / rate
+    output = (signals.output_tokens_per_s or 0.0) / rate
+    return Load(rate, max(prompt, 1.0), max(output, 1.0))
+
+
+def _settled(pst: PoolState, now_s: float, spec: AutoscalerSpec) -> bool:
+    """Has the ready count been stable for one metrics window (so the observed percentile is about it)?"""
+    return pst.ready_since_s is not None and now_s - pst.ready_since_s >= spec.metrics.window_s
+
+
+def _bucket_of(value_s: float, edges_s: tuple[float, ...]) -> tuple[float, float]:
+    """The histogram bucket (lo, hi] holding ``value_s``; hi is inf above the last finite edge."""
+    lo = 0.0
+    for edge in edges_s:
+        if value_s <= edge:
+            return lo, edge
+        lo = edge
+    return lo, math.inf
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)

@@ -1,0 +1,139 @@
+"""Forecasters: last value, Holt trend, seasonal Holt-Winters; time-aware and JSON round-trippable."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autoscaler.core.forecast import ForecastParams, ForecastState, peak, predict, rising, update
+from autoscaler.core.spec import Forecaster
+
+
+def _feed(params: ForecastParams, series: list[tuple[float, float]]) -> ForecastState:
+    state = ForecastState()
+    for t, v in series:
+        state = update(params, state, t, v)
+    return state
+
+
+RAMP = [(t, 10.0 + 0.1 * t) for t in range(0, 1800, 15)]  # +0.1 req/s per second
+FLAT = [(t, 42.0) for t in range(0, 900, 15)]
+
+
+@pytest.mark.parametrize(
+    ("method", "series", "horizon", "expected", "tol"),
+    [
+        pytest.param(Forecaster.LAST_VALUE, RAMP, 120.0, RAMP[-1][1], 1e-9, id="last-ignores-trend"),
+        pytest.param(
+            Forecaster.HOLT,
+            RAMP,
+            120.0,
+            RAMP[-1][1] + 0.1 * 120.0 * (1 - math.exp(-1.0)),
+            0.01,
+            id="holt-extrapolates-ramp-damped",
+        ),
+        pytest.param(Forecaster.HOLT, FLAT, 300.0, 42.0, 1e-6, id="holt-flat-stays-flat"),
+        pytest.param(Forecaster.SEASONAL, FLAT, 300.0, 42.0, 1e-6, id="seasonal-flat-stays-flat"),
+    ],
+)
+def test_forecast_table(
+    method: Forecaster, series: list[tuple[float, float]], horizon: float, expected: float, tol: float
+) -> None:
+    params = ForecastParams(method=method, season_period_s=600.0, season_bins=20)
+    state = _feed(params, series)
+    assert predict(params, state, horizon) == pytest.approx(expected, rel=tol)
+
+
+def test_undamped_holt_is_linear() -> None:
+    params = ForecastParams(method=Forecaster.HOLT, trend_damping_s=1e9)
+    state = _feed(params, RAMP)
+    assert predict(params, state, 120.0) == pytest.approx(RAMP[-1][1] + 12.0, rel=1e-3)
+
+
+def test_seasonal_learns_the_cycle_holt_does_not() -> None:
+    period = 600.0
+
+    def load(t: float) -> float:
+        return 100.0 + 50.0 * math.sin(2 * math.pi * t / period)
+
+    series = [(float(t), load(t)) for t in range(0, int(8 * period), 15)]
+    horizon = 150.0  # a quarter period: from the zero crossing to the peak
+    errors = {}
+    for method in (Forecaster.HOLT, Forecaster.SEASONAL):
+        params = ForecastParams(method=method, season_period_s=period, season_bins=40)
+        state = _feed(params, series)
+        last_t = series[-1][0]
+        errors[method] = abs((predict(params, state, horizon) or 0.0) - load(last_t + horizon))
+    assert errors[Forecaster.SEASONAL] < 0.25 * errors[Forecaster.HOLT]
+    assert errors[Forecaster.SEASONAL] < 15.0  # level lag (30 s time constant) on a 50-amplitude wave
+
+
+def test_peak_covers_the_horizon() -> None:
+    params = ForecastParams(method=Forecaster.HOLT)
+    state = _feed(params, [(t, 100.0 - 0.1 * t) for t in range(0, 600, 15)])  # falling
+    assert peak(params, state, 120.0) == pytest.approx(predict(params, state, 0.0))
+
+
+def test_ignores_nonfinite_and_old_samples() -> None:
+    params = ForecastParams()
+    state = _feed(params, [(0.0, 5.0), (15.0, 5.0)])
+    assert update(params, state, 30.0, math.nan) == state
+    assert update(params, state, 15.0, 99.0) == state
+    assert update(params, state, 10.0, 99.0) == state
+
+
+def test_empty_state_predicts_none() -> None:
+    assert predict(ForecastParams(), ForecastState(), 60.0) is None
+    assert peak(ForecastParams(), ForecastState(), 60.0) is None
+
+
+def test_forecast_never_negative() -> None:
+    params = ForecastParams(method=Forecaster.HOLT)
+    state = _feed(params, [(t, max(0.0, 50.0 - 0.5 * t)) for t in range(0, 90, 15)])
+    assert (predict(params, state, 3600.0) or 0.0) >= 0.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param({"level_time_constant_s": 0.0}, id="zero-level-tau"),
+        pytest.param({"season_bins": 0}, id="no-bins"),
+        pytest.param({"season_period_s": -1.0}, id="negative-period"),
+    ],
+)
+def test_params_validated(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="ForecastParams"):
+        ForecastParams(**bad)  # type: ignore[arg-type]
+
+
+@given(
+    values=st.lists(st.floats(0, 1e4), min_size=1, max_size=40),
+    method=st.sampled_from(list(Forecaster)),
+)
+def test_state_round_trips_through_json_types(values: list[float], method: Forecaster) -> None:
+    import json
+
+    params = ForecastParams(method=method, season_period_s=300.0, season_bins=10)
+    state = _feed(params, [(15.0 * i, v) for i, v in enumerate(values)])
+    again = ForecastState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert again == state
+    assert predict(params, again, 60.0) == predict(params, state, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("series", "expected"),
+    [
+        pytest.param([(t, 100.0 + 0.5 * t) for t in range(0, 600, 15)], True, id="ramp-up"),
+        pytest.param(FLAT, False, id="flat"),
+        pytest.param([(t, 400.0 - 0.5 * t) for t in range(0, 600, 15)], False, id="ramp-down"),
+    ],
+)
+@pytest.mark.parametrize("method", list(Forecaster))
+def test_rising_is_tracked_by_every_method(
+    series: list[tuple[float, float]], expected: bool, method: Forecaster
+) -> None:
+    state = _feed(ForecastParams(method=method), series)
+    assert rising(state, 120.0, 0.1) is expected

@@ -1,0 +1,452 @@
+"""pdscale's policy: one named case per Reason it can emit, plus invariants as hypothesis properties."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoscaler.core.capacity import Load, decode_replicas_needed, prefill_replicas_needed
+from autoscaler.core.policy import PdscalePolicy, PolicyState, make_pdscale_policy
+from autoscaler.core.spec import (
+    AutoscalerSpec,
+    Behavior,
+    PolicyType,
+    PoolSpec,
+    ScalingPolicy,
+    ScalingRules,
+    SelectPolicy,
+)
+from autoscaler.core.types import Observation, Pool, PoolReplicas, PoolSignals, Reason, Signals
+from tests.unit.test_capacity import PROFILE
+
+POLICY = PdscalePolicy(profile=PROFILE)
+# No scale-down window and no scale-up rate limit, so a case shows the policy's own reason; the HPA defaults
+# (AutoscalerSpec()) appear in the cases about behavior.
+NO_DOWN_WINDOW = Behavior(
+    scale_up=ScalingRules(0.0, SelectPolicy.MAX, (ScalingPolicy(PolicyType.PODS, 100, 15.0),)),
+    scale_down=ScalingRules(stabilization_window_s=0.0),
+)
+SPEC = AutoscalerSpec(behavior=NO_DOWN_WINDOW)
+LOAD = Load(100.0, 1000.0, 200.0)
+P_NEED = prefill_replicas_needed(PROFILE, LOAD.scaled(1.1), 0.85, 0.99, 64)  # headroom 0.1, margin_up 0.15
+D_NEED = decode_replicas_needed(PROFILE, LOAD.scaled(1.1), 0.0425, 0.99, 64)
+
+
+def sig(
+    t: float,
+    load: Load | None = LOAD,
+    ttft: float | None = 0.3,
+    itl: float | None = 0.02,
+    kv: float | None = 0.5,
+    d_waiting: float = 0.0,
+    d_running: float = 50.0,
+    p_waiting: float = 0.0,
+    error: str | None = None,
+) -> Signals:
+    if error is not None:
+        return Signals(time_s=t, error=error)
+    return Signals(
+        time_s=t,
+        ttft_s=ttft,
+        itl_s=itl,
+        request_rate_per_s=None if load is None else load.request_rate_per_s,
+        prompt_tokens_per_s=None if load is None else load.request_rate_per_s * load.mean_prompt_tokens,
+        output_tokens_per_s=None if load is None else load.request_rate_per_s * load.mean_output_tokens,
+        prefill=PoolSignals(waiting_requests=p_waiting),
+        decode=PoolSignals(waiting_requests=d_waiting, running_requests=d_running, kv_usage_fraction=kv),
+    )
+
+
+def obs(
+    t: float, s: Signals, p: tuple[int, int] = (P_NEED, P_NEED), d: tuple[int, int] = (D_NEED, D_NEED)
+) -> Observation:
+    return Observation(t, s, PoolReplicas(*p), PoolReplicas(*d))
+
+
+@dataclass(frozen=True)
+class Case:
+    history: tuple[Observation, ...]  # earlier ticks (their decisions are not applied, only the state kept)
+    last: Observation
+    pool: Pool
+    reason: Reason
+    desired: int | None = None  # exact desired, when the case pins it
+    direction: int = 0  # sign of desired - current when desired is not pinned
+    spec: AutoscalerSpec = SPEC
+    policy: PdscalePolicy = POLICY
+
+
+BIG = Load(400.0, 1000.0, 200.0)
+P_BIG = prefill_replicas_needed(PROFILE, BIG.scaled(1.1), 0.85, 0.99, 64)
+D_BIG = decode_replicas_needed(PROFILE, BIG.scaled(1.1), 0.0425, 0.99, 64)
+SMALL = Load(20.0, 1000.0, 200.0)
+
+CASES = {
+    "within-target": Case((), obs(0, sig(0)), Pool.PREFILL, Reason.WITHIN_TARGET, desired=P_NEED),
+    "predicted-load-increase-prefill": Case(
+        (),
+        obs(0, sig(0, BIG), p=(P_NEED, P_NEED), d=(D_BIG, D_BIG)),
+        Pool.PREFILL,
+        Reason.PREDICTED_LOAD_INCREASE,
+        desired=P_BIG,
+    ),
+    "predicted-load-increase-decode": Case(
+        (),
+        obs(0, sig(0, BIG), p=(P_BIG, P_BIG), d=(D_NEED, D_NEED)),
+        Pool.DECODE,
+        Reason.PREDICTED_LOAD_INCREASE,
+        desired=D_BIG,
+    ),
+    "ttft-above-target": Case(
+        (), obs(0, sig(0, ttft=1.6)), Pool.PREFILL, Reason.TTFT_ABOVE_TARGET, direction=1
+    ),
+    "ttft-above-target-load-unknown-is-proportional": Case(
+        (),
+        obs(0, sig(0, load=None, ttft=1.6)),
+        Pool.PREFILL,
+        Reason.TTFT_ABOVE_TARGET,
+        desired=math.ceil(P_NEED * 1.6),
+    ),
+    "itl-above-target": Case((), obs(0, sig(0, itl=0.08)), Pool.DECODE, Reason.ITL_ABOVE_TARGET, direction=1),
+    "kv-cache-pressure": Case(
+        (), obs(0, sig(0, kv=0.97)), Pool.DECODE, Reason.KV_CACHE_PRESSURE, direction=1
+    ),
+    "decode-waiting-is-kv-pressure": Case(
+        (),
+        obs(0, sig(0, d_waiting=6000.0, d_running=256.0 * D_NEED)),  # 100 req/s more to drain in 60 s
+        Pool.DECODE,
+        Reason.KV_CACHE_PRESSURE,
+        direction=1,
+    ),
+    "decode-few-waiting-is-normal": Case(
+        (), obs(0, sig(0, d_waiting=5.0, d_running=40.0)), Pool.DECODE, Reason.WITHIN_TARGET, desired=D_NEED
+    ),
+    "ttft-breach-caused-by-decode-backlog-leaves-prefill": Case(
+        (),
+        obs(0, sig(0, ttft=2.5, d_waiting=6000.0, d_running=256.0 * D_NEED)),
+        Pool.PREFILL,
+        Reason.WITHIN_TARGET,
+        desired=P_NEED,
+    ),
+    "ttft-breach-caused-by-decode-backlog-scales-decode": Case(
+        (),
+        obs(0, sig(0, ttft=2.5, d_waiting=6000.0, d_running=256.0 * D_NEED)),
+        Pool.DECODE,
+        Reason.KV_CACHE_PRESSURE,
+        direction=1,
+    ),
+    "breach-covered-by-starting-pods": Case(
+        (),
+        obs(0, sig(0, ttft=1.3), p=(2 * P_NEED, P_NEED)),
+        Pool.PREFILL,
+        Reason.WAITING_FOR_STARTING_PODS,
+        desired=2 * P_NEED,
+    ),
+    "scale-down": Case((), obs(0, sig(0, SMALL)), Pool.PREFILL, Reason.SCALE_DOWN, direction=-1),
+    "scale-down-interval-limit": Case(
+        (obs(0, sig(0, SMALL), p=(P_NEED + 4, P_NEED + 4)),),
+        obs(15, sig(15, SMALL), p=(P_NEED + 3, P_NEED + 3)),
+        Pool.PREFILL,
+        Reason.SCALE_DOWN_LIMIT,
+        desired=P_NEED + 3,
+    ),
+    "scale-down-stabilized-by-behavior": Case(
+        (obs(0, sig(0)),),
+        obs(200, sig(200, SMALL, ttft=0.2)),
+        Pool.PREFILL,
+        Reason.SCALE_DOWN_STABILIZED,
+        desired=P_NEED,
+        spec=AutoscalerSpec(),
+    ),
+    "scale-up-stabilized-by-behavior": Case(
+        (obs(0, sig(0)),),
+        obs(15, sig(15, BIG)),
+        Pool.PREFILL,
+        Reason.SCALE_UP_STABILIZED,
+        desired=P_NEED,
+        spec=AutoscalerSpec(behavior=Behavior(scale_up=ScalingRules(stabilization_window_s=60.0))),
+    ),
+    "scale-up-limited-by-behavior": Case(
+        (),
+        obs(0, sig(0, BIG), p=(1, 1)),
+        Pool.PREFILL,
+        Reason.SCALE_UP_LIMIT,
+        desired=5,
+        spec=AutoscalerSpec(),
+    ),
+    "too-many-replicas": Case(
+        (),
+        obs(0, sig(0, BIG), p=(2, 2)),
+        Pool.PREFILL,
+        Reason.TOO_MANY_REPLICAS,
+        desired=3,
+        spec=AutoscalerSpec(prefill=PoolSpec(max_replicas=3), behavior=NO_DOWN_WINDOW),
+    ),
+    "too-few-replicas": Case(
+        (),
+        obs(0, sig(0, SMALL), p=(1, 1)),
+        Pool.PREFILL,
+        Reason.TOO_FEW_REPLICAS,
+        desired=4,
+        spec=AutoscalerSpec(prefill=PoolSpec(min_replicas=4), behavior=NO_DOWN_WINDOW),
+    ),
+    "capped-by-budget": Case(
+        (),
+        obs(0, sig(0, BIG, ttft=2.0), d=(D_NEED, D_NEED)),
+        Pool.DECODE,
+        Reason.CAPPED_BY_BUDGET,
+        desired=D_BIG - 1,  # prefill breaches (pressure 2.0) and gets all it wants
+        spec=AutoscalerSpec(gpu_budget=P_BIG + D_BIG - 1, behavior=NO_DOWN_WINDOW),
+    ),
+    "metrics-error": Case(
+        (),
+        obs(0, sig(0, error="connection refused"), p=(7, 7)),
+        Pool.PREFILL,
+        Reason.METRICS_UNAVAILABLE,
+        desired=7,
+    ),
+    "metrics-missing-load": Case(
+        (), obs(0, sig(0, load=None, ttft=0.1), d=(9, 9)), Pool.DECODE, Reason.METRICS_UNAVAILABLE, desired=9
+    ),
+    "metrics-stale": Case(
+        (),
+        obs(500, sig(100, SMALL), p=(P_NEED + 5, P_NEED + 5)),
+        Pool.PREFILL,
+        Reason.METRICS_UNAVAILABLE,
+        desired=P_NEED + 5,
+    ),
+    "metrics-nan": Case(
+        (),
+        obs(0, replace(sig(0, SMALL), request_rate_per_s=math.nan), p=(9, 9)),
+        Pool.PREFILL,
+        Reason.METRICS_UNAVAILABLE,
+        desired=9,
+    ),
+}
+
+
+def run(case: Case) -> tuple[int, int, str, str, PolicyState]:
+    state = case.policy.initial_state(case.spec)
+    for o in case.history:
+        _, state = case.policy.decide(o, state, case.spec)
+    decision, state = case.policy.decide(case.last, state, case.spec)
+    pd = decision.pool(case.pool)
+    return pd.current_replicas, pd.desired_replicas, pd.reason, pd.message, state
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_reason_table(case: Case) -> None:
+    current, desired, reason, message, _ = run(case)
+    assert reason == case.reason.value, message
+    if case.desired is not None:
+        assert desired == case.desired, message
+    else:
+        assert (desired > current) - (desired < current) == case.direction, message
+    assert any(ch.isdigit() for ch in message)
+
+
+def test_every_reason_but_static_is_covered() -> None:
+    emitted = {c.reason for c in CASES.values()}
+    assert emitted == set(Reason) - {Reason.STATIC}
+
+
+@pytest.mark.parametrize("observed_s", [1.2, 3.0, 80.0], ids=["mild", "bad", "overloaded"])
+def test_breach_orders_at_once_but_bounded(observed_s: float) -> None:
+    """A breach orders at least one more replica and at most breach_max_factor x ready, in one decision."""
+    d, _ = POLICY.decide(obs(0, sig(0, ttft=observed_s)), POLICY.initial_state(SPEC), SPEC)
+    assert P_NEED + 1 <= d.prefill.desired_replicas <= math.ceil(P_NEED * POLICY.breach_max_factor)
+
+
+def test_breach_message_has_numbers() -> None:
+    *_, message, _ = run(CASES["ttft-above-target"])
+    assert "TTFT p99 1.6s > 1s target" in message and "req/s" in message
+
+
+def test_no_scale_down_into_a_rising_load() -> None:
+    """Load ramps up but is still small: the model would allow fewer replicas now, the trend says no."""
+    state = POLICY.initial_state(SPEC)
+    ramp = [Load(5.0 + 0.2 * t, 1000.0, 200.0) for t in range(0, 300, 15)]
+    d = None
+    for i, load in enumerate(ramp):
+        d, state = POLICY.decide(obs(15.0 * i, sig(15.0 * i, load), p=(10, 10)), state, SPEC)
+    assert d is not None
+    assert d.prefill.desired_replicas == 10, d.prefill.message
+    assert "rising load" in d.prefill.message
+
+
+def test_metrics_fallback_after_outage() -> None:
+    policy = PdscalePolicy(profile=PROFILE, missing_fallback_replicas=12, missing_fallback_after_s=60.0)
+    state = policy.initial_state(SPEC)
+    decisions = []
+    for t in (0.0, 30.0, 60.0, 90.0):
+        d, state = policy.decide(obs(t, sig(t, error="down"), p=(3, 3)), state, SPEC)
+        decisions.append(d.prefill.desired_replicas)
+    assert decisions == [3, 3, 12, 12]
+
+
+def test_state_round_trips_through_json() -> None:
+    *_, state = run(CASES["scale-down-interval-limit"])
+    again = PolicyState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert again == state
+
+
+def test_restart_continues_identically() -> None:
+    """A controller restart (state saved to JSON and loaded) decides exactly as an uninterrupted one."""
+    seq = [
+        obs(15.0 * i, sig(15.0 * i, Load(50.0 + 10 * i, 1000.0, 200.0), ttft=0.4 + 0.02 * i))
+        for i in range(12)
+    ]
+    a = b = POLICY.initial_state(SPEC)
+    for o in seq:
+        da, a = POLICY.decide(o, a, SPEC)
+        db, b = POLICY.decide(o, PolicyState.from_dict(json.loads(json.dumps(b.to_dict()))), SPEC)
+        assert da == db
+
+
+def test_correction_rises_when_model_underpredicts() -> None:
+    state = POLICY.initial_state(SPEC)
+    for i in range(30):  # stable ready count, observed TTFT far above what the model says at this load
+        _, state = POLICY.decide(obs(15.0 * i, sig(15.0 * i, ttft=0.9), p=(P_NEED, P_NEED)), state, SPEC)
+    assert state.prefill.correction > 1.05
+
+
+def test_correction_waits_for_ready_count_to_settle() -> None:
+    state = POLICY.initial_state(SPEC)
+    for i in range(4):  # ready changes every tick: the percentile belongs to another pool size
+        _, state = POLICY.decide(
+            obs(15.0 * i, sig(15.0 * i, ttft=0.95), p=(P_NEED + i, P_NEED + i)), state, SPEC
+        )
+    assert state.prefill.correction == 1.0
+
+
+def test_factory_rejects_unknown_params() -> None:
+    with pytest.raises(ValueError, match="unknown parameters nope"):
+        make_pdscale_policy(PROFILE, SPEC, nope=1)
+    assert make_pdscale_policy(PROFILE, SPEC, forecaster="last").forecaster is not None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param({"margin_up": 0.5, "margin_down": 0.2}, id="margins-inverted"),
+        pytest.param({"correction_max": 0.5}, id="correction-max-below-1"),
+        pytest.param({"breach_max_factor": 0.5}, id="breach-factor-below-1"),
+        pytest.param({"scale_down_step_fraction": 0.0}, id="no-scale-down-step"),
+    ],
+)
+def test_policy_params_validated(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        PdscalePolicy(profile=PROFILE, **bad)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------------- properties
+
+load_st = st.builds(Load, st.floats(0.0, 600.0), st.floats(10.0, 6000.0), st.floats(1.0, 800.0))
+reps_st = st.tuples(st.integers(0, 30), st.integers(0, 30)).map(lambda t: (max(t), min(t)))
+lat_st = st.one_of(st.none(), st.floats(0.0, 20.0))
+spec_st = st.builds(
+    lambda pmin, pmax, dmin, dmax, budget, g: AutoscalerSpec(
+        prefill=PoolSpec(min_replicas=pmin, max_replicas=pmin + pmax, gpus_per_replica=g),
+        decode=PoolSpec(min_replicas=dmin, max_replicas=dmin + dmax),
+        gpu_budget=budget,
+    ),
+    st.integers(0, 3),
+    st.integers(0, 20),
+    st.integers(0, 3),
+    st.integers(0, 20),
+    st.one_of(st.none(), st.integers(0, 40)),
+    st.integers(1, 2),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(spec=spec_st, load=load_st, p=reps_st, d=reps_st, ttft=lat_st, itl=lat_st, kv=st.floats(0, 1))
+def test_bounds_and_budget_always_respected(
+    spec: AutoscalerSpec,
+    load: Load,
+    p: tuple[int, int],
+    d: tuple[int, int],
+    ttft: float | None,
+    itl: float | None,
+    kv: float,
+) -> None:
+    decision, _ = POLICY.decide(
+        obs(0.0, sig(0.0, load, ttft, itl, kv), p, d), POLICY.initial_state(spec), spec
+    )
+    for pool in Pool:
+        pd = decision.pool(pool)
+        assert spec.pool(pool).min_replicas <= pd.desired_replicas <= spec.pool(pool).max_replicas
+        assert pd.reason in {r.value for r in Reason}
+    if spec.gpu_budget is not None:
+        used = (
+            decision.prefill.desired_replicas * spec.prefill.gpus_per_replica
+            + decision.decode.desired_replicas * spec.decode.gpus_per_replica
+        )
+        floor = spec.prefill.min_replicas * spec.prefill.gpus_per_replica + spec.decode.min_replicas
+        assert used <= max(spec.gpu_budget, floor)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    load=load_st,
+    p=reps_st,
+    d=reps_st,
+    lat=st.floats(0.0, 5.0),
+    worse=st.floats(0.0, 5.0),
+    warm=st.integers(0, 6),
+    pool=st.sampled_from(list(Pool)),
+)
+def test_worse_latency_never_fewer_replicas(
+    load: Load, p: tuple[int, int], d: tuple[int, int], lat: float, worse: float, warm: int, pool: Pool
+) -> None:
+    scale = 1.0 if pool is Pool.PREFILL else 0.05
+    state = POLICY.initial_state(SPEC)
+    for i in range(warm):  # some history so the correction is live
+        _, state = POLICY.decide(obs(15.0 * i, sig(15.0 * i, load, 0.5, 0.03), p, d), state, SPEC)
+    t = 15.0 * warm
+
+    def desired(x: float) -> int:
+        s = sig(
+            t,
+            load,
+            ttft=x * scale if pool is Pool.PREFILL else 0.5,
+            itl=x * scale if pool is Pool.DECODE else 0.03,
+        )
+        decision, _ = POLICY.decide(obs(t, s, p, d), state, SPEC)
+        return decision.pool(pool).desired_replicas
+
+    assert desired(lat + worse) >= desired(lat)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    load=load_st,
+    p=reps_st,
+    d=reps_st,
+    kind=st.sampled_from(["error", "none", "nan", "stale"]),
+    warm=st.integers(0, 4),
+)
+def test_missing_data_never_scales_down(
+    load: Load, p: tuple[int, int], d: tuple[int, int], kind: str, warm: int
+) -> None:
+    spec = AutoscalerSpec(
+        behavior=NO_DOWN_WINDOW, prefill=PoolSpec(max_replicas=64), decode=PoolSpec(max_replicas=64)
+    )
+    state = POLICY.initial_state(spec)
+    for i in range(warm):
+        _, state = POLICY.decide(obs(15.0 * i, sig(15.0 * i, SMALL), p, d), state, spec)
+    t = 15.0 * warm + 15.0
+    bad = {
+        "error": sig(t, error="timeout"),
+        "none": sig(t, load=None),
+        "nan": replace(sig(t, load), output_tokens_per_s=math.nan),
+        "stale": sig(t - 600.0, load),
+    }[kind]
+    decision, _ = POLICY.decide(obs(t, bad, p, d), state, spec)
+    for pool in Pool:
+        pd = decision.pool(pool)
+        assert pd.desired_replicas >= max(pd.current_replicas, spec.pool(pool).min_replicas)
