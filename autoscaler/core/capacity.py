@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from autoscaler.core.latency import LatencyProfile
+from autoscaler.core.latency import LatencyProfile, prefill_time_s
 
 _FIXED_POINT_ITERATIONS = 80
 PredictFn = Callable[["Load", int], float]  # (load, replicas) -> predicted percentile, seconds
@@ -101,14 +101,7 @@ def wait_quantile_s(
 
 def prefill_service_s(profile: LatencyProfile, prompt_tokens: float) -> float:
     """Time one prompt occupies a prefill replica: chunked into max_num_batched_tokens steps, as vLLM does."""
-    tokens = max(prompt_tokens, 1.0)
-    chunk = float(profile.max_num_batched_tokens)
-    full_chunks = math.floor(tokens / chunk)
-    rest = tokens - full_chunks * chunk
-    total = full_chunks * profile.step.prefill_step_s(chunk)
-    if rest > 0:
-        total += profile.step.prefill_step_s(rest)
-    return total
+    return prefill_time_s(profile, max(prompt_tokens, 1.0))
 
 
 def prefill_queue_service_s(profile: LatencyProfile, mean_prompt_tokens: float) -> float:

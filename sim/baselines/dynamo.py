@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy.interpolate import CubicSpline  # type: ignore[import-untyped]
 
-from autoscaler.core.latency import LatencyProfile
+from autoscaler.core.latency import LatencyProfile, prefill_time_s
 from autoscaler.core.spec import AutoscalerSpec
 from autoscaler.core.types import Decision, Observation, Pool, PoolDecision
 from sim.policies import register_policy
@@ -47,14 +47,7 @@ ROLLING_OUT = "DeploymentNotReady"
 
 def prefill_ttft_s(profile: LatencyProfile, isl: float) -> float:
     """Batch-1 prefill time of one prompt, chunked as vLLM schedules it (what the profiler measures)."""
-    tokens = max(float(isl), 1.0)
-    chunk = float(profile.max_num_batched_tokens)
-    full = math.floor(tokens / chunk)
-    rest = tokens - full * chunk
-    total = full * profile.step.prefill_step_s(chunk)
-    if rest > 0:
-        total += profile.step.prefill_step_s(rest)
-    return total
+    return prefill_time_s(profile, max(float(isl), 1.0))
 
 
 @dataclass(frozen=True, eq=False)

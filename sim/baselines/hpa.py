@@ -215,23 +215,39 @@ class HPAPolicy:
     def decide(
         self, observation: Observation, state: HPAState, spec: AutoscalerSpec
     ) -> tuple[Decision, HPAState]:
-        propose = self._propose(spec)
-        decisions: dict[Pool, PoolDecision] = {}
-        for pool in (Pool.PREFILL, Pool.DECODE):
-            pool_spec = spec.pool(pool)
-            decisions[pool], pool_state = hpa_sync(
-                state.pool(pool),
-                pool=pool,
-                observation=observation,
-                min_replicas=pool_spec.min_replicas,
-                max_replicas=pool_spec.max_replicas,
-                behavior=self.behavior,
-                propose=propose,
-                sync_period_s=self.sync_period_s,
-                label=f"hpa/{pool.value}",
-            )
-            state = state.with_pool(pool, pool_state)
-        return Decision(observation.time_s, decisions[Pool.PREFILL], decisions[Pool.DECODE]), state
+        return sync_both_pools(
+            observation, state, spec,
+            behavior=self.behavior, propose=self._propose(spec), sync_period_s=self.sync_period_s, name="hpa",
+        )  # fmt: skip
+
+
+def sync_both_pools(
+    observation: Observation,
+    state: HPAState,
+    spec: AutoscalerSpec,
+    *,
+    behavior: Behavior | None,
+    propose: ProposalFn,
+    sync_period_s: float,
+    name: str,
+) -> tuple[Decision, HPAState]:
+    """One HPA object per pool, each synced on its own metric proposal (the hpa and keda-queue baselines)."""
+    decisions: dict[Pool, PoolDecision] = {}
+    for pool in (Pool.PREFILL, Pool.DECODE):
+        pool_spec = spec.pool(pool)
+        decisions[pool], pool_state = hpa_sync(
+            state.pool(pool),
+            pool=pool,
+            observation=observation,
+            min_replicas=pool_spec.min_replicas,
+            max_replicas=pool_spec.max_replicas,
+            behavior=behavior,
+            propose=propose,
+            sync_period_s=sync_period_s,
+            label=f"{name}/{pool.value}",
+        )
+        state = state.with_pool(pool, pool_state)
+    return Decision(observation.time_s, decisions[Pool.PREFILL], decisions[Pool.DECODE]), state
 
 
 def make_hpa(profile: LatencyProfile, spec: AutoscalerSpec, **params: Any) -> HPAPolicy:

@@ -21,14 +21,14 @@ from typing import Any
 
 from autoscaler.core.latency import LatencyProfile
 from autoscaler.core.spec import AutoscalerSpec, Behavior
-from autoscaler.core.types import Decision, Observation, Pool, PoolDecision
+from autoscaler.core.types import Decision, Observation, Pool
 from sim.baselines.hpa import (
     DEFAULT_SYNC_PERIOD_S,
     DEFAULT_TOLERANCE,
     HPAState,
     ProposalFn,
     external_average_value_replicas,
-    hpa_sync,
+    sync_both_pools,
 )
 from sim.policies import register_policy
 
@@ -72,23 +72,11 @@ class KedaQueuePolicy:
     def decide(
         self, observation: Observation, state: HPAState, spec: AutoscalerSpec
     ) -> tuple[Decision, HPAState]:
-        propose = self._propose()
-        decisions: dict[Pool, PoolDecision] = {}
-        for pool in (Pool.PREFILL, Pool.DECODE):
-            pool_spec = spec.pool(pool)
-            decisions[pool], pool_state = hpa_sync(
-                state.pool(pool),
-                pool=pool,
-                observation=observation,
-                min_replicas=pool_spec.min_replicas,
-                max_replicas=pool_spec.max_replicas,
-                behavior=self.behavior,
-                propose=propose,
-                sync_period_s=max(self.polling_interval_s, DEFAULT_SYNC_PERIOD_S),
-                label=f"keda-queue/{pool.value}",
-            )
-            state = state.with_pool(pool, pool_state)
-        return Decision(observation.time_s, decisions[Pool.PREFILL], decisions[Pool.DECODE]), state
+        return sync_both_pools(
+            observation, state, spec,
+            behavior=self.behavior, propose=self._propose(),
+            sync_period_s=max(self.polling_interval_s, DEFAULT_SYNC_PERIOD_S), name="keda-queue",
+        )  # fmt: skip
 
 
 def make_keda_queue(profile: LatencyProfile, spec: AutoscalerSpec, **params: Any) -> KedaQueuePolicy:
