@@ -2,8 +2,8 @@
 
 Policies: ``static-best`` (cheapest fixed P/D meeting window_compliance ≥ 0.99, by search), ``hpa``,
 ``keda-queue``, ``dynamo-sla``, ``pdscale`` and the per-window hindsight ``oracle`` (``sim.oracle``). Every
-autoscaled run starts from the oracle's allocation for the first window (the right size at t=0, warm), so no
-policy is punished or flattered by the starting point. The oracle's GPU-hours is its lower bound
+autoscaled run starts warm, from the oracle's largest allocation over the windows before a first ordered pod
+could be ready (``warm_start``), so no policy is punished or flattered by the starting point. The oracle's GPU-hours is its lower bound
 Σ (P_w + D_w) × window; its other columns come from replaying its schedule with instant startup.
 
 Load scaling: ``--rate-scale K`` multiplies the trace's request rate. The default ``--scale-mode replicate``
@@ -359,11 +359,12 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False, executor: Executor | 
                 osc = replace(sc, startup_s=0.0, initial_prefill=first.prefill, initial_decode=first.decode)
                 jobs.append((tr, "oracle", 0.0, executor.submit(_replay_task, osc, "oracle", tr.oracle)))
             for startup_s in cfg.startups_s:
+                start_p, start_d = warm_start(tr.oracle, startup_s)
                 for name in cfg.policies:
                     if name in ("static-best", "oracle"):
                         continue
                     psc = base_scenario(cfg, sc.workload, profile, startup_s)
-                    psc = replace(psc, initial_prefill=first.prefill, initial_decode=first.decode)
+                    psc = replace(psc, initial_prefill=start_p, initial_decode=start_d)
                     jobs.append((tr, name, startup_s, executor.submit(_replay_task, psc, name, None)))
         bar.add(len(jobs), "replays")
         by_future = {id(f): (tr, name, startup_s) for tr, name, startup_s, f in jobs}
@@ -394,6 +395,15 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False, executor: Executor | 
             s["gpu_hours_vs_oracle"] = s["gpu_hours"] / oracle_h if oracle_h > 0 else None
             s["gpu_hours_vs_static_best"] = s["gpu_hours"] / static_h if static_h else None
     return BenchResult(cfg, results)
+
+
+def warm_start(oracle: OracleSchedule, startup_s: float) -> tuple[int, int]:
+    """Where every autoscaled run starts: per pool, the oracle's largest allocation over the windows that begin
+    before the first ordered pod could be ready (t < startup_s + one window). No policy can add capacity sooner,
+    so starting any smaller would score the harness's starting point, not the policy."""
+    n = max(1, math.ceil((startup_s + oracle.window_s) / oracle.window_s))
+    head = oracle.windows[:n]
+    return max(w.prefill for w in head), max(w.decode for w in head)
 
 
 class _Bar:

@@ -18,8 +18,10 @@ from sim.bench import (
     BenchResult,
     render,
     run_bench,
+    warm_start,
     write_plots,
 )
+from sim.oracle import OracleSchedule, WindowNeed
 from sim.summary import SUMMARY_KEYS
 from sim.workload import generate, replicate
 
@@ -136,3 +138,19 @@ def test_replicate_keeps_length_and_scales_rate(k: float, factor: float) -> None
     assert abs(float(np.mean(r.prompt_tokens)) - float(np.mean(w.prompt_tokens))) < 0.1 * float(
         np.mean(w.prompt_tokens)
     )
+
+
+@pytest.mark.parametrize(
+    ("startup_s", "expected"),
+    [(0.0, (2, 1)), (60.0, (5, 1)), (120.0, (5, 4)), (600.0, (9, 4))],
+    ids=["instant-start-covers-first-window", "one-minute", "two-minutes", "longer-than-the-trace"],
+)
+def test_warm_start_covers_what_arrives_before_a_pod_could_start(
+    startup_s: float, expected: tuple[int, int]
+) -> None:
+    needs = [(2, 1), (5, 1), (3, 4), (9, 2)]
+    windows = tuple(
+        WindowNeed(start_s=60.0 * i, arrivals=10, prefill=p, decode=d, feasible=True, simulations=1)
+        for i, (p, d) in enumerate(needs)
+    )
+    assert warm_start(OracleSchedule(60.0, windows, 1), startup_s) == expected
