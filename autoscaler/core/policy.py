@@ -287,8 +287,12 @@ class PdscalePolicy:
     # -- load
 
     def _forecast_params(self, spec: AutoscalerSpec) -> fc.ForecastParams:
+        """The trend may add over at least one pod start-up: capacity ordered now must cover the ramp until it is
+        ready, so slower-starting pods need the trend extrapolated further (measured: conv trace at 180 s and
+        300 s start-up, window compliance 0.95 -> 0.98 and 0.86 -> 0.98; unchanged at <= 120 s)."""
         method = self.forecaster if self.forecaster is not None else spec.forecaster
-        return replace(self.forecast_params, method=method)
+        damping_s = max(self.forecast_params.trend_damping_s, spec.pod_startup_s)
+        return replace(self.forecast_params, method=method, trend_damping_s=damping_s)
 
     def _update_forecasts(
         self, state: PolicyState, params: fc.ForecastParams, signals: Signals, missing: str | None
