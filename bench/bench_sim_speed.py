@@ -1,7 +1,7 @@
 """Simulator speed: simulated requests per wall-clock second, fast (event-skipping) mode vs the per-step reference.
 
-Workload: the Azure 2023 conversation trace at rate scale K, realised as K superposed copies of the trace, copy i
-shifted by i/K of the trace span (circularly), so the duration stays ~1 h and the request count is K × 19,366
+Workload: the Azure 2023 conversation trace at rate scale K, realised as K superposed copies of the trace, each
+shifted by a seeded offset spread over the trace span (circularly, ``sim.workload.replicate``), so the duration stays ~1 h and the request count is K × 19,366
 (K = 20: ~387k requests, ~110 req/s). Cluster: the llama-3.1-8b-h100-tp1 profile, disaggregated, ``--instances``
 pods per pool, default router. The reference mode runs on a prefix of the workload (its rate is per request, so it
 scales), and the fast mode's records on that prefix are compared with the reference's.
@@ -23,23 +23,16 @@ import numpy as np
 
 from autoscaler.profiles import load_profile
 from sim.engine import Engine, EngineConfig
-from sim.workload import Workload, default_workload, load_trace, merge
+from sim.workload import Workload, default_workload, load_trace, merge, replicate
 
-TRACE = Path("/work/shared/traces/azure_llm_2023_conv.csv")
+TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_2023_conv.csv"  # ../shared beside the repo
 FIELDS = ("prefill_end_s", "first_token_s", "last_token_s", "itl_mean_s", "itl_max_s")
 
 
 def tiled_trace(path: Path, rate_scale: int) -> Workload:
+    """K copies over the trace's own span (``sim.workload.replicate``, shifts spread over the whole span)."""
     base = load_trace(path)
-    span = float(base.arrival_s[-1]) + 1e-9
-    arrival = np.concatenate([(base.arrival_s + i * span / rate_scale) % span for i in range(rate_scale)])
-    order = np.argsort(arrival, kind="stable")
-    return Workload(
-        f"{base.name}x{rate_scale}",
-        arrival[order],
-        np.tile(base.prompt_tokens, rate_scale)[order],
-        np.tile(base.output_tokens, rate_scale)[order],
-    )
+    return replicate(base, rate_scale, spread_s=base.duration_s, seed=0)
 
 
 def synthetic(rate_scale: int, duration_s: float = 3502.0) -> Workload:
