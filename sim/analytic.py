@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from scipy import optimize
 
+from autoscaler.core.capacity import erlang_b as erlang_b  # re-exported: the oracles share the recursion
+from autoscaler.core.capacity import erlang_c as capacity_erlang_c
 from autoscaler.core.latency import LatencyProfile, StepModel
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -178,23 +180,13 @@ def mg1_response_distribution(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def erlang_b(c: int, a: float) -> float:
-    """Erlang-B blocking probability by the stable recursion B_k = a·B_{k−1} / (k + a·B_{k−1})."""
-    if c < 0 or a < 0:
-        raise ValueError("c and a must be >= 0")
-    b = 1.0
-    for k in range(1, c + 1):
-        b = a * b / (k + a * b)
-    return b
-
-
 def erlang_c(c: int, a: float) -> float:
-    """Probability of waiting in M/M/c with offered load a = λ/μ Erlangs: C = c·B / (c − a(1 − B))."""
+    """Probability of waiting in M/M/c with offered load a = λ/μ Erlangs; unlike the policy's lenient
+    ``capacity.erlang_c`` (which reads an unstable queue as 1.0), an oracle refuses ρ ≥ 1."""
     if c < 1:
         raise ValueError("c must be >= 1")
     _check_rho(a / c)
-    b = erlang_b(c, a)
-    return c * b / (c - a * (1.0 - b))
+    return capacity_erlang_c(c, a)
 
 
 def mmc_mean_wait(lam: float, mu: float, c: int) -> float:

@@ -66,15 +66,23 @@ class DecodeModel:
     kv_max_fraction: float = 0.9
 
 
+def erlang_b(servers: int, offered_erlangs: float) -> float:
+    """Erlang-B blocking probability by the stable recursion B_k = a·B_{k−1} / (k + a·B_{k−1}) (no factorials)."""
+    if servers < 0 or offered_erlangs < 0:
+        raise ValueError("servers and offered_erlangs must be >= 0")
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = offered_erlangs * b / (k + offered_erlangs * b)
+    return b
+
+
 def erlang_c(servers: int, offered_erlangs: float) -> float:
-    """Probability of waiting in M/M/c (Erlang C), via the stable Erlang-B recursion. 1.0 when unstable."""
+    """Probability of waiting in M/M/c (Erlang C): C = c·B / (c − a(1 − B)). 1.0 when unstable."""
     if servers <= 0 or offered_erlangs >= servers:
         return 1.0
     if offered_erlangs <= 0:
         return 0.0
-    b = 1.0
-    for k in range(1, servers + 1):
-        b = offered_erlangs * b / (k + offered_erlangs * b)
+    b = erlang_b(servers, offered_erlangs)
     return servers * b / (servers - offered_erlangs * (1.0 - b))
 
 
