@@ -31,7 +31,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from autoscaler.core.latency import LatencyProfile, PolyModel
 from autoscaler.core.types import Pool
@@ -127,6 +126,8 @@ def _mm4(n: int, seeds: Sequence[int]) -> list[dict[str, Any]]:
 
 
 def _mg1_lognormal(n: int, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    from scipy import stats  # here, not at import: every `pdscale` command imports this module to register
+
     waits = [_queue_case(0.8, 1, _lognormal, n, s) for s in seeds]
     s2 = math.log(3.0)
     law = stats.lognorm(s=math.sqrt(s2), scale=math.exp(-s2 / 2))
