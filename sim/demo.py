@@ -33,7 +33,8 @@ QUIET_REASONS = {
 
 def demo_spec() -> AutoscalerSpec:
     """The demo's autoscaler: SLO TTFT p99 <= 1 s and ITL p99 <= 50 ms, 1..32 replicas per pool, pdscale's default
-    behavior (HPA's rules with a 240 s scale-down window, ``autoscaler.core.spec.pdscale_default_behavior``)."""
+    behavior (HPA's rules with a 240 s scale-down window and at most 25 % removed per minute,
+    ``autoscaler.core.spec.pdscale_default_behavior``)."""
     return AutoscalerSpec(
         prefill=PoolSpec(min_replicas=1, max_replicas=32),
         decode=PoolSpec(min_replicas=1, max_replicas=32),

@@ -9,15 +9,17 @@ Per pool, every tick:
      the current ready replicas (``capacity.load_multiplier_matching``); raised with a time constant when the
      percentile is near the target, relaxed toward 1 when it is far below (then it reflects fixed costs, not
      queueing); updated only on fresh data, non-trivial load and a ready count stable for a metrics window;
-  3. feed-forward: the smallest replica count whose predicted percentile at m × load meets the target with
-     ``margin_up`` (prefill: multi-server queue; decode: Little's-law batch fixed point, KV and max_num_seqs);
+  3. feed-forward: the smallest replica count whose predicted percentile at m × load × headroom meets the target
+     with ``margin_up`` (prefill: multi-server queue; decode: Little's-law batch fixed point, KV and
+     max_num_seqs); headroom is the larger of ``load_headroom`` and the pool's recent token-rate swing
+     (``forecast.burst_update``), since a burst shorter than a pod start-up is absorbed only by running pods;
   4. feedback: a TTFT/ITL breach (or decode KV above ``kv_high_fraction``) asks for ready × the breach ratio
      at once, if the percentile describes the current ready pods and the queue is not already draining; pods
      already starting that cover it are waited for (WaitingForStartingPods). A TTFT breach while requests
      wait for decode slots is decode's, not prefill's;
   5. scale-down only when the model says fewer replicas still meet the target with the wider ``margin_down``
-     (hysteresis), with no backlog and nothing starting, by at most ``scale_down_step_fraction`` per
-     ``scale_down_interval_s``;
+     (hysteresis) at a load raised by the larger of ``load_headroom_down`` and the recent swing (on an on/off
+     load a lull says nothing about the next burst), with no backlog and nothing starting; the proposal is that count, made gradual by the behavior below;
   6. the spec's HPA ``behavior`` (``behavior.py``: stabilization windows and rate limits, by timestamps) and
      min/max bounds, then the GPU budget split by SLO pressure (``budget.py``).
 Missing, NaN, stale or errored signals never scale down (reason MetricsUnavailable). Pure: no I/O, no clock;
@@ -117,6 +119,8 @@ class PolicyState:
     request_rate: fc.ForecastState = field(default_factory=fc.ForecastState)
     prompt_tokens_rate: fc.ForecastState = field(default_factory=fc.ForecastState)
     output_tokens_rate: fc.ForecastState = field(default_factory=fc.ForecastState)
+    prompt_tokens_burst: fc.BurstState = field(default_factory=fc.BurstState)
+    output_tokens_burst: fc.BurstState = field(default_factory=fc.BurstState)
     missing_since_s: float | None = None  # first tick of the current run of missing signals
     decode_backlog_time_s: float | None = None  # last tick with a decode admission backlog (TTFT blame)
 
@@ -130,6 +134,8 @@ class PolicyState:
             "request_rate": self.request_rate.to_dict(),
             "prompt_tokens_rate": self.prompt_tokens_rate.to_dict(),
             "output_tokens_rate": self.output_tokens_rate.to_dict(),
+            "prompt_tokens_burst": self.prompt_tokens_burst.to_dict(),
+            "output_tokens_burst": self.output_tokens_burst.to_dict(),
             "missing_since_s": self.missing_since_s,
             "decode_backlog_time_s": self.decode_backlog_time_s,
         }
@@ -142,6 +148,8 @@ class PolicyState:
             request_rate=fc.ForecastState.from_dict(data.get("request_rate", {})),
             prompt_tokens_rate=fc.ForecastState.from_dict(data.get("prompt_tokens_rate", {})),
             output_tokens_rate=fc.ForecastState.from_dict(data.get("output_tokens_rate", {})),
+            prompt_tokens_burst=fc.BurstState.from_dict(data.get("prompt_tokens_burst", {})),
+            output_tokens_burst=fc.BurstState.from_dict(data.get("output_tokens_burst", {})),
             missing_since_s=_opt_float(data.get("missing_since_s")),
             decode_backlog_time_s=_opt_float(data.get("decode_backlog_time_s")),
         )
@@ -188,6 +196,9 @@ class PdscalePolicy:
     # load that a latency margin alone leaves no room for the rate window's lag; scale-down uses more.
     load_headroom: float = 0.1
     load_headroom_down: float = 0.25
+    # Bursts shorter than a pod start-up are absorbed only by capacity already running: size (up and down) for
+    # the larger of the load headroom and the pool's recent token-rate swing (``forecast.burst_update``; None: off).
+    burst: fc.BurstParams | None = field(default_factory=fc.BurstParams)
     breach_gain: float = 1.0  # proportional fallback when the load is unknown: ready x (1 + gain x excess)
     breach_max_factor: float = 2.0  # a breach asks for at most this many times the ready replicas at once
     kv_high_fraction: float = 0.9
@@ -195,8 +206,6 @@ class PdscalePolicy:
     # drain it sooner, and a shorter drain over-orders while the queue is still growing).
     backlog_drain_s: float | None = None
     rising_fraction: float = 0.1  # no scale-down while the load trends up more than this per start-up time
-    scale_down_step_fraction: float = 0.25
-    scale_down_interval_s: float = 60.0
     # Histogram bucket edges of the observed percentiles: the model only has to land in the observed bucket
     # (vLLM's edges are coarse: an ITL p99 of 0.0248 s means "somewhere in (0.01, 0.025]").
     ttft_bucket_edges_s: tuple[float, ...] = TTFT_BUCKETS_S
@@ -213,8 +222,6 @@ class PdscalePolicy:
             raise ValueError("need correction_max >= 1 and 0 < correction_floor_fraction < 1")
         if self.breach_max_factor < 1 or self.breach_gain <= 0:
             raise ValueError("need breach_max_factor >= 1 and breach_gain > 0")
-        if not 0 < self.scale_down_step_fraction <= 1:
-            raise ValueError("scale_down_step_fraction must be in (0, 1]")
 
     # -- Policy protocol
 
@@ -228,7 +235,7 @@ class PdscalePolicy:
         signals = observation.signals
         missing = _missing_reason(signals, now_s, self.stale_after_s)
         params = self._forecast_params(spec)
-        state = self._update_forecasts(state, params, signals, missing)
+        state = self._update_forecasts(state, params, observation, missing, spec.metrics.window_s)
         state = replace(
             state,
             missing_since_s=None
@@ -295,17 +302,37 @@ class PdscalePolicy:
         return replace(self.forecast_params, method=method, trend_damping_s=damping_s)
 
     def _update_forecasts(
-        self, state: PolicyState, params: fc.ForecastParams, signals: Signals, missing: str | None
+        self,
+        state: PolicyState,
+        params: fc.ForecastParams,
+        observation: Observation,
+        missing: str | None,
+        lag_s: float,
     ) -> PolicyState:
         if missing is not None:
             return state
+        signals = observation.signals
         t = signals.time_s
         assert signals.prompt_tokens_per_s is not None and signals.output_tokens_per_s is not None
-        return replace(
+        state = replace(
             state,
             request_rate=fc.update(params, state.request_rate, t, _load_from(signals).request_rate_per_s),
             prompt_tokens_rate=fc.update(params, state.prompt_tokens_rate, t, signals.prompt_tokens_per_s),
             output_tokens_rate=fc.update(params, state.output_tokens_rate, t, signals.output_tokens_per_s),
+        )
+        if self.burst is None:
+            return state
+        # Under a queue the token rates are throughput: a backlog draining onto new pods is not a swing of the
+        # demand, so such samples are left out (a swing needs three samples in a row without one).
+        prefill_waiting = _finite(signals.prefill.waiting_requests) or 0.0
+        prefill_queued = prefill_waiting > max(1, observation.prefill.ready)
+        decode_queued = self._decode_backlog(observation) is not None
+        prompt = math.nan if prefill_queued else signals.prompt_tokens_per_s
+        output = math.nan if decode_queued else signals.output_tokens_per_s
+        return replace(
+            state,
+            prompt_tokens_burst=fc.burst_update(self.burst, state.prompt_tokens_burst, t, prompt, lag_s),
+            output_tokens_burst=fc.burst_update(self.burst, state.output_tokens_burst, t, output, lag_s),
         )
 
     def _forecast_load(
@@ -423,6 +450,16 @@ class PdscalePolicy:
         load = load_now.scaled(max(m_obs, pst.correction) * (1 + self.load_headroom))
         need = self._needed(pool, load, slo.target_s * (1 - self.margin_up), spec)
         return min(cap, max(ready + 1, need))
+
+    def _burst_excess(self, pool: Pool, state: PolicyState) -> float:
+        if self.burst is None:
+            return 0.0
+        return (state.prompt_tokens_burst if pool is Pool.PREFILL else state.output_tokens_burst).excess
+
+    def _headroom_down(self, pool: Pool, state: PolicyState) -> float:
+        """Load multiplier to verify a scale-down at: 1 + ``load_headroom_down``, or 1 + the pool's token-rate
+        swing when that is larger (a lull in an on/off load is no reason to give capacity back)."""
+        return 1.0 + max(self.load_headroom_down, self._burst_excess(pool, state))
 
     def _rising(self, pool: Pool, state: PolicyState, spec: AutoscalerSpec) -> bool:
         """The pool's token rate (prompt for prefill, output for decode) trends up by more than
@@ -555,11 +592,9 @@ class PdscalePolicy:
             if pool is Pool.PREFILL
             else self._decode_backlog(obs) or 0.0
         )
+        headroom_up = 1 + max(self.load_headroom, self._burst_excess(pool, state))
         need_plain = self._needed(
-            pool,
-            load.scaled(pst.correction * (1 + self.load_headroom)),
-            slo.target_s * (1 - self.margin_up),
-            spec,
+            pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
         )
         drain_s = self._drain_s(spec)
         if backlog > 0:
@@ -569,21 +604,18 @@ class PdscalePolicy:
                 load.mean_output_tokens,
             )
         need_up = self._needed(
-            pool,
-            load.scaled(pst.correction * (1 + self.load_headroom)),
-            slo.target_s * (1 - self.margin_up),
-            spec,
+            pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
         )
         need_down = self._needed(
             pool,
-            load.scaled(pst.correction * (1 + self.load_headroom_down)),
+            load.scaled(pst.correction * self._headroom_down(pool, state)),
             slo.target_s * (1 - self.margin_down),
             spec,
         )
         model_text = (
             f"model needs {need_up} at {load.request_rate_per_s:.1f} req/s "
             f"(prompt {load.mean_prompt_tokens:.0f} tok, output {load.mean_output_tokens:.0f} tok, "
-            f"correction x{pst.correction:.2f}); {pods}"
+            f"correction x{pst.correction:.2f}, headroom x{headroom_up:.2f}); {pods}"
         )
         if observed is not None and not fb_text:
             model_text = f"{metric} {pct} {observed:.3g}s vs {slo.target_s:.3g}s target; " + model_text
@@ -618,21 +650,19 @@ class PdscalePolicy:
             proposed, reason = current, Reason.WITHIN_TARGET
             msg = f"not scaling down into a rising load ({need_down} would do now); {model_text}"
         elif fb_need == 0 and starting == 0 and backlog == 0 and need_down < current:
-            step = max(1, math.floor(current * self.scale_down_step_fraction))
-            target = max(need_down, current - step, pspec.min_replicas)
-            last_down = pst.last_scale_down_s
-            if last_down is not None and now_s - last_down < self.scale_down_interval_s:
-                proposed, reason = current, Reason.SCALE_DOWN_LIMIT
-                msg = (
-                    f"could remove {current - target}, but last scale-down {now_s - last_down:.0f}s ago "
-                    f"< {self.scale_down_interval_s:.0f}s; {model_text}"
-                )
-            else:
-                proposed, reason = target, Reason.SCALE_DOWN
-                msg = (
-                    f"{target} replicas keep predicted {metric} {pct} under "
-                    f"{slo.target_s * (1 - self.margin_down):.3g}s; {model_text}"
-                )
+            # the proposal is the verified count itself: the spec's behavior (stabilization window, then its
+            # rate policies) makes it gradual, and a rate-limited step must not enter the window's history
+            proposed, reason = max(need_down, pspec.min_replicas), Reason.SCALE_DOWN
+            burst = self._burst_excess(pool, state)
+            verified_at = (
+                f"at +{burst:.0%} load (recent swing)"
+                if burst > self.load_headroom_down
+                else f"at +{self.load_headroom_down:.0%} load"
+            )
+            msg = (
+                f"{proposed} replicas keep predicted {metric} {pct} under "
+                f"{slo.target_s * (1 - self.margin_down):.3g}s {verified_at}; {model_text}"
+            )
         else:
             proposed, reason, msg = current, Reason.WITHIN_TARGET, model_text
             if fb_text:

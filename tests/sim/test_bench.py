@@ -154,3 +154,24 @@ def test_warm_start_covers_what_arrives_before_a_pod_could_start(
         for i, (p, d) in enumerate(needs)
     )
     assert warm_start(OracleSchedule(60.0, windows, 1), startup_s) == expected
+
+
+def test_warm_start_holds_the_windows_no_decision_can_change() -> None:
+    """The warm start is the cheapest fixed allocation, searched from the oracle's, under which every window
+    before a first ordered pod could be ready passes when run continuously (a ramp's queue carries over)."""
+    from autoscaler.profiles import load_profile
+    from sim.bench import _cut, base_scenario, warm_start_continuous
+    from sim.oracle import SimSettings, StaticSearch, oracle_schedule
+
+    ramp = "step:rate=10,to=40,at=60,duration=240,prompt=lognormal(2000,0.6),output=exp(150)"
+    w = generate(ramp, seed=3)
+    cfg = BenchConfig(generators=(ramp,), rate_scale=1.0, max_replicas=16)
+    sc = base_scenario(cfg, w, load_profile(cfg.profile), 120.0)
+    settings = SimSettings.of(sc)
+    oracle = oracle_schedule(w, settings)
+    p, d = warm_start_continuous(sc, oracle, 120.0, 60.0)
+    prefix = StaticSearch(_cut(w, 180.0), settings, 60.0, target=1.0)
+    assert prefix.compliance(p, d).window_compliance == 1.0
+    for smaller in ((p - 1, d), (p, d - 1)):
+        if min(smaller) >= 1:
+            assert prefix.compliance(*smaller).window_compliance < 1.0, smaller

@@ -34,9 +34,9 @@ from autoscaler.core.spec import (
     ScalingRules,
     SelectPolicy,
     TargetRef,
-    default_scale_down,
     default_scale_up,
     pdscale_default_behavior,
+    pdscale_default_scale_down,
 )
 
 DEFAULT = AutoscalerSpec()
@@ -87,7 +87,7 @@ GOOD: list[tuple[str, dict[str, Any] | None, dict[str, Any]]] = [
         {
             "behavior.scale_up": default_scale_up(),
             "behavior.scale_down": ScalingRules(
-                PDSCALE_SCALE_DOWN_WINDOW_S, SelectPolicy.MIN, default_scale_down().policies
+                PDSCALE_SCALE_DOWN_WINDOW_S, SelectPolicy.MIN, pdscale_default_scale_down().policies
             ),
         },
     ),

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from autoscaler.core.forecast import ForecastParams, ForecastState, peak, predict, rising, update
+from autoscaler.core.forecast import (
+    BurstParams,
+    BurstState,
+    ForecastParams,
+    ForecastState,
+    burst_update,
+    peak,
+    predict,
+    rising,
+    update,
+)
 from autoscaler.core.spec import Forecaster
 
 
@@ -137,3 +148,59 @@ def test_rising_is_tracked_by_every_method(
 ) -> None:
     state = _feed(ForecastParams(method=method), series)
     assert rising(state, 120.0, 0.1) is expected
+
+
+# ---- burst excess: a sample above both neighbours one rate window away
+
+
+def _burst(values: list[float], params: BurstParams | None = None, tick_s: float = 15.0) -> BurstState:
+    params = params or BurstParams()
+    state = BurstState()
+    for i, v in enumerate(values):
+        state = burst_update(params, state, tick_s * i, v, 60.0)
+    return state
+
+
+@pytest.mark.parametrize(
+    ("values", "low", "high"),
+    [
+        ([100.0] * 20, 0.0, 1e-12),
+        ([100.0 + 5 * i for i in range(40)], 0.0, 1e-9),  # a steady ramp is not a burst
+        ([200.0 - 4 * i for i in range(40)], 0.0, 1e-9),  # nor a steady fall
+        # one window at 2.5x: excess 1.5 (capped at 1.0 by default), decayed a little by the end
+        ([100.0] * 8 + [250.0] * 4 + [100.0] * 8, 1.35, 1.5),
+        ([100.0] * 8 + [140.0] * 4 + [100.0] * 8, 0.37, 0.4),
+        # a one-window lull swings as much: 100 next to (100 + 40) / 2
+        ([100.0] * 8 + [40.0] * 4 + [100.0] * 8, 0.40, 0.43),
+    ],
+    ids=["flat", "ramp-up", "ramp-down", "spike-2.5x", "spike-1.4x", "lull"],
+)
+def test_burst_excess_table(values: list[float], low: float, high: float) -> None:
+    excess = _burst(values, BurstParams(max_excess=10.0)).excess
+    assert low <= excess <= high
+
+
+def test_burst_excess_is_capped_and_decays() -> None:
+    spike = [100.0] * 8 + [250.0] * 4 + [100.0] * 8
+    assert 0.95 < _burst(spike).excess <= 1.0  # capped at BurstParams.max_excess, then decaying
+    after = _burst(spike + [100.0] * 120, BurstParams(memory_s=600.0))  # 30 min later, memory 10 min
+    assert 0 < after.excess < 0.06
+
+
+def test_burst_ignores_nonfinite_and_old_samples() -> None:
+    state = _burst([100.0] * 8 + [250.0] * 4)
+    assert burst_update(BurstParams(), state, 1e9, math.nan, 60.0) == state
+    assert burst_update(BurstParams(), state, 0.0, 500.0, 60.0) == state
+
+
+def test_burst_params_validated() -> None:
+    with pytest.raises(ValueError, match="memory_s"):
+        BurstParams(memory_s=0.0)
+    with pytest.raises(ValueError, match="max_excess"):
+        BurstParams(max_excess=-1.0)
+
+
+def test_burst_state_round_trips_through_json() -> None:
+    state = _burst([100.0] * 8 + [180.0] * 4 + [100.0] * 3)
+    assert state.samples and state.excess > 0
+    assert BurstState.from_dict(json.loads(json.dumps(state.to_dict()))) == state

@@ -20,6 +20,7 @@ from autoscaler.core.spec import (
     ScalingPolicy,
     ScalingRules,
     SelectPolicy,
+    pdscale_default_scale_down,
 )
 from autoscaler.core.types import Observation, Pool, PoolReplicas, PoolSignals, Reason, Signals
 from tests.unit.test_capacity import PROFILE
@@ -147,12 +148,18 @@ CASES = {
         desired=2 * P_NEED,
     ),
     "scale-down": Case((), obs(0, sig(0, SMALL)), Pool.PREFILL, Reason.SCALE_DOWN, direction=-1),
-    "scale-down-interval-limit": Case(
-        (obs(0, sig(0, SMALL), p=(P_NEED + 4, P_NEED + 4)),),
-        obs(15, sig(15, SMALL), p=(P_NEED + 3, P_NEED + 3)),
+    # pdscale's default rate (25 % per minute) without the window: 20 replicas may go to 15 at most
+    "scale-down-rate-limited-by-behavior": Case(
+        (),
+        obs(0, sig(0, SMALL), p=(20, 20)),
         Pool.PREFILL,
         Reason.SCALE_DOWN_LIMIT,
-        desired=P_NEED + 3,
+        desired=15,
+        spec=AutoscalerSpec(
+            behavior=replace(
+                NO_DOWN_WINDOW, scale_down=replace(pdscale_default_scale_down(), stabilization_window_s=0.0)
+            )
+        ),
     ),
     "scale-down-stabilized-by-behavior": Case(
         (obs(0, sig(0)),),
@@ -289,7 +296,8 @@ def test_metrics_fallback_after_outage() -> None:
 
 
 def test_state_round_trips_through_json() -> None:
-    *_, state = run(CASES["scale-down-interval-limit"])
+    *_, state = run(CASES["scale-down-rate-limited-by-behavior"])
+    assert state.prefill.behavior.scale_events and state.prompt_tokens_burst.samples
     again = PolicyState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert again == state
 
@@ -305,6 +313,31 @@ def test_restart_continues_identically() -> None:
         da, a = POLICY.decide(o, a, SPEC)
         db, b = POLICY.decide(o, PolicyState.from_dict(json.loads(json.dumps(b.to_dict()))), SPEC)
         assert da == db
+
+
+def _on_off(policy: PdscalePolicy, minutes: int, replicas: int) -> int:
+    """Prefill replicas after ``minutes`` of a load that alternates between 3x and 1x every minute, ending in a
+    lull, with no behavior window (the policy's own scale-down decision shows)."""
+    state = policy.initial_state(SPEC)
+    desired = replicas
+    for i in range(4 * minutes):
+        t = 15.0 * i
+        big = (i // 4) % 2 == 1 and i < 4 * minutes - 4
+        load = Load(LOAD.request_rate_per_s * (3.0 if big else 1.0), 1000.0, 200.0)
+        d, state = policy.decide(obs(t, sig(t, load, ttft=0.3), p=(replicas, replicas)), state, SPEC)
+        desired = d.prefill.desired_replicas
+    return desired
+
+
+def test_a_lull_in_a_bursty_load_keeps_capacity_for_the_next_burst() -> None:
+    """After on/off bursts of 3x, the lull's small load does not release the replicas the bursts need; the
+    same lull without the burst memory does."""
+    big_need = prefill_replicas_needed(PROFILE, LOAD.scaled(3.3), 0.85, 0.99, 64)
+    with_memory = _on_off(POLICY, 12, big_need)
+    without = _on_off(replace(POLICY, burst=None), 12, big_need)
+    assert without < with_memory
+    # a 1x lull after bursts of up to 3x: capacity for twice the lull's load (the excess is capped at 1.0)
+    assert with_memory >= prefill_replicas_needed(PROFILE, LOAD.scaled(2.0), 0.65, 0.99, 64)
 
 
 def test_correction_rises_when_model_underpredicts() -> None:
@@ -335,7 +368,6 @@ def test_factory_rejects_unknown_params() -> None:
         pytest.param({"margin_up": 0.5, "margin_down": 0.2}, id="margins-inverted"),
         pytest.param({"correction_max": 0.5}, id="correction-max-below-1"),
         pytest.param({"breach_max_factor": 0.5}, id="breach-factor-below-1"),
-        pytest.param({"scale_down_step_fraction": 0.0}, id="no-scale-down-step"),
     ],
 )
 def test_policy_params_validated(bad: dict[str, float]) -> None:
