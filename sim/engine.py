@@ -78,6 +78,9 @@ MODES = ("disagg", "agg")
 _INF = math.inf
 _NAN = math.nan
 # event priorities at equal times: pods become ready, then KV arrives, then steps end
+# Heap entries: (time, priority, tie-break, kind, object, version). Steps that end at the same instant are taken
+# in pod order (tie-break = pod index), so the fast mode and the per-step reference, which push their step events at
+# different moments, hand a shared queue's next request to the same pod; other events keep arrival order (a counter).
 _P_READY, _P_KV, _P_STEP = 0, 1, 2
 _ITL_EDGES = ITL_BUCKETS_S
 _outstanding = attrgetter("outstanding")
@@ -756,7 +759,9 @@ class Engine:
                     inst.gchunk = max(4, inst.gchunk // 2)
                 inst.k = j
                 inst.version += 1
-                self._push(self._seg_time(inst, j), _P_STEP, 2, inst, inst.version)
+                _heappush(
+                    self._heap, (self._seg_time(inst, j), _P_STEP, inst.pod.index, 2, inst, inst.version)
+                )
 
     # ------------------------------------------------------------------ segments
     @staticmethod
@@ -812,7 +817,7 @@ class Engine:
             inst.cum = cum[m:]
             inst.durs = inst.durs[m:]
         inst.version += 1
-        self._push(self._seg_time(inst, inst.k), _P_STEP, 2, inst, inst.version)
+        _heappush(self._heap, (self._seg_time(inst, inst.k), _P_STEP, inst.pod.index, 2, inst, inst.version))
 
     # ------------------------------------------------------------------ scheduler
     def _plan(self, inst: _Inst, now: float) -> None:
@@ -934,9 +939,8 @@ class Engine:
         inst.delta = dl
         inst.k = k
         inst.version = v = inst.version + 1
-        self._ctr += 1
         t_end = now + k * d + dl * (k * (k - 1) / 2) if inst.cum is None else inst.cum[k - 1]
-        _heappush(self._heap, (t_end, _P_STEP, self._ctr, 2, inst, v))
+        _heappush(self._heap, (t_end, _P_STEP, inst.pod.index, 2, inst, v))
 
     def _generic_segment(self, inst: _Inst, now: float, nd: int, d0: float) -> int:
         """Lazy segment for a step model without closed form: evaluate each step's time, no events between."""
@@ -1017,8 +1021,7 @@ class Engine:
         inst.delta = 0.0
         inst.k = 1
         inst.version = v = inst.version + 1
-        self._ctr += 1
-        _heappush(self._heap, (now + d, _P_STEP, self._ctr, 2, inst, v))
+        _heappush(self._heap, (now + d, _P_STEP, inst.pod.index, 2, inst, v))
 
     def _central_pull(self, inst: _Inst, now: float) -> None:
         """central-fcfs: an idle, ready front-pool instance takes the head of the shared queue."""
