@@ -197,12 +197,6 @@ def _replay_task(scenario: Scenario, policy_name: str, schedule: OracleSchedule 
     return _compact(replay(scenario, policy))
 
 
-def _warm_start_task(
-    scenario: Scenario, oracle: OracleSchedule, startup_s: float, window_s: float
-) -> tuple[int, int]:
-    return warm_start_continuous(scenario, oracle, startup_s, window_s)
-
-
 def _static_best_task(scenario: Scenario, start: tuple[int, int], target: float) -> dict[str, Any]:
     from sim.replay import replay
 
@@ -356,7 +350,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False, executor: Executor | 
         # phase 2: where autoscaled runs start, per trace and start-up time (short prefix searches)
         starts_futs = {
             (tr.label, startup_s): executor.submit(
-                _warm_start_task, scenarios[tr.label], tr.oracle, startup_s, cfg.window_s
+                warm_start_continuous, scenarios[tr.label], tr.oracle, startup_s, cfg.window_s
             )
             for tr in results
             for startup_s in cfg.startups_s
@@ -436,12 +430,10 @@ def warm_start_continuous(
     smaller would score the harness's starting point, not the policy. The oracle's per-window sizes are not
     enough: each is found from an empty system, while a ramp's queue carries over from one window into the next
     (conv x50 at 180 s start-up: the t = 180 s window failed at the oracle's 6P/5D held from t = 0)."""
-    head = _warm_windows(window_s, startup_s)
-    prefix = _cut(scenario.workload, head * window_s)
-    found = StaticSearch(prefix, SimSettings.of(scenario), window_s, target=1.0).search(
-        warm_start(oracle, startup_s)
-    )
-    return warm_start(oracle, startup_s) if found is None else (found.prefill, found.decode)
+    start = warm_start(oracle, startup_s)
+    prefix = _cut(scenario.workload, _warm_windows(window_s, startup_s) * window_s)
+    found = StaticSearch(prefix, SimSettings.of(scenario), window_s, target=1.0).search(start)
+    return start if found is None else (found.prefill, found.decode)
 
 
 class _Bar:

@@ -139,16 +139,14 @@ class BurstParams:
 
 @dataclass(frozen=True)
 class BurstState:
-    samples: tuple[tuple[float, float], ...] = ()  # (time_s, value) over the last two lags
+    samples: tuple[tuple[float, float], ...] = ()  # (time_s, value) over the last two lags, newest last
     excess: float = 0.0
-    last_time_s: float | None = None
     first_time_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "samples": [list(s) for s in self.samples],
             "excess": self.excess,
-            "last_time_s": self.last_time_s,
             "first_time_s": self.first_time_s,
         }
 
@@ -157,7 +155,6 @@ class BurstState:
         return BurstState(
             samples=tuple((float(t), float(v)) for t, v in data.get("samples", [])),
             excess=float(data.get("excess", 0.0)),
-            last_time_s=_opt_float(data.get("last_time_s")),
             first_time_s=_opt_float(data.get("first_time_s")),
         )
 
@@ -168,11 +165,10 @@ def burst_update(
     """Fold one sample (a rate over a ``lag_s`` window) into the burst excess. Bursts shorter than a pod start-up
     cannot be chased (capacity ordered when one is seen arrives after it): only capacity kept through the lulls
     absorbs the next one."""
-    if not math.isfinite(value) or (state.last_time_s is not None and time_s <= state.last_time_s):
+    last_s = state.samples[-1][0] if state.samples else None
+    if not math.isfinite(value) or (last_s is not None and time_s <= last_s):
         return state
-    excess = 0.0
-    if state.last_time_s is not None:
-        excess = state.excess * math.exp(-(time_s - state.last_time_s) / params.memory_s)
+    excess = 0.0 if last_s is None else state.excess * math.exp(-(time_s - last_s) / params.memory_s)
     tolerance_s = lag_s / 8  # ticks jitter; a neighbour a whole tick off would skew a ramp
     samples = (*(s for s in state.samples if s[0] >= time_s - 2 * lag_s - tolerance_s), (time_s, value))
     mid = _sample_near(samples, time_s - lag_s, tolerance_s)
@@ -182,7 +178,7 @@ def burst_update(
     warm = time_s - first_s >= 3 * lag_s
     if warm and mid is not None and left is not None and left + value > 0:
         excess = max(excess, min(params.max_excess, mid / ((left + value) / 2) - 1.0))
-    return BurstState(samples, excess, time_s, first_s)
+    return BurstState(samples, excess, first_s)
 
 
 def _sample_near(samples: tuple[tuple[float, float], ...], time_s: float, tolerance_s: float) -> float | None:

@@ -19,7 +19,8 @@ Per pool, every tick:
      wait for decode slots is decode's, not prefill's;
   5. scale-down only when the model says fewer replicas still meet the target with the wider ``margin_down``
      (hysteresis) at a load raised by the larger of ``load_headroom_down`` and the recent swing (on an on/off
-     load a lull says nothing about the next burst), with no backlog and nothing starting; the proposal is that count, made gradual by the behavior below;
+     load a lull says nothing about the next burst), with no backlog and nothing starting; the proposal is that
+     count, made gradual by the behavior below;
   6. the spec's HPA ``behavior`` (``behavior.py``: stabilization windows and rate limits, by timestamps) and
      min/max bounds, then the GPU budget split by SLO pressure (``budget.py``).
 Missing, NaN, stale or errored signals never scale down (reason MetricsUnavailable). Pure: no I/O, no clock;
@@ -72,7 +73,6 @@ class PoolState:
     correction_time_s: float | None = None
     ready: int | None = None  # ready count last seen, and since when (corrections wait for it to settle)
     ready_since_s: float | None = None
-    last_scale_down_s: float | None = None
     waiting: float | None = None  # queued requests last tick: a shrinking queue is a breach already healing
     waiting_time_s: float | None = None
     behavior: hpa.BehaviorState = field(default_factory=hpa.BehaviorState)
@@ -83,7 +83,6 @@ class PoolState:
             "correction_time_s": self.correction_time_s,
             "ready": self.ready,
             "ready_since_s": self.ready_since_s,
-            "last_scale_down_s": self.last_scale_down_s,
             "waiting": self.waiting,
             "waiting_time_s": self.waiting_time_s,
             "behavior": {
@@ -100,7 +99,6 @@ class PoolState:
             correction_time_s=_opt_float(data.get("correction_time_s")),
             ready=None if data.get("ready") is None else int(data["ready"]),
             ready_since_s=_opt_float(data.get("ready_since_s")),
-            last_scale_down_s=_opt_float(data.get("last_scale_down_s")),
             waiting=_opt_float(data.get("waiting")),
             waiting_time_s=_opt_float(data.get("waiting_time_s")),
             behavior=hpa.BehaviorState(
@@ -284,9 +282,7 @@ class PdscalePolicy:
             change = final - current
             if change != 0:
                 pstate = replace(
-                    pstate,
-                    behavior=hpa.record_scale_event(pstate.behavior, now_s, change, behavior=spec.behavior),
-                    last_scale_down_s=now_s if change < 0 else pstate.last_scale_down_s,
+                    pstate, behavior=hpa.record_scale_event(pstate.behavior, now_s, change, behavior=spec.behavior)
                 )
             decisions[pool] = PoolDecision(pool, current, final, reason.value, message)
             new_pools[pool] = pstate
@@ -453,15 +449,14 @@ class PdscalePolicy:
         need = self._needed(pool, load, slo.target_s * (1 - self.margin_up), spec)
         return min(cap, max(ready + 1, need))
 
-    def _burst_excess(self, pool: Pool, state: PolicyState) -> float:
+    def _headroom(self, pool: Pool, state: PolicyState, base: float) -> float:
+        """Load multiplier to size at: 1 + ``base`` (``load_headroom`` up, ``load_headroom_down`` to verify a
+        scale-down), or 1 + the pool's recent token-rate swing when that is larger: a burst shorter than a pod
+        start-up is absorbed only by running pods, and a lull in an on/off load says nothing about the next one."""
         if self.burst is None:
-            return 0.0
-        return (state.prompt_tokens_burst if pool is Pool.PREFILL else state.output_tokens_burst).excess
-
-    def _headroom_down(self, pool: Pool, state: PolicyState) -> float:
-        """Load multiplier to verify a scale-down at: 1 + ``load_headroom_down``, or 1 + the pool's token-rate
-        swing when that is larger (a lull in an on/off load is no reason to give capacity back)."""
-        return 1.0 + max(self.load_headroom_down, self._burst_excess(pool, state))
+            return 1.0 + base
+        series = state.prompt_tokens_burst if pool is Pool.PREFILL else state.output_tokens_burst
+        return 1.0 + max(base, series.excess)
 
     def _rising(self, pool: Pool, state: PolicyState, spec: AutoscalerSpec) -> bool:
         """The pool's token rate (prompt for prefill, output for decode) trends up by more than
@@ -594,7 +589,7 @@ class PdscalePolicy:
             if pool is Pool.PREFILL
             else self._decode_backlog(obs) or 0.0
         )
-        headroom_up = 1 + max(self.load_headroom, self._burst_excess(pool, state))
+        headroom_up = self._headroom(pool, state, self.load_headroom)
         need_plain = self._needed(
             pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
         )
@@ -608,11 +603,9 @@ class PdscalePolicy:
         need_up = self._needed(
             pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
         )
+        headroom_down = self._headroom(pool, state, self.load_headroom_down)
         need_down = self._needed(
-            pool,
-            load.scaled(pst.correction * self._headroom_down(pool, state)),
-            slo.target_s * (1 - self.margin_down),
-            spec,
+            pool, load.scaled(pst.correction * headroom_down), slo.target_s * (1 - self.margin_down), spec
         )
         model_text = (
             f"model needs {need_up} at {load.request_rate_per_s:.1f} req/s "
@@ -655,12 +648,8 @@ class PdscalePolicy:
             # the proposal is the verified count itself: the spec's behavior (stabilization window, then its
             # rate policies) makes it gradual, and a rate-limited step must not enter the window's history
             proposed, reason = max(need_down, pspec.min_replicas), Reason.SCALE_DOWN
-            burst = self._burst_excess(pool, state)
-            verified_at = (
-                f"at +{burst:.0%} load (recent swing)"
-                if burst > self.load_headroom_down
-                else f"at +{self.load_headroom_down:.0%} load"
-            )
+            swing = " (recent swing)" if headroom_down > 1.0 + self.load_headroom_down else ""
+            verified_at = f"at +{headroom_down - 1.0:.0%} load{swing}"
             msg = (
                 f"{proposed} replicas keep predicted {metric} {pct} under "
                 f"{slo.target_s * (1 - self.margin_down):.3g}s {verified_at}; {model_text}"
