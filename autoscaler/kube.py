@@ -53,7 +53,7 @@ KNOWN_PLURALS: Mapping[tuple[str, str], str] = {
 }
 LIMIT_REASONS = frozenset(
     {Reason.TOO_MANY_REPLICAS, Reason.TOO_FEW_REPLICAS, Reason.SCALE_UP_LIMIT, Reason.SCALE_DOWN_LIMIT,
-     Reason.CAPPED_BY_BUDGET}
+     Reason.CAPPED_BY_BUDGET, Reason.REQUESTS_FAILING, Reason.PARTIAL_METRICS}
 )
 
 # (namespace, pool, pod names) -> load per pod (e.g. running requests); pods it omits count as busiest.
@@ -631,6 +631,9 @@ def build_status(
         "prefillWaitingRequests": _num(sig.prefill.waiting_requests),
         "decodeRunningRequests": _num(sig.decode.running_requests),
         "decodeKvUsage": _num(sig.decode.kv_usage_fraction),
+        "failedRequestRatePerSecond": _num(sig.failed_request_rate_per_s),
+        "prefillPodsReporting": _num(sig.prefill.pods_reporting),
+        "decodePodsReporting": _num(sig.decode.pods_reporting),
     }
     status["observed"] = {k: v for k, v in observed.items() if v is not None}
 

@@ -81,7 +81,7 @@ def reasons(report: dict[str, Any]) -> tuple[str, str]:
 
 
 def test_failing_requests_are_demand_and_hold_the_replicas(world: Stack) -> None:
-    m = deploy(world, "failing", replicas=6, exporting=2, failing=1.0)
+    m = deploy(world, "failing", replicas=6, exporting=6, failing=1.0)
     world.prometheus.wait_for_scrapes("vllm", 12, timeout_s=30)  # rate() over the 5 s window has data
 
     rc, out, err = run_once(world, "failing")
@@ -89,6 +89,7 @@ def test_failing_requests_are_demand_and_hold_the_replicas(world: Stack) -> None
     report = out["autoscalers"][0]
     signals = report["observation"]["signals"]
     assert signals["request_rate_per_s"] == pytest.approx(1.0, rel=0.25)  # the proxy's 5xx count as demand
+    assert signals["prompt_tokens_per_s"] == 0.0  # what the success counters say: "no load"
     assert signals["failed_request_rate_per_s"] == pytest.approx(signals["request_rate_per_s"], rel=0.01)
     assert reasons(report) == ("RequestsFailing", "RequestsFailing")
     assert "100% of requests failing" in report["decision"]["prefill"]["message"]
@@ -98,7 +99,7 @@ def test_failing_requests_are_demand_and_hold_the_replicas(world: Stack) -> None
 
     # the traffic recovers: the same light load is now served, and the controller scales down
     p, d, fe = quiet_loads(0.5, 0.0)
-    for i in range(2):
+    for i in range(6):
         world.exporter.set_load(f"failing-p{i}", p)
         world.exporter.set_load(f"failing-d{i}", d)
     world.exporter.set_load("failing-proxy", fe)
@@ -106,7 +107,7 @@ def test_failing_requests_are_demand_and_hold_the_replicas(world: Stack) -> None
     rc, out, err = run_once(world, "failing")
     assert rc == 0, err
     assert reasons(out["autoscalers"][0])[0] != "RequestsFailing"
-    assert m.replicas("prefill") < 6
+    assert m.replicas("prefill") < 6, out["autoscalers"][0]["decision"]
 
 
 def test_a_partial_scrape_never_scales_down(world: Stack) -> None:
