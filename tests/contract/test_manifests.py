@@ -248,7 +248,7 @@ def _rules() -> set[tuple[str, str, str]]:
 
 
 def test_rbac_is_exactly_what_the_controller_calls() -> None:
-    """Each grant maps to a call in autoscaler/kube.py or autoscaler/leader.py; nothing more, no wildcards."""
+    """Each grant maps to a call in autoscaler/kube.py, leader.py or owners.py; nothing more, no wildcards."""
     expected = {
         ("pdscale.io", "disaggregatedautoscalers", v) for v in ("get", "list", "watch")
     } | {
@@ -263,6 +263,7 @@ def test_rbac_is_exactly_what_the_controller_calls() -> None:
         ("leaderworkerset.x-k8s.io", "leaderworkersets", "get"),
         ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "patch"),
         ("", "events", "create"), ("", "events", "patch"),
+        ("autoscaling", "horizontalpodautoscalers", "list"), ("keda.sh", "scaledobjects", "list"),
         ("coordination.k8s.io", "leases", "create"), ("coordination.k8s.io", "leases", "get"),
         ("coordination.k8s.io", "leases", "update"),
     }
@@ -355,7 +356,7 @@ def test_any_status_fits_the_crd(ttft: float | None, itl: float | None, rate: fl
     status = build_status(obj, result=result, scaled=bool(applied))
     assert schema_errors({**example, "status": status}) == []
     conds = {c["type"]: c for c in status["conditions"]}
-    assert set(conds) == {"AbleToScale", "ScalingActive", "ScalingLimited", "SLOMet"}
+    assert set(conds) == {"AbleToScale", "ScalingActive", "ScalingLimited", "SLOMet", "ExclusiveOwner"}
     if error is not None or (ttft is None and itl is None):
         assert conds["ScalingActive"]["status"] == "False"
     if errors:

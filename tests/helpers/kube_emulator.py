@@ -16,7 +16,10 @@ discovery documents and its WATCH streams for everything else:
 - ``/status`` PATCH and PUT that touch only ``status``.
 - LIST served from the store directly (kmock's own gets slower with every stored version), with label selectors
   (equality, inequality, set-based and existence terms) and the server's current resourceVersion.
-- faults injected on chosen requests: an HTTP status (409, 500, ...) or a delay (a client timeout).
+- faults injected on chosen requests: an HTTP status (409, 500, ...) or a delay (a client timeout; the server
+  still applies a delayed write after the client gave up, as a real API server may). ``applied`` records when each
+  write took effect.
+- ``absent``: resources the server does not serve (404), e.g. KEDA's ScaledObject CRD not installed.
 - ``auto_ready``: a stand-in for the workload controllers, which makes every replica ready at once when
   ``spec.replicas`` changes (tests that need starting pods turn it off and set ``status`` themselves).
 
@@ -61,6 +64,9 @@ RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "v1/events": ("Event", True, ()),
     "v1/pods": ("Pod", True, ("status",)),
     "pdscale.io/v1alpha1/disaggregatedautoscalers": ("DisaggregatedAutoscaler", True, ("status",)),
+    # other writers of scale targets (pdscale's ownership check lists them)
+    "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, ("status",)),
+    "keda.sh/v1alpha1/scaledobjects": ("ScaledObject", True, ("status",)),
 }
 CR = "pdscale.io/v1alpha1/disaggregatedautoscalers"
 
@@ -153,14 +159,19 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
     """kmock's emulator plus resourceVersion, PUT, /scale, /status, selectors and faults (see module doc)."""
 
     auto_ready: bool = True
+    absent: frozenset[str] = frozenset()  # RESOURCES keys not served (404), e.g. a CRD not installed
     faults: list[Fault] = attrs.field(factory=list)
     served: list[tuple[str, str]] = attrs.field(factory=list)  # (method, path) of every request
+    # (monotonic time, method, path) of every write the store applied, after any injected delay
+    applied: list[tuple[float, str, str]] = attrs.field(factory=list)
     busy_s: float = 0.0  # wall time spent inside the request hook (server-side cost, for benchmarks)
     _rv: int = attrs.field(default=1000, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         for key, (kind, namespaced, subs) in RESOURCES.items():
+            if key in self.absent:
+                continue
             self.resources[key] = kmock.ResourceInfo(
                 kind=kind,
                 namespaced=namespaced,
@@ -272,6 +283,9 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
         if res is None or res.plural is None or res.group is None:
             return await super()._handle(request)
         res = kmock.resource(res.group, res.version, res.plural)
+        if "/".join(p for p in (res.group, res.version, res.plural) if p) in self.absent:
+            raise KubernetesObjectNotFoundError(message="the server could not find the requested resource",
+                                                details={})
         ns, name, sub = request.namespace, request.name, request.subresource
         async with self._lock:
             if (name is not None and sub in ("scale", "status")) or method == "PUT" or request.action in (
@@ -307,6 +321,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
             obj["metadata"].pop("resourceVersion", None)
             self._stamp(obj, old=None)
             await self._store(res, ns, name, obj, "ADDED")
+            self.applied.append((time.monotonic(), method, f"{res.plural}/{name}"))
             return obj, 201
         assert name is not None
         current = self._get(res, ns, name)
@@ -345,14 +360,15 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
             return current, 200
         self._stamp(new, old=current)
         await self._store(res, ns, name, new, "MODIFIED")
+        self.applied.append((time.monotonic(), method, f"{res.plural}/{name}" + (f"/{sub}" if sub else "")))
         return (self._scale_of(new) if sub == "scale" else new), 200
 
 
 class KubeEmulator:
     """Runs a ``PdscaleKubeEmulator`` on 127.0.0.1 in a background thread; thread-safe helpers for tests."""
 
-    def __init__(self, *, auto_ready: bool = True) -> None:
-        self.handler = PdscaleKubeEmulator(auto_ready=auto_ready)
+    def __init__(self, *, auto_ready: bool = True, absent: frozenset[str] = frozenset()) -> None:
+        self.handler = PdscaleKubeEmulator(auto_ready=auto_ready, absent=absent)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="kube-emulator", daemon=True)
         self._stop: asyncio.Event | None = None
@@ -439,6 +455,10 @@ class KubeEmulator:
         fault = Fault(method=method, path=path, status=status, delay_s=delay_s, times=times)
         self._loop.call_soon_threadsafe(self.handler.faults.append, fault)
         return fault
+
+    def applied(self) -> list[tuple[float, str, str]]:
+        """(monotonic time, method, "plural/name[/sub]") of every write applied so far, after any delay."""
+        return list(self.handler.applied)
 
     def busy_s(self) -> float:
         """Seconds the server has spent handling requests so far (inside its request hook)."""
