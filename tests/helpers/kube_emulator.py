@@ -16,9 +16,10 @@ discovery documents and its WATCH streams for everything else:
 - ``/status`` PATCH and PUT that touch only ``status``.
 - LIST served from the store directly (kmock's own gets slower with every stored version), with label selectors
   (equality, inequality, set-based and existence terms) and the server's current resourceVersion.
-- faults injected on chosen requests: an HTTP status (409, 500, ...) or a delay (a client timeout; the server
-  still applies a delayed write after the client gave up, as a real API server may). ``applied`` records when each
-  write took effect.
+- faults injected on chosen requests: an HTTP status (409, 500, ...) or a delay (a client timeout). A request
+  whose client hung up during its delay is dropped unapplied, as the API server does when a request's context is
+  canceled before it reaches storage; one answered within the client's timeout is applied after the delay.
+  ``applied`` records when each write took effect, and who sent it (the bearer token).
 - ``absent``: resources the server does not serve (404), e.g. KEDA's ScaledObject CRD not installed.
 - ``auto_ready``: a stand-in for the workload controllers, which makes every replica ready at once when
   ``spec.replicas`` changes (tests that need starting pods turn it off and set ``status`` themselves).
@@ -154,6 +155,13 @@ class Conflict(KubernetesError):
     pass
 
 
+def _client_gone(request: rendering.Request) -> bool:
+    """Whether the client hung up (e.g. its timeout ran out while an injected delay held the request)."""
+    raw = getattr(request, "_raw_request", None)
+    transport = getattr(raw, "transport", None)
+    return raw is not None and (transport is None or transport.is_closing())
+
+
 @attrs.define(kw_only=True)
 class PdscaleKubeEmulator(kmock.KubernetesEmulator):
     """kmock's emulator plus resourceVersion, PUT, /scale, /status, selectors and faults (see module doc)."""
@@ -162,8 +170,8 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
     absent: frozenset[str] = frozenset()  # RESOURCES keys not served (404), e.g. a CRD not installed
     faults: list[Fault] = attrs.field(factory=list)
     served: list[tuple[str, str]] = attrs.field(factory=list)  # (method, path) of every request
-    # (monotonic time, method, path) of every write the store applied, after any injected delay
-    applied: list[tuple[float, str, str]] = attrs.field(factory=list)
+    # (monotonic time, method, "plural/name[/sub]", bearer token) of every write the store applied, after any delay
+    applied: list[tuple[float, str, str, str]] = attrs.field(factory=list)
     busy_s: float = 0.0  # wall time spent inside the request hook (server-side cost, for benchmarks)
     _rv: int = attrs.field(default=1000, init=False)
 
@@ -265,12 +273,15 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
     async def _handle_timed(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         method = request.method.value if request.method is not None else ""
         path = request.url.path
+        who = str(request.headers.get("Authorization", "")).removeprefix("Bearer ")
         self.served.append((method, path))
         for fault in self.faults:
             if fault.matches(method, path):
                 fault.hits += 1
                 if fault.delay_s:
                     await asyncio.sleep(fault.delay_s)
+                    if _client_gone(request):  # like the API server's canceled request context: never applied
+                        return aiohttp.web.Response(status=499)
                 if fault.status is not None:
                     raise KubernetesError(
                         status=fault.status,
@@ -292,7 +303,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
                 kmock.action.UPDATE,
                 kmock.action.CREATE,
             ):
-                payload, status = await self._mutate_or_read(res, ns, name, sub, method, request.data)
+                payload, status = await self._mutate_or_read(res, ns, name, sub, method, request.data, who)
                 return aiohttp.web.json_response(payload, status=status)
             if request.action == kmock.action.LIST:  # kmock's own LIST slows down as objects gain history
                 selector = request.params.get("labelSelector", "")
@@ -308,7 +319,8 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
         return await super()._handle(request)
 
     async def _mutate_or_read(
-        self, res: kmock.resource, ns: str | None, name: str | None, sub: str | None, method: str, body: Any
+        self, res: kmock.resource, ns: str | None, name: str | None, sub: str | None, method: str, body: Any,
+        who: str = "",
     ) -> tuple[dict[str, Any], int]:
         if method == "POST" and name is None:
             meta = (body or {}).get("metadata") or {}
@@ -321,7 +333,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
             obj["metadata"].pop("resourceVersion", None)
             self._stamp(obj, old=None)
             await self._store(res, ns, name, obj, "ADDED")
-            self.applied.append((time.monotonic(), method, f"{res.plural}/{name}"))
+            self.applied.append((time.monotonic(), method, f"{res.plural}/{name}", who))
             return obj, 201
         assert name is not None
         current = self._get(res, ns, name)
@@ -360,7 +372,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
             return current, 200
         self._stamp(new, old=current)
         await self._store(res, ns, name, new, "MODIFIED")
-        self.applied.append((time.monotonic(), method, f"{res.plural}/{name}" + (f"/{sub}" if sub else "")))
+        self.applied.append((time.monotonic(), method, f"{res.plural}/{name}" + (f"/{sub}" if sub else ""), who))
         return (self._scale_of(new) if sub == "scale" else new), 200
 
 
@@ -456,8 +468,9 @@ class KubeEmulator:
         self._loop.call_soon_threadsafe(self.handler.faults.append, fault)
         return fault
 
-    def applied(self) -> list[tuple[float, str, str]]:
-        """(monotonic time, method, "plural/name[/sub]") of every write applied so far, after any delay."""
+    def applied(self) -> list[tuple[float, str, str, str]]:
+        """(monotonic time, method, "plural/name[/sub]", bearer token of the writer) of every write applied so
+        far, in order, after any injected delay."""
         return list(self.handler.applied)
 
     def busy_s(self) -> float:
