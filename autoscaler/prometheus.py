@@ -58,6 +58,16 @@ their ``_`` spelling (``{__name__=~"vllm:x|vllm_x"}``): prometheus_client >= 0.2
 Accept header with ``escaping=underscores`` writes ``vllm_x`` on sample lines (client_python issue #1177), so a
 vLLM built on it is stored under the underscored names. ``MetricProfile.accept_escaped_names=False`` turns it off.
 
+Failing traffic is load: the request rate counts every request (the proxy's ``pdscale_proxy_requests_total`` by any
+``outcome``, vLLM's ``request_success_total`` by any ``finished_reason``, Dynamo's ``requests_total`` by any
+``status``, llm-d's ``request_total``), and ``Signals.failed_request_rate_per_s`` is its server-side failed part (proxy
+``5xx``/``no_upstream``, vLLM ``error``, Dynamo ``status="error"``, llm-d ``request_error_total``; not 4xx or client
+aborts). ``PoolSignals.pods_reporting`` is the number of distinct ``pod`` label values (``MetricProfile.pod_label``)
+among the pool's fresh running-gauge series: with a series label other than ``pod`` for the pod, set
+``pod_label``, or every pool reads as one pod reporting. Both ride as a second answer in an existing grouped query
+(``label_replace`` marks it: ``pdscale_part="failed"`` on the frontend rate, a ``#failed`` / ``#pods`` suffix on the
+pool label of the worker rate and running gauge), so the count of queries per tick does not change.
+
 Missing data is ``None``, never zero: NaN and ±Inf answers (e.g. ``histogram_quantile`` or a 0/0 mean with no
 requests in the window), absent series (empty vector) and stale series. Staleness: ``rate()`` needs two samples
 inside its window, so a rate is never older than the window; gauges would otherwise be served by Prometheus'

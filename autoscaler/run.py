@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from autoscaler.controller import Controller, TickResult
 from autoscaler.core.spec import AutoscalerSpec, Mode
+from autoscaler.core.types import Pool
 from autoscaler.kube import (
     NOT_CHECKED,
     UNFENCED,
@@ -43,8 +44,10 @@ from autoscaler.kube import (
     TargetCache,
     WriteFence,
     api_error_text,
+    as_dict,
     build_status,
     list_autoscalers,
+    split_api_version,
     status_write_due,
     write_status,
 )
@@ -53,6 +56,7 @@ from autoscaler.owners import OwnerChecker
 from autoscaler.telemetry import ControllerTelemetry, JsonLogFormatter
 
 log = logging.getLogger("pdscale.run")
+CONSENT_ANNOTATION = "pdscale.io/autoscaler"
 
 
 class WallClock:
@@ -85,6 +89,8 @@ class RunOptions:
     prometheus_timeout_s: float = 5.0
     workers: int = 8  # autoscalers ticked at once (bounds concurrent API writes)
     status_refresh_s: float = 60.0  # observed values and policy state are re-written at most this often
+    # opt-in consent: scale only targets annotated pdscale.io/autoscaler=<the autoscaler's name>
+    require_target_annotation: bool = False
 
 
 # Why an autoscaler could not be evaluated. The controller's own trouble (it cannot reach the API server or
@@ -316,7 +322,9 @@ class Runner:
             return report
         report["owner"] = {"exclusive": ownership.exclusive, "reason": ownership.reason,
                            "message": ownership.message}
-        if ownership.exclusive is False:  # another writer scales a target: hands off, say who, once
+        if ownership.exclusive is not False and self.options.require_target_annotation:
+            ownership = self._consent(obj, cache, ownership)
+        if ownership.exclusive is False:  # another writer scales a target, or it did not consent: hands off
             return self._refuse_shared_target(obj, report, ownership, writes)
 
         managed = self._managed_for(obj)
@@ -381,6 +389,32 @@ class Runner:
         if self.telemetry is not None:
             self.telemetry.update(obj.key, result, error, spec=obj.spec)
         return report
+
+    def _consent(self, obj: AutoscalerObject, cache: TargetCache | None, ownership: Ownership) -> Ownership:
+        """With ``--require-target-annotation``: every target must carry ``pdscale.io/autoscaler: <name>``.
+        A target that cannot be read is left to the tick, which reports the read failure."""
+        assert obj.spec is not None
+        missing = []
+        for pool in (Pool.PREFILL, Pool.DECODE):
+            ref = obj.spec.pool(pool).target
+            if ref is None:
+                continue
+            try:
+                found = cache.get(ref, obj.namespace) if cache is not None else None
+                if found is None:
+                    group, version = split_api_version(ref.api_version)
+                    found = as_dict(self.kube.custom.get_namespaced_custom_object(
+                        group, version, obj.namespace, self.kube.plural(group, version, ref.kind), ref.name,
+                        _request_timeout=self.kube.timeout), f"get {ref.kind}/{ref.name}")
+            except Exception:
+                continue
+            annotations = (found.get("metadata") or {}).get("annotations") or {}
+            if annotations.get(CONSENT_ANNOTATION) != obj.name:
+                missing.append(f"{pool.value} target {ref.kind}/{ref.name}")
+        if not missing:
+            return ownership
+        return Ownership(False, "TargetNotConsenting", f"{', '.join(missing)} not annotated "
+                         f"{CONSENT_ANNOTATION}={obj.name} (required by --require-target-annotation): not scaling")
 
     def _refuse_shared_target(
         self, obj: AutoscalerObject, report: dict[str, Any], ownership: Ownership, writes: bool | None
@@ -475,6 +509,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         prometheus_timeout_s=args.prometheus_timeout_s,
         workers=args.workers,
         status_refresh_s=args.status_refresh_s,
+        require_target_annotation=args.require_target_annotation,
     )
 
 
@@ -595,6 +630,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--prometheus-timeout-s", type=_positive, default=5.0, metavar="S", help="per query (5)")
     p.add_argument("--workers", type=_positive_int, default=8, metavar="N",
                    help="autoscalers ticked at once; bounds concurrent API writes (8)")
+    p.add_argument("--require-target-annotation", action="store_true",
+                   help=f"scale only targets annotated {CONSENT_ANNOTATION}=<autoscaler name>, so an autoscaler "
+                   "cannot take over any Deployment of its namespace")
     p.add_argument("--status-refresh-s", type=_positive, default=60.0, metavar="S",
                    help="re-write observed values and policy state in status at most this often; replica, reason "
                    "and condition changes are written at once (60)")

@@ -4,6 +4,7 @@ kills, failing traffic and scrape gaps, with the invariants (single writer per L
 max], no scale-down on bad data, a reason for every decision) checked after every pass.
 
     .venv/bin/python bench/bench_chaos.py --minutes 10 [--seed 3] [--tick-s 0.5] [--fault-every-s 1.5] [--json]
+        [--log chaos.log]
 
 Prints the faults injected by kind, the passes checked, the scale writes, Lease handovers and the violations; exits
 1 if there was any violation. tests/e2e/test_chaos.py runs the same for 60 s in CI.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -32,7 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tick-s", type=float, default=0.5, help="controller tick (0.5 s)")
     parser.add_argument("--fault-every-s", type=float, default=1.5, help="mean time between faults (1.5 s)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--log", metavar="FILE", help="write the controllers' logs here (default: dropped; the "
+                        "injected faults make them loud)")
     args = parser.parse_args(argv)
+    root = logging.getLogger("pdscale")
+    root.propagate = False
+    root.addHandler(logging.FileHandler(args.log) if args.log else logging.NullHandler())
+    root.setLevel(logging.INFO)
     if not (args.minutes > 0 and args.tick_s > 0 and args.fault_every_s > 0):
         parser.error("--minutes, --tick-s and --fault-every-s must be > 0")
     config = ChaosConfig(duration_s=60.0 * args.minutes, tick_s=args.tick_s, fault_every_s=args.fault_every_s,

@@ -277,6 +277,22 @@ def test_a_target_scaled_to_zero_by_hand_is_left_alone(emu: KubeEmulator, kube: 
     assert runner.run_pass()[0]["applied"] == ["prefill"]
 
 
+def test_opt_in_consent_annotation(emu: KubeEmulator, kube: KubeClient) -> None:
+    """With --require-target-annotation an autoscaler scales only targets that name it in pdscale.io/autoscaler."""
+    seed(emu, "consent")
+    runner = Runner(options("consent", require_target_annotation=True), kube, ScriptedMetrics(*BREACH))
+    report = runner.run_pass()[0]
+    assert report["failures"][0]["kind"] == "owner" and replicas(emu, "consent", "p") == 2
+    assert "not annotated pdscale.io/autoscaler=a" in report["error"]
+    assert conditions(emu, "consent")["ExclusiveOwner"]["reason"] == "TargetNotConsenting"
+    for name in ("p", "d"):
+        obj = emu.get(PREFILL, "consent", name)
+        assert obj is not None
+        obj["metadata"]["annotations"] = {"pdscale.io/autoscaler": "a"}
+        emu.put(PREFILL, obj)
+    assert runner.run_pass()[0]["applied"] == ["prefill"]
+
+
 # ---------------------------------------------------------------- item 6: timeouts everywhere
 
 DELAY_S = 3.0  # six times the client's 0.5 s timeout
