@@ -77,6 +77,13 @@ class ControllerTelemetry:
             ["autoscaler", "signal"],
             registry=r,
         )
+        self.observed_quantiles = Gauge(
+            "pdscale_observed_latency_quantile_seconds",
+            "Observed latency at fixed quantiles (signal: ttft|itl; with --serve-external-metrics); absent when "
+            "missing.",
+            ["autoscaler", "signal", "quantile"],
+            registry=r,
+        )
         self.target_latency = Gauge(
             "pdscale_slo_target_seconds",
             "SLO target latency (signal: ttft|itl) at the given quantile.",
@@ -161,6 +168,18 @@ class ControllerTelemetry:
         elif error:
             self.record_error("tick", error)
 
+    def observe_quantiles(self, key: str, values: Mapping[str, Mapping[float, float | None]]) -> None:
+        """Latency at fixed quantiles (``{"ttft": {0.5: s, ...}, "itl": {...}}``): for KEDA's Prometheus scaler and
+        dashboards where another backend owns external.metrics.k8s.io. A missing value removes the series."""
+        for signal, by_quantile in values.items():
+            for q, value in by_quantile.items():
+                labels = (key, signal, f"{q:g}")
+                if value is None:
+                    self.observed_quantiles.remove(*labels)
+                else:
+                    self.observed_quantiles.labels(*labels).set(value)
+                    self._remember(key, ("quantile", *labels[1:]))
+
     def record_error(self, kind: str, message: str = "") -> None:
         self.errors.labels(kind).inc()
         with self._lock:
@@ -191,6 +210,8 @@ class ControllerTelemetry:
                     gauge.remove(key, item[1])
             elif item[0] == "target":
                 self.target_latency.remove(key, item[1], item[2])
+            elif item[0] == "quantile":
+                self.observed_quantiles.remove(key, item[1], item[2])
         for name in ("ttft", "itl"):
             self.observed_latency.remove(key, name)
         self.observed_request_rate.remove(key)
