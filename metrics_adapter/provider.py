@@ -253,8 +253,8 @@ def signal_entries(
         for q in QUANTILES:
             metric = quantile_metric(signal, q)
             if values is None or q not in values:
-                out.append(Gap(metric, _labels(name), f"{_pct(q)} is not available for metric source "
-                                                      f"{spec.metrics.source!r}"))
+                why = "a custom metric source has no histogram" if spec.metrics.source == "custom" else "not fetched"
+                out.append(Gap(metric, _labels(name), f"{_pct(q)} is not available: {why}"))
             else:
                 add(metric, _labels(name), values[q], True)
     add(REQUEST_RATE, _labels(name), signals.request_rate_per_s, True)

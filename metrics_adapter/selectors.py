@@ -74,7 +74,8 @@ class Requirement:
         if self.op is Op.DOES_NOT_EXIST:
             return f"!{self.key}"
         if self.op in (Op.IN, Op.NOT_IN):
-            return f"{self.key} {self.op.value} ({','.join(sorted(self.values))})"
+            listed = ",".join(sorted(self.values)) if self.values != {""} else ","  # "()" would be empty
+            return f"{self.key} {self.op.value} ({listed})"
         sign = {Op.GREATER_THAN: ">", Op.LESS_THAN: "<"}.get(self.op, self.op.value)
         return f"{self.key}{sign}{next(iter(self.values))}"
 

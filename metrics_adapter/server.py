@@ -49,7 +49,8 @@ from metrics_adapter.tls import ServingTLS
 log = logging.getLogger("pdscale.adapter.server")
 
 _BASE = f"/apis/{wire.GROUP_VERSION}"
-METRIC_ROUTE = f"{_BASE}/namespaces/{{namespace}}/{{metric}}"
+METRIC_ROUTE = f"{_BASE}/namespaces/{{namespace:[^/]+}}/{{metric:[^/]+}}"  # any segment: validated, not routed
+MAX_REQUEST_LINE = 65536
 _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -71,6 +72,9 @@ class MetricRequest:
     namespace: str
     metric: str
     selector: Selector
+
+
+METRIC_REQUEST = web.RequestKey("metric_request", MetricRequest)
 
 
 def parse_metric_request(request: web.Request) -> MetricRequest:
@@ -120,9 +124,9 @@ def make_app(
             if user is None:
                 raise StatusError(401, f"Unauthorized: {how}")
             route = request.match_info.route.resource
-            if route is not None and route.canonical == METRIC_ROUTE and request.method in ("GET", "HEAD"):
+            if route is not None and route.name == "metric-values" and request.method in ("GET", "HEAD"):
                 parsed = parse_metric_request(request)
-                request["metric_request"] = parsed
+                request[METRIC_REQUEST] = parsed
                 attrs = Attributes("list", request.path, parsed.namespace, wire.GROUP, wire.VERSION, parsed.metric)
             else:
                 attrs = Attributes("get", request.path)
@@ -139,7 +143,7 @@ def make_app(
             return status_response(exc.status, f"{exc.reason}: {request.method} {request.path}")
 
     async def metric_values(request: web.Request) -> web.StreamResponse:
-        parsed: MetricRequest = request["metric_request"]
+        parsed = request[METRIC_REQUEST]
         try:
             samples = cache.lookup(parsed.namespace, parsed.metric, parsed.selector, clock())
         except (UnknownMetricError, NamespaceNotServedError) as exc:
@@ -174,7 +178,7 @@ def make_app(
     r.add_get("/apis", static(wire.api_group_list()))
     r.add_get(f"/apis/{wire.GROUP}", static(wire.api_group()))
     r.add_get(_BASE, static(wire.api_resource_list(CATALOG)))
-    r.add_get(METRIC_ROUTE, metric_values)
+    r.add_get(METRIC_ROUTE, metric_values, name="metric-values")
     r.add_get("/openapi/v2", static(wire.openapi_v2()))
     r.add_get("/openapi/v3", static(wire.openapi_v3_index()))
     r.add_get(f"/openapi/v3{_BASE}", static(wire.openapi_v3()))
@@ -241,7 +245,8 @@ class AdapterServer:
             self._loop = loop
             asyncio.set_event_loop(loop)
             app = make_app(self.cache, self.authenticator, self.authorizer, clock=self.clock)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            # request lines up to 64 KiB reach the app, so an oversized selector gets a Status, not a bare 400
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, max_line_size=MAX_REQUEST_LINE)
             try:
                 loop.run_until_complete(runner.setup())
                 site = web.TCPSite(runner, self.host, self.port, ssl_context=self.tls.context)
