@@ -11,6 +11,10 @@ frontend series are absent (11 queries when every deployment has a proxy). Queri
 time (default 4). Measured (bench/bench_tick_1000.py, 1,000 autoscalers, 3,000 pods, ~2x10^5 series, 16-core
 host): 0.46 s per refresh with proxies, 1.08 s from worker histograms alone.
 
+``extra_percentiles`` (the External Metrics API's p50/p90/p99, ``metrics_adapter``) adds TTFT and ITL quantile
+queries of the same grouped shapes, in the same two rounds: one more query per quantile, histogram and group (none
+when a quantile equals the SLO's), whatever the number of autoscalers; ``percentiles(key)`` reads them.
+
 ``pod_load(namespace, pool, pods)`` reads the running requests of a scale-down's candidate pods in ONE query
 (``sum by (pod)`` over a literal alternation of their names, labels ``MetricProfile.pod_label`` /
 ``namespace_label``) for ``controller.kubernetes.io/pod-deletion-cost``: the least-busy pods are removed first.

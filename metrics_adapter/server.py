@@ -16,6 +16,7 @@ when its files change and the authentication ConfigMap every ``config_refresh_s`
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import threading
@@ -75,6 +76,8 @@ class MetricRequest:
 
 
 METRIC_REQUEST = web.RequestKey("metric_request", MetricRequest)
+# An HPA asks the same selector every sync: parse each distinct (valid) one once. Selectors are immutable values.
+_parse_selector_cached = functools.lru_cache(maxsize=4096)(parse_selector)
 
 
 def parse_metric_request(request: web.Request) -> MetricRequest:
@@ -91,7 +94,7 @@ def parse_metric_request(request: web.Request) -> MetricRequest:
     if len(given) > 1:
         raise StatusError(400, f"labelSelector given {len(given)} times; give it once")
     try:
-        selector = parse_selector(given[0] if given else "")
+        selector = _parse_selector_cached(given[0] if given else "")
     except SelectorError as exc:
         raise StatusError(400, f"invalid labelSelector: {exc}") from None
     return MetricRequest(namespace, metric, selector)
