@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from autoscaler.argtypes import positive_float as _positive
+from autoscaler.argtypes import positive_int as _positive_int
 from autoscaler.controller import Controller, TickResult
 from autoscaler.core.spec import AutoscalerSpec, Mode
 from autoscaler.kube import (
@@ -529,23 +531,3 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     add_serving_args(p, title="external metrics API (with --serve-external-metrics)")
     p.set_defaults(func=run_command)
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value

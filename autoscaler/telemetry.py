@@ -13,7 +13,6 @@ Missing observations are removed from the gauges rather than set to 0 or NaN: a 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -35,6 +34,7 @@ from prometheus_client import (
 from autoscaler.controller import TickResult
 from autoscaler.core.spec import AutoscalerSpec
 from autoscaler.core.types import Pool
+from autoscaler.threaded_server import ThreadedServer
 
 TICK_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 _POOLS = (Pool.PREFILL, Pool.DECODE)
@@ -263,57 +263,12 @@ def make_app(telemetry: ControllerTelemetry) -> web.Application:
     return app
 
 
-class TelemetryServer:
+class TelemetryServer(ThreadedServer):
     """``make_app`` served on its own event loop in a daemon thread. ``port=0`` picks a free port."""
 
     def __init__(self, telemetry: ControllerTelemetry, *, host: str = "0.0.0.0", port: int = 0) -> None:
+        super().__init__(lambda: make_app(telemetry), host=host, port=port, name="pdscale-telemetry")
         self.telemetry = telemetry
-        self.host = host
-        self.port = port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self, timeout_s: float = 10.0) -> TelemetryServer:
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                runner = web.AppRunner(make_app(self.telemetry), access_log=None)
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, self.host, self.port)
-                loop.run_until_complete(site.start())
-                self._runner = runner
-                if runner.addresses:  # the bound address tells the port chosen for port=0
-                    self.port = int(runner.addresses[0][1])
-            except BaseException as exc:  # reported to start()'s caller
-                failure.append(exc)
-                started.set()
-                loop.close()
-                return
-            started.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="pdscale-telemetry", daemon=True)
-        self._thread.start()
-        if not started.wait(timeout_s):
-            raise RuntimeError(f"telemetry server on {self.host}:{self.port} did not start in {timeout_s} s")
-        if failure:
-            raise RuntimeError(f"telemetry server on {self.host}:{self.port}: {failure[0]}") from failure[0]
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10.0)
-        self._thread = None
 
 
 # -- logging ------------------------------------------------------------------------------------------------------

@@ -35,7 +35,6 @@ import json
 import os
 import random
 import ssl
-import statistics
 import sys
 import tempfile
 import threading
@@ -259,7 +258,7 @@ def run(n: int, n_requests: int, seconds: float, concurrency: int, verbose: bool
             "requests_per_cpu_s_adapter_over_prometheus": a_thr["requests_per_cpu_s"] / p_thr["requests_per_cpu_s"],
         },
         "targets_met": {"adapter_p99_under_5_ms": a_lat["p99_ms"] < 5.0,
-                        "adapter_1000_requests_per_cpu_s": a_thr["requests_per_cpu_s"] >= 1000},  # fmt: skip
+                        "adapter_1000_requests_per_cpu_s": a_thr["requests_per_cpu_s"] >= 1000},
     }
 
 

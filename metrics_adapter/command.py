@@ -12,6 +12,8 @@ import sys
 import threading
 from typing import Any
 
+from autoscaler.argtypes import positive_float as _positive
+
 log = logging.getLogger("pdscale.adapter")
 
 DEFAULT_PORT = 6443
@@ -144,13 +146,3 @@ def run_adapter(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return 0
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value

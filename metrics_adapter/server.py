@@ -19,7 +19,6 @@ import asyncio
 import functools
 import logging
 import re
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
+from autoscaler.threaded_server import ThreadedServer
 from metrics_adapter import wire
 from metrics_adapter.auth import (
     ALWAYS_ALLOW_PATHS,
@@ -218,8 +218,7 @@ class AdapterServer:
         self.config_refresh_s = config_refresh_s
         self.cert_check_s = cert_check_s
         self.clock = clock
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
         tls.trust_client_cas(authenticator.config.ca_pem)
 
     async def _upkeep(self) -> None:
@@ -241,46 +240,21 @@ class AdapterServer:
                     log.warning("authentication ConfigMap not refreshed: %s", exc)
 
     def start(self, timeout_s: float = 10.0) -> AdapterServer:
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            app = make_app(self.cache, self.authenticator, self.authorizer, clock=self.clock)
+        self._server = ThreadedServer(
+            lambda: make_app(self.cache, self.authenticator, self.authorizer, clock=self.clock),
+            host=self.host,
+            port=self.port,
+            name="pdscale-adapter",
+            ssl_context=self.tls.context,
+            background=self._upkeep,
             # request lines up to 64 KiB reach the app, so an oversized selector gets a Status, not a bare 400
-            runner = web.AppRunner(app, access_log=None, handle_signals=False, max_line_size=MAX_REQUEST_LINE)
-            try:
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, self.host, self.port, ssl_context=self.tls.context)
-                loop.run_until_complete(site.start())
-                if runner.addresses:
-                    self.port = int(runner.addresses[0][1])
-            except BaseException as exc:  # reported to start()'s caller
-                failure.append(exc)
-                started.set()
-                loop.close()
-                return
-            upkeep = loop.create_task(self._upkeep())
-            started.set()
-            loop.run_forever()
-            upkeep.cancel()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="pdscale-adapter", daemon=True)
-        self._thread.start()
-        if not started.wait(timeout_s):
-            raise RuntimeError(f"external metrics server on {self.host}:{self.port} did not start in {timeout_s} s")
-        if failure:
-            raise RuntimeError(f"external metrics server on {self.host}:{self.port}: {failure[0]}") from failure[0]
+            runner_args={"max_line_size": MAX_REQUEST_LINE},
+        ).start(timeout_s)
+        self.port = self._server.port
         return self
 
     def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10.0)
-        self._thread = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
         self.tls.close()

@@ -114,6 +114,8 @@ def api_resource_list(metrics: Iterable[str]) -> dict[str, Any]:
     }
 
 
+_VALUE = "io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValue"
+_VALUE_LIST = f"{_VALUE}List"
 _VALUE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["metricName", "metricLabels", "timestamp", "value"],
@@ -128,51 +130,45 @@ _VALUE_SCHEMA: dict[str, Any] = {
 _LIST_PATH = f"/apis/{GROUP_VERSION}/namespaces/{{namespace}}/{{metric}}"
 
 
-def _list_schema(ref: str) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["items"],
-        "properties": {
-            "kind": {"type": "string"},
-            "apiVersion": {"type": "string"},
-            "metadata": {"type": "object"},
-            "items": {"type": "array", "items": {"$ref": ref}},
+def _openapi(v3: bool) -> dict[str, Any]:
+    """The one operation (list values of a metric) and its two types, as Swagger 2.0 or OpenAPI 3.0."""
+    where = "#/components/schemas/" if v3 else "#/definitions/"
+    schemas = {
+        _VALUE: _VALUE_SCHEMA,
+        _VALUE_LIST: {
+            "type": "object",
+            "required": ["items"],
+            "properties": {
+                "kind": {"type": "string"},
+                "apiVersion": {"type": "string"},
+                "metadata": {"type": "object"},
+                "items": {"type": "array", "items": {"$ref": where + _VALUE}},
+            },
+            "x-kubernetes-group-version-kind": [{"group": GROUP, "version": VERSION, "kind": LIST_KIND}],
         },
-        "x-kubernetes-group-version-kind": [{"group": GROUP, "version": VERSION, "kind": LIST_KIND}],
     }
-
-
-def _parameters() -> list[dict[str, Any]]:
-    return [
-        {"name": "namespace", "in": "path", "required": True, "type": "string"},
-        {"name": "metric", "in": "path", "required": True, "type": "string"},
-        {"name": "labelSelector", "in": "query", "type": "string"},
+    string = {"type": "string"}
+    params = [
+        {"name": name, "in": where_, "required": where_ == "path", **({"schema": string} if v3 else string)}
+        for name, where_ in (("namespace", "path"), ("metric", "path"), ("labelSelector", "query"))
     ]
+    body = {"$ref": where + _VALUE_LIST}
+    ok = {"description": "OK", **({"content": {"application/json": {"schema": body}}} if v3 else {"schema": body})}
+    operation: dict[str, Any] = {"operationId": "listExternalMetricValue", "parameters": params,
+                                 "responses": {"200": ok}}  # fmt: skip
+    doc: dict[str, Any] = {"info": {"title": "pdscale external metrics", "version": VERSION},
+                           "paths": {_LIST_PATH: {"get": operation}}}  # fmt: skip
+    if v3:
+        doc.update(openapi="3.0.0", components={"schemas": schemas})
+    else:
+        operation["produces"] = ["application/json"]
+        doc.update(swagger="2.0", definitions=schemas)
+    return doc
 
 
 def openapi_v2() -> dict[str, Any]:
-    """A Swagger 2.0 document for the one operation, which the aggregator merges into the cluster's /openapi/v2."""
-    value_ref = "#/definitions/io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValue"
-    return {
-        "swagger": "2.0",
-        "info": {"title": "pdscale external metrics", "version": VERSION},
-        "paths": {
-            _LIST_PATH: {
-                "get": {
-                    "operationId": "listExternalMetricValue",
-                    "produces": ["application/json"],
-                    "parameters": _parameters(),
-                    "responses": {"200": {"description": "OK", "schema": {
-                        "$ref": "#/definitions/io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValueList"
-                    }}},
-                }
-            }
-        },
-        "definitions": {
-            "io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValue": _VALUE_SCHEMA,
-            "io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValueList": _list_schema(value_ref),
-        },
-    }  # fmt: skip
+    """Swagger 2.0, which the aggregator merges into the cluster's /openapi/v2."""
+    return _openapi(v3=False)
 
 
 def openapi_v3_index() -> dict[str, Any]:
@@ -180,30 +176,4 @@ def openapi_v3_index() -> dict[str, Any]:
 
 
 def openapi_v3() -> dict[str, Any]:
-    value_ref = "#/components/schemas/io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValue"
-    params = [
-        {"name": p["name"], "in": p["in"], "required": p.get("required", False), "schema": {"type": "string"}}
-        for p in _parameters()
-    ]
-    list_ref = "#/components/schemas/io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValueList"
-    return {
-        "openapi": "3.0.0",
-        "info": {"title": "pdscale external metrics", "version": VERSION},
-        "paths": {
-            _LIST_PATH: {
-                "get": {
-                    "operationId": "listExternalMetricValue",
-                    "parameters": params,
-                    "responses": {
-                        "200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": list_ref}}}}
-                    },
-                }
-            }
-        },
-        "components": {
-            "schemas": {
-                "io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValue": _VALUE_SCHEMA,
-                "io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValueList": _list_schema(value_ref),
-            }
-        },
-    }
+    return _openapi(v3=True)

@@ -281,3 +281,12 @@ def test_value_list_and_status_documents() -> None:
     group = wire.api_group()
     assert group["preferredVersion"] == {"groupVersion": "external.metrics.k8s.io/v1beta1", "version": "v1beta1"}
     assert wire.api_group_list()["groups"][0]["name"] == "external.metrics.k8s.io"
+
+
+def test_openapi_documents_are_valid() -> None:
+    from openapi_spec_validator import validate
+    from openapi_spec_validator.validation.validators import OpenAPIV2SpecValidator, OpenAPIV30SpecValidator
+
+    validate(wire.openapi_v2(), cls=OpenAPIV2SpecValidator)
+    validate(wire.openapi_v3(), cls=OpenAPIV30SpecValidator)
+    assert "apis/external.metrics.k8s.io/v1beta1" in wire.openapi_v3_index()["paths"]
