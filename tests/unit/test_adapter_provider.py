@@ -290,3 +290,18 @@ def test_openapi_documents_are_valid() -> None:
     validate(wire.openapi_v2(), cls=OpenAPIV2SpecValidator)
     validate(wire.openapi_v3(), cls=OpenAPIV30SpecValidator)
     assert "apis/external.metrics.k8s.io/v1beta1" in wire.openapi_v3_index()["paths"]
+
+
+def test_controller_telemetry_exports_the_fixed_percentiles() -> None:
+    from autoscaler.telemetry import ControllerTelemetry
+
+    telemetry = ControllerTelemetry()
+    feed = ControllerFeed(ExternalMetricsCache(), percentiles=lambda key: PCT, clock=lambda: NOW,
+                          on_percentiles=telemetry.observe_quantiles)  # fmt: skip
+    feed.record(_object(GOOD_STATUS), _tick(1.5, (5, 3)), None)
+    text = telemetry.exposition().decode()
+    assert 'pdscale_observed_latency_quantile_seconds{autoscaler="llm/llama",quantile="0.9",signal="ttft"} 0.5' in text
+    telemetry.observe_quantiles("llm/llama", {"itl": {0.99: None}})  # missing: the series goes, no zero
+    assert 'quantile="0.99",signal="itl"' not in telemetry.exposition().decode()
+    telemetry.forget("llm/llama")
+    assert "llm/llama" not in telemetry.exposition().decode()
