@@ -185,19 +185,28 @@ class Authenticator:
 
     def __init__(self, config: AuthenticationConfig, token_review: TokenReview | None = None, *,
                  token_ttl_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
-        self.config = config
         self.token_review = token_review
         self.token_ttl_s = token_ttl_s
         self.clock = clock
-        self._certs: dict[tuple[int, bytes], tuple[str, x509.Certificate | None]] = {}
+        self._certs: dict[bytes, tuple[str, x509.Certificate | None]] = {}
+        self._config = config
         self._tokens = _TTLCache()
+
+    @property
+    def config(self) -> AuthenticationConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: AuthenticationConfig) -> None:
+        """A new ConfigMap: certificates are classified again against its CAs."""
+        self._config = config
+        self._certs = {}
 
     def _classify(self, der: bytes) -> tuple[str, x509.Certificate | None]:
         """("front-proxy" | "client" | "unknown", certificate) for a verified peer certificate, cached per
-        certificate and config (a TLS connection presents the same one for every request)."""
-        config = self.config
-        key = (id(config), der)
-        found = self._certs.get(key)
+        certificate until the config changes (a TLS connection presents the same one for every request)."""
+        config, certs = self._config, self._certs
+        found = certs.get(der)
         if found is not None:
             return found
         try:
@@ -211,9 +220,9 @@ class Authenticator:
                 result = ("client", cert)
             else:
                 result = ("unknown", cert)
-        if len(self._certs) >= 1024:
-            self._certs.clear()
-        self._certs[key] = result
+        if len(certs) >= 1024:
+            certs.clear()
+        certs[der] = result
         return result
 
     def _from_headers(self, cert: x509.Certificate, headers: Any) -> UserInfo | None:
