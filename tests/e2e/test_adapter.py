@@ -13,6 +13,7 @@ them over TLS with delegated authentication, and real consumers read them:
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -106,7 +107,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tls = ["--tls-cert-file", str(serving.cert_path), "--tls-private-key-file", str(serving.key_path),
            "--bind-address", "127.0.0.1"]  # fmt: skip
     try:
-        for stack in _stack(runner, base):
+        with contextlib.contextmanager(_stack)(runner, base) as stack:
             stack.kube.put("v1/configmaps", extension_auth_configmap(front_proxy))
             stack.kube.allow(AccessRule(users=(HPA_USER, "dashboard"), verbs=("list",),
                                         api_groups=("external.metrics.k8s.io",), namespaces=(NS,)))  # fmt: skip
