@@ -279,8 +279,10 @@ class Chaos:
             method, path = rng.choice([*calls, ("PATCH", r"/scale$")])
             self.kube.add_fault(method, path, status=None, delay_s=2.5 * t, times=rng.randint(1, 2))
         elif kind == "prometheus-restart":
+            if not self.prometheus.running:  # still down from the last restart
+                return
             self.prometheus.kill()
-            self._later(rng.uniform(1.0, 3.0), self.prometheus.start)
+            self._later(rng.uniform(1.0, 3.0), lambda: None if self.prometheus.running else self.prometheus.start())
         elif kind == "leader-kill":
             leader = next((r for r in self.replicas.values()
                            if r.runner.elector is not None and r.runner.elector.is_leader()
