@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 
@@ -54,7 +55,7 @@ import numpy as np
 from autoscaler.core.latency import KvLink, LatencyProfile
 from autoscaler.core.types import Pool, PoolReplicas
 from sim.cluster import Cluster, SimPod, parse_startup_jitter
-from sim.counters import ItlGapLog, PodCounters, flush_pending, observe_pending
+from sim.counters import ItlGapLog, PodCounters, flush_pending
 from sim.events import KV_ARRIVAL, STEP_END, EventQueue
 from sim.records import RequestLog, RequestRecords
 from sim.request import Request
@@ -126,7 +127,11 @@ class _Milestones(SchedulerEvents):
         rid = req.index
         self.log.first_token_s[rid] = t_s
         px = self.proxy
-        observe_pending(px.ttft, self.proxy_ttft_pending, t_s - self.log.arrival_s[rid])
+        h = px.ttft  # observe_pending, inlined on the hot path
+        ttft = t_s - self.log.arrival_s[rid]
+        self.proxy_ttft_pending[bisect_left(h.edges_s, ttft)] += 1
+        h.sum += ttft
+        h.count += 1
         px.prompt_tokens_total += req.prompt_tokens
 
     def finished(self, sched: InstanceScheduler, req: Request, t_s: float) -> None:

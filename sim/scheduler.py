@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -360,7 +361,7 @@ class InstanceScheduler:
                 self._first_token(s, t_end)
             else:
                 gap = t_end - s.last_token_s
-                pc.itl.observe(gap)
+                observe_pending(pc.itl, self.itl_pending, gap)
                 if gaps is not None:
                     gaps.add(t_end, gap, 1.0)
                 s.max_itl_s = max(s.max_itl_s, gap)
@@ -595,7 +596,11 @@ class InstanceScheduler:
     # ------------------------------------------------------------------ request milestones
     def _prefill_done(self, s: Request, now: float) -> None:
         c = self.counters
-        observe_pending(c.ttft, self.ttft_pending, now - s.pod_arrival_s)
+        h = c.ttft  # observe_pending, inlined on the hot path
+        ttft = now - s.pod_arrival_s
+        self.ttft_pending[bisect_left(h.edges_s, ttft)] += 1
+        h.sum += ttft
+        h.count += 1
         c.prompt_tokens_total += s.prompt_tokens
         c.generation_tokens_total += 1  # the one token a prefill worker samples (the P/D proxy discards it)
         c.request_success_total += 1
@@ -610,7 +615,11 @@ class InstanceScheduler:
             return
         s.first_token_s = t
         c = self.counters
-        observe_pending(c.ttft, self.ttft_pending, t - s.pod_arrival_s)
+        h = c.ttft  # observe_pending, inlined on the hot path
+        ttft = t - s.pod_arrival_s
+        self.ttft_pending[bisect_left(h.edges_s, ttft)] += 1
+        h.sum += ttft
+        h.count += 1
         c.prompt_tokens_total += s.prompt_tokens
         if self._outcome is not None:
             self._outcome.first_token.append(s)
