@@ -291,15 +291,6 @@ class Engine:
         inst.version = v = inst.version + 1
         _heappush(self._events.heap, (end_s, STEP_END, inst.pod.index, STEP_END, inst, v))  # type: ignore[attr-defined]
 
-    def _plan_prefill(self, inst: InstanceScheduler, now: float) -> None:
-        """``_plan`` for a prefill-role instance (the role is known: no dispatch on it)."""
-        end_s = inst.form_prefill_step(now)
-        if end_s is None:
-            if inst.pod.state == "draining":  # type: ignore[attr-defined]
-                self._cluster.retire_if_drained(inst, now)
-            return
-        inst.version = v = inst.version + 1
-        _heappush(self._events.heap, (end_s, STEP_END, inst.pod.index, STEP_END, inst, v))  # type: ignore[attr-defined]
 
     def _flush_counts(self) -> None:
         """Bring every pod's counters and gauges up to date (done before run_until/finish return).
@@ -375,7 +366,7 @@ class Engine:
             inst.prefilling or inst.waiting or (self._central and self._pending_front)
             or inst.pod.state == "draining"  # type: ignore[attr-defined]
         ):  # fmt: skip
-            self._plan_prefill(inst, now)
+            self._plan(inst, now)
         else:  # nothing left: idle (what form_step would conclude, without building a step)
             inst.busy = False
             inst.segment_steps = 0
@@ -434,7 +425,7 @@ class Engine:
             inst.outstanding_tokens += s.prompt_tokens
             inst.waiting.append(s)
             if not inst.busy:
-                self._plan_prefill(inst, now)
+                self._plan(inst, now)
             return
         inst.outstanding_tokens += s.prompt_tokens + s.output_tokens
         self._log.decode_pod[s.index] = idx
