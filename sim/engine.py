@@ -291,7 +291,6 @@ class Engine:
         inst.version = v = inst.version + 1
         _heappush(self._events.heap, (end_s, STEP_END, inst.pod.index, STEP_END, inst, v))  # type: ignore[attr-defined]
 
-
     def _flush_counts(self) -> None:
         """Bring every pod's counters and gauges up to date (done before run_until/finish return).
 
@@ -454,4 +453,3 @@ class Engine:
         elif was_empty and inst.segment_steps > 1 and inst.end_segment_for_admission(now):  # type: ignore[attr-defined]
             # the head may be admitted at the next step boundary: the skipped segment now ends there
             self._events.push_step_end(inst.step_end_s(inst.segment_steps), inst)  # type: ignore[attr-defined]
-

@@ -28,6 +28,10 @@ nothing). ``sim.skipping.SkippingScheduler`` is the event-skipping optimisation 
 
 Counters: the instance's ``PodCounters`` (what its vLLM /metrics would show) are kept here; histogram bucket counts
 are buffered in Python lists and folded in by ``flush_counters``.
+
+Anything both clocks must model belongs here, not in a driver: e.g. a per-request host delay before a request may be
+admitted would be one method that both drivers call when they hand a request over, as ``start_kv_transfer`` returns
+the arrival time of a prompt's KV for the engine's event queue and the RealtimeEngine's inbox alike.
 """
 
 from __future__ import annotations
@@ -222,7 +226,8 @@ class InstanceScheduler:
         self.outstanding_tokens = 0
         self.pod: object = None
         self.version = 0
-        self.refill: object = None  # callable(sched, now_s) asked for work when the instance has none (central queue)
+        # asked for work (refill(sched, now_s)) when the instance has none: the engine's central FCFS queue
+        self.refill: Callable[[InstanceScheduler, float], None] | None = None
         self._outcome: StepOutcome | None = None
         self._per_step = not self.fast  # commit_step builds a StepOutcome of each step
         # form_step(now_s) -> end time of the step formed at now_s, or None when there is nothing to run. Chosen once
@@ -261,7 +266,7 @@ class InstanceScheduler:
         wq = self.waiting
         if not preempted:
             if self.refill is not None and not wq and not run:
-                self.refill(self, now)  # type: ignore[operator]
+                self.refill(self, now)
             if wq:
                 max_seqs = self.max_num_seqs
                 n_run = len(run)
@@ -472,7 +477,7 @@ class InstanceScheduler:
         wq = self.waiting
         run = self.running
         if self.refill is not None and not wq and not run:
-            self.refill(self, now)  # type: ignore[operator]
+            self.refill(self, now)
         self._outcome = StepOutcome(now) if self._per_step else None
         used = self.kv_used_tokens
         cap = self.kv_capacity_tokens
