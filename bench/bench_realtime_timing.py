@@ -41,6 +41,8 @@ class Result:
     p99_ms: float
     max_ms: float
     cpu_frac: float  # CPU seconds of this process per wall second
+    cpu_us_per_token: float  # CPU of the loop (engines and clients) per delivered token
+    cpu_s_per_engine_s: float  # CPU seconds one engine (with its clients) costs per second of serving
 
 
 @functools.cache
@@ -101,17 +103,21 @@ async def drive(profile: LatencyProfile, engines: int, rate_per_engine: float, d
     return Result(
         engines, rate_per_engine * engines, done["requests"], done["tokens"],
         float(np.percentile(late_ms, 50)), float(np.percentile(late_ms, 99)), float(late_ms.max()), cpu / wall,
+        cpu / max(1, done["tokens"]) * 1e6, cpu / wall / engines,
     )  # fmt: skip
 
 
 def row(r: Result) -> str:
     return (
         f"{r.engines:>7} {r.rate_per_s:>8.1f} {r.requests:>8} {r.tokens:>9} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} "
-        f"{r.max_ms:>8.1f} {r.cpu_frac:>8.2f}"
+        f"{r.max_ms:>8.1f} {r.cpu_frac:>8.2f} {r.cpu_us_per_token:>9.1f}"
     )
 
 
-HEADER = f"{'engines':>7} {'req/s':>8} {'requests':>8} {'tokens':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU/wall':>8}"
+HEADER = (
+    f"{'engines':>7} {'req/s':>8} {'requests':>8} {'tokens':>9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+    f"{'CPU/wall':>8} {'CPU µs/tok':>9}"
+)
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -126,14 +132,22 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"\nengines in one event loop (one core), {args.rate_per_engine:g} req/s each")
     print(HEADER)
     best = 0
+    costs = []
     for n in args.engines:
         r = await drive(profile, n, args.rate_per_engine, args.duration_s, seed=n)
         print(row(r), flush=True)
+        costs.append(r.cpu_s_per_engine_s)
         if r.p99_ms < P99_TARGET_MS:
             best = n
         elif args.stop_at_target:
             break
     print(f"\nmost engines with token-release p99 < {P99_TARGET_MS:g} ms: {best} (of those tried)")
+    per_engine = float(np.median(costs))
+    print(
+        f"loop CPU per engine at {args.rate_per_engine:g} req/s: {per_engine * 1e3:.1f} ms per s (median over rows); "
+        f"a core kept half busy would drive ~{0.5 / per_engine:.0f} such engines (an estimate from CPU cost, which "
+        "a loaded machine does not change; lateness it does)"
+    )
 
 
 def main() -> None:
