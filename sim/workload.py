@@ -142,9 +142,9 @@ class Workload:
                 raise ValueError(f"workload {self.name!r}: prompt_tokens must be >= 1")
             if output.min() < 1:
                 raise ValueError(f"workload {self.name!r}: output_tokens must be >= 1")
-            for label, arr in (("prompt_tokens", prompt), ("output_tokens", output)):
-                if arr.max() > MAX_TOKENS_PER_REQUEST:
-                    raise ValueError(f"workload {self.name!r}: {_too_long(float(arr.max()), label)}")
+            for label, tokens in (("prompt_tokens", prompt), ("output_tokens", output)):
+                if tokens.max() > MAX_TOKENS_PER_REQUEST:
+                    raise ValueError(f"workload {self.name!r}: {_too_long(float(tokens.max()), label)}")
         # Keep private read-only arrays (a caller's writable array is copied, never frozen under its feet).
         for attr, arr in (("arrival_s", arrival), ("prompt_tokens", prompt), ("output_tokens", output)):
             if arr.flags.writeable:
