@@ -368,7 +368,7 @@ class PdscalePolicy:
         pct_d = spec.itl.percentile
         return lambda load, n: predict_itl_s(profile, load, n, pct_d)
 
-    def _needed(self, pool: Pool, load: Load, target_s: float, spec: AutoscalerSpec) -> int:
+    def needed(self, pool: Pool, load: Load, target_s: float, spec: AutoscalerSpec) -> int:
         limit = spec.pool(pool).max_replicas
         if pool is Pool.PREFILL:
             return prefill_replicas_needed(
@@ -449,7 +449,7 @@ class PdscalePolicy:
         hi = self.correction_max * self.breach_max_factor
         m_obs = load_multiplier_matching(predict, load_now, ready, observed_s, 1.0, hi)
         load = load_now.scaled(max(m_obs, pst.correction) * (1 + self.load_headroom))
-        need = self._needed(pool, load, slo.target_s * (1 - self.margin_up), spec)
+        need = self.needed(pool, load, slo.target_s * (1 - self.margin_up), spec)
         return min(cap, max(ready + 1, need))
 
     def _headroom(self, pool: Pool, state: PolicyState, base: float) -> float:
@@ -594,7 +594,7 @@ class PdscalePolicy:
             else self._decode_backlog(obs) or 0.0
         )
         headroom_up = self._headroom(pool, state, self.load_headroom)
-        need_plain = self._needed(
+        need_plain = self.needed(
             pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
         )
         drain_s = self._drain_s(spec)
@@ -604,11 +604,11 @@ class PdscalePolicy:
                 load.mean_prompt_tokens,
                 load.mean_output_tokens,
             )
-        need_up = self._needed(
+        need_up = self.needed(
             pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
         )
         headroom_down = self._headroom(pool, state, self.load_headroom_down)
-        need_down = self._needed(
+        need_down = self.needed(
             pool, load.scaled(pst.correction * headroom_down), slo.target_s * (1 - self.margin_down), spec
         )
         model_text = (
