@@ -121,6 +121,9 @@ class PolicyState:
     output_tokens_rate: fc.ForecastState = field(default_factory=fc.ForecastState)
     prompt_tokens_burst: fc.BurstState = field(default_factory=fc.BurstState)
     output_tokens_burst: fc.BurstState = field(default_factory=fc.BurstState)
+    # how far each pool's work (prompt tokens/s, output tokens/s) overshot the forecast sized for (adaptive headroom)
+    prompt_tokens_surprise: fc.SurpriseState = field(default_factory=fc.SurpriseState)
+    output_tokens_surprise: fc.SurpriseState = field(default_factory=fc.SurpriseState)
     missing_since_s: float | None = None  # first tick of the current run of missing signals
     decode_backlog_time_s: float | None = None  # last tick with a decode admission backlog (TTFT blame)
 
@@ -136,6 +139,8 @@ class PolicyState:
             "output_tokens_rate": self.output_tokens_rate.to_dict(),
             "prompt_tokens_burst": self.prompt_tokens_burst.to_dict(),
             "output_tokens_burst": self.output_tokens_burst.to_dict(),
+            "prompt_tokens_surprise": self.prompt_tokens_surprise.to_dict(),
+            "output_tokens_surprise": self.output_tokens_surprise.to_dict(),
             "missing_since_s": self.missing_since_s,
             "decode_backlog_time_s": self.decode_backlog_time_s,
         }
@@ -150,6 +155,8 @@ class PolicyState:
             output_tokens_rate=fc.ForecastState.from_dict(data.get("output_tokens_rate", {})),
             prompt_tokens_burst=fc.BurstState.from_dict(data.get("prompt_tokens_burst", {})),
             output_tokens_burst=fc.BurstState.from_dict(data.get("output_tokens_burst", {})),
+            prompt_tokens_surprise=fc.SurpriseState.from_dict(data.get("prompt_tokens_surprise", {})),
+            output_tokens_surprise=fc.SurpriseState.from_dict(data.get("output_tokens_surprise", {})),
             missing_since_s=_opt_float(data.get("missing_since_s")),
             decode_backlog_time_s=_opt_float(data.get("decode_backlog_time_s")),
         )
@@ -198,15 +205,27 @@ class PdscalePolicy:
     # a rise of the prompt length and missed one window on each trace; 0.3 holds both (+2 % GPU-hours on conv).
     load_headroom: float = 0.1
     load_headroom_down: float = 0.3
+    # Adaptive headroom (``_headroom``): sized up at the ``headroom_quantile_up`` quantile of the pool's measured
+    # overshoot of its forecast over the start-up horizon, scale-down verified at ``headroom_quantile_down`` (and at
+    # least ``headroom_gap`` above the up headroom: hysteresis); floors and a cap bound both. While the workload is
+    # unmeasured (``SurpriseParams.min_evidence_s``) the fixed ``load_headroom``/``load_headroom_down`` apply.
+    # None: always the fixed ones.
+    surprise: fc.SurpriseParams | None = field(default_factory=fc.SurpriseParams)
+    headroom_quantile_up: float = 0.9
+    headroom_quantile_down: float = 0.98
+    headroom_floor_up: float = 0.05
+    headroom_floor_down: float = 0.1
+    headroom_gap: float = 0.05
+    headroom_cap: float = 1.5
     # Bursts shorter than a pod start-up are absorbed only by capacity already running: size (up and down) for
-    # the larger of the load headroom and the pool's recent token-rate swing (``forecast.burst_update``; None: off).
-    burst: fc.BurstParams | None = field(default_factory=fc.BurstParams)
+    # the larger of the headroom above and the pool's recent token-rate swing (``forecast.burst_update``; None: off).
+    burst: fc.BurstParams | None = None
     breach_gain: float = 1.0  # proportional fallback when the load is unknown: ready x (1 + gain x excess)
     breach_max_factor: float = 2.0  # a breach asks for at most this many times the ready replicas at once
     kv_high_fraction: float = 0.9
-    # Queued requests count as extra arrivals of backlog/drain; None: the start-up horizon (new pods cannot
-    # drain it sooner, and a shorter drain over-orders while the queue is still growing).
-    backlog_drain_s: float | None = None
+    # The backlog expected when newly ordered pods are ready is sized to drain within this many seconds after
+    # (one SLO window); None: the start-up horizon.
+    backlog_drain_s: float | None = 60.0
     rising_fraction: float = 0.1  # no scale-down while the load trends up more than this per start-up time
     # Histogram bucket edges of the observed percentiles: the model only has to land in the observed bucket
     # (vLLM's edges are coarse: an ITL p99 of 0.0248 s means "somewhere in (0.01, 0.025]").
@@ -224,6 +243,15 @@ class PdscalePolicy:
             raise ValueError("need correction_max >= 1 and 0 < correction_floor_fraction < 1")
         if self.breach_max_factor < 1 or self.breach_gain <= 0:
             raise ValueError("need breach_max_factor >= 1 and breach_gain > 0")
+        if not 0 < self.headroom_quantile_up <= self.headroom_quantile_down <= 1:
+            raise ValueError(
+                "need 0 < headroom_quantile_up <= headroom_quantile_down <= 1, got "
+                f"{self.headroom_quantile_up}, {self.headroom_quantile_down}"
+            )
+        if not 0 <= self.headroom_floor_up <= self.headroom_cap or not 0 <= self.headroom_floor_down <= self.headroom_cap:
+            raise ValueError("need 0 <= headroom floors <= headroom_cap")
+        if self.headroom_gap < 0:
+            raise ValueError(f"need headroom_gap >= 0, got {self.headroom_gap}")
 
     # -- Policy protocol
 
@@ -246,6 +274,8 @@ class PdscalePolicy:
         )
         load_now = None if missing is not None else _load_from(signals)
         load_ahead = None if load_now is None else self._forecast_load(state, params, load_now, spec)
+        if load_now is not None and load_ahead is not None:
+            state = self._update_surprise(state, observation, load_now, load_ahead, spec)
         if missing is None and self._decode_backlog(observation) is not None:
             state = replace(state, decode_backlog_time_s=now_s)
 
@@ -452,14 +482,62 @@ class PdscalePolicy:
         need = self.needed(pool, load, slo.target_s * (1 - self.margin_up), spec)
         return min(cap, max(ready + 1, need))
 
-    def _headroom(self, pool: Pool, state: PolicyState, base: float) -> float:
-        """Load multiplier to size at: 1 + ``base`` (``load_headroom`` up, ``load_headroom_down`` to verify a
-        scale-down), or 1 + the pool's recent token-rate swing when that is larger: a burst shorter than a pod
-        start-up is absorbed only by running pods, and a lull in an on/off load says nothing about the next one."""
-        if self.burst is None:
-            return 1.0 + base
-        series = state.prompt_tokens_burst if pool is Pool.PREFILL else state.output_tokens_burst
-        return 1.0 + max(base, series.excess)
+    def _update_surprise(
+        self, state: PolicyState, obs: Observation, now: Load, ahead: Load, spec: AutoscalerSpec
+    ) -> PolicyState:
+        """File this tick's sizing forecast per pool and fold in the pool's work now. Under a queue the measured
+        rates are throughput, so the work now adds the queue's growth (requests/s x their mean length)."""
+        if self.surprise is None:
+            return state
+        t = obs.time_s
+        horizon = spec.pod_startup_s + self.horizon_extra_s
+        prompt_growth = _growth_per_s(state.prefill, _finite(obs.signals.prefill.waiting_requests), t)
+        output_growth = _growth_per_s(state.decode, _finite(obs.signals.decode.waiting_requests), t)
+        prompt_now = now.request_rate_per_s * now.mean_prompt_tokens + prompt_growth * now.mean_prompt_tokens
+        output_now = now.request_rate_per_s * now.mean_output_tokens + output_growth * now.mean_output_tokens
+        prompt_ahead = ahead.request_rate_per_s * ahead.mean_prompt_tokens
+        output_ahead = ahead.request_rate_per_s * ahead.mean_output_tokens
+        return replace(
+            state,
+            prompt_tokens_surprise=fc.surprise_update(
+                self.surprise, state.prompt_tokens_surprise, t, prompt_now, prompt_ahead, horizon
+            ),
+            output_tokens_surprise=fc.surprise_update(
+                self.surprise, state.output_tokens_surprise, t, output_now, output_ahead, horizon
+            ),
+        )
+
+    def _headroom(self, pool: Pool, state: PolicyState, down: bool) -> tuple[float, str]:
+        """Load multiplier to size at (``down``: to verify a scale-down), and where it came from.
+
+        Adaptive: the quantile (``headroom_quantile_up``, ``headroom_quantile_down``) of how far this pool's work
+        overshot the forecast it was sized for within the start-up horizon (``forecast.SurpriseParams``), since
+        capacity ordered now arrives one horizon later and only what runs by then absorbs the overshoot; within
+        [floor, ``headroom_cap``], the scale-down one at least ``headroom_gap`` above the up one. A steady load
+        overshoots by its rate-window noise and pays little; a trending or on/off one pays what it showed.
+        Unmeasured workloads (and ``surprise=None``) use the fixed ``load_headroom``/``load_headroom_down``.
+        The recent swing (``burst``, when on) can only raise it."""
+        fixed = self.load_headroom_down if down else self.load_headroom
+        source = "fixed"
+        headroom = fixed
+        if self.surprise is not None:
+            series = state.prompt_tokens_surprise if pool is Pool.PREFILL else state.output_tokens_surprise
+            up = fc.surprise_quantile(self.surprise, series, self.headroom_quantile_up)
+            if up is not None:
+                up = min(self.headroom_cap, max(self.headroom_floor_up, up))
+                headroom, source = up, f"p{self.headroom_quantile_up * 100:g} overshoot"
+                if down:
+                    q_down = fc.surprise_quantile(self.surprise, series, self.headroom_quantile_down)
+                    assert q_down is not None
+                    headroom = min(
+                        self.headroom_cap, max(self.headroom_floor_down, q_down, up + self.headroom_gap)
+                    )
+                    source = f"p{self.headroom_quantile_down * 100:g} overshoot"
+        if self.burst is not None:
+            swing = (state.prompt_tokens_burst if pool is Pool.PREFILL else state.output_tokens_burst).excess
+            if swing > headroom:
+                headroom, source = swing, "recent swing"
+        return 1.0 + headroom, source
 
     def _rising(self, pool: Pool, state: PolicyState, spec: AutoscalerSpec) -> bool:
         """The pool's token rate (prompt for prefill, output for decode) trends up by more than
@@ -532,11 +610,8 @@ class PdscalePolicy:
         waiting_now = _finite(psig.waiting_requests)
         draining = waiting_now is not None and pst.waiting is not None and waiting_now < pst.waiting
         # Under saturation the measured rates are throughput, not demand; the queue's growth is the rest.
-        growth_per_s = 0.0
-        if waiting_now is not None and pst.waiting is not None and pst.waiting_time_s is not None:
-            dt = now_s - pst.waiting_time_s
-            if dt > 0:
-                growth_per_s = max(0.0, (waiting_now - pst.waiting) / dt)
+        growth_per_s = _growth_per_s(pst, waiting_now, now_s)
+        net_per_s = _growth_per_s(pst, waiting_now, now_s, signed=True)
         pst = replace(pst, waiting=waiting_now, waiting_time_s=now_s)
 
         # feedback: breach ratio (only when the percentile describes today's ready pods and the queue is not
@@ -585,32 +660,33 @@ class PdscalePolicy:
             )
 
         # feed-forward from the capacity model at the corrected, forecast load
-        # A backlog is demand the (throughput-limited) rates cannot show: it must drain within
-        # backlog_drain_s on top of the arrivals. Prefill: its queue; decode: requests waiting for a slot.
+        # Surge response: under a queue the measured rates are throughput, and the demand is that plus the queue's
+        # growth. What pods ordered now must also absorb is the backlog as it will be when they are ready (the
+        # queue now plus its net growth over a start-up; none if it drains by then), drained within
+        # backlog_drain_s: one order for the arrivals and the backlog, not one per tick as the rates catch up.
+        # Prefill: its queue; decode: requests waiting for a slot.
         load = load_ahead
         backlog = (
             (_finite(psig.waiting_requests) or 0.0)
             if pool is Pool.PREFILL
             else self._decode_backlog(obs) or 0.0
         )
-        headroom_up = self._headroom(pool, state, self.load_headroom)
+        headroom_up, _ = self._headroom(pool, state, down=False)
         need_plain = self.needed(
             pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
         )
         drain_s = self._drain_s(spec)
-        if backlog > 0:
-            load = Load(
-                load.request_rate_per_s + growth_per_s + backlog / drain_s,
-                load.mean_prompt_tokens,
-                load.mean_output_tokens,
-            )
-        need_up = self.needed(
-            pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
-        )
-        headroom_down = self._headroom(pool, state, self.load_headroom_down)
-        need_down = self.needed(
-            pool, load.scaled(pst.correction * headroom_down), slo.target_s * (1 - self.margin_down), spec
-        )
+        backlog_ready = max(0.0, backlog + net_per_s * spec.pod_startup_s) if backlog > 0 else 0.0
+        queue_rate = growth_per_s + backlog_ready / drain_s if backlog > 0 else 0.0
+
+        def sized(headroom: float) -> Load:
+            rate = (load.request_rate_per_s * headroom + queue_rate) * pst.correction
+            return Load(rate, load.mean_prompt_tokens, load.mean_output_tokens)
+
+        need_up = self.needed(pool, sized(headroom_up), slo.target_s * (1 - self.margin_up), spec)
+        headroom_down, headroom_down_source = self._headroom(pool, state, down=True)
+        need_down = self.needed(pool, sized(headroom_down), slo.target_s * (1 - self.margin_down), spec)
+        load = Load(load.request_rate_per_s + queue_rate, load.mean_prompt_tokens, load.mean_output_tokens)
         model_text = (
             f"model needs {need_up} at {load.request_rate_per_s:.1f} req/s "
             f"(prompt {load.mean_prompt_tokens:.0f} tok, output {load.mean_output_tokens:.0f} tok, "
@@ -630,12 +706,15 @@ class PdscalePolicy:
                 if pool is Pool.DECODE:
                     reason = Reason.KV_CACHE_PRESSURE
                     head = (
-                        f"{backlog:.0f} requests waiting for decode slots, growing {growth_per_s:.1f}/s "
-                        f"(drain in {drain_s:.0f}s)"
+                        f"{backlog:.0f} requests waiting for decode slots, growing {growth_per_s:.1f}/s, "
+                        f"{backlog_ready:.0f} when new pods are ready (drained in {drain_s:.0f}s)"
                     )
                 else:
                     reason = Reason.PREDICTED_LOAD_INCREASE
-                    head = f"{backlog:.0f} prompts queued, growing {growth_per_s:.1f}/s (drain in {drain_s:.0f}s)"
+                    head = (
+                        f"{backlog:.0f} prompts queued, growing {growth_per_s:.1f}/s, {backlog_ready:.0f} when "
+                        f"new pods are ready (drained in {drain_s:.0f}s)"
+                    )
             else:
                 reason, head = Reason.PREDICTED_LOAD_INCREASE, "load forecast over start-up horizon"
             proposed, msg = need, f"{head}; {model_text}"
@@ -652,8 +731,7 @@ class PdscalePolicy:
             # the proposal is the verified count itself: the spec's behavior (stabilization window, then its
             # rate policies) makes it gradual, and a rate-limited step must not enter the window's history
             proposed, reason = max(need_down, pspec.min_replicas), Reason.SCALE_DOWN
-            swing = " (recent swing)" if headroom_down > 1.0 + self.load_headroom_down else ""
-            verified_at = f"at +{headroom_down - 1.0:.0%} load{swing}"
+            verified_at = f"at +{headroom_down - 1.0:.0%} load ({headroom_down_source})"
             msg = (
                 f"{proposed} replicas keep predicted {metric} {pct} under "
                 f"{slo.target_s * (1 - self.margin_down):.3g}s {verified_at}; {model_text}"
@@ -766,6 +844,18 @@ def make_pdscale_policy(profile: LatencyProfile, spec: AutoscalerSpec, **params:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _growth_per_s(pst: PoolState, waiting_now: float | None, now_s: float, signed: bool = False) -> float:
+    """How fast the pool's queue grew since the last tick, requests/s (0 when unknown; when it shrank, 0 or,
+    ``signed``, the negative rate it drains at)."""
+    if waiting_now is None or pst.waiting is None or pst.waiting_time_s is None:
+        return 0.0
+    dt = now_s - pst.waiting_time_s
+    if dt <= 0:
+        return 0.0
+    rate = (waiting_now - pst.waiting) / dt
+    return rate if signed else max(0.0, rate)
 
 
 def _finite(v: float | None) -> float | None:
