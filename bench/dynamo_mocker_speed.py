@@ -39,8 +39,9 @@ def main() -> None:
     ap.add_argument("--block-tokens", type=int, default=MOONCAKE_BLOCK_TOKENS)
     args = ap.parse_args()
 
-    from autoscaler.profiles import load_profile
     from dynamo._core import run_mocker_trace_replay  # type: ignore[import-not-found]
+
+    from autoscaler.profiles import load_profile
 
     profile = load_profile(args.profile)
     t0, c0 = time.perf_counter(), time.process_time()

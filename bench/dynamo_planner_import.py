@@ -62,7 +62,7 @@ def install_missing_aisimulate_core() -> bool:
 
 if __name__ == "__main__":  # scripts/setup-dynamo-bench.sh checks the bench environment with this
     placeholder = install_missing_aisimulate_core()
-    import dynamo._core  # type: ignore[import-not-found]  # noqa: F401
+    import dynamo._core  # type: ignore[import-not-found]
     import dynamo.planner.offline.replay_adapter  # type: ignore[import-not-found]  # noqa: F401
 
     print(f"dynamo mocker and planner import ({'placeholder' if placeholder else 'real'} aisimulate_core)")

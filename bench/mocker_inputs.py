@@ -119,7 +119,7 @@ def timing_tables(
     itl = np.empty((kv_points, context_points))
     for i, k in enumerate(kv):
         for j, c in enumerate(ctx):
-            itl[i, j] = step.decode_step_s(max(1.0, k / c), k) * 1e3  # type: ignore[arg-type]
+            itl[i, j] = step.decode_step_s(max(1.0, k / c), k) * 1e3
     return TimingTables(isl, prefill_ms, kv, ctx, itl)
 
 
