@@ -49,7 +49,13 @@ if str(REPO_ROOT) not in sys.path:
 
 from autoscaler.core.latency import LatencyProfile  # noqa: E402
 from autoscaler.core.spec import AutoscalerSpec  # noqa: E402
-from bench.mocker_inputs import MooncakeTrace, engine_args, timing_tables, write_mooncake  # noqa: E402
+from bench.mocker_inputs import (  # noqa: E402
+    DEFAULT_MAX_MODEL_LEN,
+    MooncakeTrace,
+    engine_args,
+    timing_tables,
+    write_mooncake,
+)
 from bench.mocker_observation import (  # noqa: E402
     LATENCY_SIGNALS,
     FpmCache,
@@ -125,7 +131,9 @@ class Run:
     error: str | None = None
 
 
-def dynamo_planner(target: str, profile: LatencyProfile, spec: AutoscalerSpec, report_dir: Path) -> Any:
+def dynamo_planner(
+    target: str, profile: LatencyProfile, spec: AutoscalerSpec, report_dir: Path, max_model_len: int
+) -> Any:
     """Dynamo's planner as ``dynamo.replay`` builds it for planner-in-the-loop replay (``prepare_planner_replay``
     in ``dynamo/replay/planner.py``, which itself cannot be imported without aisimulate): the same
     ``PlannerConfig`` fields, engine capabilities derived from the same engine limits as ``_engine_caps``, advisory
@@ -162,7 +170,7 @@ def dynamo_planner(target: str, profile: LatencyProfile, spec: AutoscalerSpec, r
         num_gpu=gpus,
         max_num_batched_tokens=profile.max_num_batched_tokens,
         max_num_seqs=profile.max_num_seqs,
-        context_length=None,
+        context_length=max_model_len,
         max_kv_tokens=profile.kv_capacity_tokens,
     )
     return create_replay_planner_adapter(
@@ -267,7 +275,7 @@ def run_policy(
     if name.startswith(PLANNER_PREFIX):
         target = name[len(PLANNER_PREFIX):]
         try:
-            hook = dynamo_planner(target, profile, spec, work_dir / "planner_reports")
+            hook = dynamo_planner(target, profile, spec, work_dir / "planner_reports", args.max_model_len)
         except ImportError as exc:  # the AIS perf model (sla target) needs aisimulate_core
             return Run(name, False, error=f"Dynamo's planner raised at construction: {exc}")
     else:
@@ -276,7 +284,8 @@ def run_policy(
             latency_signal=args.latency_signal, kv_transfer_s_per_token=kv_s_per_token,
         )  # fmt: skip
     engine = {
-        role: engine_args(profile, role, timing_path, startup_s=args.startup_s, kv_link_gb_per_s=args.kv_link_gb_per_s)
+        role: engine_args(profile, role, timing_path, startup_s=args.startup_s,
+                          kv_link_gb_per_s=args.kv_link_gb_per_s, max_model_len=args.max_model_len)
         for role in ("prefill", "decode")
     }
     t0 = time.process_time()
@@ -354,10 +363,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="what stands for the TTFT/ITL percentiles the snapshot lacks")  # fmt: skip
     ap.add_argument("--router", choices=("kv_router", "round_robin"), default="kv_router")
     ap.add_argument("--kv-link-gb-per-s", type=float, default=64.0)
+    ap.add_argument("--max-model-len", type=int, default=DEFAULT_MAX_MODEL_LEN,
+                    help="the workers' context length (vLLM --max-model-len); Dynamo's prefill thresholds use it")
+    ap.add_argument("--combine", type=Path, nargs="+", metavar="RESULTS_JSON",
+                    help="print one table from results.json files of runs split by --policy, and exit")
     ap.add_argument("--initial", metavar="P,D", help="initial replicas (default: the warm start, see above)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--out", type=Path, help="keep the trace, timing table and results.json here")
     args = ap.parse_args(argv)
+    if args.combine:
+        payloads = [json.loads(p.read_text(encoding="utf-8")) for p in args.combine]
+        headers = {p["header"] for p in payloads}
+        if len(headers) != 1:
+            ap.error("--combine: the results differ in trace or settings:\n  " + "\n  ".join(sorted(headers)))
+        print(render_payloads(payloads))
+        return 0
 
     from autoscaler.profiles import load_profile
 
@@ -382,30 +402,40 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     trace = write_mooncake(workload, work / f"{label}.jsonl")
     timing_path = timing_tables(profile).save(work / f"{profile.name}.npz")
-    runs = []
-    for name in policies:
-        if not args.json:
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-        runs.append(run_policy(name, trace=trace, timing_path=timing_path, scenario=scenario, args=args,
-                               initial=initial, work_dir=work))  # fmt: skip
-    static = next((r for r in runs if r.policy == "static" and r.ran), None)
     header = (
         f"{label}: {len(workload)} requests over {workload.duration_s / 60:.0f} min in Dynamo's mocker (ai-dynamo "
         f"1.6.1, {args.router}), {profile.name} step times, start-up {args.startup_s:g} s, initial "
         f"{initial[0]}P/{initial[1]}D, TTFT p99 <= {args.ttft_p99:g} s, ITL p99 <= {args.itl_p99 * 1e3:g} ms, "
         f"latency signal: {args.latency_signal}"
     )
-    payload = {
-        "trace": label, "requests": len(workload), "initial": list(initial), "config": vars(args) | {
-            "trace": str(args.trace), "out": None if args.out is None else str(args.out)},
-        "runs": [{"policy": r.policy, "ran": r.ran, "error": r.error, **r.summary} for r in runs],
+    payload: dict[str, Any] = {
+        "header": header, "trace": label, "requests": len(workload), "initial": list(initial),
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "runs": [],
     }  # fmt: skip
-    (work / "results.json").write_text(json.dumps(payload, indent=1, default=float) + "\n", encoding="utf-8")
+    for name in policies:
+        if not args.json:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+        run = run_policy(name, trace=trace, timing_path=timing_path, scenario=scenario, args=args,
+                         initial=initial, work_dir=work)  # fmt: skip
+        payload["runs"].append({"policy": run.policy, "ran": run.ran, "error": run.error, **run.summary})
+        # written after every policy: a long run keeps what it finished
+        (work / "results.json").write_text(json.dumps(payload, indent=1, default=float) + "\n", encoding="utf-8")
     if args.json:
         print(json.dumps(payload, default=float))
     else:
-        print(render(runs, header, None if static is None else static.summary["gpu_hours"]))
+        print(render_payloads([payload]))
     return 0
+
+
+def render_payloads(payloads: list[dict[str, Any]]) -> str:
+    """One table from the ``results.json`` of one or more runs (same trace and settings, policies split)."""
+    runs = [
+        Run(r["policy"], r["ran"], {k: v for k, v in r.items() if k not in ("policy", "ran", "error")}, r["error"])
+        for p in payloads
+        for r in p["runs"]
+    ]
+    static = next((r for r in runs if r.policy == "static" and r.ran), None)
+    return render(runs, payloads[0]["header"], None if static is None else static.summary["gpu_hours"])
 
 
 if __name__ == "__main__":

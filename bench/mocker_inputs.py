@@ -33,6 +33,9 @@ from autoscaler.core.latency import LatencyProfile
 from sim.workload import Workload
 
 MOONCAKE_BLOCK_TOKENS = 512  # Mooncake's published traces hash 512-token blocks; the mocker's default too
+# vLLM --max-model-len of the deployment: a common cap for Llama-3.1-8B serving, above every Azure 2023 request
+# (longest: 14,050 prompt + 1,000 output tokens). The mocker's default is unset (None).
+DEFAULT_MAX_MODEL_LEN = 32768
 
 
 @dataclass(frozen=True)
@@ -131,11 +134,14 @@ def engine_args(
     startup_s: float | None = None,
     kv_link_gb_per_s: float = 64.0,
     block_tokens: int = 16,
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
 ) -> dict[str, object]:
     """The mocker's engine config for one pool (``role`` ``prefill`` or ``decode``), matched to pdscale's engine:
     the profile's step times (``timing_path``, from ``timing_tables``), chunk size, max sequences and KV capacity
     (``block_tokens``-token blocks, vLLM's default 16), no prefix cache, KV moved from prefill to decode at
-    ``kv_link_gb_per_s`` (pdscale's simulator: 64 GB/s plus 1 ms), pods ready ``startup_s`` after the order."""
+    ``kv_link_gb_per_s`` (pdscale's simulator: 64 GB/s plus 1 ms), pods ready ``startup_s`` after the order.
+    ``max_model_len`` (vLLM's ``--max-model-len``) is what a worker reports as its context length: Dynamo's
+    planner sizes its prefill thresholds by it (queued prompt tokens / context length)."""
     if role not in ("prefill", "decode"):
         raise ValueError(f"role must be 'prefill' or 'decode', got {role!r}")
     engine: dict[str, object] = {
@@ -146,6 +152,7 @@ def engine_args(
         "num_gpu_blocks": profile.kv_capacity_tokens // block_tokens,
         "max_num_seqs": profile.max_num_seqs,
         "max_num_batched_tokens": profile.max_num_batched_tokens,
+        "max_model_len": max_model_len,
         "kv_transfer_bytes_per_token": profile.kv_bytes_per_token,
         "kv_transfer_bandwidth": kv_link_gb_per_s,
         "timing_model": {"type": "external", "provider": "dynamo_profile", "config": {"path": str(timing_path)}},
