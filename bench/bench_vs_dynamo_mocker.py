@@ -63,7 +63,7 @@ from bench.mocker_observation import (  # noqa: E402
     TrafficWindow,
     observation_from_snapshot,
 )
-from sim.bench import BenchConfig, base_scenario, load_workloads  # noqa: E402
+from sim.bench import BenchConfig, BenchError, base_scenario, load_workloads  # noqa: E402
 from sim.scenario import Scenario  # noqa: E402
 
 DEFAULT_TRACE = REPO_ROOT.parent / "shared" / "traces" / "azure_llm_2023_conv.csv"
@@ -321,7 +321,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 def render(runs: list[Run], header: str, static_gpu_h: float | None) -> str:
     cols = ("policy", "window compliance", "request SLO", "worst TTFT p99 s", "worst ITL p99 ms", "GPU-h",
-            "÷ static", "scale events")  # fmt: skip
+            "÷ static start", "scale events")  # fmt: skip
     rows = []
     for run in runs:
         s = run.summary
@@ -390,11 +390,16 @@ def main(argv: list[str] | None = None) -> int:
         ttft_p99_s=args.ttft_p99, itl_p99_s=args.itl_p99, startups_s=(args.startup_s,), seed=args.seed,
         max_replicas=args.max_replicas,
     )  # fmt: skip
-    profile = load_profile(args.profile)
-    label, workload = load_workloads(cfg)[0]
+    try:
+        profile = load_profile(args.profile)
+        label, workload = load_workloads(cfg)[0]
+    except (BenchError, KeyError, ValueError, OSError) as exc:
+        ap.error(str(exc))
     scenario = base_scenario(cfg, workload, profile, args.startup_s)
     if args.initial:
         p_text, _, d_text = args.initial.partition(",")
+        if not (p_text.isdigit() and d_text.isdigit() and int(p_text) >= 1 and int(d_text) >= 1):
+            ap.error(f"--initial: expected P,D with P, D >= 1, got {args.initial!r}")
         initial = (int(p_text), int(d_text))
     else:
         initial = initial_allocation(scenario, args.startup_s, scenario.window_s)
