@@ -622,7 +622,7 @@ def render(result: BenchResult, console: Any) -> None:
 
     cfg = result.config
     for tr in result.traces:
-        role = f" [{tr.role}]" if tr.role else ""
+        role = f" ({tr.role})" if tr.role else ""
         title = (
             f"{tr.label}{role}: {tr.requests} requests over {tr.duration_s / 60:.0f} min, {cfg.profile}, "
             f"TTFT p99 ≤ {tr.ttft_p99_s:g} s, ITL p99 ≤ {tr.itl_p99_s * 1e3:g} ms"
