@@ -333,7 +333,7 @@ def test_metrics_fallback_after_outage() -> None:
 
 def test_state_round_trips_through_json() -> None:
     *_, state = run(CASES["scale-down-rate-limited-by-behavior"])
-    assert state.prefill.behavior.scale_events and state.prompt_tokens_burst.samples
+    assert state.prefill.behavior.scale_events and state.prompt_tokens_surprise.pending
     again = PolicyState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert again == state
 
@@ -366,14 +366,37 @@ def _on_off(policy: PdscalePolicy, minutes: int, replicas: int) -> int:
 
 
 def test_a_lull_in_a_bursty_load_keeps_capacity_for_the_next_burst() -> None:
-    """After on/off bursts of 3x, the lull's small load does not release the replicas the bursts need; the
-    same lull without the burst memory does."""
+    """After on/off bursts of 3x, the lull's small load does not release the replicas the bursts need: the
+    forecasts filed in lulls were overshot by the next burst, so the adaptive headroom is large; the same lull
+    with the fixed headroom (``surprise=None``) releases them."""
     big_need = prefill_replicas_needed(PROFILE, LOAD.scaled(3.3), 0.85, 0.99, 64)
-    with_memory = _on_off(POLICY, 12, big_need)
-    without = _on_off(replace(POLICY, burst=None), 12, big_need)
-    assert without < with_memory
-    # a 1x lull after bursts of up to 3x: capacity for twice the lull's load (the excess is capped at 1.0)
-    assert with_memory >= prefill_replicas_needed(PROFILE, LOAD.scaled(2.0), 0.65, 0.99, 64)
+    adaptive = _on_off(POLICY, 16, big_need)
+    fixed = _on_off(replace(POLICY, surprise=None), 16, big_need)
+    assert fixed < adaptive
+    # a 1x lull after bursts of 3x: verified at the capped headroom, 1 + headroom_cap times the lull's load
+    cap = 1.0 + POLICY.headroom_cap
+    assert adaptive >= prefill_replicas_needed(PROFILE, LOAD.scaled(cap), 0.65, 0.99, 64)
+
+
+def _steady(policy: PdscalePolicy, minutes: int, noise: float) -> tuple[float, float]:
+    """Prefill (up, down) headroom after ``minutes`` of a load alternating +-``noise`` around LOAD each tick."""
+    state = policy.initial_state(SPEC)
+    for i in range(4 * minutes):
+        t = 15.0 * i
+        load = Load(LOAD.request_rate_per_s * (1 + (noise if i % 2 else -noise)), 1000.0, 200.0)
+        _, state = policy.decide(obs(t, sig(t, load, ttft=0.3), p=(P_NEED, D_NEED)), state, SPEC)
+    return policy._headroom(Pool.PREFILL, state, down=False)[0], policy._headroom(Pool.PREFILL, state, down=True)[0]
+
+
+def test_headroom_follows_the_measured_overshoot() -> None:
+    """Unmeasured: the fixed headroom. A steady load pays its noise (floors apply); a noisier one pays more."""
+    assert _steady(POLICY, 5, 0.02) == (1.0 + POLICY.load_headroom, 1.0 + POLICY.load_headroom_down)
+    quiet_up, quiet_down = _steady(POLICY, 40, 0.01)
+    assert quiet_up == pytest.approx(1.0 + POLICY.headroom_floor_up)
+    assert quiet_down == pytest.approx(1.0 + max(POLICY.headroom_floor_down, POLICY.headroom_floor_up
+                                                 + POLICY.headroom_gap))  # fmt: skip
+    noisy_up, noisy_down = _steady(POLICY, 40, 0.1)
+    assert 1.1 <= noisy_up <= 1.25 and noisy_down >= noisy_up + POLICY.headroom_gap
 
 
 def test_correction_rises_when_model_underpredicts() -> None:
