@@ -5,7 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports pytest prometheus clean
+VERSION := $(shell sed -n 's/^version = //p' setup.cfg)
+IMAGE ?= pdscale:$(VERSION)
+
+.PHONY: demo test lint typecheck imports pytest prometheus kubectl image clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +18,14 @@ $(STAMP): setup.cfg pyproject.toml
 
 prometheus:
 	./scripts/ensure-prometheus.sh
+
+kubectl:
+	./scripts/ensure-kubectl.sh
+
+# The controller image (Dockerfile: controller dependencies only, non-root, read-only root filesystem).
+# `make image IMAGE=registry.example.com/pdscale:0.1.0`, then push it and set it in manifests/base.
+image:
+	docker build -t $(IMAGE) .
 
 demo: $(STAMP)
 	$(BIN)/pdscale demo
@@ -28,7 +39,7 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP) prometheus
+pytest: $(STAMP) prometheus kubectl
 	$(BIN)/pytest
 
 test: lint typecheck imports pytest

@@ -50,6 +50,10 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+# what `pip install 'pdscale[sim]'` adds (setup.cfg); a command that needs one says so instead of a traceback
+SIM_PACKAGES = frozenset({"numpy", "scipy", "rich", "matplotlib"})
+
+
 def command_in(argv: Sequence[str]) -> str | None:
     """The subcommand ``argv`` invokes: its first word that is not an option (the top-level options take no
     values). None when there is none or it is not a known command (argparse then reports it)."""
@@ -100,6 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in SIM_PACKAGES:
+            raise
+        print(f"pdscale {args.command}: needs {exc.name}, which the simulator extra brings: "
+              "pip install 'pdscale[sim]' (the controller image has only what pdscale run needs)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1062,6 +1062,14 @@ def _connection_reason(exc: requests.exceptions.ConnectionError) -> str:
     text = str(exc)
     lowered = text.lower()
     for needle, reason in (
+        ("certificate verify failed", "TLS: server certificate not trusted (--prometheus-ca-file names the CA "
+         "that signed it)"),
+        ("certificate required", "TLS: the server requires a client certificate (--prometheus-cert-file)"),
+        ("bad certificate", "TLS: the server rejected the client certificate"),
+        ("eof occurred in violation of protocol", "TLS: the server closed the handshake (does it require a "
+         "client certificate? --prometheus-cert-file)"),
+        ("unknown ca", "TLS: the server does not trust the client certificate's CA"),
+        ("wrong version number", "TLS: the server does not speak TLS (an http:// URL?)"),
         ("connection refused", "connection refused"),
         ("name or service not known", "host not found"),
         ("nodename nor servname", "host not found"),

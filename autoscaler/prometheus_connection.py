@@ -98,7 +98,16 @@ class PrometheusConnection:
         import requests
         import requests.adapters
 
-        session = requests.Session()
+        class _Session(requests.Session):
+            """TLS settings passed with each request: requests lets $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE
+            override a session's ``verify`` (psf/requests#3829), which would drop --prometheus-ca-file."""
+
+            def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+                kwargs.setdefault("verify", self.verify)
+                kwargs.setdefault("cert", self.cert)
+                return super().request(method, url, *args, **kwargs)
+
+        session = _Session()
         adapter = requests.adapters.HTTPAdapter(max_retries=0)
         session.mount("http://", adapter)
         session.mount("https://", adapter)

@@ -158,3 +158,26 @@ def test_rate_scale_defaults_agree_between_bench_and_plan(argv: list[str], expec
     traces = getattr(args, "traces", None) or ([args.trace] if getattr(args, "trace", None) else [])
     generators = args.generator if isinstance(args.generator, list) else ([args.generator] if args.generator else [])
     assert default_rate_scale(args.rate_scale, traces, generators) == expected
+
+
+def test_a_missing_simulator_package_names_the_extra(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import sim.demo
+
+    def needs_numpy(args: argparse.Namespace) -> int:
+        raise ModuleNotFoundError("No module named 'numpy'", name="numpy")
+
+    monkeypatch.setattr(sim.demo, "demo_command", needs_numpy)
+    assert main(["demo", "--no-live"]) == 2
+    assert "pip install 'pdscale[sim]'" in capsys.readouterr().err
+
+
+def test_other_missing_modules_are_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sim.demo
+
+    def broken(args: argparse.Namespace) -> int:
+        raise ModuleNotFoundError("No module named 'nothere'", name="nothere")
+
+    monkeypatch.setattr(sim.demo, "demo_command", broken)
+    with pytest.raises(ModuleNotFoundError):
+        main(["demo", "--no-live"])
