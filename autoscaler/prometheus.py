@@ -461,56 +461,78 @@ def build_query(
             f"build_query: values for {sorted(label_values)} but key has {list(key.label_names)}"
         )
 
-    esc = profile.accept_escaped_names
     if key.kind in FRONTEND_KINDS:
         rename = profile.frontend_label
         sel = ",".join(_matchers(label_values, rename))
         by = ", ".join(rename(n) for n in key.label_names)
-        if key.kind == FE_TTFT_Q:
-            assert profile.frontend_ttft_histogram is not None and key.quantile is not None
-            return _quantile(key.quantile, profile.frontend_ttft_histogram, sel, by, w, esc)
-        if key.kind == FE_ITL_Q:
-            assert profile.frontend_itl_histogram is not None and key.quantile is not None
-            return _quantile(key.quantile, profile.frontend_itl_histogram, sel, by, w, esc)
-        if key.kind == FE_TTFT_MEAN:
+    else:
+        pools = label_matcher(profile.pool_label, (profile.prefill_value, profile.decode_value))
+        sel = ",".join([*_matchers(label_values), pools])
+        by = ", ".join([*key.label_names, profile.pool_label])
+    return _expression(key.kind, profile, sel, by, key.window_s, key.quantile)
+
+
+def aggregate_query(
+    kind: str, profile: MetricProfile, by: Sequence[str], window_s: float, quantile: float | None = None
+) -> str:
+    """Query ``kind`` over every deployment at once, grouped by ``by`` (frontend label names are mapped as for
+    an autoscaler) plus, for worker kinds, the pool label: the expression the controller evaluates for one
+    autoscaler, without its selector. The monitoring overlay's recording rules are built from it, so the
+    dashboards show what the controller decides on."""
+    for name in by:
+        validate_label_name(name, "aggregate_query: by")
+    if kind in FRONTEND_KINDS:
+        return _expression(kind, profile, "", ", ".join(profile.frontend_label(n) for n in by), window_s, quantile)
+    pools = label_matcher(profile.pool_label, (profile.prefill_value, profile.decode_value))
+    return _expression(kind, profile, pools, ", ".join([*by, profile.pool_label]), window_s, quantile)
+
+
+def _expression(
+    kind: str, profile: MetricProfile, sel: str, by: str, window_s: float, quantile: float | None
+) -> str:
+    """The PromQL of a built-in query ``kind`` for matcher list ``sel`` grouped by ``by``."""
+    w = promql_duration(window_s)
+    esc = profile.accept_escaped_names
+    if kind in FRONTEND_KINDS:
+        if kind == FE_TTFT_Q:
+            assert profile.frontend_ttft_histogram is not None and quantile is not None
+            return _quantile(quantile, profile.frontend_ttft_histogram, sel, by, w, esc)
+        if kind == FE_ITL_Q:
+            assert profile.frontend_itl_histogram is not None and quantile is not None
+            return _quantile(quantile, profile.frontend_itl_histogram, sel, by, w, esc)
+        if kind == FE_TTFT_MEAN:
             assert profile.frontend_ttft_histogram is not None
             return _mean(profile.frontend_ttft_histogram, sel, by, w, esc)
-        if key.kind == FE_ITL_MEAN:
+        if kind == FE_ITL_MEAN:
             assert profile.frontend_itl_histogram is not None
             return _mean(profile.frontend_itl_histogram, sel, by, w, esc)
-        if key.kind == FE_REQUESTS:
+        if kind == FE_REQUESTS:
             assert profile.frontend_requests_counter is not None
             return _rate(profile.frontend_requests_counter, sel, by, w, esc)
-        raise AssertionError(key.kind)
-
-    pools = label_matcher(profile.pool_label, (profile.prefill_value, profile.decode_value))
-    sel = ",".join([*_matchers(label_values), pools])
-    by = ", ".join([*key.label_names, profile.pool_label])
-    if key.kind == W_TTFT_Q:
-        assert key.quantile is not None
-        return _quantile(key.quantile, profile.ttft_histogram, sel, by, w, esc)
-    if key.kind == W_ITL_Q:
-        assert key.quantile is not None
-        return _quantile(key.quantile, profile.itl_histogram, sel, by, w, esc)
-    if key.kind == W_TTFT_MEAN:
+        raise AssertionError(kind)
+    if kind == W_TTFT_Q:
+        assert quantile is not None
+        return _quantile(quantile, profile.ttft_histogram, sel, by, w, esc)
+    if kind == W_ITL_Q:
+        assert quantile is not None
+        return _quantile(quantile, profile.itl_histogram, sel, by, w, esc)
+    if kind == W_TTFT_MEAN:
         return _mean(profile.ttft_histogram, sel, by, w, esc)
-    if key.kind == W_ITL_MEAN:
+    if kind == W_ITL_MEAN:
         return _mean(profile.itl_histogram, sel, by, w, esc)
-    if key.kind == W_REQUESTS:
+    if kind == W_REQUESTS:
         return _rate(profile.requests_counter, sel, by, w, esc)
-    if key.kind == W_PROMPT:
+    if kind == W_PROMPT:
         return _rate(profile.prompt_tokens_counter, sel, by, w, esc)
-    if key.kind == W_OUTPUT:
+    if kind == W_OUTPUT:
         return _rate(profile.output_tokens_counter, sel, by, w, esc)
-    if key.kind == W_WAITING:
-        return _gauge("sum", profile.waiting_gauge, sel, by, key.window_s, esc)
-    if key.kind == W_RUNNING:
-        return _gauge("sum", profile.running_gauge, sel, by, key.window_s, esc)
-    if key.kind == W_KV:
-        return " or ".join(
-            _gauge("avg", name, sel, by, key.window_s, esc) for name in profile.kv_usage_gauges
-        )
-    raise ValueError(f"build_query: unknown query kind {key.kind!r}")
+    if kind == W_WAITING:
+        return _gauge("sum", profile.waiting_gauge, sel, by, window_s, esc)
+    if kind == W_RUNNING:
+        return _gauge("sum", profile.running_gauge, sel, by, window_s, esc)
+    if kind == W_KV:
+        return " or ".join(_gauge("avg", name, sel, by, window_s, esc) for name in profile.kv_usage_gauges)
+    raise ValueError(f"unknown query kind {kind!r}")
 
 
 def series_selector(metric: str, sel: str, *, escaped_variant: bool = False) -> str:

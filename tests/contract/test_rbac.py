@@ -1,0 +1,219 @@
+"""RBAC from evidence: ``pdscale run`` (a subprocess, as deployed: ``--all-namespaces``, the Lease in
+pdscale-system) goes through representative scenarios against the Kubernetes emulator and a real Prometheus;
+every API request it makes is recorded by the emulator and turned into RBAC attributes
+(tests/helpers/rbac.py). The test fails when manifests/base grants the controller's ServiceAccount less than it
+used (a real API server would answer 403) or more than it needs (a grant no scenario exercised).
+
+Scenarios: scale-up of Deployments; scale-down of a Deployment with pod-deletion-cost marks; a StatefulSet and
+a LeaderWorkerSet target; an invalid spec (status + event); leader election (create, renew, release)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from autoscaler.kube import DELETION_COST
+from tests.e2e.conftest import SCRAPE_S, WINDOW_S, loads
+from tests.helpers.kube_emulator import CR, KubeEmulator
+from tests.helpers.processes import ProcessRunner
+from tests.helpers.prometheus import PrometheusServer, prometheus_binary
+from tests.helpers.rbac import Grants, RequestAttributes, request_attributes
+from tests.helpers.vllm_exporter import ExportedFrontend, ExportedPod, Load, VllmExporter
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE, SERVICE_ACCOUNT = "pdscale-system", "pdscale-controller"
+
+
+def kustomize(folder: str) -> list[dict[str, Any]]:
+    proc = subprocess.run(["kubectl", "kustomize", str(ROOT / folder)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def controller_args() -> list[str]:
+    deploy = next(d for d in kustomize("manifests/base") if d["kind"] == "Deployment")
+    return list(deploy["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+@dataclass
+class World:
+    kube: KubeEmulator
+    exporter: VllmExporter
+    prometheus: PrometheusServer
+    kubeconfig: Path
+
+    def autoscaler(self, ns: str, prefill: tuple[str, str, str], decode: tuple[str, str, str],
+                   **spec: Any) -> None:
+        def pool(ref: tuple[str, str, str]) -> dict[str, Any]:
+            return {"scaleTargetRef": dict(zip(("apiVersion", "kind", "name"), ref, strict=True)),
+                    "minReplicas": 1, "maxReplicas": 8}
+
+        body = {"prefill": pool(prefill), "decode": pool(decode), "podStartupSeconds": 5,
+                "slo": {"ttft": {"percentile": 0.99, "targetSeconds": 1.0},
+                        "itl": {"percentile": 0.99, "targetSeconds": 0.05}},
+                "metrics": {"selector": {"matchLabels": {"model_name": f"m-{ns}", "namespace": ns}},
+                            "windowSeconds": WINDOW_S}, **spec}
+        self.kube.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
+                           "metadata": {"name": "llm", "namespace": ns}, "spec": body})
+
+    def series(self, ns: str, ttft_s: float, itl_s: float, pods: int = 2, decode_running: float = 30.0) -> None:
+        p, d, fe = loads(ttft_s, itl_s)
+        for i in range(pods):
+            self.exporter.add_pod(ExportedPod(name=f"{ns}-p{i}", role="prefill", model_name=f"m-{ns}",
+                                              namespace=ns, load=p))
+            self.exporter.add_pod(ExportedPod(name=f"{ns}-d{i}", role="decode", model_name=f"m-{ns}", namespace=ns,
+                                              load=Load(**{**d.__dict__, "running": decode_running + i})))
+        self.exporter.add_frontend(ExportedFrontend(name=f"{ns}-proxy", model_name=f"m-{ns}", namespace=ns,
+                                                    load=fe))
+
+    def run_once(self, *extra: str) -> dict[str, Any]:
+        args = [a for a in controller_args() if not a.startswith(("--tick-s", "--metrics-port"))]
+        proc = subprocess.run(
+            [sys.executable, "-m", "autoscaler.cli", *args, "--once", "--json", "--kubeconfig", str(self.kubeconfig),
+             "--prometheus-url", self.prometheus.url, "--lease-namespace", NAMESPACE, "--identity", "rbac-test",
+             "--kube-timeout-s", "2", "--prometheus-timeout-s", "2", *extra],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )
+        assert proc.stdout.strip(), proc.stderr
+        return {r["autoscaler"]: r for r in json.loads(proc.stdout)["autoscalers"]}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    try:
+        prometheus_binary()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    base = tmp_path_factory.mktemp("rbac")
+    runner = ProcessRunner(base / "proc-logs")
+    with KubeEmulator() as kube, VllmExporter() as exporter:
+        prometheus = PrometheusServer(runner, base / "prometheus", static_targets={"vllm": [exporter.target]},
+                                      scrape_interval_s=SCRAPE_S)
+        try:
+            prometheus.start()
+            yield World(kube, exporter, prometheus, kube.kubeconfig(base / "kubeconfig"))
+        finally:
+            runner.stop_all()
+
+
+@pytest.fixture(scope="module")
+def calls(world: World) -> list[RequestAttributes]:
+    """Every API request of every scenario, as RBAC attributes (the scenarios' own outcomes are checked, so a
+    scenario that silently did nothing cannot pass)."""
+    kube = world.kube
+    # Deployments scaled up (TTFT 2.5 s against 1 s)
+    world.series("rb-up", ttft_s=2.5, itl_s=0.03)
+    for name in ("prefill", "decode"):
+        kube.add_deployment("rb-up", name, 2)
+    world.autoscaler("rb-up", ("apps/v1", "Deployment", "prefill"), ("apps/v1", "Deployment", "decode"))
+    # a Deployment scaled down, its least-busy pods marked with pod-deletion-cost first
+    world.series("rb-down", ttft_s=0.05, itl_s=0.005, pods=6, decode_running=0.0)
+    kube.add_deployment("rb-down", "prefill", 1)
+    kube.add_deployment("rb-down", "decode", 6)
+    for i in range(6):
+        kube.add_pod("rb-down", f"rb-down-d{i}", {"app": "decode"})
+    world.autoscaler("rb-down", ("apps/v1", "Deployment", "prefill"), ("apps/v1", "Deployment", "decode"),
+                     behavior={"scaleDown": {"stabilizationWindowSeconds": 0,
+                                             "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}})
+    # StatefulSet and LeaderWorkerSet targets (TTFT and ITL both breached)
+    world.series("rb-sts", ttft_s=2.5, itl_s=0.2)
+    kube.add_deployment("rb-sts", "prefill", 2, kind="StatefulSet")
+    kube.add_deployment("rb-sts", "decode", 2, kind="LeaderWorkerSet")
+    world.autoscaler("rb-sts", ("apps/v1", "StatefulSet", "prefill"),
+                     ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "decode"))
+    # an invalid object: a status condition and an InvalidSpec event
+    kube.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
+                  "metadata": {"name": "broken", "namespace": "rb-bad"},
+                  "spec": {"prefill": {"minReplicas": 5, "maxReplicas": 2}}})
+    world.prometheus.wait_for_scrapes("vllm", 4, timeout_s=30)
+
+    start = len(kube.request_log())
+    first = world.run_once()  # creates the Lease, releases it on exit
+    second = world.run_once()  # the Lease exists: get and update
+    log = kube.request_log()[start:]
+
+    def replicas(resource: str, ns: str, name: str) -> int:
+        obj = kube.get(resource, ns, name)
+        assert obj is not None
+        return int(obj["spec"]["replicas"])
+
+    assert replicas("apps/v1/deployments", "rb-up", "prefill") > 2, first["rb-up/llm"]
+    assert replicas("apps/v1/deployments", "rb-down", "decode") < 6, (first["rb-down/llm"], second["rb-down/llm"])
+    marked = [p for p in kube.list("v1/pods", "rb-down") if DELETION_COST in (p["metadata"].get("annotations") or {})]
+    assert marked, "no pod got a pod-deletion-cost"
+    assert replicas("apps/v1/statefulsets", "rb-sts", "prefill") > 2, first["rb-sts/llm"]
+    assert replicas("leaderworkerset.x-k8s.io/v1/leaderworkersets", "rb-sts", "decode") > 2, first["rb-sts/llm"]
+    assert not first["rb-bad/broken"]["valid"]
+    lease = kube.get("coordination.k8s.io/v1/leases", NAMESPACE, "pdscale-controller")
+    assert lease is not None and lease["spec"].get("leaseTransitions", 0) >= 1
+    return [request_attributes(m, p, q) for m, p, q in log]
+
+
+@pytest.fixture(scope="module")
+def grants() -> Grants:
+    return Grants(kustomize("manifests/base"), NAMESPACE, SERVICE_ACCOUNT)
+
+
+def _describe(a: RequestAttributes) -> str:
+    where = f" in {a.namespace}" if a.namespace else " (cluster-wide)"
+    return f"{a.verb} {a.group or 'core'}/{a.full_resource}{where} ({a.path})"
+
+
+def test_manifests_grant_every_call_the_controller_makes(calls: list[RequestAttributes], grants: Grants) -> None:
+    denied = sorted({_describe(a) for a in calls if not grants.allows(a)})
+    assert denied == [], "a real API server would answer 403 to:\n" + "\n".join(denied)
+
+
+def test_manifests_grant_nothing_the_controller_does_not_use(calls: list[RequestAttributes], grants: Grants) -> None:
+    unused = grants.unused(calls)
+    assert unused == [], "granted but never used:\n" + "\n".join(f"{s}: {v} {g or 'core'}/{r}" for s, g, r, v in unused)
+
+
+def test_the_evidence_covers_each_kind_of_call(calls: list[RequestAttributes]) -> None:
+    """The scenarios really exercise what RBAC is about (so an empty log cannot pass the two tests above)."""
+    used = {(a.group, a.full_resource, a.verb) for a in calls if a.is_resource}
+    for needed in [("pdscale.io", "disaggregatedautoscalers", "list"),
+                   ("pdscale.io", "disaggregatedautoscalers/status", "patch"),
+                   ("apps", "deployments", "list"), ("apps", "deployments/scale", "patch"),
+                   ("apps", "statefulsets/scale", "patch"),
+                   ("leaderworkerset.x-k8s.io", "leaderworkersets/scale", "patch"),
+                   ("", "pods", "patch"), ("", "events", "create"),
+                   ("coordination.k8s.io", "leases", "create"), ("coordination.k8s.io", "leases", "update")]:
+        assert needed in used, needed
+
+
+def test_the_check_catches_a_missing_grant(calls: list[RequestAttributes]) -> None:
+    docs = kustomize("manifests/base")
+    for doc in docs:
+        if doc["kind"] == "ClusterRole" and doc["metadata"]["name"] == "pdscale-controller":
+            doc["rules"] = [r for r in doc["rules"] if "deployments/scale" not in r["resources"]]
+    thinner = Grants(docs, NAMESPACE, SERVICE_ACCOUNT)
+    assert any(not thinner.allows(a) for a in calls)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "expected"),
+    [
+        ("GET", "/apis/apps/v1/namespaces/a/deployments", "", ("list", "apps", "deployments", "", "a", "")),
+        ("GET", "/apis/apps/v1/namespaces/a/deployments", "watch=true", ("watch", "apps", "deployments", "", "a", "")),
+        ("GET", "/apis/apps/v1/namespaces/a/deployments/x/scale", "", ("get", "apps", "deployments", "scale", "a", "x")),
+        ("PATCH", "/apis/pdscale.io/v1alpha1/namespaces/a/disaggregatedautoscalers/x/status", "",
+         ("patch", "pdscale.io", "disaggregatedautoscalers", "status", "a", "x")),
+        ("GET", "/apis/pdscale.io/v1alpha1/disaggregatedautoscalers", "",
+         ("list", "pdscale.io", "disaggregatedautoscalers", "", "", "")),
+        ("POST", "/api/v1/namespaces/a/events", "", ("create", "", "events", "", "a", "")),
+        ("PUT", "/apis/coordination.k8s.io/v1/namespaces/s/leases/l", "", ("update", "coordination.k8s.io", "leases", "", "s", "l")),
+        ("GET", "/apis/leaderworkerset.x-k8s.io/v1", "", ("get", "", "", "", "", "")),
+    ],
+)  # fmt: skip
+def test_request_attributes(method: str, path: str, query: str, expected: tuple[str, ...]) -> None:
+    a = request_attributes(method, path, query)
+    assert (a.verb, a.group, a.resource, a.subresource, a.namespace, a.name) == expected
