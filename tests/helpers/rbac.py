@@ -64,11 +64,9 @@ def request_attributes(method: str, path: str, query: str = "") -> RequestAttrib
     name = rest[1] if len(rest) >= 2 else ""
     subresource = rest[2] if len(rest) >= 3 else ""
     method = method.upper()
+    watching = params.get("watch", [""])[0] in ("true", "1")
     if method == "GET":
-        if name:
-            verb = "get"
-        else:
-            verb = "watch" if params.get("watch", [""])[0] in ("true", "1") else "list"
+        verb = "get" if name else ("watch" if watching else "list")
     elif method == "DELETE":
         verb = "delete" if name else "deletecollection"
     else:
