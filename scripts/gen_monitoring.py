@@ -80,7 +80,7 @@ def alerts() -> list[dict[str, Any]]:
             f"(time() - max(pdscale_last_successful_tick_timestamp_seconds) > {NOT_TICKING_S})"
             " or absent(pdscale_last_successful_tick_timestamp_seconds)",
             "1m", "critical",
-            "pdscale has not completed a tick for {{ $value | humanizeDuration }}",
+            f"pdscale has not completed a tick for more than {NOT_TICKING_S} s",
             "No pdscale controller replica finished a tick in the last "
             f"{NOT_TICKING_S} s (or none is scraped): nothing is being scaled. Check the controller's logs, "
             "its access to the API server and to Prometheus (kubectl -n pdscale-system logs deploy/pdscale-controller).",
@@ -106,8 +106,8 @@ def alerts() -> list[dict[str, Any]]:
             'sum(increase(pdscale_errors_total{kind="scale"}[10m])) > 0',
             "0m", "warning",
             "pdscale could not write replicas to a scale target",
-            "Writes to /scale failed in the last 10 minutes ({{ $value }}). `kubectl describe pdas -A` shows "
-            "the FailedRescale events with the API error (RBAC, a missing target, conflicts).",
+            "Writes to /scale failed in the last 10 minutes. `kubectl describe pdas -A` shows the FailedRescale "
+            "events with the API error (RBAC, a missing target, conflicts).",
         ),
         _alert(
             "PdscaleSLOBreached",

@@ -21,12 +21,13 @@ import pytest
 import yaml
 
 from autoscaler.kube import DELETION_COST
-from tests.e2e.conftest import SCRAPE_S, WINDOW_S, loads
+from tests.e2e.conftest import SCRAPE_S
 from tests.helpers.kube_emulator import CR, KubeEmulator
+from tests.helpers.live import DEPLOYMENT, export_model, put_autoscaler
 from tests.helpers.processes import ProcessRunner
 from tests.helpers.prometheus import PrometheusServer, prometheus_binary
 from tests.helpers.rbac import Grants, RequestAttributes, request_attributes
-from tests.helpers.vllm_exporter import ExportedFrontend, ExportedPod, Load, VllmExporter
+from tests.helpers.vllm_exporter import VllmExporter
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE, SERVICE_ACCOUNT = "pdscale-system", "pdscale-controller"
@@ -49,30 +50,6 @@ class World:
     exporter: VllmExporter
     prometheus: PrometheusServer
     kubeconfig: Path
-
-    def autoscaler(self, ns: str, prefill: tuple[str, str, str], decode: tuple[str, str, str],
-                   **spec: Any) -> None:
-        def pool(ref: tuple[str, str, str]) -> dict[str, Any]:
-            return {"scaleTargetRef": dict(zip(("apiVersion", "kind", "name"), ref, strict=True)),
-                    "minReplicas": 1, "maxReplicas": 8}
-
-        body = {"prefill": pool(prefill), "decode": pool(decode), "podStartupSeconds": 5,
-                "slo": {"ttft": {"percentile": 0.99, "targetSeconds": 1.0},
-                        "itl": {"percentile": 0.99, "targetSeconds": 0.05}},
-                "metrics": {"selector": {"matchLabels": {"model_name": f"m-{ns}", "namespace": ns}},
-                            "windowSeconds": WINDOW_S}, **spec}
-        self.kube.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
-                           "metadata": {"name": "llm", "namespace": ns}, "spec": body})
-
-    def series(self, ns: str, ttft_s: float, itl_s: float, pods: int = 2, decode_running: float = 30.0) -> None:
-        p, d, fe = loads(ttft_s, itl_s)
-        for i in range(pods):
-            self.exporter.add_pod(ExportedPod(name=f"{ns}-p{i}", role="prefill", model_name=f"m-{ns}",
-                                              namespace=ns, load=p))
-            self.exporter.add_pod(ExportedPod(name=f"{ns}-d{i}", role="decode", model_name=f"m-{ns}", namespace=ns,
-                                              load=Load(**{**d.__dict__, "running": decode_running + i})))
-        self.exporter.add_frontend(ExportedFrontend(name=f"{ns}-proxy", model_name=f"m-{ns}", namespace=ns,
-                                                    load=fe))
 
     def run_once(self, *extra: str) -> dict[str, Any]:
         args = [a for a in controller_args() if not a.startswith(("--tick-s", "--metrics-port"))]
@@ -108,27 +85,27 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def calls(world: World) -> list[RequestAttributes]:
     """Every API request of every scenario, as RBAC attributes (the scenarios' own outcomes are checked, so a
     scenario that silently did nothing cannot pass)."""
-    kube = world.kube
+    kube, exporter = world.kube, world.exporter
     # Deployments scaled up (TTFT 2.5 s against 1 s)
-    world.series("rb-up", ttft_s=2.5, itl_s=0.03)
+    export_model(exporter, "rb-up", "m-rb-up", ttft_s=2.5, itl_s=0.03)
     for name in ("prefill", "decode"):
         kube.add_deployment("rb-up", name, 2)
-    world.autoscaler("rb-up", ("apps/v1", "Deployment", "prefill"), ("apps/v1", "Deployment", "decode"))
+    put_autoscaler(kube, "rb-up", "llm", (*DEPLOYMENT, "prefill"), (*DEPLOYMENT, "decode"), "m-rb-up")
     # a Deployment scaled down, its least-busy pods marked with pod-deletion-cost first
-    world.series("rb-down", ttft_s=0.05, itl_s=0.005, pods=6, decode_running=0.0)
+    export_model(exporter, "rb-down", "m-rb-down", ttft_s=0.05, itl_s=0.005, pods=6, decode_running=0.0)
     kube.add_deployment("rb-down", "prefill", 1)
     kube.add_deployment("rb-down", "decode", 6)
     for i in range(6):
-        kube.add_pod("rb-down", f"rb-down-d{i}", {"app": "decode"})
-    world.autoscaler("rb-down", ("apps/v1", "Deployment", "prefill"), ("apps/v1", "Deployment", "decode"),
-                     behavior={"scaleDown": {"stabilizationWindowSeconds": 0,
-                                             "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}})
+        kube.add_pod("rb-down", f"m-rb-down-d{i}", {"app": "decode"})
+    put_autoscaler(kube, "rb-down", "llm", (*DEPLOYMENT, "prefill"), (*DEPLOYMENT, "decode"), "m-rb-down",
+                   behavior={"scaleDown": {"stabilizationWindowSeconds": 0,
+                                           "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}})
     # StatefulSet and LeaderWorkerSet targets (TTFT and ITL both breached)
-    world.series("rb-sts", ttft_s=2.5, itl_s=0.2)
+    export_model(exporter, "rb-sts", "m-rb-sts", ttft_s=2.5, itl_s=0.2)
     kube.add_deployment("rb-sts", "prefill", 2, kind="StatefulSet")
     kube.add_deployment("rb-sts", "decode", 2, kind="LeaderWorkerSet")
-    world.autoscaler("rb-sts", ("apps/v1", "StatefulSet", "prefill"),
-                     ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "decode"))
+    put_autoscaler(kube, "rb-sts", "llm", ("apps/v1", "StatefulSet", "prefill"),
+                   ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "decode"), "m-rb-sts")
     # an invalid object: a status condition and an InvalidSpec event
     kube.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
                   "metadata": {"name": "broken", "namespace": "rb-bad"},

@@ -67,6 +67,7 @@ class PrometheusServer:
         evaluation_interval_s: float | None = None,
         extra_args: Sequence[str] = (),
         web_config: Mapping[str, Any] | None = None,
+        rule_files: Sequence[Path] = (),
         client_context: ssl.SSLContext | None = None,
         client_headers: Mapping[str, str] | None = None,
     ) -> None:
@@ -110,6 +111,8 @@ class PrometheusServer:
             },
             "scrape_configs": jobs,
         }
+        if rule_files:
+            config["rule_files"] = [str(path) for path in rule_files]
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     # ---- lifecycle -------------------------------------------------------------------------------------
