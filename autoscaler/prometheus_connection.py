@@ -188,7 +188,12 @@ def parse_header(text: str, where: str) -> tuple[str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser, *, url_help: str = "Prometheus base URL") -> None:
     """The connection flags; ``from_args`` reads them together with the environment."""
-    group = parser.add_argument_group("Prometheus connection (each also from $PDSCALE_PROMETHEUS_<NAME>)")
+    group = parser.add_argument_group(
+        "Prometheus connection",
+        "Each flag can come from the environment instead: --prometheus-ca-file from $PDSCALE_PROMETHEUS_CA_FILE, "
+        "and so on; headers from $PDSCALE_PROMETHEUS_HEADERS (one 'Name: value' a line); a token or password "
+        "without a file from $PDSCALE_PROMETHEUS_BEARER_TOKEN or $PDSCALE_PROMETHEUS_PASSWORD. Flags win.",
+    )
     group.add_argument("--prometheus-url", metavar="URL", help=f"{url_help} ($PDSCALE_PROMETHEUS_URL)")
     group.add_argument("--prometheus-bearer-token-file", metavar="PATH",
                        help="send its content as 'Authorization: Bearer'; re-read when it changes")

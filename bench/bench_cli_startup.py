@@ -50,18 +50,13 @@ def _status_kib(pid: int, field: str) -> int:
 
 def run_rss_kib(repeats: int) -> list[tuple[int, int]]:
     """(VmRSS, VmHWM) in KiB of ``pdscale run`` after three passes, ``repeats`` times."""
-    from tests.helpers.kube_emulator import CR, KubeEmulator
+    from tests.helpers.kube_emulator import KubeEmulator
+    from tests.helpers.live import bare_autoscaler
     from tests.helpers.net import free_port
 
     results = []
     with KubeEmulator() as kube, tempfile.TemporaryDirectory() as tmp:
-        kube.add_deployment("bench", "prefill", 2)
-        kube.add_deployment("bench", "decode", 2)
-        target = {"apiVersion": "apps/v1", "kind": "Deployment"}
-        kube.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
-                      "metadata": {"name": "m", "namespace": "bench"},
-                      "spec": {"prefill": {"scaleTargetRef": {**target, "name": "prefill"}},
-                               "decode": {"scaleTargetRef": {**target, "name": "decode"}}}})
+        bare_autoscaler(kube, "bench")
         kubeconfig = kube.kubeconfig(Path(tmp) / "kubeconfig")
         closed = f"http://127.0.0.1:{free_port()}"
         for _ in range(repeats):

@@ -4,19 +4,11 @@
 # package when kubectl is missing: `kubectl` where the configured repositories have it, else Debian's own
 # `kubernetes-client`.
 set -euo pipefail
+here="$(dirname "$0")"
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "pdscale: kubectl not found, installing it with apt-get..." >&2
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
-      echo "pdscale: need root (or sudo) to apt-get install kubectl; install it yourself and re-run." >&2
-      exit 1
-    fi
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  if ! $SUDO apt-get install -y -qq --no-install-recommends kubectl >/dev/null 2>&1; then
-    $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null || {
+  if ! "$here/apt-install.sh" kubectl 2>/dev/null; then
+    "$here/apt-install.sh" kubernetes-client || {
       echo "pdscale: could not apt-get install kubectl or kubernetes-client; install kubectl >= 1.21 and re-run." >&2
       exit 1
     }

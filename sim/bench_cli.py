@@ -82,15 +82,21 @@ def register(subparsers: Any) -> None:
                    help="pod startup time(s); several give a sweep (default 120)")  # fmt: skip
     p.add_argument("--policies", type=policy_list, default=ALL_POLICIES, metavar="P[,P...]",
                    help=f"subset of {', '.join(ALL_POLICIES)}")  # fmt: skip
-    p.add_argument("--max-replicas", type=int, default=64, metavar="N", help="per-pool maximum (default 64)")
-    p.add_argument(
-        "--seed", type=int, default=0, metavar="N", help="seed for scaling, generators and the engine"
-    )
+    add_run_arguments(p, json_help='print {"runs": [...]} instead of tables',
+                      out_help="write bench.json and one PNG per trace here")
+    p.set_defaults(func=_run)
+
+
+def add_run_arguments(p: argparse.ArgumentParser, *, json_help: str, out_help: str) -> None:
+    """The flags bench and plan share: search bound, seed, worker processes, output."""
+    p.add_argument("--max-replicas", type=int, default=64, metavar="N",
+                   help="per-pool maximum the searches and policies may use (default 64)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed for scaling, generators and the engine (default 0)")  # fmt: skip
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
                    help="worker processes (default: the CPU count)")  # fmt: skip
-    p.add_argument("--json", action="store_true", help='print {"runs": [...]} instead of tables')
-    p.add_argument("--out", metavar="DIR", help="write bench.json and one PNG per trace here")
-    p.set_defaults(func=_run)
+    p.add_argument("--json", action="store_true", help=json_help)
+    p.add_argument("--out", metavar="DIR", help=out_help)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -4,10 +4,9 @@ command runs, not for ``--help``."""
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
-from sim.bench_cli import RATE_SCALE_HELP
+from sim.bench_cli import RATE_SCALE_HELP, add_run_arguments
 
 DEFAULT_PROFILE = "llama-3.1-8b-h100-tp1"
 DESCRIPTION = (
@@ -42,14 +41,8 @@ def register(subparsers: Any) -> None:
         help="pod startup for the autoscaled run (default 120 s)",
     )
     p.add_argument("--gpu-price-per-hour", type=float, metavar="USD", help="adds a cost column")
-    p.add_argument("--max-replicas", type=int, default=64, metavar="N",
-                   help="per-pool maximum the searches may use (default 64)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0, metavar="N",
-                   help="seed for scaling, generators and the engine (default 0)")  # fmt: skip
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="worker processes (default: the CPU count)")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    p.add_argument("--out", metavar="DIR", help="write plan.json and plan.png here")
+    add_run_arguments(p, json_help="print one JSON object instead of tables",
+                      out_help="write plan.json and plan.png here")
     p.set_defaults(func=_run)
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.kube_emulator import CR, KubeEmulator
+from tests.helpers.kube_emulator import KubeEmulator
+from tests.helpers.live import bare_autoscaler
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -122,13 +123,7 @@ def test_controller_modules_import_and_write_nothing(image_venv: Path) -> None:
 @pytest.mark.slow
 def test_pdscale_run_works_with_only_its_dependencies(image_venv: Path, tmp_path: Path) -> None:
     with KubeEmulator() as kube:
-        kube.add_deployment("llm", "p", 2)
-        kube.add_deployment("llm", "d", 2)
-        ref = {"apiVersion": "apps/v1", "kind": "Deployment"}
-        kube.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
-                      "metadata": {"name": "m", "namespace": "llm"},
-                      "spec": {"prefill": {"scaleTargetRef": {**ref, "name": "p"}},
-                               "decode": {"scaleTargetRef": {**ref, "name": "d"}}}})
+        bare_autoscaler(kube, "llm")
         config = kube.kubeconfig(tmp_path / "kubeconfig", namespace="llm")
         proc = subprocess.run(
             [str(image_venv / "bin" / "pdscale"), "run", "--once", "--dry-run", "--json",

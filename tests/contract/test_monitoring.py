@@ -29,7 +29,7 @@ from tests.helpers.kube_emulator import KubeEmulator
 from tests.helpers.live import DEPLOYMENT, export_model, put_autoscaler
 from tests.helpers.net import free_port, wait_http_ok
 from tests.helpers.processes import ProcessRunner
-from tests.helpers.prometheus import PrometheusServer, prometheus_binary
+from tests.helpers.prometheus import PrometheusServer, require_prometheus
 from tests.helpers.vllm_exporter import VllmExporter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,10 +149,7 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    try:
-        prometheus_binary()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    require_prometheus()
     base = tmp_path_factory.mktemp("monitoring")
     runner = ProcessRunner(base / "proc-logs")
     metrics_port = free_port()

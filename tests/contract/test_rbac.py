@@ -25,7 +25,7 @@ from tests.e2e.conftest import SCRAPE_S
 from tests.helpers.kube_emulator import CR, KubeEmulator
 from tests.helpers.live import DEPLOYMENT, export_model, put_autoscaler
 from tests.helpers.processes import ProcessRunner
-from tests.helpers.prometheus import PrometheusServer, prometheus_binary
+from tests.helpers.prometheus import PrometheusServer, require_prometheus
 from tests.helpers.rbac import Grants, RequestAttributes, request_attributes
 from tests.helpers.vllm_exporter import VllmExporter
 
@@ -65,10 +65,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    try:
-        prometheus_binary()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    require_prometheus()
     base = tmp_path_factory.mktemp("rbac")
     runner = ProcessRunner(base / "proc-logs")
     with KubeEmulator() as kube, VllmExporter() as exporter:

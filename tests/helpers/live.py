@@ -41,3 +41,15 @@ def put_autoscaler(kube: KubeEmulator, ns: str, name: str, prefill: Ref, decode:
                         "windowSeconds": WINDOW_S}, **spec}
     kube.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
                   "metadata": {"name": name, "namespace": ns}, "spec": body})
+
+
+def bare_autoscaler(kube: KubeEmulator, ns: str, name: str = "m", *, prefill: str = "p", decode: str = "d",
+                    replicas: int = 2) -> None:
+    """Two Deployments and an autoscaler with nothing but its targets (every other field defaulted)."""
+    kube.add_deployment(ns, prefill, replicas)
+    kube.add_deployment(ns, decode, replicas)
+    ref = {"apiVersion": "apps/v1", "kind": "Deployment"}
+    kube.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
+                  "metadata": {"name": name, "namespace": ns},
+                  "spec": {"prefill": {"scaleTargetRef": {**ref, "name": prefill}},
+                           "decode": {"scaleTargetRef": {**ref, "name": decode}}}})

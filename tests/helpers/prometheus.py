@@ -46,6 +46,16 @@ def prometheus_binary() -> str:
     return path
 
 
+def require_prometheus() -> None:
+    """Fail the calling test (never skip it) when the prometheus binary is missing."""
+    import pytest
+
+    try:
+        prometheus_binary()
+    except PrometheusMissingError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
 def _selector(job_or_target: str) -> str:
     """``host:port`` selects an instance, anything else a job."""
     label = "instance" if ":" in job_or_target else "job"

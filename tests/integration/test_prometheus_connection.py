@@ -40,7 +40,7 @@ from autoscaler.prometheus import PrometheusError, PrometheusMetricsSource
 from autoscaler.prometheus_connection import PrometheusConnection
 from tests.helpers.net import LOOPBACK, free_port
 from tests.helpers.processes import ProcessRunner
-from tests.helpers.prometheus import PrometheusServer, prometheus_binary
+from tests.helpers.prometheus import PrometheusServer, require_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-for-tests"
@@ -168,10 +168,7 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    try:
-        prometheus_binary()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    require_prometheus()
     base = tmp_path_factory.mktemp("prometheus-connection")
     pki = make_pki(base)
     runner = ProcessRunner(base / "proc-logs")

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from autoscaler.kube import load_kube_connection
-from tests.helpers.kube_emulator import CR, KubeEmulator
+from tests.helpers.kube_emulator import KubeEmulator
+from tests.helpers.live import bare_autoscaler
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,13 +143,7 @@ def test_pdscale_run_uses_kubeconfig_env_and_its_namespace(tmp_path: Path) -> No
     """End to end: no --kubeconfig, no --namespace; $KUBECONFIG's context names the emulator and namespace."""
     with KubeEmulator() as kube:
         for ns in ("team-a", "team-b"):
-            kube.add_deployment(ns, "p", 1)
-            kube.add_deployment(ns, "d", 1)
-            ref = {"apiVersion": "apps/v1", "kind": "Deployment"}
-            kube.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
-                          "metadata": {"name": f"m-{ns}", "namespace": ns},
-                          "spec": {"prefill": {"scaleTargetRef": {**ref, "name": "p"}},
-                                   "decode": {"scaleTargetRef": {**ref, "name": "d"}}}})
+            bare_autoscaler(kube, ns, f"m-{ns}", replicas=1)
         path = kube.kubeconfig(tmp_path / "kubeconfig", namespace="team-b")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "POD_"))}
         env.update(KUBECONFIG=str(path), HOME=str(tmp_path))
