@@ -46,6 +46,10 @@ COMMANDS: dict[str, Command] = {
         "autoscaler.promql_cli",
         "print the PromQL pdscale sends for autoscaler specs; with --prometheus-url, run it",
     ),
+    "adapter": Command(
+        "metrics_adapter.command",
+        "serve pdscale's metrics and recommendations on external.metrics.k8s.io (for HPA and KEDA)",
+    ),
     "profiles": Command("autoscaler.profiles_cli", "list or show latency profiles"),
 }
 

@@ -7,6 +7,8 @@ import argparse
 from typing import Any
 
 from autoscaler import prometheus_connection
+from autoscaler.argtypes import positive_float as positive
+from autoscaler.argtypes import positive_int
 
 DESCRIPTION = (
     "The live controller. Every tick: list the DisaggregatedAutoscaler objects, query Prometheus once for all of "
@@ -44,6 +46,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--status-refresh-s", type=positive, default=60.0, metavar="S",
                    help="re-write observed values and policy state in status at most this often; replica, reason "
                    "and condition changes are written at once (60)")
+    p.add_argument("--serve-external-metrics", action="store_true",
+                   help="also serve external.metrics.k8s.io from this process's ticks (one replica; see README)")
+    from metrics_adapter.command import add_serving_args  # light: argparse only
+
+    add_serving_args(p, title="external metrics API (with --serve-external-metrics)")
     p.set_defaults(func=_run)
 
 
@@ -51,23 +58,3 @@ def _run(args: argparse.Namespace) -> int:
     from autoscaler.run import run_command
 
     return run_command(args)
-
-
-def positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
