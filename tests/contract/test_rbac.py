@@ -5,25 +5,34 @@ every API request it makes is recorded by the emulator and turned into RBAC attr
 used (a real API server would answer 403) or more than it needs (a grant no scenario exercised).
 
 Scenarios: scale-up of Deployments; scale-down of a Deployment with pod-deletion-cost marks; a StatefulSet and
-a LeaderWorkerSet target; an invalid spec (status + event); leader election (create, renew, release)."""
+a LeaderWorkerSet target; an invalid spec (status + event); leader election (create, renew, release).
+
+The External Metrics API adapter the same way (``pdscale adapter`` with its Deployment's arguments, ServiceAccount
+pdscale-metrics-adapter): refreshes, then answers an aggregator request (front-proxy certificate, authorized by
+SubjectAccessReview) and a bearer-token request (TokenReview): against manifests/metrics-adapter plus the
+bootstrap roles it binds (system:auth-delegator, extension-apiserver-authentication-reader)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 
 from autoscaler.kube import DELETION_COST
 from tests.e2e.conftest import SCRAPE_S
-from tests.helpers.kube_emulator import CR, KubeEmulator
+from tests.helpers.kube_emulator import CR, AccessRule, KubeEmulator
 from tests.helpers.live import DEPLOYMENT, export_model, put_autoscaler
+from tests.helpers.net import free_port
+from tests.helpers.pki import CA, extension_auth_configmap
 from tests.helpers.processes import ProcessRunner
 from tests.helpers.prometheus import PrometheusServer, require_prometheus
 from tests.helpers.rbac import Grants, RequestAttributes, request_attributes
@@ -50,6 +59,8 @@ class World:
     exporter: VllmExporter
     prometheus: PrometheusServer
     kubeconfig: Path
+    runner: ProcessRunner
+    base: Path
 
     def run_once(self, *extra: str) -> dict[str, Any]:
         args = [a for a in controller_args() if not a.startswith(("--tick-s", "--metrics-port"))]
@@ -73,7 +84,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                                       scrape_interval_s=SCRAPE_S)
         try:
             prometheus.start()
-            yield World(kube, exporter, prometheus, kube.kubeconfig(base / "kubeconfig"))
+            yield World(kube, exporter, prometheus, kube.kubeconfig(base / "kubeconfig"), runner, base)
         finally:
             runner.stop_all()
 
@@ -191,3 +202,74 @@ def test_the_check_catches_a_missing_grant(calls: list[RequestAttributes]) -> No
 def test_request_attributes(method: str, path: str, query: str, expected: tuple[str, ...]) -> None:
     a = request_attributes(method, path, query)
     assert (a.verb, a.group, a.resource, a.subresource, a.namespace, a.name) == expected
+
+
+# ---------------------------------------------------------------- the External Metrics API adapter
+
+ADAPTER_SA = "pdscale-metrics-adapter"
+HPA_USER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
+
+
+@pytest.fixture(scope="module")
+def adapter_calls(world: World, calls: list[RequestAttributes]) -> list[RequestAttributes]:
+    """``pdscale adapter`` as deployed, through a few refreshes and one request of each authentication kind."""
+    kube, base = world.kube, world.base
+    front_proxy, serving_ca = CA("front-proxy", base), CA("serving", base)
+    serving = serving_ca.issue("pdscale-metrics-adapter", hosts=["127.0.0.1"], stem="serving")
+    kube.put("v1/configmaps", extension_auth_configmap(front_proxy))
+    kube.add_token("dashboard-token", "dashboard", ("system:authenticated",))
+    kube.allow(AccessRule(users=(HPA_USER, "dashboard"), verbs=("list",), api_groups=("external.metrics.k8s.io",)))
+    deploy = next(d for d in kustomize("manifests/metrics-adapter") if d["kind"] == "Deployment")
+    args = [a for a in deploy["spec"]["template"]["spec"]["containers"][0]["args"]
+            if not a.startswith(("--refresh-s", "--secure-port"))]
+    port = free_port()
+    start = len(kube.request_log())
+    proc = world.runner.start(
+        [sys.executable, "-m", "autoscaler.cli", *args, "--kubeconfig", str(world.kubeconfig), "--prometheus-url",
+         world.prometheus.url, "--refresh-s", "0.5", "--secure-port", str(port), "--bind-address", "127.0.0.1",
+         "--tls-cert-file", str(serving.cert_path), "--tls-private-key-file", str(serving.key_path)],
+        name="pdscale-adapter", env={"POD_NAMESPACE": NAMESPACE}, cwd=ROOT)
+    url = f"https://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/rb-up/pdscale_desired_replicas"
+    answers: list[int] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(answers) < 2:
+        assert proc.running, proc.tail()
+        try:
+            aggregator = requests.get(url, cert=front_proxy.issue("front-proxy-client").pair, timeout=5,
+                                      verify=str(serving_ca.path),
+                                      headers={"X-Remote-User": HPA_USER, "X-Remote-Group": "system:authenticated"})
+            dashboard = requests.get(url, headers={"Authorization": "Bearer dashboard-token"}, timeout=5,
+                                     verify=str(serving_ca.path))
+            answers = [aggregator.status_code, dashboard.status_code]
+        except requests.ConnectionError:
+            time.sleep(0.3)
+    time.sleep(1.5)  # a few more refreshes
+    assert proc.stop() == 0, proc.tail()
+    assert answers and all(code not in (401, 403) for code in answers), (answers, proc.tail())
+    return [request_attributes(m, p, q) for m, p, q in kube.request_log()[start:]]
+
+
+@pytest.fixture(scope="module")
+def adapter_grants() -> Grants:
+    return Grants([*kustomize("manifests/base"), *kustomize("manifests/metrics-adapter")], NAMESPACE, ADAPTER_SA)
+
+
+def test_adapter_manifests_grant_every_call_it_makes(adapter_calls: list[RequestAttributes],
+                                                     adapter_grants: Grants) -> None:
+    denied = sorted({_describe(a) for a in adapter_calls if not adapter_grants.allows(a)})
+    assert denied == [], "a real API server would answer 403 to:\n" + "\n".join(denied)
+
+
+def test_adapter_manifests_grant_nothing_it_does_not_use(adapter_calls: list[RequestAttributes],
+                                                         adapter_grants: Grants) -> None:
+    unused = adapter_grants.unused(adapter_calls)
+    assert unused == [], "granted but never used:\n" + "\n".join(f"{s}: {v} {g or 'core'}/{r}" for s, g, r, v in unused)
+
+
+def test_adapter_evidence_covers_authentication_and_authorization(adapter_calls: list[RequestAttributes]) -> None:
+    used = {(a.group, a.full_resource, a.verb) for a in adapter_calls if a.is_resource}
+    for needed in [("pdscale.io", "disaggregatedautoscalers", "list"), ("coordination.k8s.io", "leases", "get"),
+                   ("authentication.k8s.io", "tokenreviews", "create"),
+                   ("authorization.k8s.io", "subjectaccessreviews", "create")]:
+        assert needed in used, needed
+    assert any(a.resource == "configmaps" and a.namespace == "kube-system" for a in adapter_calls)

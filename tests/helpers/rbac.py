@@ -23,6 +23,19 @@ from typing import Any
 
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
 
+# Roles every cluster has (Kubernetes' bootstrap RBAC policy, plugin/pkg/auth/authorizer/rbac/bootstrappolicy),
+# which manifests bind without defining: (kind, namespace, name) -> rules.
+BOOTSTRAP_ROLES: dict[tuple[str, str, str], list[dict[str, Any]]] = {
+    ("ClusterRole", "", "system:auth-delegator"): [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+        {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+    ],
+    ("Role", "kube-system", "extension-apiserver-authentication-reader"): [
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["extension-apiserver-authentication"],
+         "verbs": ["get", "list", "watch"]},
+    ],
+}
+
 
 @dataclass(frozen=True)
 class RequestAttributes:
@@ -82,6 +95,7 @@ class Rule:
     resource_names: frozenset[str]
     namespace: str | None  # None: every namespace (ClusterRole + ClusterRoleBinding)
     source: str  # "ClusterRole/x via ClusterRoleBinding/y"
+    bootstrap: bool = False  # a role of Kubernetes' own (its extra verbs cannot be trimmed by us)
 
     def matches(self, a: RequestAttributes) -> bool:
         if self.namespace is not None and a.namespace != self.namespace:
@@ -103,8 +117,10 @@ class Grants:
 
     def __init__(self, documents: Iterable[Mapping[str, Any]], namespace: str, service_account: str) -> None:
         docs = list(documents)
-        roles = {(d["kind"], (d["metadata"].get("namespace") or ""), d["metadata"]["name"]): d
-                 for d in docs if d.get("kind") in ("Role", "ClusterRole")}
+        roles: dict[tuple[str, str, str], Mapping[str, Any]] = {
+            key: {"rules": rules, "bootstrap": True} for key, rules in BOOTSTRAP_ROLES.items()}
+        roles.update({(d["kind"], (d["metadata"].get("namespace") or ""), d["metadata"]["name"]): d
+                      for d in docs if d.get("kind") in ("Role", "ClusterRole")})
         self.rules: list[Rule] = []
         self.bindings: list[str] = []
         for binding in docs:
@@ -126,16 +142,18 @@ class Grants:
             for rule in role.get("rules") or []:
                 self.rules.append(Rule(frozenset(rule.get("apiGroups") or []), frozenset(rule.get("resources") or []),
                                        frozenset(rule.get("verbs") or []), frozenset(rule.get("resourceNames") or []),
-                                       scope, source))
+                                       scope, source, bool(role.get("bootstrap"))))
 
     def allows(self, a: RequestAttributes) -> bool:
         return not a.is_resource or any(r.matches(a) for r in self.rules)
 
     def unused(self, calls: Iterable[RequestAttributes]) -> list[tuple[str, str, str, str]]:
-        """(source, group, resource, verb) granted but matched by none of ``calls``."""
+        """(source, group, resource, verb) granted by our own roles but matched by none of ``calls``."""
         seen = [c for c in calls if c.is_resource]
         out = []
         for rule in self.rules:
+            if rule.bootstrap:
+                continue
             for group, resource, verb in sorted(rule.triples()):
                 probe = Rule(frozenset({group}), frozenset({resource}), frozenset({verb}), rule.resource_names,
                              rule.namespace, rule.source)
