@@ -28,6 +28,8 @@ CONTROLLER_MODULES = (
     "autoscaler.cli", "autoscaler.run_cli", "autoscaler.promql_cli", "autoscaler.run", "autoscaler.kube",
     "autoscaler.leader", "autoscaler.prometheus", "autoscaler.prometheus_connection", "autoscaler.telemetry",
     "autoscaler.controller", "autoscaler.config", "autoscaler.profiles", "autoscaler.core.policy",
+    "metrics_adapter.command", "metrics_adapter.server", "metrics_adapter.tls", "metrics_adapter.auth",
+    "metrics_adapter.refresh", "metrics_adapter.provider",
 )  # fmt: skip
 
 
@@ -99,7 +101,7 @@ def test_install_has_the_controller_and_not_the_simulator(image_venv: Path) -> N
     probe = f"import importlib.util as u; print(' '.join(m for m in {SIM_ONLY!r} if u.find_spec(m)))"
     found = subprocess.run([py, "-c", probe], capture_output=True, text=True, timeout=60, check=True, env=_env())
     assert found.stdout.split() == []
-    for name in ("kubernetes", "requests", "yaml", "prometheus_client", "aiohttp"):
+    for name in ("kubernetes", "requests", "yaml", "prometheus_client", "aiohttp", "cryptography"):
         subprocess.run([py, "-c", f"import {name}"], check=True, timeout=60, env=_env())
     listing = subprocess.run([str(image_venv / "bin" / "pip"), "list", "--format=freeze"], capture_output=True,
                              text=True, timeout=60, check=True).stdout.lower()
@@ -114,7 +116,7 @@ def test_controller_modules_import_and_write_nothing(image_venv: Path) -> None:
     env = {k: v for k, v in _env().items() if k != "PYTHONDONTWRITEBYTECODE"}
     code = f"import importlib\nfor m in {CONTROLLER_MODULES!r}:\n    importlib.import_module(m)\n"
     subprocess.run([str(image_venv / "bin" / "python"), "-c", code], check=True, timeout=120, env=env, cwd="/tmp")
-    for argv in (["run", "--help"], ["promql", "--help"], ["--help"]):
+    for argv in (["run", "--help"], ["promql", "--help"], ["adapter", "--help"], ["--help"]):
         subprocess.run([str(image_venv / "bin" / "pdscale"), *argv], check=True, timeout=60, env=env,
                        stdout=subprocess.DEVNULL, cwd="/tmp")
     assert sorted(str(p) for p in image_venv.rglob("*")) == before
