@@ -10,6 +10,9 @@ from autoscaler import prometheus_connection
 from autoscaler.argtypes import positive_float as positive
 from autoscaler.argtypes import positive_int
 
+# the annotation a target carries to accept an autoscaler with --require-target-annotation (autoscaler.run)
+CONSENT_ANNOTATION = "pdscale.io/autoscaler"
+
 DESCRIPTION = (
     "The live controller. Every tick: list the DisaggregatedAutoscaler objects, query Prometheus once for all of "
     "them, decide each one's prefill and decode replicas, and write them to the targets' /scale subresource, "
@@ -43,6 +46,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--prometheus-timeout-s", type=positive, default=5.0, metavar="S", help="per query (5)")
     p.add_argument("--workers", type=positive_int, default=8, metavar="N",
                    help="autoscalers ticked at once; bounds concurrent API writes (8)")
+    p.add_argument("--require-target-annotation", action="store_true",
+                   help=f"scale only targets annotated {CONSENT_ANNOTATION}=<autoscaler name>, so an autoscaler "
+                   "cannot take over any Deployment of its namespace")
     p.add_argument("--status-refresh-s", type=positive, default=60.0, metavar="S",
                    help="re-write observed values and policy state in status at most this often; replica, reason "
                    "and condition changes are written at once (60)")

@@ -176,8 +176,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             runner.start([sys.executable, "-m", "autoscaler.cli", "run", "-n", NS, "--kubeconfig",
                           str(kube.kubeconfig(base / "kubeconfig")), "--prometheus-url", prometheus.url,
                           "--tick-s", "0.5", "--metrics-port", str(metrics_port), "--lease-namespace", NS,
-                          "--lease-duration-s", "3", "--identity", "monitoring-test"], name="pdscale")
-            wait_http_ok(f"http://127.0.0.1:{metrics_port}/metrics", 30)
+                          "--lease-duration-s", "3", "--kube-timeout-s", "1", "--identity", "monitoring-test"],
+                         name="pdscale")
+            controller = runner.processes[-1]
+            wait_http_ok(f"http://127.0.0.1:{metrics_port}/metrics", 30, alive=lambda: controller.running)
             prometheus.wait_for_scrapes("pdscale", 6, timeout_s=30)
             yield Live(prometheus, kube)
         finally:

@@ -22,7 +22,8 @@ def export_model(exporter: VllmExporter, ns: str, model: str, *, ttft_s: float, 
         exporter.add_pod(ExportedPod(name=f"{model}-p{i}", role="prefill", model_name=model, namespace=ns, load=p))
         exporter.add_pod(ExportedPod(name=f"{model}-d{i}", role="decode", model_name=model, namespace=ns,
                                      load=Load(**{**d.__dict__, "running": decode_running + i})))
-    exporter.add_frontend(ExportedFrontend(name=f"{model}-proxy", model_name=model, namespace=ns, load=fe))
+    exporter.add_frontend(ExportedFrontend(name=f"{model}-proxy", model_name=model, namespace=ns, load=fe,
+                                           requests_metric="pdscale_proxy_requests"))
 
 
 def put_autoscaler(kube: KubeEmulator, ns: str, name: str, prefill: Ref, decode: Ref, model: str,
