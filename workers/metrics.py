@@ -19,6 +19,7 @@ Everything is registered on an explicit ``CollectorRegistry`` with the ``engine`
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ CACHED_SOURCES = ("device", "host", "p2p", "disk", "external_unspecified")
 ITERATION_TOKENS_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 PARAMS_N_BUCKETS = (1, 2, 5, 10, 20)
 NUM_PREEMPTIONS_BUCKETS = (1, 2, 3, 4, 5, 10, 20)
+TOKEN_LAG_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
 def buckets_1_2_5(max_value: int) -> list[int]:
@@ -195,6 +197,31 @@ class _EngineStateCollector(Collector):
         return family
 
 
+class StepTokens:
+    """Groups token events by engine step (tokens of one step share its deadline) into ``iteration_tokens_total``.
+
+    vLLM observes, once per engine step, the prompt tokens of the prefills that completed in it plus the tokens it
+    generated. Events of a step reach the request handlers one by one, so a step is observed once a step two
+    deadlines newer has been seen (handlers may lag a step behind one another) or when the worker is idle.
+    """
+
+    def __init__(self, observe: Callable[[int], None]) -> None:
+        self.observe = observe
+        self.pending: dict[float, int] = {}
+        self.newest_s = -math.inf
+
+    def add(self, deadline_s: float, tokens: int) -> None:
+        if deadline_s > self.newest_s:
+            previous, self.newest_s = self.newest_s, deadline_s
+            for step_s in [s for s in self.pending if s < previous]:
+                self.observe(self.pending.pop(step_s))
+        self.pending[deadline_s] = self.pending.get(deadline_s, 0) + tokens
+
+    def flush(self) -> None:
+        for step_s in sorted(self.pending):
+            self.observe(self.pending.pop(step_s))
+
+
 class WorkerMetrics:
     """The worker's registry and the recording calls the server makes as tokens and requests finish."""
 
@@ -346,6 +373,13 @@ class WorkerMetrics:
             "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
             token_buckets,
         ).labels(*labels)
+
+        self.token_lag = Histogram(
+            "pdscale_worker_token_delivery_lag_seconds",
+            "Emulator health (not a vLLM series): time from a token's model deadline (its step's end) to the "
+            "worker handing it to the client connection. Large values mean the emulated timing is late.",
+            ["model_name"], buckets=TOKEN_LAG_BUCKETS_S, registry=reg,
+        ).labels(model_name)
 
     # ---- recording, called by the server as the engine's events arrive ----
 

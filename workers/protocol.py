@@ -154,6 +154,15 @@ def _prompt_tokens_of_completion(prompt: Any) -> int:
                    param="prompt")
 
 
+def check_model(body: Mapping[str, Any], served_model_names: Sequence[str]) -> Any:
+    """The body's ``model`` (None when absent), or vLLM's 404 when it names no served model."""
+    model = body.get("model")
+    if model is not None and model not in served_model_names:
+        raise APIError(404, f"The model `{model}` does not exist. Valid aliases: {', '.join(served_model_names)}.",
+                       err_type="NotFoundError", param="model")
+    return model
+
+
 def parse_generation(
     kind: RequestKind,
     body: Mapping[str, Any],
@@ -163,10 +172,7 @@ def parse_generation(
     request_id: str | None = None,
 ) -> GenerationRequest:
     """Validate a /v1/completions or /v1/chat/completions body the way vLLM does."""
-    model = body.get("model")
-    if model is not None and model not in served_model_names:
-        raise APIError(404, f"The model `{model}` does not exist. Valid aliases: {', '.join(served_model_names)}.",
-                       err_type="NotFoundError", param="model")
+    model = check_model(body, served_model_names)
     if kind == "completion":
         prompt_tokens = _prompt_tokens_of_completion(body.get("prompt"))
     else:

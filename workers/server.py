@@ -32,14 +32,17 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from workers.kv_transfer import KVProducer, Role, validate_remote_prefill
-from workers.metrics import CacheConfig, EngineGauges, FinishedRequest, WorkerMetrics
+from workers.metrics import CacheConfig, EngineGauges, FinishedRequest, StepTokens, WorkerMetrics
 from workers.protocol import (
     APIError,
     GenerationRequest,
     RequestKind,
+    check_model,
     error_body,
+    error_type_for,
     parse_generation,
     parse_json_body,
+    validation_error,
 )
 from workers.responses import (
     DONE_EVENT,
@@ -51,7 +54,7 @@ from workers.responses import (
     models_body,
     system_fingerprint,
 )
-from workers.tokens import output_text, output_token_text
+from workers.tokens import chat_prompt_text, detokenize, output_text, output_token_text, synthetic_token_ids
 
 log = logging.getLogger("pdscale.worker")
 
@@ -102,15 +105,13 @@ def _dumps_str(payload: Any) -> str:
 def engine_gauges(engine: Any) -> EngineGauges:
     """Map the engine's snapshot onto vLLM's gauges (decode: inbound KV transfers are ``deferred`` waiting)."""
     snap = engine.snapshot()
-    get = snap.get if isinstance(snap, dict) else (lambda k, d=None: getattr(snap, k, d))
-    deferred = int(get("waiting_for_kv", 0) or get("inbound_kv", 0) or 0)
-    waiting_total = int(get("waiting", 0) or 0)
+    deferred = int(snap.inbound_kv_transfers)
     return EngineGauges(
-        running=int(get("running", 0) or 0),
-        waiting_capacity=max(0, waiting_total - deferred),
+        running=int(snap.running),
+        waiting_capacity=max(0, int(snap.waiting) - deferred),
         waiting_deferred=deferred,
-        kv_usage_frac=float(get("kv_usage_frac", 0.0) or 0.0),
-        preemptions_total=int(get("preemptions_total", 0) or 0),
+        kv_usage_frac=float(snap.kv_usage_frac),
+        preemptions_total=int(snap.preemptions_total),
     )
 
 
@@ -139,6 +140,7 @@ class WorkerServer:
         self.idle = asyncio.Event()
         self.idle.set()
         self.cut_requests = 0
+        self.steps = StepTokens(self.metrics.iteration)
         self.app = self._build_app()
 
     # ---- application ----
@@ -154,6 +156,8 @@ class WorkerServer:
             web.get("/v1/models", self.models),
             web.post("/v1/completions", self.completions),
             web.post("/v1/chat/completions", self.chat_completions),
+            web.post("/tokenize", self.tokenize),
+            web.post("/detokenize", self.detokenize),
         ])
         app.middlewares.append(self._errors_middleware)
         return app
@@ -188,6 +192,33 @@ class WorkerServer:
             models_body(list(self.config.served_model_names), self.config.model_root, self.config.max_model_len,
                         self.started_s)
         )
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        """vLLM's /tokenize: the count by the worker's rule (ids are stand-ins; see workers.tokens)."""
+        body = parse_json_body(await request.read())
+        check_model(body, self.config.served_model_names)
+        if "messages" in body:
+            messages = body["messages"]
+            if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+                raise validation_error("body.messages", "list_type", "Input should be a valid list", messages)
+            ids = synthetic_token_ids(chat_prompt_text(messages, add_generation_prompt=bool(
+                body.get("add_generation_prompt", True))))
+        else:
+            prompt = body.get("prompt")
+            if isinstance(prompt, str):
+                ids = synthetic_token_ids(prompt)
+            else:
+                raise validation_error("body.prompt", "string_type", "Input should be a valid string", prompt)
+        return web.json_response({"count": len(ids), "max_model_len": self.config.max_model_len, "tokens": ids,
+                                  "token_strs": None}, dumps=_dumps_str)
+
+    async def detokenize(self, request: web.Request) -> web.Response:
+        body = parse_json_body(await request.read())
+        check_model(body, self.config.served_model_names)
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and t >= 0 for t in tokens):
+            raise validation_error("body.tokens", "list_type", "Input should be a valid list of token ids", tokens)
+        return web.json_response({"prompt": detokenize(tokens)}, dumps=_dumps_str)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         return await self._generate(request, "completion")
@@ -225,13 +256,19 @@ class WorkerServer:
         finally:
             self.inflight.pop(id(task), None)
             if not self.inflight:
+                self.steps.flush()  # idle: every step's tokens have been seen
                 self.idle.set()
 
     async def _run(
         self, request: web.Request, req: GenerationRequest, arrival_s: float, remote_kv: bool, entry: _InFlight
     ) -> web.StreamResponse:
         external = max(0, req.prompt_tokens - 1) if remote_kv else 0
-        stream = self.engine.submit(req.prompt_tokens, req.max_tokens, remote_kv=remote_kv)
+        try:
+            stream = self.engine.submit(req.prompt_tokens, req.max_tokens, remote_kv=remote_kv)
+        except RuntimeError:  # the engine stopped accepting (drain began between our check and here)
+            raise APIError(503, "The server is shutting down and does not accept new requests.") from None
+        except ValueError as exc:
+            raise APIError(400, str(exc)) from None
         self.metrics.admitted(req.prompt_tokens, external)
         progress = _Progress()
         response: web.StreamResponse | None = None
@@ -242,12 +279,15 @@ class WorkerServer:
                 await response.prepare(request)
             async for ev in stream:
                 now = time.monotonic()
+                self.metrics.token_lag.observe(max(0.0, now - ev.deadline_s))
                 if progress.tokens == 0:
                     progress.first_token_s = now
                     self.metrics.first_token(arrival_s, now, req.prompt_tokens, external)
+                    self.steps.add(ev.deadline_s, req.prompt_tokens + 1)
                 else:
                     assert progress.last_token_s is not None
                     self.metrics.next_token(now - progress.last_token_s)
+                    self.steps.add(ev.deadline_s, 1)
                 progress.last_token_s = now
                 progress.tokens += 1
                 finish = ev.finish_reason if ev.finished else None
@@ -260,6 +300,8 @@ class WorkerServer:
                     break
             progress.done = True
             self._record(req, stream, arrival_s, progress, external)
+            if progress.finish_reason is None:  # the engine ended the stream early (it stopped)
+                return await self._answer_error(response, 500, "The engine stopped before the request finished.")
             kv_params = (
                 self.kv_producer.params_for(req.request_id, req.prompt_tokens)
                 if req.wants_remote_decode and self.config.role == "prefill"
@@ -277,37 +319,41 @@ class WorkerServer:
                 dumps=_dumps_str,
             )
         except asyncio.CancelledError:
-            stream.cancel()
-            if not progress.done:
-                progress.finish_reason = "abort"
-                self._record(req, stream, arrival_s, progress, external)
+            self._abort(req, stream, arrival_s, progress, external)
             if not entry.cut:
                 raise  # the client went away: nothing to answer
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            return await self._answer_cut(request, response)
-        except (ConnectionResetError, ConnectionError):
-            stream.cancel()
-            if not progress.done:
-                progress.finish_reason = "abort"
-                self._record(req, stream, arrival_s, progress, external)
+            return await self._answer_error(
+                response, 503, "The server is shutting down: the request was cut after the drain timeout.")
+        except ConnectionError:
+            self._abort(req, stream, arrival_s, progress, external)
             raise
 
-    async def _answer_cut(self, request: web.Request, response: web.StreamResponse | None) -> web.StreamResponse:
-        message = "The server is shutting down: the request was cut after the drain timeout."
+    def _abort(self, req: GenerationRequest, stream: Any, arrival_s: float, progress: _Progress,
+               external: int) -> None:
+        stream.cancel()
+        if not progress.done:
+            progress.done = True
+            progress.finish_reason = "abort"
+            self._record(req, stream, arrival_s, progress, external)
+
+    async def _answer_error(self, response: web.StreamResponse | None, status: int, message: str) -> web.StreamResponse:
+        """An error after the request was accepted: an SSE error event then [DONE] if streaming, else a JSON body."""
         if response is not None:
             with contextlib.suppress(ConnectionError):
-                await response.write(error_event(message, "ServiceUnavailableError", 503))
+                await response.write(error_event(message, error_type_for(status), status))
                 await response.write(DONE_EVENT)
                 await response.write_eof()
             return response
-        return web.json_response(error_body(503, message), status=503, dumps=_dumps_str)
+        return web.json_response(error_body(status, message), status=status, dumps=_dumps_str)
 
     def _record(self, req: GenerationRequest, stream: Any, arrival_s: float, progress: _Progress,
                 external: int) -> None:
-        times = getattr(stream, "times", None)
-        scheduled = getattr(times, "scheduled_s", None)
+        """vLLM's finished-request record: engine-side intervals from the model's times, e2e from the wall clock."""
+        times = stream.times
+        now = time.monotonic()
         self.metrics.finished(FinishedRequest(
             finish_reason=progress.finish_reason or "abort",
             prompt_tokens=req.prompt_tokens,
@@ -315,11 +361,11 @@ class WorkerServer:
             max_tokens=req.max_tokens,
             max_tokens_param=req.max_tokens_param,
             arrival_s=arrival_s,
-            scheduled_s=scheduled,
-            first_token_s=progress.first_token_s,
-            last_token_s=progress.last_token_s,
-            finished_s=progress.last_token_s if progress.done and progress.last_token_s else time.monotonic(),
-            preemptions=int(getattr(times, "preemptions", 0) or 0),
+            scheduled_s=times.scheduled_s,
+            first_token_s=times.first_token_s if progress.tokens else None,
+            last_token_s=times.last_token_s if progress.tokens else None,
+            finished_s=progress.last_token_s if progress.finish_reason not in (None, "abort") else now,
+            preemptions=int(times.preemptions),
             external_prompt_tokens=external,
         ))
 

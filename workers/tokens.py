@@ -17,6 +17,7 @@ scheduler's work) must agree with what the request said, so a load generator can
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,6 +60,16 @@ def chat_prompt_text(messages: Sequence[Mapping[str, Any]], *, add_generation_pr
 def chat_prompt_tokens(messages: Sequence[Mapping[str, Any]], *, add_generation_prompt: bool = True) -> int:
     """Prompt tokens of a chat request (content tokens + 5 per message with a one-word role, + 5)."""
     return count_text_tokens(chat_prompt_text(messages, add_generation_prompt=add_generation_prompt))
+
+
+def synthetic_token_ids(text: str, vocab_size: int = 32000) -> list[int]:
+    """Stand-in token ids for /tokenize: one per counted piece, a stable hash of the piece (no real vocabulary)."""
+    return [zlib.crc32(m.group().encode()) % vocab_size for m in TOKEN_PATTERN.finditer(text)]
+
+
+def detokenize(token_ids: list[int]) -> str:
+    """Stand-in text for /detokenize: one word per id, so it re-counts to ``len(token_ids)``."""
+    return "".join(output_token_text(t) for t in token_ids)
 
 
 def output_token_text(index: int) -> str:

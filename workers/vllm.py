@@ -198,8 +198,8 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "config") -> V
         raise ValueError(f"{source}: {exc}") from None
 
 
-def load_config(path: str | Path) -> VLLMConfig:
-    """A VLLMConfig from a YAML file of its fields."""
+def load_mapping(path: str | Path) -> dict[str, Any]:
+    """The fields a YAML config file sets (possibly incomplete: flags may add the model)."""
     import yaml
 
     path = Path(path)
@@ -209,7 +209,12 @@ def load_config(path: str | Path) -> VLLMConfig:
         raise ValueError(f"{path}: {exc}") from None
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: expected a mapping of VLLMConfig fields")
-    return config_from_mapping(data, source=str(path))
+    return dict(data)
+
+
+def load_config(path: str | Path) -> VLLMConfig:
+    """A VLLMConfig from a YAML file of its fields."""
+    return config_from_mapping(load_mapping(path), source=str(path))
 
 
 # ---- pdscale worker --engine vllm ----
@@ -219,7 +224,8 @@ def config_from_worker_args(args: argparse.Namespace) -> tuple[VLLMConfig, list[
     """The config and role(s) ``pdscale worker --engine vllm`` flags describe (flags override --vllm-config)."""
     from workers.kv_transfer import parse_kv_transfer_config, resolve_role
 
-    base: dict[str, Any] = dataclasses.asdict(load_config(args.vllm_config)) if args.vllm_config else {}
+    base: dict[str, Any] = load_mapping(args.vllm_config) if args.vllm_config else {}
+    source = args.vllm_config or "flags"
     model = args.model_tag or args.model or base.get("model")
     if not model:
         raise ValueError("--engine vllm needs a model: MODEL, --model, or model: in --vllm-config")
@@ -238,9 +244,9 @@ def config_from_worker_args(args: argparse.Namespace) -> tuple[VLLMConfig, list[
         base.setdefault("decode_port", args.port + 1)
         if base.get("decode_port") is None:
             base["decode_port"] = args.port + 1
-        return config_from_mapping(base), ["prefill", "decode"]
+        return config_from_mapping(base, source=source), ["prefill", "decode"]
     role = resolve_role(args.role, parse_kv_transfer_config(args.kv_transfer_config))
-    return config_from_mapping(base), [role]
+    return config_from_mapping(base, source=source), [role]
 
 
 def run_from_worker_args(args: argparse.Namespace) -> int:

@@ -90,6 +90,7 @@ def build_server(args: argparse.Namespace) -> Any:
     """The WorkerServer the flags describe (ValueError with a clear message for bad flags)."""
     import dataclasses
 
+    from autoscaler.core.latency import KvLink
     from autoscaler.profiles import ProfileError, load_profile
     from workers.kv_transfer import parse_kv_transfer_config, resolve_role
     from workers.realtime import RealtimeEngine
@@ -129,12 +130,14 @@ def build_server(args: argparse.Namespace) -> Any:
             f"--max-model-len {max_model_len} exceeds the KV cache ({profile.kv_capacity_tokens} tokens): one "
             "request could never fit (vLLM refuses to start in this case too)"
         )
-    engine_kwargs: dict[str, Any] = {}
-    if args.kv_link_bytes_per_s is not None:
-        engine_kwargs["kv_link_bytes_per_s"] = args.kv_link_bytes_per_s
-    if args.kv_base_latency_s is not None:
-        engine_kwargs["kv_base_latency_s"] = args.kv_base_latency_s
-    engine = RealtimeEngine(profile, _engine_role(role), time_scale=args.time_scale, **engine_kwargs)
+    link = KvLink(
+        **{k: v for k, v in (("bytes_per_s", args.kv_link_bytes_per_s), ("base_latency_s", args.kv_base_latency_s))
+           if v is not None}
+    )
+    if args.time_scale != 1.0:
+        link = link.scaled(args.time_scale)
+    engine = RealtimeEngine(profile, _engine_role(role), kv_link_bytes_per_s=link.bytes_per_s,
+                            kv_base_latency_s=link.base_latency_s)
     config = WorkerConfig(
         served_model_names=names,
         model_root=model,
