@@ -353,7 +353,7 @@ class WorkerServer:
                 external: int) -> None:
         """vLLM's finished-request record: engine-side intervals from the model's times, e2e from the wall clock."""
         times = stream.times
-        now = time.monotonic()
+        end_s = progress.last_token_s if progress.finish_reason not in (None, "abort") else None
         self.metrics.finished(FinishedRequest(
             finish_reason=progress.finish_reason or "abort",
             prompt_tokens=req.prompt_tokens,
@@ -364,7 +364,7 @@ class WorkerServer:
             scheduled_s=times.scheduled_s,
             first_token_s=times.first_token_s if progress.tokens else None,
             last_token_s=times.last_token_s if progress.tokens else None,
-            finished_s=progress.last_token_s if progress.finish_reason not in (None, "abort") else now,
+            finished_s=end_s if end_s is not None else time.monotonic(),
             preemptions=int(times.preemptions),
             external_prompt_tokens=external,
         ))

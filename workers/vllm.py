@@ -84,7 +84,7 @@ class VLLMConfig:
 def _check_role(role: str) -> Role:
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-    return role  # type: ignore[return-value]
+    return role
 
 
 def port_for(config: VLLMConfig, role: str) -> int:
