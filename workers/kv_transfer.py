@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Role = Literal["prefill", "decode", "aggregated"]
-KV_ROLE_TO_ROLE: dict[str, Role] = {"kv_producer": "prefill", "kv_consumer": "decode"}
+Role = Literal["prefill", "decode", "aggregated", "both"]
+# kv_both (llm-d's default): the proxy picks the role per request, so the worker serves either leg.
+KV_ROLE_TO_ROLE: dict[str, Role] = {"kv_producer": "prefill", "kv_consumer": "decode", "kv_both": "both"}
 DEFAULT_SIDE_CHANNEL_PORT = 5600  # vLLM's VLLM_NIXL_SIDE_CHANNEL_PORT default
 
 
@@ -45,9 +46,9 @@ def resolve_role(role: str | None, kv_config: Mapping[str, Any] | None) -> Role:
         return from_kv or "aggregated"
     if role in ("agg", "aggregated"):
         return "aggregated"
-    if role not in ("prefill", "decode"):
-        raise ValueError(f"--role must be prefill, decode or aggregated, got {role!r}")
-    if from_kv is not None and from_kv != role:
+    if role not in ("prefill", "decode", "both"):
+        raise ValueError(f"--role must be prefill, decode, both or aggregated, got {role!r}")
+    if from_kv is not None and from_kv != role and from_kv != "both":
         raise ValueError(f"--role {role} contradicts --kv-transfer-config kv_role {kv_config and kv_config['kv_role']}")
     return role  # type: ignore[return-value]
 
@@ -71,18 +72,26 @@ class KVProducer:
         return cls(host=side_host, port=port, block_size=block_size)
 
     def params_for(self, request_id: str, prompt_tokens: int) -> dict[str, Any]:
+        """The answer's ``kv_transfer_params``, field for field as a real vLLM 0.32 prefill instance returns them
+        (tests/data/vllm-0.32-pd-prefill-response.json): one block-id list per KV cache group."""
         blocks = max(1, -(-prompt_tokens // self.block_size))
         first = self._next_block
         self._next_block += blocks
         return {
             "do_remote_prefill": True,
             "do_remote_decode": False,
-            "remote_block_ids": list(range(first, first + blocks)),
+            "remote_block_ids": [list(range(first, first + blocks))],
             "remote_engine_id": self.engine_id,
-            "remote_request_id": request_id,
+            "remote_request_id": f"cmpl-{request_id}-0-{uuid.uuid4().hex[:8]}",
             "remote_host": self.host,
             "remote_port": self.port,
             "tp_size": self.tp_size,
+            "dcp_size": 1,
+            "pp_size": 1,
+            "remote_num_tokens": prompt_tokens,
+            "remote_blocks_expiry_time": None,
+            "transfer_mode": "pull",
+            "remote_prefill_cached_tokens": 0,
         }
 
 

@@ -9,10 +9,12 @@ diffs against it) and the timing semantics of vLLM's ``docs/design/metrics.md`` 
   includes the KV-transfer wait, since vLLM stamps SCHEDULED only once the KV has arrived; prefill: SCHEDULED to
   first token; decode: first to last token; inference: SCHEDULED to last token;
 * tokens: ``prompt_tokens_total`` counts the whole prompt when its prefill completes; ``prompt_tokens_by_source``
-  splits it into ``local_compute`` and, for a decode leg with remote KV, ``external_kv_transfer`` (all but the
-  last prompt token, which vLLM recomputes locally for its logits);
+  splits it into ``local_compute`` and, for a decode leg with remote KV, ``external_kv_transfer`` (the whole
+  prompt, as a real vLLM 0.32 NixlConnector pair reports it);
 * running / waiting / waiting_by_reason / kv_cache_usage_perc / num_preemptions are read from the engine's
-  snapshot at scrape time (``deferred`` = decode requests still pulling their KV).
+  snapshot at scrape time (``deferred`` = decode requests still pulling their KV);
+* with a KV connector (roles prefill and decode) the ``vllm:nixl_*`` series exist too, observed on the decode
+  side per pulled prompt, and the decode side has ``vllm:num_requests_kv_fetch_by_stage``.
 
 Everything is registered on an explicit ``CollectorRegistry`` with the ``engine`` and ``model_name`` labels.
 """
@@ -23,6 +25,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -41,6 +44,9 @@ CACHED_SOURCES = ("device", "host", "p2p", "disk", "external_unspecified")
 ITERATION_TOKENS_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 PARAMS_N_BUCKETS = (1, 2, 5, 10, 20)
 NUM_PREEMPTIONS_BUCKETS = (1, 2, 3, 4, 5, 10, 20)
+NIXL_TIME_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 5.0)
+NIXL_BYTES_BUCKETS = tuple(float(2**k) for k in range(11, 34, 2))  # 2 KiB .. 8 GiB, x4
+NIXL_DESCRIPTOR_BUCKETS = (10, 20, 30, 50, 75, 100, 200, 400, 1000, 2000, 4000, 10000, 20000, 50000)
 TOKEN_LAG_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
@@ -66,6 +72,7 @@ class EngineGauges:
     waiting_deferred: int
     kv_usage_frac: float
     preemptions_total: int
+    kv_fetch_in_progress: int = 0  # decode: KV transfers not finished yet (part of waiting_deferred)
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class CacheConfig:
     num_gpu_blocks: int
     kv_cache_memory_bytes: int
     max_num_seqs: int
-    enable_prefix_caching: bool = False
+    enable_prefix_caching: bool = True  # vLLM's default; queries are counted, hits never happen here
     gpu_memory_utilization: float = 0.9
 
 
@@ -101,7 +108,9 @@ class FinishedRequest:
 class _EngineStateCollector(Collector):
     """Gauges and the preemption counter, read from the engine when Prometheus scrapes."""
 
-    def __init__(self, model_name: str, gauges: Callable[[], EngineGauges], cache: CacheConfig, created_s: float):
+    def __init__(self, model_name: str, gauges: Callable[[], EngineGauges], cache: CacheConfig, created_s: float,
+                 kv_consumer: bool = False):
+        self.kv_consumer = kv_consumer
         self.labels = [model_name, ENGINE_INDEX]
         self.model_name = model_name
         self.gauges = gauges
@@ -131,6 +140,18 @@ class _EngineStateCollector(Collector):
         by_reason.add_metric([*self.labels, "capacity"], g.waiting_capacity)
         by_reason.add_metric([*self.labels, "deferred"], g.waiting_deferred)
         yield by_reason
+        if self.kv_consumer:  # vLLM exposes it where a KV connector loads KV asynchronously (the decode side)
+            stages = GaugeMetricFamily(
+                "vllm:num_requests_kv_fetch_by_stage",
+                "Number of waiting requests by async KV load stage. Stage labels: 'waiting_to_start' = needs an "
+                "async KV load that has not started; 'in_progress' = load started and not yet reported finished; "
+                "'completed_waiting' = load finished, request not running yet.",
+                labels=[*LABELS, "stage"],
+            )
+            for stage, value in (("waiting_to_start", 0), ("in_progress", g.kv_fetch_in_progress),
+                                 ("completed_waiting", 0)):
+                stages.add_metric([*self.labels, stage], value)
+            yield stages
         sleep = GaugeMetricFamily(
             "vllm:engine_sleep_state",
             "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is awake; "
@@ -197,6 +218,45 @@ class _EngineStateCollector(Collector):
         return family
 
 
+class NixlMetrics:
+    """NixlConnector's transfer series, exposed by vLLM on both sides of a P/D pair (observed on the decode side,
+    which pulls the KV). Edges and HELP texts from a real vLLM 0.32 pair (tests/data/vllm-0.32-pd-*-metrics.txt)."""
+
+    def __init__(self, reg: CollectorRegistry, labels: Sequence[str]) -> None:
+        def histogram(name: str, doc: str, buckets: Sequence[float]) -> Any:
+            return Histogram(name, doc, LABELS, buckets=buckets, registry=reg).labels(*labels)
+
+        self.xfer_time = histogram("vllm:nixl_xfer_time_seconds",
+                                   "Histogram of transfer duration for NIXL KV Cache transfers.", NIXL_TIME_BUCKETS_S)
+        self.post_time = histogram("vllm:nixl_post_time_seconds",
+                                   "Histogram of transfer post time for NIXL KV Cache transfers.",
+                                   (0.001, *NIXL_TIME_BUCKETS_S))
+        self.bytes = histogram("vllm:nixl_bytes_transferred",
+                               "Histogram of bytes transferred per NIXL KV Cache transfers.", NIXL_BYTES_BUCKETS)
+        self.descriptors = histogram("vllm:nixl_num_descriptors",
+                                     "Histogram of number of descriptors per NIXL  KV Cache transfers.",
+                                     NIXL_DESCRIPTOR_BUCKETS)
+        for name, doc in (
+            ("vllm:nixl_num_failed_transfers", "Number of failed NIXL KV Cache transfers, including handshake and "
+             "notification failures. NOTE: KV expiry is tracked separately in vllm:nixl_num_kv_expired_reqs."),
+            ("vllm:nixl_num_failed_notifications", "Number of failed NIXL KV Cache notifications. Retained for "
+             "compatibility; these failures are also included in vllm:nixl_num_failed_transfers."),
+            ("vllm:nixl_num_kv_expired_reqs", "Number of requests that had their KV expire. NOTE: This metric is "
+             "tracked on the P instance."),
+            ("vllm:nixl_num_notifications_after_expiry", "Number of completion notifications for requests that were "
+             "no longer tracked, usually because their KV lease expired. The KV blocks may have been reused before "
+             "the transfer finished. Counted per notification (one per remote rank), not per request."),
+        ):
+            Counter(name, doc, LABELS, registry=reg).labels(*labels)
+
+    def transfer(self, duration_s: float, blocks: int, block_bytes: int) -> None:
+        """One pulled prompt: whole blocks move; one descriptor per block; posting is instantaneous here."""
+        self.xfer_time.observe(max(0.0, duration_s))
+        self.post_time.observe(0.0)
+        self.bytes.observe(blocks * block_bytes)
+        self.descriptors.observe(blocks)
+
+
 class StepTokens:
     """Groups token events by engine step (tokens of one step share its deadline) into ``iteration_tokens_total``.
 
@@ -233,6 +293,7 @@ class WorkerMetrics:
         cache: CacheConfig,
         *,
         process_collectors: bool = True,
+        kv_connector: str | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         if process_collectors:  # what a plain (single API server) vLLM exposes too
@@ -258,7 +319,8 @@ class WorkerMetrics:
              "Flops Utilization calculations)."),
         ):
             counter(name, doc).labels(*labels)
-        reg.register(_EngineStateCollector(model_name, gauges, cache, self.created_s))
+        reg.register(_EngineStateCollector(model_name, gauges, cache, self.created_s,
+                                           kv_consumer=kv_connector in ("kv_consumer", "kv_both")))
         self.prefix_queries = counter(
             "vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens."
         ).labels(*labels)
@@ -374,6 +436,7 @@ class WorkerMetrics:
             token_buckets,
         ).labels(*labels)
 
+        self.nixl: NixlMetrics | None = NixlMetrics(reg, labels) if kv_connector else None
         self.token_lag = Histogram(
             "pdscale_worker_token_delivery_lag_seconds",
             "Emulator health (not a vLLM series): time from a token's model deadline (its step's end) to the "
@@ -388,12 +451,9 @@ class WorkerMetrics:
         self.ttft.observe(max(0.0, first_token_s - arrival_s))
         self.generation_tokens.inc()
         self.prompt_tokens.inc(prompt_tokens)
-        local = prompt_tokens - external_tokens
-        self.prompt_by_source["local_compute"].inc(local)
+        self.prompt_by_source["local_compute"].inc(prompt_tokens - external_tokens)
         if external_tokens:
             self.prompt_by_source["external_kv_transfer"].inc(external_tokens)
-            self.prompt_cached.inc(external_tokens)
-            self.cached_by_source["p2p"].inc(external_tokens)
 
     def next_token(self, gap_s: float) -> None:
         """One output token after the first: one ITL sample (one token per engine step, no speculation)."""
@@ -401,12 +461,16 @@ class WorkerMetrics:
         self.generation_tokens.inc()
 
     def admitted(self, prompt_tokens: int, external_tokens: int) -> None:
-        """Prefix-cache bookkeeping at admission: every prompt token is queried; remote KV counts as external hits."""
-        local = prompt_tokens - external_tokens
-        self.prefix_queries.inc(local)
+        """Cache bookkeeping at admission, as vLLM 0.32 counts it (measured on a NixlConnector pair): a local
+        prompt is queried against the prefix cache (never a hit here); a remote prompt is an external query and
+        hit for all its tokens, cached from ``p2p``."""
         if external_tokens:
             self.external_queries.inc(prompt_tokens)
             self.external_hits.inc(external_tokens)
+            self.prompt_cached.inc(external_tokens)
+            self.cached_by_source["p2p"].inc(external_tokens)
+        else:
+            self.prefix_queries.inc(prompt_tokens)
 
     def iteration(self, tokens: int) -> None:
         self.iteration_tokens.observe(tokens)
@@ -422,7 +486,7 @@ class WorkerMetrics:
             self.params_max_tokens.observe(r.max_tokens_param)
         self.e2e.observe(max(0.0, r.finished_s - r.arrival_s))
         self.request_preemptions.observe(r.preemptions)
-        self.prefill_kv_computed.observe(max(0, r.prompt_tokens - r.external_prompt_tokens))
+        self.prefill_kv_computed.observe(r.prompt_tokens)  # vLLM 0.32 reports the whole prompt, remote KV too
         scheduled = r.scheduled_s if r.scheduled_s is not None else r.finished_s
         self.queue_time.observe(max(0.0, scheduled - r.arrival_s))
         first = r.first_token_s if r.first_token_s is not None else scheduled

@@ -75,6 +75,7 @@ class WorkerConfig:
     port: int = 8000
     drain_timeout_s: float = 30.0
     kv_cache_memory_bytes: int = 0
+    kv_bytes_per_token: int = 0
     max_num_seqs: int = 256
 
 
@@ -112,6 +113,7 @@ def engine_gauges(engine: Any) -> EngineGauges:
         waiting_deferred=deferred,
         kv_usage_frac=float(snap.kv_usage_frac),
         preemptions_total=int(snap.preemptions_total),
+        kv_fetch_in_progress=deferred,
     )
 
 
@@ -132,6 +134,7 @@ class WorkerServer:
                 kv_cache_memory_bytes=config.kv_cache_memory_bytes,
                 max_num_seqs=config.max_num_seqs,
             ),
+            kv_connector={"prefill": "kv_producer", "decode": "kv_consumer", "both": "kv_both"}.get(config.role),
         )
         self.kv_producer = KVProducer.from_env(config.host, config.block_size)
         self.fingerprint = system_fingerprint(config.model_root)
@@ -241,7 +244,7 @@ class WorkerServer:
             request_id=request.headers.get("X-Request-Id") or uuid.uuid4().hex[:16],
         )
         remote_kv = False
-        if self.config.role == "decode" and req.has_remote_prefill:
+        if self.config.role in ("decode", "both") and req.has_remote_prefill:
             problem = validate_remote_prefill(req.kv_transfer_params or {})
             if problem:
                 raise APIError(400, problem, param="kv_transfer_params")
@@ -262,7 +265,7 @@ class WorkerServer:
     async def _run(
         self, request: web.Request, req: GenerationRequest, arrival_s: float, remote_kv: bool, entry: _InFlight
     ) -> web.StreamResponse:
-        external = max(0, req.prompt_tokens - 1) if remote_kv else 0
+        external = req.prompt_tokens if remote_kv else 0
         try:
             stream = self.engine.submit(req.prompt_tokens, req.max_tokens, remote_kv=remote_kv)
         except RuntimeError:  # the engine stopped accepting (drain began between our check and here)
@@ -283,6 +286,8 @@ class WorkerServer:
                 if progress.tokens == 0:
                     progress.first_token_s = now
                     self.metrics.first_token(arrival_s, now, req.prompt_tokens, external)
+                    if remote_kv:
+                        self._record_transfer(stream, req.prompt_tokens)
                     self.steps.add(ev.deadline_s, req.prompt_tokens + 1)
                 else:
                     assert progress.last_token_s is not None
@@ -304,7 +309,7 @@ class WorkerServer:
                 return await self._answer_error(response, 500, "The engine stopped before the request finished.")
             kv_params = (
                 self.kv_producer.params_for(req.request_id, req.prompt_tokens)
-                if req.wants_remote_decode and self.config.role == "prefill"
+                if req.wants_remote_decode and self.config.role in ("prefill", "both")
                 else None
             )
             if writer is not None and response is not None:
@@ -330,6 +335,13 @@ class WorkerServer:
         except ConnectionError:
             self._abort(req, stream, arrival_s, progress, external)
             raise
+
+    def _record_transfer(self, stream: Any, prompt_tokens: int) -> None:
+        times = stream.times
+        if self.metrics.nixl is not None and times.kv_ready_s is not None:
+            blocks = -(-prompt_tokens // self.config.block_size)
+            self.metrics.nixl.transfer(times.kv_ready_s - times.arrival_s, blocks,
+                                       self.config.block_size * self.config.kv_bytes_per_token)
 
     def _abort(self, req: GenerationRequest, stream: Any, arrival_s: float, progress: _Progress,
                external: int) -> None:

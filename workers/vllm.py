@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Role = Literal["prefill", "decode", "aggregated"]
-ROLES: tuple[Role, ...] = ("prefill", "decode", "aggregated")
-KV_ROLES: dict[Role, str] = {"prefill": "kv_producer", "decode": "kv_consumer"}
+Role = Literal["prefill", "decode", "aggregated", "both"]
+ROLES: tuple[Role, ...] = ("prefill", "decode", "aggregated", "both")
+KV_ROLES: dict[Role, str] = {"prefill": "kv_producer", "decode": "kv_consumer", "both": "kv_both"}
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 

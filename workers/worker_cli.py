@@ -23,9 +23,9 @@ def add_worker_arguments(p: argparse.ArgumentParser) -> None:
                    help="name(s) clients use in `model`; the first labels the metrics (default: --model)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    p.add_argument("--role", choices=("prefill", "decode", "aggregated"), default=None,
-                   help="P/D role; default from --kv-transfer-config kv_role (producer: prefill, consumer: decode), "
-                        "else aggregated")
+    p.add_argument("--role", choices=("prefill", "decode", "both", "aggregated"), default=None,
+                   help="P/D role; default from --kv-transfer-config kv_role (kv_producer: prefill, kv_consumer: "
+                        "decode, kv_both: both legs, chosen per request by the proxy), else aggregated")
     p.add_argument("--kv-transfer-config", default=None, metavar="JSON",
                    help='vLLM\'s KV connector config, e.g. \'{"kv_connector":"NixlConnector","kv_role":"kv_producer"}\'')
     p.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME|PATH",
@@ -148,13 +148,15 @@ def build_server(args: argparse.Namespace) -> Any:
         port=args.port,
         drain_timeout_s=args.drain_timeout_s,
         kv_cache_memory_bytes=int(profile.kv_capacity_tokens * profile.kv_bytes_per_token),
+        kv_bytes_per_token=profile.kv_bytes_per_token,
         max_num_seqs=profile.max_num_seqs,
     )
     return WorkerServer(config, engine, profile.kv_capacity_tokens)
 
 
 def _engine_role(role: str) -> str:
-    return "agg" if role == "aggregated" else role
+    """The RealtimeEngine role: a decode engine also computes local prompts, so it serves both legs."""
+    return {"aggregated": "agg", "both": "decode"}.get(role, role)
 
 
 def default_vllm_python() -> str:

@@ -86,12 +86,32 @@ def test_openai_client_through_vllm_router(stack: Stack) -> None:
     assert delta(after_p, before_p, "vllm:generation_tokens_total") == 2
     assert delta(after_p, before_p, "vllm:prompt_tokens_by_source_total", source="local_compute") == prompts
     assert delta(after_p, before_p, "vllm:inter_token_latency_seconds_count") == 0
-    # decode worker: the KV arrived from the prefill worker (all but the last token), all output generated here
-    assert delta(after_d, before_d, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer") == prompts - 2
-    assert delta(after_d, before_d, "vllm:prompt_tokens_by_source_total", source="local_compute") == 2
+    # decode worker: the whole prompt's KV came from the prefill worker (as vLLM 0.32 counts it), output made here
+    assert delta(after_d, before_d, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer") == prompts
+    assert delta(after_d, before_d, "vllm:prompt_tokens_by_source_total", source="local_compute") == 0
+    assert delta(after_d, before_d, "vllm:nixl_xfer_time_seconds_count") == 2
+    assert delta(after_p, before_p, "vllm:nixl_xfer_time_seconds_count") == 0
     assert delta(after_d, before_d, "vllm:generation_tokens_total") == 35
     assert delta(after_d, before_d, "vllm:inter_token_latency_seconds_count") == 19 + 14
     assert delta(after_d, before_d, "vllm:request_success_total", finished_reason="length") == 2
     for snap in (after_p, after_d):
         assert sample(snap, "vllm:num_requests_running") == 0
         assert sample(snap, "vllm:num_requests_waiting") == 0
+
+
+def test_kv_both_worker_serves_either_leg(process_runner: ProcessRunner) -> None:
+    """kv_role kv_both (llm-d's default): the proxy's two legs, by hand, against ONE worker."""
+    both = start_worker(process_runner, role="both", extra_args=["--max-model-len", "4096"])
+    client = openai.OpenAI(base_url=both.api_url, api_key="unused", timeout=30, max_retries=0)
+    prefill_leg = client.completions.create(model=MODEL, prompt=[9] * 64, max_tokens=1, extra_body={
+        "kv_transfer_params": {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
+                               "remote_block_ids": None, "remote_host": None, "remote_port": None}})
+    params = (prefill_leg.model_extra or {})["kv_transfer_params"]
+    assert params["do_remote_prefill"] is True and params["remote_num_tokens"] == 64
+    decode_leg = client.completions.create(model=MODEL, prompt=[9] * 64, max_tokens=6,
+                                           extra_body={"kv_transfer_params": params})
+    assert decode_leg.usage is not None and decode_leg.usage.completion_tokens == 6
+    assert (decode_leg.model_extra or {})["kv_transfer_params"] is None
+    snap = scrape(both.url)
+    assert sample(snap, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer") == 64
+    assert sample(snap, "vllm:prompt_tokens_by_source_total", source="local_compute") == 64

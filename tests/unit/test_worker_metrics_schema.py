@@ -16,6 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from workers.metrics import CacheConfig, EngineGauges, FinishedRequest, WorkerMetrics, buckets_1_2_5
 
 SAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "vllm-metrics-sample-0.32.txt"
+# Captured from a real vLLM 0.32 NixlConnector pair on CPU (`pdscale worker --engine vllm --pd-pair`, max-model-len
+# 512) after one request through both legs.
+PD_CAPTURES = Path(__file__).resolve().parents[1] / "data"
 
 
 def schema(text: str) -> dict[str, dict[str, object]]:
@@ -43,12 +46,13 @@ def sample_schema() -> dict[str, dict[str, object]]:
     return schema(SAMPLE.read_text())
 
 
-def emulator_text(observe: bool) -> str:
+def emulator_text(observe: bool, kv_connector: str | None = None) -> str:
     metrics = WorkerMetrics(
         "tiny", 512,
         lambda: EngineGauges(running=1, waiting_capacity=2, waiting_deferred=1, kv_usage_frac=0.25,
                              preemptions_total=0),
         CacheConfig(block_size=16, num_gpu_blocks=4096, kv_cache_memory_bytes=134217728, max_num_seqs=8),
+        kv_connector=kv_connector,
     )
     if observe:  # so every histogram prints its buckets (they print even when empty; this checks both)
         metrics.admitted(100, 0)
@@ -56,6 +60,8 @@ def emulator_text(observe: bool) -> str:
         metrics.next_token(0.01)
         metrics.iteration(101)
         metrics.finished(FinishedRequest("length", 100, 2, 2, 2, 0.0, 0.001, 0.05, 0.06, 0.06, 0))
+        if metrics.nixl is not None:
+            metrics.nixl.transfer(0.02, 7, 16 * 4096)
     return generate_latest(metrics.registry).decode()
 
 
@@ -93,3 +99,18 @@ def test_token_buckets_follow_max_model_len() -> None:
     assert buckets_1_2_5(512) == [1, 2, 5, 10, 20, 50, 100, 200, 500]
     assert buckets_1_2_5(8192)[-1] == 5000
     assert buckets_1_2_5(1) == [1]
+
+
+@pytest.mark.parametrize(("capture", "kv_connector"), [
+    ("vllm-0.32-pd-prefill-metrics.txt", "kv_producer"),
+    ("vllm-0.32-pd-decode-metrics.txt", "kv_consumer"),
+])
+@pytest.mark.parametrize("observe", [False, True], ids=["fresh", "after-a-request"])
+def test_pd_roles_match_a_real_nixl_pair(capture: str, kv_connector: str, observe: bool) -> None:
+    real = schema((PD_CAPTURES / capture).read_text())
+    ours = schema(emulator_text(observe, kv_connector))
+    assert sorted(set(real) - set(ours)) == [], "families the real P/D instance has and the emulator lacks"
+    assert sorted(set(ours) - set(real)) == [], "families the emulator invents"
+    diffs = [f"{n}.{k}: vllm {real[n][k]!r} != emulator {ours[n][k]!r}"
+             for n in sorted(real) for k in ("type", "help", "labels", "buckets") if real[n][k] != ours[n][k]]
+    assert not diffs, "\n".join(diffs)
