@@ -148,9 +148,9 @@ class _EngineStateCollector(Collector):
                 "'completed_waiting' = load finished, request not running yet.",
                 labels=[*LABELS, "stage"],
             )
-            for stage, value in (("waiting_to_start", 0), ("in_progress", g.kv_fetch_in_progress),
+            for stage, count in (("waiting_to_start", 0), ("in_progress", g.kv_fetch_in_progress),
                                  ("completed_waiting", 0)):
-                stages.add_metric([*self.labels, stage], value)
+                stages.add_metric([*self.labels, stage], count)
             yield stages
         sleep = GaugeMetricFamily(
             "vllm:engine_sleep_state",
