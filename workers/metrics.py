@@ -462,15 +462,18 @@ class WorkerMetrics:
 
     def admitted(self, prompt_tokens: int, external_tokens: int) -> None:
         """Cache bookkeeping at admission, as vLLM 0.32 counts it (measured on a NixlConnector pair): a local
-        prompt is queried against the prefix cache (never a hit here); a remote prompt is an external query and
-        hit for all its tokens, cached from ``p2p``."""
+        prompt is queried against the prefix cache (never a hit here) and, where a KV connector is configured,
+        against the connector (no hit); a remote prompt is an external query and hit for all its tokens, cached
+        from ``p2p``."""
         if external_tokens:
             self.external_queries.inc(prompt_tokens)
             self.external_hits.inc(external_tokens)
             self.prompt_cached.inc(external_tokens)
             self.cached_by_source["p2p"].inc(external_tokens)
-        else:
-            self.prefix_queries.inc(prompt_tokens)
+            return
+        self.prefix_queries.inc(prompt_tokens)
+        if self.nixl is not None:
+            self.external_queries.inc(prompt_tokens)
 
     def iteration(self, tokens: int) -> None:
         self.iteration_tokens.observe(tokens)

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -74,6 +75,15 @@ def start_worker(
     handle = WorkerHandle(proc, port, role)
     wait_models(handle.url, proc)
     return handle
+
+
+def json_shape(value: Any) -> Any:
+    """A JSON value's structure without its values: keys in order, element shapes, scalar type names."""
+    if isinstance(value, dict):
+        return {k: json_shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_shape(v) for v in value]
+    return "null" if value is None else type(value).__name__
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

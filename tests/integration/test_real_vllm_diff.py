@@ -1,9 +1,12 @@
-"""The emulated worker against a real vLLM 0.32 on CPU, side by side: same requests, same answers' shapes.
+"""Emulated workers against real vLLM 0.32 on CPU, side by side: same requests, same answers' shapes.
 
-One real vLLM (tiny random-weight Llama, scripts/ensure-vllm.sh) and one emulated worker with the same served name
-and limits, started once for the module. Compared: endpoints, non-streaming bodies, streaming chunk sequences
+A real NixlConnector prefill/decode pair (tiny random-weight Llama from scripts/ensure-vllm.sh, launched by
+``pdscale worker --engine vllm --pd-pair``) and an emulated prefill/decode pair with the same served name and
+limits, started once for the module. Plain requests go to the two decode instances (a decode instance computes a
+prompt that arrives without KV itself). Compared: endpoints, non-streaming bodies, streaming chunk sequences
 (object, fields, finish_reason, usage chunk), error bodies (status, type, param, message), the /metrics schema of
-every ``vllm:`` family, and the metric count identities after the same requests. Values that are the model's
+every ``vllm:`` family on both roles, metric count identities after the same requests, and the P/D hand-off
+(the prefill leg's kv_transfer_params, the decode leg, what each side counts). Values that are the model's
 (text, ids, timestamps, latencies) are not compared; their JSON shape is.
 """
 
@@ -22,26 +25,32 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.processes import ProcessRunner
 from tests.helpers.real_vllm import RealVLLM, start_real_vllm
-from tests.helpers.workers import MODEL, WorkerHandle, sample, scrape, start_worker
+from tests.helpers.workers import MODEL, json_shape, sample, scrape, start_worker
 
 MAX_MODEL_LEN = 512
 
 
 @dataclass
-class Pair:
-    real: RealVLLM
-    emu: WorkerHandle
+class Servers:
+    """URLs of the two pairs; plain requests go to the decode instances."""
+
+    real_prefill_url: str
+    real_url: str  # decode
+    emu_prefill_url: str
+    emu_url: str  # decode
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     base = tmp_path_factory.mktemp("real-vllm")
     runner = ProcessRunner(base / "logs")
     real: RealVLLM | None = None
+    limits = ["--max-model-len", str(MAX_MODEL_LEN), "--max-num-seqs", "8", "--block-size", "32"]
     try:
-        emu = start_worker(runner, extra_args=["--max-model-len", str(MAX_MODEL_LEN), "--max-num-seqs", "8"])
-        real = start_real_vllm(runner, base / "vllm", max_model_len=MAX_MODEL_LEN)
-        yield Pair(real, emu)
+        emu_prefill = start_worker(runner, role="prefill", extra_args=limits)
+        emu_decode = start_worker(runner, role="decode", extra_args=limits)
+        real = start_real_vllm(runner, base / "vllm", max_model_len=MAX_MODEL_LEN, pd_pair=True)
+        yield Servers(real.url, real.decode_url, emu_prefill.url, emu_decode.url)
     finally:
         if real is not None:
             real.stop()
@@ -58,15 +67,6 @@ def call(base: str, path: str, body: Any = None, raw: bytes | None = None) -> tu
         return err.code, err.headers.get("Content-Type", ""), err.read()
 
 
-def shape(value: Any) -> Any:
-    """The JSON structure without the values: keys in order, element shapes, scalar type names."""
-    if isinstance(value, dict):
-        return {k: shape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [shape(v) for v in value]
-    return "null" if value is None else type(value).__name__
-
-
 def sse_events(body: bytes) -> list[Any]:
     events = []
     for line in body.decode().splitlines():
@@ -76,16 +76,16 @@ def sse_events(body: bytes) -> list[Any]:
     return events
 
 
-def both(pair: Pair, path: str, body: Any = None, raw: bytes | None = None) -> tuple[Any, Any]:
-    return call(pair.real.url, path, body, raw), call(pair.emu.url, path, body, raw)
+def both(pair: Servers, path: str, body: Any = None, raw: bytes | None = None) -> tuple[Any, Any]:
+    return call(pair.real_url, path, body, raw), call(pair.emu_url, path, body, raw)
 
 
 @pytest.mark.parametrize("path", ["/v1/models", "/version", "/health", "/ping"])
-def test_service_endpoints(pair: Pair, path: str) -> None:
+def test_service_endpoints(pair: Servers, path: str) -> None:
     (rs, rct, rb), (es, ect, eb) = both(pair, path)
     assert (es, ect.split(";")[0]) == (rs, rct.split(";")[0])
     if rb:
-        assert shape(json.loads(eb)) == shape(json.loads(rb))
+        assert json_shape(json.loads(eb)) == json_shape(json.loads(rb))
     else:
         assert eb == rb
 
@@ -100,10 +100,10 @@ CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hello there"}]
     ("/v1/chat/completions", CHAT),
     ("/v1/chat/completions", {**CHAT, "max_completion_tokens": 3, "max_tokens": None}),
 ], ids=["completion", "chat", "chat-max_completion_tokens"])
-def test_non_streaming_bodies(pair: Pair, path: str, body: dict) -> None:
+def test_non_streaming_bodies(pair: Servers, path: str, body: dict) -> None:
     (rs, _, rb), (es, _, eb) = both(pair, path, body)
     real, emu = json.loads(rb), json.loads(eb)
-    assert (es, shape(emu)) == (rs, shape(real))
+    assert (es, json_shape(emu)) == (rs, json_shape(real))
     assert emu["usage"]["completion_tokens"] == real["usage"]["completion_tokens"]
     assert emu["choices"][0]["finish_reason"] == real["choices"][0]["finish_reason"]
     if "prompt" in body:  # token ids: both count exactly
@@ -121,12 +121,12 @@ STREAMS = {
 
 
 @pytest.mark.parametrize("name", list(STREAMS))
-def test_streaming_chunks(pair: Pair, name: str) -> None:
+def test_streaming_chunks(pair: Servers, name: str) -> None:
     path, body = STREAMS[name]
     (rs, rct, rb), (es, ect, eb) = both(pair, path, body)
     assert (es, ect) == (rs, rct)
     real, emu = sse_events(rb), sse_events(eb)
-    assert [shape(e) for e in emu] == [shape(e) for e in real]
+    assert [json_shape(e) for e in emu] == [json_shape(e) for e in real]
     assert real[-1] == emu[-1] == "[DONE]"
     finish = [[c.get("finish_reason") for c in e["choices"]] for e in real[:-1]]
     assert [[c.get("finish_reason") for c in e["choices"]] for e in emu[:-1]] == finish
@@ -162,12 +162,12 @@ PYDANTIC = {"malformed json", "not an object", "no messages", "max_tokens not an
 
 
 @pytest.mark.parametrize("name", list(BAD))
-def test_error_bodies(pair: Pair, name: str) -> None:
+def test_error_bodies(pair: Servers, name: str) -> None:
     path, body, raw = BAD[name]
     (rs, _, rb), (es, _, eb) = both(pair, path, body, raw)
     real, emu = json.loads(rb), json.loads(eb)
     assert es == rs
-    assert shape(emu) == shape(real)
+    assert json_shape(emu) == json_shape(real)
     if "error" in real:
         for key in ("type", "code") + (() if name in PYDANTIC else ("param",)):
             assert emu["error"][key] == real["error"][key], key
@@ -192,15 +192,19 @@ def metric_schema(url: str) -> dict[str, tuple[str, str, tuple[str, ...], tuple[
     return out
 
 
-def test_metrics_schema(pair: Pair) -> None:
-    real, emu = metric_schema(pair.real.url), metric_schema(pair.emu.url)
+@pytest.mark.parametrize("role", ["prefill", "decode"])
+def test_metrics_schema(pair: Servers, role: str) -> None:
+    if role == "prefill":
+        real, emu = metric_schema(pair.real_prefill_url), metric_schema(pair.emu_prefill_url)
+    else:
+        real, emu = metric_schema(pair.real_url), metric_schema(pair.emu_url)
     assert sorted(set(real) - set(emu)) == [], "vLLM families the emulator lacks"
     assert sorted(set(emu) - set(real)) == [], "families the emulator invents"
     diffs = [f"{n}: vllm {real[n]} != emulator {emu[n]}" for n in sorted(real) if real[n] != emu[n]]
     assert not diffs, "\n".join(diffs)
 
 
-def test_metric_count_identities_match(pair: Pair) -> None:
+def test_metric_count_identities_match(pair: Servers) -> None:
     """The same 5 requests (40 prompt tokens, 8 outputs) move the same counters by the same amounts."""
     body = {"model": MODEL, "prompt": list(range(40)), "max_tokens": 8, "ignore_eos": True}
     keys = [("vllm:time_to_first_token_seconds_count", {}), ("vllm:inter_token_latency_seconds_count", {}),
@@ -212,7 +216,7 @@ def test_metric_count_identities_match(pair: Pair) -> None:
             ("vllm:request_success_total", {"finished_reason": "length"}),
             ("vllm:prompt_tokens_by_source_total", {"source": "local_compute"})]
     deltas = {}
-    for label, url in (("real", pair.real.url), ("emu", pair.emu.url)):
+    for label, url in (("real", pair.real_url), ("emu", pair.emu_url)):
         before = scrape(url)
         for _ in range(5):
             status, _, _ = call(url, "/v1/completions", body)
@@ -221,3 +225,46 @@ def test_metric_count_identities_match(pair: Pair) -> None:
         after = scrape(url)
         deltas[label] = {name: sample(after, name, **lb) - sample(before, name, **lb) for name, lb in keys}
     assert deltas["emu"] == deltas["real"]
+
+
+PD_PROMPT = list(range(100, 180))  # 80 tokens: three 32-token blocks
+PREFILL_LEG = {"model": MODEL, "prompt": PD_PROMPT, "max_tokens": 1, "stream": False, "kv_transfer_params": {
+    "do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None, "remote_block_ids": None,
+    "remote_host": None, "remote_port": None}}
+PD_COUNTERS = [
+    ("vllm:prompt_tokens_total", {}), ("vllm:generation_tokens_total", {}),
+    ("vllm:prompt_tokens_by_source_total", {"source": "local_compute"}),
+    ("vllm:prompt_tokens_by_source_total", {"source": "external_kv_transfer"}),
+    ("vllm:external_prefix_cache_queries_total", {}), ("vllm:external_prefix_cache_hits_total", {}),
+    ("vllm:prompt_tokens_cached_by_source_total", {"source": "p2p"}),
+    ("vllm:time_to_first_token_seconds_count", {}), ("vllm:inter_token_latency_seconds_count", {}),
+    ("vllm:request_success_total", {"finished_reason": "length"}), ("vllm:nixl_xfer_time_seconds_count", {}),
+    ("vllm:nixl_num_descriptors_count", {}), ("vllm:request_prefill_kv_computed_tokens_sum", {}),
+]
+
+
+def test_pd_hand_off(pair: Servers) -> None:
+    """Both legs of the NixlConnector protocol against each pair: same bodies' shapes, same counters moved."""
+    results = {}
+    for label, prefill, decode in (("real", pair.real_prefill_url, pair.real_url),
+                                   ("emu", pair.emu_prefill_url, pair.emu_url)):
+        before = (scrape(prefill), scrape(decode))
+        status, _, body = call(prefill, "/v1/completions", PREFILL_LEG)
+        assert status == 200, body
+        first = json.loads(body)
+        decode_leg = {"model": MODEL, "prompt": PD_PROMPT, "max_tokens": 6, "ignore_eos": True,
+                      "kv_transfer_params": first["kv_transfer_params"]}
+        status, _, body = call(decode, "/v1/completions", decode_leg)
+        assert status == 200, body
+        second = json.loads(body)
+        time.sleep(0.5)
+        after = (scrape(prefill), scrape(decode))
+        deltas = [{f"{name}{lb or ''}": sample(a, name, **lb) - sample(b, name, **lb) for name, lb in PD_COUNTERS}
+                  for a, b in zip(after, before, strict=True)]
+        results[label] = (first, second, deltas)
+    (rf, rs, rd), (ef, es, ed) = results["real"], results["emu"]
+    assert json_shape(ef) == json_shape(rf) and json_shape(es) == json_shape(rs)
+    assert ef["kv_transfer_params"]["remote_num_tokens"] == rf["kv_transfer_params"]["remote_num_tokens"] == 80
+    assert len(ef["kv_transfer_params"]["remote_block_ids"][0]) == len(rf["kv_transfer_params"]["remote_block_ids"][0])
+    assert (es["usage"], ef["usage"]) == (rs["usage"], rf["usage"])
+    assert ed == rd, f"prefill/decode counter deltas: emulated {ed} != real {rd}"

@@ -5,28 +5,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.helpers.workers import json_shape
 from workers.kv_transfer import KVProducer, parse_kv_transfer_config, resolve_role, validate_remote_prefill
 
 REAL = json.loads((Path(__file__).resolve().parents[1] / "data" / "vllm-0.32-pd-prefill-response.json").read_text())
-
-
-def shape(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: shape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [shape(v) for v in value]
-    return "null" if value is None else type(value).__name__
 
 
 def test_prefill_answer_has_nixl_connectors_fields() -> None:
     producer = KVProducer(host="localhost", block_size=32)
     ours = producer.params_for("req123", REAL["usage"]["prompt_tokens"])
     real = REAL["kv_transfer_params"]
-    assert shape(ours) == shape(real)
+    assert json_shape(ours) == json_shape(real)
     assert ours["remote_block_ids"] == [[0, 1]] and real["remote_block_ids"] == [[1, 2]]  # 36 tokens, 2 blocks
     assert ours["remote_request_id"].startswith("cmpl-req123-0-")
     assert {k: ours[k] for k in ("do_remote_prefill", "do_remote_decode", "remote_host", "remote_port", "tp_size",
