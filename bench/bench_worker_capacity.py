@@ -84,7 +84,7 @@ def start_workers(n: int, core: int, args: argparse.Namespace, log_dir: Path) ->
     procs = []
     for i in range(n):
         port = free_port()
-        argv = [sys.executable, "-m", "autoscaler.cli", "worker", "--host", LOOPBACK, "--port", str(port),
+        argv = [sys.executable, "-m", "workers.worker_cli", "--host", LOOPBACK, "--port", str(port),
                 "--served-model-name", "m", "--profile", args.profile, "--max-model-len", "4096",
                 "--time-scale", str(args.time_scale)]
         if taskset:

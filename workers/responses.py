@@ -61,6 +61,10 @@ class ChunkWriter:
             "created": int(time.time()),
             "model": req.model,
         }
+        # Every chunk but the last differs only in its text: encode it once, splice the text in (the hot path).
+        marker = "\x00"
+        template = sse({**self.head, "choices": [self._choice(marker, None)]})
+        self._before_text, self._after_text = template.split(json.dumps(marker).strip('"').encode(), 1)
 
     def role_chunk(self) -> bytes:
         """Chat only: the first chunk (delta role, empty content), sent once the first token exists (vLLM)."""
@@ -73,6 +77,16 @@ class ChunkWriter:
         })
 
     def token_chunk(self, text: str, finish_reason: str | None, completion_tokens: int) -> bytes:
+        if finish_reason is None and not self.req.continuous_usage_stats:
+            return self._before_text + json.dumps(text, ensure_ascii=False)[1:-1].encode() + self._after_text
+        chunk: dict[str, Any] = {**self.head, "choices": [self._choice(text, finish_reason)]}
+        if self.req.continuous_usage_stats:
+            chunk["usage"] = usage(self.req.prompt_tokens, completion_tokens, details=False)
+        if finish_reason is not None and not self.req.include_usage:
+            chunk["system_fingerprint"] = self.fingerprint
+        return sse(chunk)
+
+    def _choice(self, text: str, finish_reason: str | None) -> dict[str, Any]:
         choice: dict[str, Any]
         if self.req.kind == "chat":
             choice = {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish_reason}
@@ -82,12 +96,7 @@ class ChunkWriter:
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason,
                       "stop_reason": None, "prompt_token_ids": None, "token_ids": None}
-        chunk: dict[str, Any] = {**self.head, "choices": [choice]}
-        if self.req.continuous_usage_stats:
-            chunk["usage"] = usage(self.req.prompt_tokens, completion_tokens, details=False)
-        if finish_reason is not None and not self.req.include_usage:
-            chunk["system_fingerprint"] = self.fingerprint
-        return sse(chunk)
+        return choice
 
     def usage_chunk(self, completion_tokens: int) -> bytes:
         """The final chunk with empty ``choices`` and the totals (``stream_options.include_usage``)."""

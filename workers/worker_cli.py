@@ -166,3 +166,19 @@ def default_vllm_python() -> str:
         return env
     local = os.path.join(os.getcwd(), ".venv-vllm", "bin", "python")
     return local if os.path.exists(local) else sys.executable
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m workers.worker_cli ...``: the same command without loading every other pdscale subcommand
+    (a lighter process when one machine runs dozens of emulated pods)."""
+    import logging
+
+    parser = argparse.ArgumentParser(prog="pdscale worker")
+    add_worker_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return run_worker(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
