@@ -28,6 +28,8 @@ from tests.helpers.real_vllm import RealVLLM, start_real_vllm
 from tests.helpers.workers import MODEL, json_shape, sample, scrape, start_worker
 
 MAX_MODEL_LEN = 512
+# The module's first test carries the real servers' start-up (tests/helpers/real_vllm.py START_TIMEOUT_S).
+pytestmark = pytest.mark.timeout(600)
 
 
 @dataclass
