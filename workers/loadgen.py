@@ -90,7 +90,7 @@ def build_plan(
     if max_requests is not None and max_requests < 1:
         raise LoadgenError(f"--max-requests must be >= 1, got {max_requests}")
     try:
-        if generator is not None and wl.is_closed_loop(generator):
+        if generator is not None and generator.strip().lower().startswith("closed:"):
             if rate_scale != 1.0 or duration_s is not None:
                 raise LoadgenError(
                     "--rate-scale and --duration-s apply to open-loop workloads, not closed:..."
@@ -285,7 +285,6 @@ async def run_plan(
     client: Any = None,
 ) -> list[RequestRecord]:
     """Send every request of ``plan``; returns one record per request, in request order."""
-    import httpx
     import openai
 
     if max_concurrency is not None and max_concurrency < 1:
@@ -301,12 +300,7 @@ async def run_plan(
             base_url=target.base_url,
             api_key=target.api_key,
             max_retries=0,
-            timeout=target.timeout_s,
-            http_client=openai.DefaultAsyncHttpxClient(
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=None)
-            )
-            if hasattr(openai, "DefaultAsyncHttpxClient")
-            else None,
+            timeout=target.timeout_s,  # the client's own pool: up to 1,000 connections
         )
     clock = time.perf_counter
     t0 = clock()

@@ -156,6 +156,7 @@ class Proxy:
         self._idle.set()
         self._session: aiohttp.ClientSession | None = None
         self._probing: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
         if cfg.model_name:
             self.metrics.touch(cfg.model_name)
 
@@ -217,18 +218,21 @@ class Proxy:
                 self.metrics.endpoints.labels(role, state).set(n)
 
     def _spawn_probe(self, ep: Endpoint) -> None:
+        task = asyncio.get_running_loop().create_task(self._probe_once(ep))
+        self._background.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._background.discard)
+
+    async def _probe_once(self, ep: Endpoint) -> None:
+        """Probe unless a probe of the same endpoint is already running (new endpoints are probed at once,
+        and the health loop may come round at the same moment)."""
         key = f"{ep.role} {ep.url}"
         if key in self._probing:
             return
         self._probing.add(key)
-
-        async def probe() -> None:
-            try:
-                await self.probe(ep)
-            finally:
-                self._probing.discard(key)
-
-        asyncio.get_running_loop().create_task(probe())
+        try:
+            await self.probe(ep)
+        finally:
+            self._probing.discard(key)
 
     async def probe(self, ep: Endpoint) -> None:
         """GET /health: 200 ready, 503 draining, anything else or no answer down."""
@@ -265,7 +269,7 @@ class Proxy:
     async def health_loop(self) -> None:
         while True:
             eps = [ep for pool in self.pools.values() for ep in pool if ep.listed]
-            await asyncio.gather(*(self.probe(ep) for ep in eps))
+            await asyncio.gather(*(self._probe_once(ep) for ep in eps))
             for pool in self.pools.values():
                 pool.forget_unlisted()
             self._export_endpoint_counts()
@@ -704,7 +708,11 @@ async def serve(
             tasks.append(loop.create_task(kube.run(proxy.apply_snapshot)))
         tasks.append(loop.create_task(proxy.health_loop()))
         site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            log.error("cannot listen on %s:%d: %s", cfg.host, cfg.port, exc)
+            return 1
         port = cfg.port
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
