@@ -16,9 +16,10 @@ Requests go through the ``openai`` client's streaming API (``AsyncOpenAI``) with
   rule (``workers/tokens.py``: one token per word; the chat template adds 10); a real model's tokenizer counts it
   differently.
 
-``--time-scale S``: the emulated workers run S times faster than the hardware they model (``pdscale worker
---time-scale S``): arrivals and think times are sent S times denser in real time, and every measured duration is
-multiplied by S, so the report is in the model's seconds.
+``--time-scale K``: the emulated workers stretch every modelled duration by K (``pdscale worker --time-scale K``;
+0.1 runs ten times faster than the modelled hardware). Loadgen stretches arrivals and think times by the same K and
+divides every measured duration by K, so the report is in the model's seconds (client and network overheads are
+divided by K too: keep K large enough that they stay small next to the modelled times).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class Target:
     endpoint: str = "completions"  # or "chat"
     api_key: str = "EMPTY"
     timeout_s: float = 600.0
-    time_scale: float = 1.0
+    time_scale: float = 1.0  # real seconds per model second (pdscale worker --time-scale)
     ignore_eos: bool = True
 
 
@@ -162,7 +163,7 @@ class Sender:
         self.t0 = t0
 
     def _model_s(self, real_s: float) -> float:
-        return real_s * self.target.time_scale
+        return real_s / self.target.time_scale
 
     async def send(self, rec: RequestRecord, prompt: list[int] | str) -> RequestRecord:
         import openai
@@ -343,7 +344,7 @@ async def _open_loop(
     assert plan.arrival_s is not None
     tasks = []
     for i, at_model_s in enumerate(plan.arrival_s):
-        delay = float(at_model_s) / target.time_scale - (clock() - t0)
+        delay = float(at_model_s) * target.time_scale - (clock() - t0)
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one(i)))
@@ -368,8 +369,8 @@ async def _closed_loop(
             i = next_index
             next_index += 1
             if not first and plan.think_s > 0:
-                await asyncio.sleep(plan.think_s / target.time_scale)
-            records[i].scheduled_s = (clock() - t0) * target.time_scale
+                await asyncio.sleep(plan.think_s * target.time_scale)
+            records[i].scheduled_s = (clock() - t0) / target.time_scale
             await one(i)
             first = False
 

@@ -30,8 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-requests", type=int, metavar="N", help="send at most the first N requests")
     p.add_argument("--max-prompt-tokens", type=int, metavar="N", help="cap prompt lengths")
     p.add_argument("--max-output-tokens", type=int, metavar="N", help="cap output lengths")
-    p.add_argument("--time-scale", type=float, default=1.0, metavar="S",
-                   help="workers run S x faster than modelled: send S x denser, report durations x S (1)")  # fmt: skip
+    p.add_argument("--time-scale", type=float, default=1.0, metavar="K",
+                   help="as pdscale worker --time-scale K: arrivals stretched by K, durations reported / K (1)")  # fmt: skip
     p.add_argument(
         "--max-concurrency", type=int, metavar="N", help="at most N requests in flight (open loop)"
     )

@@ -5,7 +5,7 @@ between successive token events, pooled over requests; TPOT = (e2e - TTFT) / (ou
 more than one output token, output tokens from ``usage.completion_tokens``; E2EL = send -> last event. Request
 throughput = completed requests / run duration (first send -> last completion). Goodput (DistServe): completed
 requests meeting every given SLO (``ttft``, ``tpot``, ``e2el`` in ms) per second. Durations are in model seconds:
-with ``--time-scale S`` every measured duration was multiplied by S before it got here.
+with ``--time-scale K`` every measured duration was divided by K before it got here.
 """
 
 from __future__ import annotations
