@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -115,7 +115,7 @@ class EndpointPool:
         self.role = role
         self._endpoints: dict[str, Endpoint] = {}
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Endpoint]:
         return iter(list(self._endpoints.values()))
 
     def __len__(self) -> int:
@@ -212,7 +212,7 @@ def parse_endpoints_document(data: object, where: str) -> Snapshot:
                     raise EndpointError(f"{here}.ready: expected true or false, got {ready_value!r}")
                 ready = ready_value
                 item = item.get("url")
-            out[role][normalize_url(item, here)] = ready  # type: ignore[arg-type]
+            out[role][normalize_url(item, here)] = ready
     return out
 
 

@@ -131,12 +131,12 @@ class KubeEndpointSource:
 
         configuration = client.Configuration()
         if self.kubeconfig:
-            config.load_kube_config(config_file=self.kubeconfig, client_configuration=configuration)
+            config.load_kube_config(config_file=self.kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
         else:
             try:
                 config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             except config.ConfigException:
-                config.load_kube_config(client_configuration=configuration)
+                config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         api_client = client.ApiClient(configuration)
         if self.kind == "pods":
             return client.CoreV1Api(api_client).list_namespaced_pod, api_client
@@ -167,11 +167,17 @@ class KubeEndpointSource:
                     self._objects[role] = {o.metadata.name: o for o in listed.items}
                 publish()
                 rv = listed.metadata.resource_version
-                w = watch.Watch()
+                w = watch.Watch()  # type: ignore[no-untyped-call]
                 self._watches.append(w)
                 while not self._stop.is_set():
-                    for event in w.stream(list_fn, self.namespace, label_selector=selector, resource_version=rv,
-                                          timeout_seconds=self.watch_timeout_s):  # fmt: skip
+                    events = w.stream(  # type: ignore[no-untyped-call]
+                        list_fn,
+                        self.namespace,
+                        label_selector=selector,
+                        resource_version=rv,
+                        timeout_seconds=self.watch_timeout_s,
+                    )
+                    for event in events:
                         obj = event["object"]
                         if event["type"] == "ERROR":
                             raise ApiException(status=getattr(obj, "code", 500) or 500)

@@ -22,7 +22,8 @@ byte was relayed. A 4xx is the client's and is returned as is. No routable upstr
 worker frees the slot and counts an abort) and the request is counted ``client_abort``.
 
 Drain: on SIGTERM ``/health`` answers 503 at once, new requests get 503 + ``Retry-After``, requests in flight
-finish, and the process exits 0 (after at most ``--drain-timeout-s``, cutting what is left).
+finish, and the process exits 0; what is still running after ``--drain-timeout-s`` is cut (an SSE error event,
+then ``[DONE]``) and the exit status is 1, as ``pdscale worker`` does.
 
 Endpoints: ``--prefill URL``/``--decode URL`` (repeatable), ``--endpoints-file FILE`` (JSON/YAML, re-read when it
 changes), or Kubernetes (``--k8s-prefill-selector``/``--k8s-decode-selector``: pods or EndpointSlices, watched).
@@ -120,7 +121,7 @@ class _UpstreamFailure(Exception):
     final: bool = False  # a 4xx (or a mid-stream break): not the endpoint's fault, or too late to retry
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: the proxy keeps a set of the requests in flight
 class _Request:
     """One client request's bookkeeping."""
 
@@ -152,6 +153,7 @@ class Proxy:
         self.known_models: set[str] = set()
         self.draining = False
         self.in_flight = 0
+        self._active: set[_Request] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._session: aiohttp.ClientSession | None = None
@@ -201,6 +203,18 @@ class Proxy:
             return True
         except TimeoutError:
             return False
+
+    async def cut_remaining(self) -> int:
+        """After the drain timeout: streams already sent to clients end with vLLM's SSE error and [DONE]; the
+        others are closed with the server. Each counts as ``5xx``. Returns how many were cut."""
+        cut = list(self._active)
+        for req in cut:
+            req.outcome = "5xx"
+            if req.response is not None:
+                with contextlib.suppress(ConnectionError, aiohttp.ClientConnectionResetError, RuntimeError):
+                    message = "the proxy is shutting down: the request was cut after the drain timeout"
+                    await req.response.write(sse_bytes(error_body(message, 503)) + sse_bytes(DONE))
+        return len(cut)
 
     # ---- endpoints ------------------------------------------------------------------------------------------
 
@@ -336,6 +350,7 @@ class Proxy:
             prompt_tokens=prompt_tokens_of(body),
         )
         self.in_flight += 1
+        self._active.add(req)
         self._idle.clear()
         self.metrics.in_flight.labels(req.model).inc()
         self.metrics.pending.labels(req.model).inc()
@@ -362,6 +377,7 @@ class Proxy:
             m.prompt_tokens.labels(req.model).inc(int(req.usage.get("prompt_tokens") or 0))
         m.generation_tokens.labels(req.model).inc(req.tokens_sent)
         self.in_flight -= 1
+        self._active.discard(req)
         if self.in_flight == 0:
             self._idle.set()
 
@@ -691,7 +707,8 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    runner = web.AppRunner(proxy.app(), access_log=None, handler_cancellation=True)
+    # handlers still running at cleanup were cut already (cut_remaining): no second grace period
+    runner = web.AppRunner(proxy.app(), access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
     await runner.setup()
     try:
         if static is not None:
@@ -723,10 +740,12 @@ async def serve(
             ready(port)
         await stop.wait()
         proxy.start_drain()
-        finished = await proxy.wait_idle(cfg.drain_timeout_s)
-        if not finished:
-            log.warning("drain timeout: %d requests still in flight are cut", proxy.in_flight)
-        return 0
+        if await proxy.wait_idle(cfg.drain_timeout_s):
+            return 0
+        log.error(
+            "drain timeout (%.1f s): cutting %d request(s)", cfg.drain_timeout_s, await proxy.cut_remaining()
+        )
+        return 1
     finally:
         for task in tasks:
             task.cancel()
