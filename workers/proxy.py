@@ -108,6 +108,10 @@ class ProxyConfig:
             raise ValueError(f"--drain-timeout-s must be >= 0, got {self.drain_timeout_s}")
 
 
+class _ClientGone(Exception):
+    """Writing to the client failed: it hung up. Not an upstream failure (never retried, never ``5xx``)."""
+
+
 class _NoUpstream(Exception):
     """No routable endpoint was left for a leg (none listed/ready, or every one tried failed to take it)."""
 
@@ -356,12 +360,12 @@ class Proxy:
         self.metrics.pending.labels(req.model).inc()
         try:
             return await self._generate(request, body, req)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # the client hung up while the proxy waited (handler_cancellation)
             req.outcome = "client_abort"
             raise
-        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        except _ClientGone:  # the client hung up while the proxy wrote; closing the upstream frees its slot
             req.outcome = "client_abort"
-            raise
+            return req.response or web.Response(status=499)
         finally:
             self._finish(req)
 
@@ -642,9 +646,15 @@ class Proxy:
                     "X-Request-Id": req.request_id,
                 },
             )
-            await resp.prepare(request)
+            try:
+                await resp.prepare(request)
+            except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
+                raise _ClientGone from exc
             req.response = resp
-        await req.response.write(data)
+        try:
+            await req.response.write(data)
+        except (ConnectionError, aiohttp.ClientConnectionResetError) as exc:
+            raise _ClientGone from exc
 
     async def _broken_stream(self, req: _Request, message: str) -> web.StreamResponse:
         """End a stream that already reached the client with vLLM's SSE error event and [DONE]."""
