@@ -187,8 +187,13 @@ class Sender:
                     **common,
                 )
             else:
+                # The token ids travel in extra_body: the client's parameter transformation walks a list prompt
+                # item by item (measured: ~15 ms per 512 ids on this machine, counted into TTFT), extra_body is
+                # merged into the JSON as it is. The wire body is the same.
                 stream = await self.client.completions.create(
-                    prompt=prompt, max_tokens=rec.max_tokens, **common
+                    prompt="",
+                    max_tokens=rec.max_tokens,
+                    **{**common, "extra_body": {**common["extra_body"], "prompt": prompt}},
                 )
             events = 0
             async for chunk in stream:
