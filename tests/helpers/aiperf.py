@@ -49,10 +49,20 @@ def word_prompt(n_tokens: int, seed: int) -> str:
     return " ".join(f"t{(seed * 31 + j) % 97}" for j in range(n_tokens))
 
 
-def write_dataset(path: Path, prompt_tokens: Sequence[int], output_tokens: Sequence[int]) -> Path:
+def write_dataset(
+    path: Path,
+    prompt_tokens: Sequence[int],
+    output_tokens: Sequence[int],
+    send_times_s: Sequence[float] | None = None,
+) -> Path:
+    """One single-turn record per request; with ``send_times_s`` each carries its ``timestamp`` (ms) for aiperf's
+    fixed-schedule replay."""
     with path.open("w") as f:
         for i, (p, o) in enumerate(zip(prompt_tokens, output_tokens, strict=True)):
-            f.write(json.dumps({"text": word_prompt(int(p), i), "output_length": int(o)}) + "\n")
+            row: dict[str, Any] = {"text": word_prompt(int(p), i), "output_length": int(o)}
+            if send_times_s is not None:
+                row["timestamp"] = round(float(send_times_s[i]) * 1000.0, 3)
+            f.write(json.dumps(row) + "\n")
     return path
 
 
@@ -63,14 +73,20 @@ def run_aiperf(
     model: str,
     dataset: Path,
     requests: int,
-    concurrency: int,
     out_dir: Path,
+    concurrency: int | None = None,
     timeout_s: float = 600.0,
 ) -> dict[str, Any]:
-    """One ``aiperf profile`` run (streaming completions); returns profile_export_aiperf.json."""
+    """One ``aiperf profile`` run (streaming completions); returns profile_export_aiperf.json. Without
+    ``concurrency`` the dataset's timestamps are replayed (``--fixed-schedule``)."""
+    pacing = (
+        ["--concurrency", str(concurrency)]
+        if concurrency
+        else ["--fixed-schedule", "--fixed-schedule-auto-offset"]
+    )
     argv = [
         tool.binary, "profile", "--model", model, "--url", url, "--endpoint-type", "completions", "--streaming",
-        "--concurrency", str(concurrency), "--request-count", str(requests),
+        *pacing, "--request-count", str(requests),
         "--input-file", str(dataset), "--custom-dataset-type", "single_turn",
         "--extra-inputs", "ignore_eos:true", "--use-server-token-count",
         "--tokenizer", tool.tokenizer, "--ui-type", "none", "--output-artifact-dir", str(out_dir),

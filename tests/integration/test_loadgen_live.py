@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.processes import ProcessRunner
-from tests.helpers.workers import MODEL, WorkerHandle, start_worker
+from tests.helpers.workers import WorkerHandle, start_worker
 
 
 @pytest.fixture(scope="module")

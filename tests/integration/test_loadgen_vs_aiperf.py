@@ -1,8 +1,9 @@
-"""``pdscale loadgen`` and NVIDIA's aiperf measure the same workload against one emulated worker: the same
-prompt and output lengths at the same concurrency, one after the other. Their TTFT and inter-token means and
-medians must agree within tolerance (aiperf's per-request ``inter_token_latency`` is loadgen's TPOT, its
-``inter_chunk_latency`` loadgen's ITL). The worker stretches its modelled times x4 (``--time-scale 4``) so that
-client-side overheads, which differ between the two clients, stay small next to what is measured."""
+"""``pdscale loadgen`` and NVIDIA's aiperf measure the same run against one emulated worker: the same requests
+(prompt and output lengths) sent at the same times (a Poisson schedule; aiperf replays it with
+``--fixed-schedule``), one client after the other. Their TTFT and inter-token means and medians must agree within
+tolerance (aiperf's per-request ``inter_token_latency`` is loadgen's TPOT, its ``inter_chunk_latency`` loadgen's
+ITL). The worker stretches its modelled times x4 (``--time-scale 4``) so that client-side overheads, which differ
+between the two clients, stay small next to what is measured; both clients report wall time here."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from tests.helpers.workers import MODEL, start_worker
 from workers.loadgen import Plan, Target, run_plan
 from workers.loadgen_report import summarize
 
-REQUESTS, CONCURRENCY = 48, 4
+REQUESTS, RATE_PER_S = 40, 2.5  # wall-clock arrivals (10 per modelled second)
 PROMPT_TOKENS, OUTPUT_TOKENS = 512, 48
-TOLERANCE = 0.15  # relative, on a busy 2-core machine (the bench reports the figure; 10 % on a quiet one)
+# Relative. TPOT/ITL agree within ~1 %; loadgen's TTFT reads 5-9 % above aiperf's on this 2-core machine under a
+# load average of 12-16 (the openai client's send and first-chunk path costs a few ms more than aiperf's aiohttp),
+# so TTFT gets 15 % here; the bench (bench/bench_loadgen_vs_aiperf.py) reports the figures for a quiet machine.
+TOLERANCE = {"TTFT mean": 0.15, "TTFT p50": 0.15, "TPOT mean": 0.10, "TPOT p50": 0.10, "ITL mean": 0.10}
 
 
 def test_loadgen_and_aiperf_agree(process_runner: ProcessRunner, tmp_path: Path) -> None:
@@ -31,15 +35,16 @@ def test_loadgen_and_aiperf_agree(process_runner: ProcessRunner, tmp_path: Path)
     worker = start_worker(process_runner, role="aggregated", extra_args=["--time-scale", "4"])
     prompts = np.full(REQUESTS, PROMPT_TOKENS)
     outputs = np.full(REQUESTS, OUTPUT_TOKENS)
+    send_s = np.cumsum(np.random.default_rng(7).exponential(1.0 / RATE_PER_S, REQUESTS))
+    send_s -= send_s[0]
 
-    plan = Plan("closed", prompts, outputs, np.zeros(REQUESTS))  # all due at once, CONCURRENCY at a time
-    records = asyncio.run(run_plan(plan, Target(worker.api_url, MODEL), max_concurrency=CONCURRENCY))
+    records = asyncio.run(run_plan(Plan("poisson", prompts, outputs, send_s), Target(worker.api_url, MODEL)))
     ours = summarize(records, percentiles=(50,))
     assert ours["failed"] == 0
 
-    dataset = write_dataset(tmp_path / "dataset.jsonl", prompts, outputs)
+    dataset = write_dataset(tmp_path / "dataset.jsonl", prompts, outputs, send_s)
     theirs = run_aiperf(tool, url=worker.url, model=MODEL, dataset=dataset, requests=REQUESTS,
-                        concurrency=CONCURRENCY, out_dir=tmp_path / "aiperf")  # fmt: skip
+                        out_dir=tmp_path / "aiperf")  # fmt: skip
     assert theirs["request_count"]["avg"] == REQUESTS
     assert theirs["usage_completion_tokens"]["avg"] == OUTPUT_TOKENS
     pairs = {
@@ -55,6 +60,6 @@ def test_loadgen_and_aiperf_agree(process_runner: ProcessRunner, tmp_path: Path)
     )
     print(f"loadgen vs aiperf:\n{table}")
     for name, (a, b) in pairs.items():
-        assert a == pytest.approx(b, rel=TOLERANCE), (
+        assert a == pytest.approx(b, rel=TOLERANCE[name]), (
             f"{name}: loadgen {a:.2f} ms vs aiperf {b:.2f} ms\n{table}"
         )

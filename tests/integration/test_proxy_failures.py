@@ -30,7 +30,9 @@ def client(url: str) -> openai.OpenAI:
 
 def post(url: str, body: dict[str, object]) -> tuple[int, dict[str, str], bytes]:
     """POST JSON and read the whole answer (any status)."""
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as resp:
             return resp.status, dict(resp.headers), resp.read()
@@ -92,7 +94,9 @@ def test_no_upstream_is_503_with_retry_after(process_runner: ProcessRunner) -> N
     status, headers, body = post(f"{proxy.api_url}/completions", stream_body(5))
     assert status == 503 and headers.get("Retry-After") == "1"
     assert "no prefill upstream" in json.loads(body)["error"]["message"]
-    wait_for(lambda: sample(proxy_samples(proxy.url), "pdscale_proxy_endpoints", role="decode", state="down") == 1)
+    wait_for(
+        lambda: sample(proxy_samples(proxy.url), "pdscale_proxy_endpoints", role="decode", state="down") == 1
+    )
     assert outcome(proxy.url, "no_upstream", model="unknown") == 1
 
 
@@ -190,7 +194,9 @@ def test_client_abort_frees_the_worker_and_is_counted(process_runner: ProcessRun
     decode = start_worker(process_runner, role="decode", extra_args=[])
     proxy = start_proxy(process_runner, prefill=[prefill.url], decode=[decode.url])
     conn = http.client.HTTPConnection(LOOPBACK, proxy.port, timeout=30)
-    conn.request("POST", "/v1/completions", json.dumps(stream_body(LONG)), {"Content-Type": "application/json"})
+    conn.request(
+        "POST", "/v1/completions", json.dumps(stream_body(LONG)), {"Content-Type": "application/json"}
+    )
     resp = conn.getresponse()
     assert resp.status == 200 and resp.read1(100)
     conn.sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]  # hang up mid-stream
