@@ -101,3 +101,54 @@ def run_aiperf(
         )
     result: dict[str, Any] = json.loads(export.read_text())
     return result
+
+
+def same_run(
+    tool: Aiperf,
+    *,
+    worker_url: str,
+    model: str,
+    requests: int,
+    rate_per_s: float,
+    prompt_tokens: int,
+    output_tokens: int,
+    out_dir: Path,
+    seed: int = 7,
+) -> dict[str, tuple[float, float]]:
+    """Send the same Poisson schedule (wall-clock ``rate_per_s``) of fixed-length requests with loadgen, then with
+    aiperf (``--fixed-schedule``); returns ``{metric: (loadgen_ms, aiperf_ms)}`` for TTFT mean/p50, TPOT mean/p50
+    and ITL mean."""
+    import asyncio
+
+    import numpy as np
+
+    from workers.loadgen import Plan, Target, run_plan
+    from workers.loadgen_report import summarize
+
+    prompts = np.full(requests, prompt_tokens)
+    outputs = np.full(requests, output_tokens)
+    send_s = np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate_per_s, requests))
+    send_s -= send_s[0]
+    records = asyncio.run(
+        run_plan(Plan("poisson", prompts, outputs, send_s), Target(f"{worker_url}/v1", model))
+    )
+    ours = summarize(records, percentiles=(50,))
+    if ours["failed"]:
+        raise RuntimeError(f"loadgen: {ours['failed']} requests failed: {ours['errors']}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = write_dataset(out_dir / "dataset.jsonl", prompts, outputs, send_s)
+    theirs = run_aiperf(tool, url=worker_url, model=model, dataset=dataset, requests=requests,
+                        out_dir=out_dir / "aiperf")  # fmt: skip
+    if (
+        theirs["request_count"]["avg"] != requests
+        or theirs["usage_completion_tokens"]["avg"] != output_tokens
+    ):
+        raise RuntimeError(f"aiperf did not complete the run as sent: {theirs['request_count']}, "
+                           f"{theirs['usage_completion_tokens']}")  # fmt: skip
+    return {
+        "TTFT mean": (ours["ttft"]["mean_ms"], theirs["time_to_first_token"]["avg"]),
+        "TTFT p50": (ours["ttft"]["p50_ms"], theirs["time_to_first_token"]["p50"]),
+        "TPOT mean": (ours["tpot"]["mean_ms"], theirs["inter_token_latency"]["avg"]),
+        "TPOT p50": (ours["tpot"]["p50_ms"], theirs["inter_token_latency"]["p50"]),
+        "ITL mean": (ours["itl"]["mean_ms"], theirs["inter_chunk_latency"]["avg"]),
+    }
