@@ -97,7 +97,14 @@ def build_plan(
                 raise LoadgenError(
                     "--rate-scale and --duration-s apply to open-loop workloads, not closed:..."
                 )
-            closed = wl.parse_closed_loop(generator, seed=seed)
+            # the simulator's closed-loop grammar (sim.workload, issue 15's closed loop); looked up so that a
+            # checkout without it still runs open-loop workloads and says what is missing
+            parse_closed_loop: Callable[..., Any] | None = getattr(wl, "parse_closed_loop", None)
+            if parse_closed_loop is None:
+                raise LoadgenError(
+                    "closed:... workloads need sim.workload.parse_closed_loop, not in this checkout"
+                )
+            closed = parse_closed_loop(generator, seed=seed)
             prompt, output = np.asarray(closed.prompt_tokens), np.asarray(closed.output_tokens)
             if max_requests is not None:
                 prompt, output = prompt[:max_requests], output[:max_requests]

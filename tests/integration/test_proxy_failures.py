@@ -11,17 +11,28 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import openai
+import pytest
 
 from tests.helpers.net import LOOPBACK, free_port
 from tests.helpers.processes import ProcessRunner
-from tests.helpers.proxy_stack import outcome, proxy_samples, sample, start_proxy, wait_endpoints
+from tests.helpers.proxy_stack import ProxyHandle, outcome, proxy_samples, sample, start_proxy, wait_endpoints
 from tests.helpers.workers import MODEL, WorkerHandle, scrape, start_worker
 
 PROMPT = list(range(100, 300))
 LONG = 600  # output tokens of a request that must still be streaming a moment later (>= 2 s at 8B/H100 speed)
+
+
+@pytest.fixture(scope="module")
+def prefill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerHandle]:
+    """One prefill worker for the module: the failures below are on the decode side and at the proxy."""
+    runner = ProcessRunner(tmp_path_factory.mktemp("failures") / "logs")
+    try:
+        yield start_worker(runner, role="prefill")
+    finally:
+        runner.stop_all()
 
 
 def client(url: str) -> openai.OpenAI:
@@ -59,6 +70,17 @@ def wait_for(check: Callable[[], bool], timeout_s: float = 10.0, what: str = "co
             return
         time.sleep(0.05)
     raise AssertionError(f"{what} not reached within {timeout_s} s")
+
+
+def streaming_through_a_new_decode(
+    runner: ProcessRunner, prefill: WorkerHandle
+) -> tuple[WorkerHandle, ProxyHandle, Streamer]:
+    """A fresh decode worker behind a fresh proxy, with a LONG streaming request started through them."""
+    decode = start_worker(runner, role="decode")
+    proxy = start_proxy(runner, prefill=[prefill.url], decode=[decode.url])
+    reader = Streamer(proxy.url, LONG)
+    reader.start()
+    return decode, proxy, reader
 
 
 class Streamer(threading.Thread):
@@ -100,12 +122,10 @@ def test_no_upstream_is_503_with_retry_after(process_runner: ProcessRunner) -> N
     assert outcome(proxy.url, "no_upstream", model="unknown") == 1
 
 
-def test_upstream_death_mid_stream_ends_with_an_sse_error(process_runner: ProcessRunner) -> None:
-    prefill = start_worker(process_runner, role="prefill")
-    decode = start_worker(process_runner, role="decode", extra_args=[])
-    proxy = start_proxy(process_runner, prefill=[prefill.url], decode=[decode.url])
-    reader = Streamer(proxy.url, LONG)
-    reader.start()
+def test_upstream_death_mid_stream_ends_with_an_sse_error(
+    process_runner: ProcessRunner, prefill: WorkerHandle
+) -> None:
+    decode, proxy, reader = streaming_through_a_new_decode(process_runner, prefill)
     assert reader.first_byte.wait(20), "no first byte"
     decode.proc.kill()
     reader.join(30)
@@ -122,8 +142,9 @@ def test_upstream_death_mid_stream_ends_with_an_sse_error(process_runner: Proces
     assert sample(s, "pdscale_proxy_e2e_request_latency_seconds_count", model_name=MODEL) == 1
 
 
-def test_dead_upstream_is_retried_elsewhere_before_the_first_byte(process_runner: ProcessRunner) -> None:
-    prefill = start_worker(process_runner, role="prefill")
+def test_dead_upstream_is_retried_elsewhere_before_the_first_byte(
+    process_runner: ProcessRunner, prefill: WorkerHandle
+) -> None:
     d1 = start_worker(process_runner, role="decode")
     d2 = start_worker(process_runner, role="decode")
     # health probes far apart: only a failed request can tell the proxy that an upstream is gone
@@ -142,8 +163,7 @@ def test_dead_upstream_is_retried_elsewhere_before_the_first_byte(process_runner
     assert sample(s, "pdscale_proxy_endpoints", role="decode", state="down") == 1
 
 
-def test_a_draining_worker_gets_nothing_new(process_runner: ProcessRunner) -> None:
-    prefill = start_worker(process_runner, role="prefill")
+def test_a_draining_worker_gets_nothing_new(process_runner: ProcessRunner, prefill: WorkerHandle) -> None:
     d1 = start_worker(process_runner, role="decode", extra_args=["--drain-timeout-s", "30"])
     d2 = start_worker(process_runner, role="decode")
     proxy = start_proxy(process_runner, prefill=[prefill.url], decode=[d1.url, d2.url],
@@ -189,8 +209,9 @@ def _health(url: str) -> int:
         return 0
 
 
-def test_client_abort_frees_the_worker_and_is_counted(process_runner: ProcessRunner) -> None:
-    prefill = start_worker(process_runner, role="prefill")
+def test_client_abort_frees_the_worker_and_is_counted(
+    process_runner: ProcessRunner, prefill: WorkerHandle
+) -> None:
     decode = start_worker(process_runner, role="decode", extra_args=[])
     proxy = start_proxy(process_runner, prefill=[prefill.url], decode=[decode.url])
     conn = http.client.HTTPConnection(LOOPBACK, proxy.port, timeout=30)
@@ -209,12 +230,10 @@ def test_client_abort_frees_the_worker_and_is_counted(process_runner: ProcessRun
     assert sample(s, "pdscale_proxy_requests_pending", model_name=MODEL) == 0
 
 
-def test_proxy_drain_finishes_in_flight_refuses_new_and_exits_0(process_runner: ProcessRunner) -> None:
-    prefill = start_worker(process_runner, role="prefill")
-    decode = start_worker(process_runner, role="decode", extra_args=[])
-    proxy = start_proxy(process_runner, prefill=[prefill.url], decode=[decode.url])
-    reader = Streamer(proxy.url, LONG)
-    reader.start()
+def test_proxy_drain_finishes_in_flight_refuses_new_and_exits_0(
+    process_runner: ProcessRunner, prefill: WorkerHandle
+) -> None:
+    _, proxy, reader = streaming_through_a_new_decode(process_runner, prefill)
     assert reader.first_byte.wait(20)
     proxy.proc.popen.send_signal(signal.SIGTERM)
     wait_for(lambda: _health(proxy.url) == 503, what="proxy readiness failing")

@@ -23,7 +23,7 @@ from workers.loadgen import Target, build_plan, run_plan
 from workers.loadgen_report import summarize
 
 WINDOW_S = 60.0
-WORKLOAD = "poisson:rate=6,duration=15,prompt=const(1500),output=const(40)"
+WORKLOAD = "poisson:rate=6,duration=8,prompt=const(1500),output=const(40)"
 
 
 def bucket_of(value: float, edges: tuple[float, ...]) -> tuple[float, float]:
