@@ -1,5 +1,6 @@
 """``pdscale loadgen`` against NVIDIA's aiperf on the same runs: one emulated worker, the same Poisson schedule of
-fixed-length requests sent by each client in turn (aiperf with ``--fixed-schedule``), repeated; prints each
+fixed-length requests sent by each client in turn (aiperf with ``--fixed-schedule``; which client goes first
+alternates between repeats), repeated; prints each
 client's TTFT/TPOT/ITL and their ratio, with the median over repeats. Target: within 10 %.
 
 Usage: python bench/bench_loadgen_vs_aiperf.py [--repeats 3] [--time-scale 4] [--requests 40] [--rate 2.5]
@@ -43,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.repeats):
                 pairs = same_run(tool, worker_url=worker.url, model=MODEL, requests=args.requests,
                                  rate_per_s=args.rate, prompt_tokens=args.prompt_tokens,
-                                 output_tokens=args.output_tokens, out_dir=Path(tmp) / f"run-{i}", seed=7 + i)  # fmt: skip
+                                 output_tokens=args.output_tokens, out_dir=Path(tmp) / f"run-{i}", seed=7 + i, aiperf_first=i % 2 == 1)  # fmt: skip
                 runs.append(pairs)
-                print(f"run {i + 1}: " + ", ".join(f"{k} {a:.1f}/{b:.1f} ms ({a / b - 1:+.1%})"
+                print(f"run {i + 1} ({'aiperf' if i % 2 else 'loadgen'} first): " + ", ".join(f"{k} {a:.1f}/{b:.1f} ms ({a / b - 1:+.1%})"
                                                    for k, (a, b) in pairs.items()), file=sys.stderr)  # fmt: skip
         finally:
             runner.stop_all()

@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         "--time-scale", type=float, default=10.0, help="workers' --time-scale K (wall = model x K)"
     )
     ap.add_argument("--requests", type=int, default=150, help="requests per load (about)")
+    ap.add_argument(
+        "--lengths", default="fixed,azure", help="length sets: fixed (1024/128), azure (conv trace)"
+    )
     ap.add_argument("--prefill", type=int, default=1)
     ap.add_argument("--decode", type=int, default=1)
     ap.add_argument("--sim-only", action="store_true", help="print the simulator's column alone")
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             proxy = start_proxy(runner, prefill=[w.url for w in pre], decode=[w.url for w in dec])
             proxy_url = proxy.api_url
-        for case, workload in cases(loads, args.prefill, args.requests):
+        for case, workload in cases(loads, args.prefill, args.requests, args.lengths.split(",")):
             t0 = time.perf_counter()
             row: dict[str, Any] = {"lengths": case.lengths, "load": case.load, "rate_per_s": case.rate_per_s,
                                    "requests": len(workload), "sim": simulate(workload, args.prefill, args.decode)}  # fmt: skip
@@ -199,7 +202,7 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             else:
                 cells.append(f"{sim:.1f}")
         table.add_row(r["lengths"], f"{r['load']:.2f}", f"{r['rate_per_s']:.1f}", *cells)
-    Console().print(table)
+    Console(width=170).print(table)
 
 
 if __name__ == "__main__":

@@ -114,9 +114,10 @@ def same_run(
     output_tokens: int,
     out_dir: Path,
     seed: int = 7,
+    aiperf_first: bool = False,
 ) -> dict[str, tuple[float, float]]:
     """Send the same Poisson schedule (wall-clock ``rate_per_s``) of fixed-length requests with loadgen, then with
-    aiperf (``--fixed-schedule``); returns ``{metric: (loadgen_ms, aiperf_ms)}`` for TTFT mean/p50, TPOT mean/p50
+    aiperf (``--fixed-schedule``), or aiperf first; returns ``{metric: (loadgen_ms, aiperf_ms)}`` for TTFT mean/p50, TPOT mean/p50
     and ITL mean."""
     import asyncio
 
@@ -129,16 +130,20 @@ def same_run(
     outputs = np.full(requests, output_tokens)
     send_s = np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate_per_s, requests))
     send_s -= send_s[0]
-    records = asyncio.run(
-        run_plan(Plan("poisson", prompts, outputs, send_s), Target(f"{worker_url}/v1", model))
-    )
-    ours = summarize(records, percentiles=(50,))
-    if ours["failed"]:
-        raise RuntimeError(f"loadgen: {ours['failed']} requests failed: {ours['errors']}")
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = write_dataset(out_dir / "dataset.jsonl", prompts, outputs, send_s)
-    theirs = run_aiperf(tool, url=worker_url, model=model, dataset=dataset, requests=requests,
-                        out_dir=out_dir / "aiperf")  # fmt: skip
+
+    def run_theirs() -> dict[str, Any]:
+        return run_aiperf(tool, url=worker_url, model=model, dataset=dataset, requests=requests,
+                          out_dir=out_dir / "aiperf")  # fmt: skip
+
+    theirs = run_theirs() if aiperf_first else {}
+    plan = Plan("poisson", prompts, outputs, send_s)
+    ours = summarize(asyncio.run(run_plan(plan, Target(f"{worker_url}/v1", model))), percentiles=(50,))
+    if ours["failed"]:
+        raise RuntimeError(f"loadgen: {ours['failed']} requests failed: {ours['errors']}")
+    if not aiperf_first:
+        theirs = run_theirs()
     if (
         theirs["request_count"]["avg"] != requests
         or theirs["usage_completion_tokens"]["avg"] != output_tokens
