@@ -98,14 +98,16 @@ def live(workload: Workload, proxy_api_url: str, time_scale: float, seed: int) -
     }
 
 
-def cases(loads: list[float], prefill: int, requests: int) -> list[tuple[Case, Workload]]:
+LENGTHS = {
+    "fixed": ("fixed 1024/128", "prompt=const(1024),output=const(128)"),
+    "azure": ("azure conv", f"lengths=empirical({TRACE}),max_prompt=4096,max_output=512"),
+}
+
+
+def cases(loads: list[float], prefill: int, requests: int, lengths: list[str]) -> list[tuple[Case, Workload]]:
     profile = load_profile(PROFILE)
     out = []
-    trace_lengths = f"lengths=empirical({TRACE}),max_prompt=4096,max_output=512"
-    for label, keys in (
-        ("fixed 1024/128", "prompt=const(1024),output=const(128)"),
-        ("azure conv", trace_lengths),
-    ):
+    for label, keys in (LENGTHS[name] for name in lengths):
         probe = generate(f"poisson:rate=50,duration=60,{keys}", seed=99)
         mean_prompt = float(np.mean(probe.prompt_tokens))
         capacity_per_s = prefill / prefill_time_s(profile, mean_prompt)
