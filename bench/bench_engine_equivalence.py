@@ -50,9 +50,7 @@ class Case:
     profile: str = "poly"  # "poly" | "table" | "roofline" | "small-kv"
     reference: bool = False
     max_requests: int = 0  # 0: the whole replicated trace
-    scale: bool = (
-        False  # scale pools up and down during the run (startup jitter), scrape at intermediate times
-    )
+    scale: bool = False  # scale pools up and down during the run (startup jitter), scrape at intermediate times
     gaps: bool = False  # record_itl_gaps
 
 
@@ -113,9 +111,7 @@ def _profiles() -> dict[str, Callable[[], Any]]:
 def _workload(case: Case, rate_scale: float) -> Any:
     from sim.workload import load_trace, replicate
 
-    base = load_trace(
-        TRACES / f"azure_llm_2023_{case.trace}.csv", max_prompt_tokens=8000, max_output_tokens=2000
-    )
+    base = load_trace(TRACES / f"azure_llm_2023_{case.trace}.csv", max_prompt_tokens=8000, max_output_tokens=2000)
     w = replicate(base, rate_scale, spread_s=base.duration_s, seed=0)
     if case.max_requests:
         w = type(w)(w.name, w.arrival_s[: case.max_requests], w.prompt_tokens[: case.max_requests],
@@ -130,10 +126,7 @@ def _pod_rows(engine: Any) -> Iterator[tuple[str, np.ndarray]]:
         yield f"pod/{p.name}/state", np.array([p.state])
         for h in ("ttft", "itl"):
             hist = getattr(c, h)
-            yield (
-                f"pod/{p.name}/{h}",
-                np.concatenate([hist.counts.astype(np.float64), [hist.sum, hist.count]]),
-            )
+            yield f"pod/{p.name}/{h}", np.concatenate([hist.counts.astype(np.float64), [hist.sum, hist.count]])
         yield f"pod/{p.name}/totals", np.array(
             [c.prompt_tokens_total, c.generation_tokens_total, c.request_success_total, c.num_preemptions_total,
              c.num_requests_running, c.num_requests_waiting, c.kv_cache_usage_perc], dtype=np.float64,
@@ -219,11 +212,8 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, lis
         case, _, what = key.partition("|")
         if what == "cpu_s":
             continue
-        same = (
-            key in a
-            and key in b
-            and a[key].shape == b[key].shape
-            and (np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f"))
+        same = key in a and key in b and a[key].shape == b[key].shape and (
+            np.array_equal(a[key], b[key], equal_nan=a[key].dtype.kind == "f")
         )
         if not same:
             diffs.setdefault(case, []).append(what)
@@ -233,15 +223,12 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, lis
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--against",
-        type=Path,
+        "--against", type=Path,
         help="baseline: a checkout (its sim/ and autoscaler/ are imported) or an .npz saved by --save-baseline",
     )
     ap.add_argument("--save-baseline", type=Path, metavar="NPZ", help="keep the baseline's observables here")
     ap.add_argument("--rate-scale", type=float, default=2.0, help="K copies of each trace (default 2)")
-    ap.add_argument(
-        "--only", action="append", default=[], metavar="CASE", help="run only this case (repeatable)"
-    )
+    ap.add_argument("--only", action="append", default=[], metavar="CASE", help="run only this case (repeatable)")
     ap.add_argument("--dump", type=Path, help=argparse.SUPPRESS)  # internal: one side, into an .npz
     ap.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -40,9 +40,7 @@ from autoscaler.profiles import load_profile
 from sim.engine import Engine, EngineConfig
 from sim.workload import Workload, default_workload, load_trace, merge, replicate
 
-TRACE = (
-    Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_2023_conv.csv"
-)  # ../shared beside the repo
+TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_2023_conv.csv"  # ../shared beside the repo
 FIELDS = ("prefill_end_s", "first_token_s", "last_token_s", "itl_mean_s", "itl_max_s")
 
 

@@ -207,6 +207,7 @@ class TickBench:
             "autoscalers_with_wrong_signals": wrong,
         }
 
+
     def run_full(
         self,
         n_autoscalers: int,
@@ -225,9 +226,7 @@ class TickBench:
         from tests.helpers.kube_emulator import KubeEmulator
 
         eval_at_s = self.eval_at_s
-        emulator: Any = (
-            EmulatorProcess(n_autoscalers) if separate_process else _seeded(KubeEmulator(), n_autoscalers)
-        )
+        emulator: Any = EmulatorProcess(n_autoscalers) if separate_process else _seeded(KubeEmulator(), n_autoscalers)
         with emulator as emu:
             cfg = k8s.Configuration()
             cfg.host = emu.url
@@ -235,9 +234,7 @@ class TickBench:
             cfg.connection_pool_maxsize = max(4, workers)
             kube = KubeClient(k8s.ApiClient(cfg), KubeSettings(timeout_s=30.0))
             source = PrometheusMetricsSource(self.prom.url, timeout_s=30.0)
-            options = RunOptions(
-                namespace=None, prometheus_url=self.prom.url, identity="bench", workers=workers
-            )
+            options = RunOptions(namespace=None, prometheus_url=self.prom.url, identity="bench", workers=workers)
             factory = {"pdscale": make_policy, "hold": lambda spec: HoldPolicy()}[policy]
             runner = Runner(options, kube, source, clock=_FixedClock(eval_at_s), policy_factory=factory)
             passes = [_timed_pass(runner, emu) for _ in range(1 + repeats)]
@@ -265,9 +262,7 @@ class TickBench:
             "kube_server_s": mid["server_s"],
             "client_side_s": median - mid["server_s"] - mid["refresh_s"],
             "status_writes": mid["status_writes"],
-            "cold": {
-                k: cold[k] for k in ("wall_s", "kube_calls", "kube_calls_by_kind", "server_s", "queries")
-            },
+            "cold": {k: cold[k] for k in ("wall_s", "kube_calls", "kube_calls_by_kind", "server_s", "queries")},
             "autoscalers_with_error": errors,
             "scaled_targets": sum(1 for v in replicas.values() if v not in (1, 2)),
         }
@@ -407,11 +402,7 @@ def _timed_pass(runner: Runner, emu: Any) -> dict[str, Any]:
     by_kind: dict[str, int] = {}
     for method, path in calls:
         tail = path.rsplit("/", 1)[-1]
-        what = (
-            tail
-            if tail in ("scale", "status", "deployments", "disaggregatedautoscalers", "events")
-            else "other"
-        )
+        what = tail if tail in ("scale", "status", "deployments", "disaggregatedautoscalers", "events") else "other"
         by_kind[f"{method} {what}"] = by_kind.get(f"{method} {what}", 0) + 1
     return {
         "wall_s": wall,
@@ -441,23 +432,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="read TTFT/ITL from the proxies (on), from worker histograms (off), or both (default)",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
-    parser.add_argument(
-        "--full",
-        action="store_true",
-        help="time full Runner passes (Kubernetes emulator + Prometheus) instead of refreshes",
-    )
+    parser.add_argument("--full", action="store_true",
+                        help="time full Runner passes (Kubernetes emulator + Prometheus) instead of refreshes")
     parser.add_argument("--workers", type=int, default=8, help="with --full: autoscalers ticked at once (8)")
-    parser.add_argument(
-        "--emulator-in-process",
-        action="store_true",
-        help="with --full: run the Kubernetes emulator in a thread of this process (shares the GIL)",
-    )
-    parser.add_argument(
-        "--policy",
-        choices=["pdscale", "hold", "both"],
-        default="pdscale",
-        help="with --full: pdscale's policy, a stateless hold policy (status never changes), or both",
-    )
+    parser.add_argument("--emulator-in-process", action="store_true",
+                        help="with --full: run the Kubernetes emulator in a thread of this process (shares the GIL)")
+    parser.add_argument("--policy", choices=["pdscale", "hold", "both"], default="pdscale",
+                        help="with --full: pdscale's policy, a stateless hold policy (status never changes), or both")
     args = parser.parse_args(argv)
     if args.full:
         return _main_full(args)
@@ -497,29 +478,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main_full(args: argparse.Namespace) -> int:
     with TickBench(max(args.sizes)) as bench:
         policies = ["pdscale", "hold"] if args.policy == "both" else [args.policy]
-        rows = [
-            bench.run_full(n, max(3, args.repeats), args.workers, not args.emulator_in_process, policy)
-            for policy in policies
-            for n in args.sizes
-        ]
+        rows = [bench.run_full(n, max(3, args.repeats), args.workers, not args.emulator_in_process, policy)
+                for policy in policies for n in args.sizes]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(
-        f"Kubernetes emulator: {rows[0]['emulator_process']}; workers {rows[0]['workers']}; "
-        f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
-    )
-    head = (
-        "policy",
-        "N",
-        "queries/tick",
-        "k8s calls/tick",
-        "tick s (med)",
-        "prom s",
-        "k8s server s",
-        "client s",
-        "status writes",
-    )
+    print(f"Kubernetes emulator: {rows[0]['emulator_process']}; workers {rows[0]['workers']}; "
+          f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    head = ("policy", "N", "queries/tick", "k8s calls/tick", "tick s (med)", "prom s", "k8s server s", "client s",
+            "status writes")
     print(" ".join(f"{h:>14}" for h in head))
     for r in rows:
         cells = (r["policy"], r["autoscalers"], r["queries_per_tick"], r["kube_calls_per_tick"])

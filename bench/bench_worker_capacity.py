@@ -79,30 +79,14 @@ def scrape(port: int) -> tuple[dict[float, float], float]:
     return buckets, cpu
 
 
-def start_workers(
-    n: int, core: int, args: argparse.Namespace, log_dir: Path
-) -> list[tuple[subprocess.Popen[bytes], int]]:
+def start_workers(n: int, core: int, args: argparse.Namespace, log_dir: Path) -> list[tuple[subprocess.Popen[bytes], int]]:
     taskset = shutil.which("taskset")
     procs = []
     for i in range(n):
         port = free_port()
-        argv = [
-            sys.executable,
-            "-m",
-            "workers.worker_cli",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-            "--served-model-name",
-            "m",
-            "--profile",
-            args.profile,
-            "--max-model-len",
-            "4096",
-            "--time-scale",
-            str(args.time_scale),
-        ]
+        argv = [sys.executable, "-m", "workers.worker_cli", "--host", LOOPBACK, "--port", str(port),
+                "--served-model-name", "m", "--profile", args.profile, "--max-model-len", "4096",
+                "--time-scale", str(args.time_scale)]
         if taskset:
             argv = [taskset, "-c", str(core), *argv]
         log = (log_dir / f"worker-{i}.log").open("wb")
@@ -223,21 +207,15 @@ def main() -> int:
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
         return 0
-    print(
-        f"profile {args.profile}, time-scale {args.time_scale}, {args.rate_per_pod} req/s per pod, prompt "
-        f"{args.prompt_tokens} / output {args.output_tokens} tokens, {args.duration_s:.0f} s, workers on core "
-        f"{args.worker_core}, client on core {args.client_core}"
-    )
-    print(
-        f"{'pods':>5} {'req/s':>7} {'done/s':>7} {'tok/s':>8} {'lag p50 ms':>10} {'lag p99 ms':>10} "
-        f"{'<=5ms':>7} {'core%':>6} {'lost':>5}"
-    )
+    print(f"profile {args.profile}, time-scale {args.time_scale}, {args.rate_per_pod} req/s per pod, prompt "
+          f"{args.prompt_tokens} / output {args.output_tokens} tokens, {args.duration_s:.0f} s, workers on core "
+          f"{args.worker_core}, client on core {args.client_core}")
+    print(f"{'pods':>5} {'req/s':>7} {'done/s':>7} {'tok/s':>8} {'lag p50 ms':>10} {'lag p99 ms':>10} "
+          f"{'<=5ms':>7} {'core%':>6} {'lost':>5}")
     for r in results:
-        print(
-            f"{r.pods:>5} {r.offered_req_per_s:>7} {r.completed_req_per_s:>7} {r.tokens_per_s:>8} "
-            f"{r.lag_p50_ms!s:>10} {r.lag_p99_ms!s:>10} {r.within_5ms:>7.2%} {r.worker_core_frac:>6.0%} "
-            f"{r.incomplete_requests:>5}"
-        )
+        print(f"{r.pods:>5} {r.offered_req_per_s:>7} {r.completed_req_per_s:>7} {r.tokens_per_s:>8} "
+              f"{r.lag_p50_ms!s:>10} {r.lag_p99_ms!s:>10} {r.within_5ms:>7.2%} {r.worker_core_frac:>6.0%} "
+              f"{r.incomplete_requests:>5}")
     return 0
 
 

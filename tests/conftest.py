@@ -81,9 +81,7 @@ def process_runner(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[P
     yield from _runner_fixture(request, tmp_path / "proc-logs")
 
 
-def _prometheus_factory(
-    runner: ProcessRunner, base: Path
-) -> tuple[PrometheusFactory, list[PrometheusServer]]:
+def _prometheus_factory(runner: ProcessRunner, base: Path) -> tuple[PrometheusFactory, list[PrometheusServer]]:
     servers: list[PrometheusServer] = []
 
     def make(

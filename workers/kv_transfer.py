@@ -31,15 +31,11 @@ def parse_kv_transfer_config(text: str | None) -> dict[str, Any] | None:
     except ValueError as exc:
         raise ValueError(f"--kv-transfer-config is not valid JSON: {exc}") from None
     if not isinstance(config, dict):
-        raise ValueError(
-            "--kv-transfer-config must be a JSON object, e.g. "
-            '\'{"kv_connector":"NixlConnector","kv_role":"kv_producer"}\''
-        )
+        raise ValueError("--kv-transfer-config must be a JSON object, e.g. "
+                         '\'{"kv_connector":"NixlConnector","kv_role":"kv_producer"}\'')
     kv_role = config.get("kv_role")
     if kv_role is not None and kv_role not in ("kv_producer", "kv_consumer", "kv_both"):
-        raise ValueError(
-            f"--kv-transfer-config kv_role must be kv_producer, kv_consumer or kv_both, got {kv_role!r}"
-        )
+        raise ValueError(f"--kv-transfer-config kv_role must be kv_producer, kv_consumer or kv_both, got {kv_role!r}")
     return config
 
 
@@ -53,9 +49,7 @@ def resolve_role(role: str | None, kv_config: Mapping[str, Any] | None) -> Role:
     if role not in ("prefill", "decode", "both"):
         raise ValueError(f"--role must be prefill, decode, both or aggregated, got {role!r}")
     if from_kv is not None and from_kv != role and from_kv != "both":
-        raise ValueError(
-            f"--role {role} contradicts --kv-transfer-config kv_role {kv_config and kv_config['kv_role']}"
-        )
+        raise ValueError(f"--role {role} contradicts --kv-transfer-config kv_role {kv_config and kv_config['kv_role']}")
     return role  # type: ignore[return-value]
 
 
@@ -73,9 +67,7 @@ class KVProducer:
     @classmethod
     def from_env(cls, host: str, block_size: int) -> KVProducer:
         """Side-channel host/port as vLLM reads them (VLLM_NIXL_SIDE_CHANNEL_HOST / _PORT)."""
-        side_host = os.environ.get("VLLM_NIXL_SIDE_CHANNEL_HOST") or (
-            host if host not in ("", "0.0.0.0") else "localhost"
-        )
+        side_host = os.environ.get("VLLM_NIXL_SIDE_CHANNEL_HOST") or (host if host not in ("", "0.0.0.0") else "localhost")
         port = int(os.environ.get("VLLM_NIXL_SIDE_CHANNEL_PORT", DEFAULT_SIDE_CHANNEL_PORT))
         return cls(host=side_host, port=port, block_size=block_size)
 

@@ -108,14 +108,8 @@ class FinishedRequest:
 class _EngineStateCollector(Collector):
     """Gauges and the preemption counter, read from the engine when Prometheus scrapes."""
 
-    def __init__(
-        self,
-        model_name: str,
-        gauges: Callable[[], EngineGauges],
-        cache: CacheConfig,
-        created_s: float,
-        kv_consumer: bool = False,
-    ):
+    def __init__(self, model_name: str, gauges: Callable[[], EngineGauges], cache: CacheConfig, created_s: float,
+                 kv_consumer: bool = False):
         self.kv_consumer = kv_consumer
         self.labels = [model_name, ENGINE_INDEX]
         self.model_name = model_name
@@ -130,9 +124,7 @@ class _EngineStateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         g = self.gauges()
-        yield self._gauge(
-            "vllm:num_requests_running", "Number of requests in model execution batches.", g.running
-        )
+        yield self._gauge("vllm:num_requests_running", "Number of requests in model execution batches.", g.running)
         yield self._gauge(
             "vllm:num_requests_waiting",
             "Number of requests waiting to be processed.",
@@ -156,11 +148,8 @@ class _EngineStateCollector(Collector):
                 "'completed_waiting' = load finished, request not running yet.",
                 labels=[*LABELS, "stage"],
             )
-            for stage, count in (
-                ("waiting_to_start", 0),
-                ("in_progress", g.kv_fetch_in_progress),
-                ("completed_waiting", 0),
-            ):
+            for stage, count in (("waiting_to_start", 0), ("in_progress", g.kv_fetch_in_progress),
+                                 ("completed_waiting", 0)):
                 stages.add_metric([*self.labels, stage], count)
             yield stages
         sleep = GaugeMetricFamily(
@@ -172,13 +161,9 @@ class _EngineStateCollector(Collector):
         for state, value in (("awake", 1.0), ("weights_offloaded", 0.0), ("discard_all", 0.0)):
             sleep.add_metric([*self.labels, state], value)
         yield sleep
-        yield self._gauge(
-            "vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", g.kv_usage_frac
-        )
+        yield self._gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", g.kv_usage_frac)
         preemptions = CounterMetricFamily(
-            "vllm:num_preemptions",
-            "Cumulative number of preemption from the engine.",
-            labels=LABELS,
+            "vllm:num_preemptions", "Cumulative number of preemption from the engine.", labels=LABELS,
             created=self.created_s,
         )
         preemptions.add_metric(self.labels, g.preemptions_total, created=self.created_s)
@@ -241,48 +226,26 @@ class NixlMetrics:
         def histogram(name: str, doc: str, buckets: Sequence[float]) -> Any:
             return Histogram(name, doc, LABELS, buckets=buckets, registry=reg).labels(*labels)
 
-        self.xfer_time = histogram(
-            "vllm:nixl_xfer_time_seconds",
-            "Histogram of transfer duration for NIXL KV Cache transfers.",
-            NIXL_TIME_BUCKETS_S,
-        )
-        self.post_time = histogram(
-            "vllm:nixl_post_time_seconds",
-            "Histogram of transfer post time for NIXL KV Cache transfers.",
-            (0.001, *NIXL_TIME_BUCKETS_S),
-        )
-        self.bytes = histogram(
-            "vllm:nixl_bytes_transferred",
-            "Histogram of bytes transferred per NIXL KV Cache transfers.",
-            NIXL_BYTES_BUCKETS,
-        )
-        self.descriptors = histogram(
-            "vllm:nixl_num_descriptors",
-            "Histogram of number of descriptors per NIXL  KV Cache transfers.",
-            NIXL_DESCRIPTOR_BUCKETS,
-        )
+        self.xfer_time = histogram("vllm:nixl_xfer_time_seconds",
+                                   "Histogram of transfer duration for NIXL KV Cache transfers.", NIXL_TIME_BUCKETS_S)
+        self.post_time = histogram("vllm:nixl_post_time_seconds",
+                                   "Histogram of transfer post time for NIXL KV Cache transfers.",
+                                   (0.001, *NIXL_TIME_BUCKETS_S))
+        self.bytes = histogram("vllm:nixl_bytes_transferred",
+                               "Histogram of bytes transferred per NIXL KV Cache transfers.", NIXL_BYTES_BUCKETS)
+        self.descriptors = histogram("vllm:nixl_num_descriptors",
+                                     "Histogram of number of descriptors per NIXL  KV Cache transfers.",
+                                     NIXL_DESCRIPTOR_BUCKETS)
         for name, doc in (
-            (
-                "vllm:nixl_num_failed_transfers",
-                "Number of failed NIXL KV Cache transfers, including handshake and "
-                "notification failures. NOTE: KV expiry is tracked separately in vllm:nixl_num_kv_expired_reqs.",
-            ),
-            (
-                "vllm:nixl_num_failed_notifications",
-                "Number of failed NIXL KV Cache notifications. Retained for "
-                "compatibility; these failures are also included in vllm:nixl_num_failed_transfers.",
-            ),
-            (
-                "vllm:nixl_num_kv_expired_reqs",
-                "Number of requests that had their KV expire. NOTE: This metric is "
-                "tracked on the P instance.",
-            ),
-            (
-                "vllm:nixl_num_notifications_after_expiry",
-                "Number of completion notifications for requests that were "
-                "no longer tracked, usually because their KV lease expired. The KV blocks may have been reused before "
-                "the transfer finished. Counted per notification (one per remote rank), not per request.",
-            ),
+            ("vllm:nixl_num_failed_transfers", "Number of failed NIXL KV Cache transfers, including handshake and "
+             "notification failures. NOTE: KV expiry is tracked separately in vllm:nixl_num_kv_expired_reqs."),
+            ("vllm:nixl_num_failed_notifications", "Number of failed NIXL KV Cache notifications. Retained for "
+             "compatibility; these failures are also included in vllm:nixl_num_failed_transfers."),
+            ("vllm:nixl_num_kv_expired_reqs", "Number of requests that had their KV expire. NOTE: This metric is "
+             "tracked on the P instance."),
+            ("vllm:nixl_num_notifications_after_expiry", "Number of completion notifications for requests that were "
+             "no longer tracked, usually because their KV lease expired. The KV blocks may have been reused before "
+             "the transfer finished. Counted per notification (one per remote rank), not per request."),
         ):
             Counter(name, doc, LABELS, registry=reg).labels(*labels)
 
@@ -348,38 +311,20 @@ class WorkerMetrics:
 
         self.created_s = time.time()
         for name, doc in (
-            (
-                "vllm:estimated_flops_per_gpu",
-                "Estimated number of floating point operations per GPU (for Model "
-                "Flops Utilization calculations).",
-            ),
-            (
-                "vllm:estimated_read_bytes_per_gpu",
-                "Estimated number of bytes read from memory per GPU (for Model "
-                "Flops Utilization calculations).",
-            ),
-            (
-                "vllm:estimated_write_bytes_per_gpu",
-                "Estimated number of bytes written to memory per GPU (for Model "
-                "Flops Utilization calculations).",
-            ),
+            ("vllm:estimated_flops_per_gpu", "Estimated number of floating point operations per GPU (for Model "
+             "Flops Utilization calculations)."),
+            ("vllm:estimated_read_bytes_per_gpu", "Estimated number of bytes read from memory per GPU (for Model "
+             "Flops Utilization calculations)."),
+            ("vllm:estimated_write_bytes_per_gpu", "Estimated number of bytes written to memory per GPU (for Model "
+             "Flops Utilization calculations)."),
         ):
             counter(name, doc).labels(*labels)
-        reg.register(
-            _EngineStateCollector(
-                model_name,
-                gauges,
-                cache,
-                self.created_s,
-                kv_consumer=kv_connector in ("kv_consumer", "kv_both"),
-            )
-        )
+        reg.register(_EngineStateCollector(model_name, gauges, cache, self.created_s,
+                                           kv_consumer=kv_connector in ("kv_consumer", "kv_both")))
         self.prefix_queries = counter(
             "vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens."
         ).labels(*labels)
-        counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.").labels(
-            *labels
-        )
+        counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.").labels(*labels)
         self.external_queries = counter(
             "vllm:external_prefix_cache_queries",
             "External prefix cache queries from KV connector cross-instance cache sharing, in terms of number of "
@@ -390,20 +335,13 @@ class WorkerMetrics:
             "External prefix cache hits from KV connector cross-instance cache sharing, in terms of number of "
             "cached tokens.",
         ).labels(*labels)
-        counter(
-            "vllm:mm_cache_queries", "Multi-modal cache queries, in terms of number of queried items."
-        ).labels(*labels)
-        counter("vllm:mm_cache_hits", "Multi-modal cache hits, in terms of number of cached items.").labels(
+        counter("vllm:mm_cache_queries", "Multi-modal cache queries, in terms of number of queried items.").labels(
             *labels
         )
-        self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.").labels(
-            *labels
-        )
+        counter("vllm:mm_cache_hits", "Multi-modal cache hits, in terms of number of cached items.").labels(*labels)
+        self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.").labels(*labels)
         by_source = Counter(
-            "vllm:prompt_tokens_by_source",
-            "Number of prompt tokens by source.",
-            [*LABELS, "source"],
-            registry=reg,
+            "vllm:prompt_tokens_by_source", "Number of prompt tokens by source.", [*LABELS, "source"], registry=reg
         )
         self.prompt_by_source = {s: by_source.labels(*labels, s) for s in PROMPT_SOURCES}
         self.prompt_cached = counter(
@@ -444,9 +382,7 @@ class WorkerMetrics:
             "vllm:request_generation_tokens", "Number of generation tokens processed.", token_buckets
         ).labels(*labels)
         self.iteration_tokens = histogram(
-            "vllm:iteration_tokens_total",
-            "Histogram of number of tokens per engine_step.",
-            ITERATION_TOKENS_BUCKETS,
+            "vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", ITERATION_TOKENS_BUCKETS
         ).labels(*labels)
         self.max_num_generation_tokens = histogram(
             "vllm:request_max_num_generation_tokens",
@@ -471,33 +407,27 @@ class WorkerMetrics:
             ITL_BUCKETS_S,
         ).labels(*labels)
         self.e2e = histogram(
-            "vllm:e2e_request_latency_seconds",
-            "Histogram of e2e request latency in seconds.",
+            "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
             REQUEST_LATENCY_BUCKETS_S,
         ).labels(*labels)
         self.queue_time = histogram(
-            "vllm:request_queue_time_seconds",
-            "Histogram of time spent in WAITING phase for request.",
+            "vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.",
             REQUEST_LATENCY_BUCKETS_S,
         ).labels(*labels)
         self.inference_time = histogram(
-            "vllm:request_inference_time_seconds",
-            "Histogram of time spent in RUNNING phase for request.",
+            "vllm:request_inference_time_seconds", "Histogram of time spent in RUNNING phase for request.",
             REQUEST_LATENCY_BUCKETS_S,
         ).labels(*labels)
         self.prefill_time = histogram(
-            "vllm:request_prefill_time_seconds",
-            "Histogram of time spent in PREFILL phase for request.",
+            "vllm:request_prefill_time_seconds", "Histogram of time spent in PREFILL phase for request.",
             REQUEST_LATENCY_BUCKETS_S,
         ).labels(*labels)
         self.decode_time = histogram(
-            "vllm:request_decode_time_seconds",
-            "Histogram of time spent in DECODE phase for request.",
+            "vllm:request_decode_time_seconds", "Histogram of time spent in DECODE phase for request.",
             REQUEST_LATENCY_BUCKETS_S,
         ).labels(*labels)
         self.request_preemptions = histogram(
-            "vllm:request_num_preemptions",
-            "Histogram of the number of times a request was preempted.",
+            "vllm:request_num_preemptions", "Histogram of the number of times a request was preempted.",
             NUM_PREEMPTIONS_BUCKETS,
         ).labels(*labels)
         self.prefill_kv_computed = histogram(
@@ -511,16 +441,12 @@ class WorkerMetrics:
             "pdscale_worker_token_delivery_lag_seconds",
             "Emulator health (not a vLLM series): time from a token's model deadline (its step's end) to the "
             "worker handing it to the client connection. Large values mean the emulated timing is late.",
-            ["model_name"],
-            buckets=TOKEN_LAG_BUCKETS_S,
-            registry=reg,
+            ["model_name"], buckets=TOKEN_LAG_BUCKETS_S, registry=reg,
         ).labels(model_name)
 
     # ---- recording, called by the server as the engine's events arrive ----
 
-    def first_token(
-        self, arrival_s: float, first_token_s: float, prompt_tokens: int, external_tokens: int
-    ) -> None:
+    def first_token(self, arrival_s: float, first_token_s: float, prompt_tokens: int, external_tokens: int) -> None:
         """The request's prefill completed and its first token exists (vLLM counts prompt tokens here)."""
         self.ttft.observe(max(0.0, first_token_s - arrival_s))
         self.generation_tokens.inc()

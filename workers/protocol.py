@@ -53,17 +53,8 @@ def error_type_for(status: int) -> str:
     }.get(status, HTTPStatus(status).phrase.replace(" ", "") + "Error")
 
 
-def error_body(
-    status: int, message: str, *, err_type: str | None = None, param: str | None = None
-) -> dict[str, Any]:
-    return {
-        "error": {
-            "message": message,
-            "type": err_type or error_type_for(status),
-            "param": param,
-            "code": status,
-        }
-    }
+def error_body(status: int, message: str, *, err_type: str | None = None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": err_type or error_type_for(status), "param": param, "code": status}}
 
 
 @dataclass(frozen=True)
@@ -93,9 +84,7 @@ class GenerationRequest:
         return bool(self.kv_transfer_params and self.kv_transfer_params.get("do_remote_prefill"))
 
 
-def validation_error(
-    loc: str, err: str, msg: str, value: Any, ctx: Mapping[str, Any] | None = None
-) -> APIError:
+def validation_error(loc: str, err: str, msg: str, value: Any, ctx: Mapping[str, Any] | None = None) -> APIError:
     """A request-schema error as vLLM's FastAPI layer words it: type ``Bad Request``, param ``body.<field>``."""
     detail: dict[str, Any] = {"type": err, "loc": loc, "msg": msg, "input": _describe(value)}
     if ctx:
@@ -121,10 +110,7 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise validation_error(
-            "body",
-            "model_attributes_type",
-            "Input should be a valid dictionary or object to extract fields from",
-            body,
+            "body", "model_attributes_type", "Input should be a valid dictionary or object to extract fields from", body
         )
     return body
 
@@ -137,10 +123,7 @@ def _optional_int(body: Mapping[str, Any], key: str) -> int | None:
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise validation_error(
-            f"body.{key}",
-            "int_parsing",
-            "Input should be a valid integer, unable to parse string as an integer",
-            value,
+            f"body.{key}", "int_parsing", "Input should be a valid integer, unable to parse string as an integer", value
         )
     return value
 
@@ -151,11 +134,8 @@ def _with_param(message: str, param: str, value: Any = None) -> str:
 
 def _prompt_tokens_of_completion(prompt: Any) -> int:
     """Token count of a completions ``prompt``: a string, a list of token ids, or a one-element list of either."""
-    empty = APIError(
-        400,
-        _with_param("Either prompt or prompt_embeds must be provided and non-empty.", "prompt"),
-        param="prompt",
-    )
+    empty = APIError(400, _with_param("Either prompt or prompt_embeds must be provided and non-empty.", "prompt"),
+                     param="prompt")
     if isinstance(prompt, str):
         if not prompt:
             raise empty
@@ -165,33 +145,21 @@ def _prompt_tokens_of_completion(prompt: Any) -> int:
     if all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
         for i, t in enumerate(prompt):
             if t < 0:
-                raise validation_error(
-                    f"body.prompt.{i}",
-                    "greater_than_equal",
-                    "Input should be greater than or equal to 0",
-                    t,
-                    {"ge": 0},
-                )
+                raise validation_error(f"body.prompt.{i}", "greater_than_equal",
+                                       "Input should be greater than or equal to 0", t, {"ge": 0})
         return len(prompt)
     if len(prompt) == 1:
         return _prompt_tokens_of_completion(prompt[0])
-    raise APIError(
-        400,
-        "the emulated worker serves one prompt per request (batched prompts are not supported)",
-        param="prompt",
-    )
+    raise APIError(400, "the emulated worker serves one prompt per request (batched prompts are not supported)",
+                   param="prompt")
 
 
 def check_model(body: Mapping[str, Any], served_model_names: Sequence[str]) -> Any:
     """The body's ``model`` (None when absent), or vLLM's 404 when it names no served model."""
     model = body.get("model")
     if model is not None and model not in served_model_names:
-        raise APIError(
-            404,
-            f"The model `{model}` does not exist. Valid aliases: {', '.join(served_model_names)}.",
-            err_type="NotFoundError",
-            param="model",
-        )
+        raise APIError(404, f"The model `{model}` does not exist. Valid aliases: {', '.join(served_model_names)}.",
+                       err_type="NotFoundError", param="model")
     return model
 
 
@@ -214,12 +182,8 @@ def parse_generation(
         if not isinstance(messages, list) or not all(isinstance(m, Mapping) for m in messages):
             raise validation_error("body.messages", "list_type", "Input should be a valid list", messages)
         if not messages:
-            raise APIError(
-                400, "Cannot apply chat template to an empty conversation. Provide at least one message."
-            )
-        prompt_tokens = chat_prompt_tokens(
-            messages, add_generation_prompt=bool(body.get("add_generation_prompt", True))
-        )
+            raise APIError(400, "Cannot apply chat template to an empty conversation. Provide at least one message.")
+        prompt_tokens = chat_prompt_tokens(messages, add_generation_prompt=bool(body.get("add_generation_prompt", True)))
     n = _optional_int(body, "n")
     if n is not None and n != 1:
         raise APIError(400, "the emulated worker supports n=1 only", param="n")
@@ -241,20 +205,15 @@ def parse_generation(
                 f"This model's maximum context length is {max_model_len} tokens. However, your prompt contains "
                 f"{'at least ' if kind == 'chat' else ''}{prompt_tokens} input tokens, which exceeds this limit even "
                 "without any output tokens. Please reduce the length of the input prompt.",
-                "input_tokens",
-                prompt_tokens,
+                "input_tokens", prompt_tokens,
             ),
             param="input_tokens",
         )
     if max_tokens_param is not None and max_tokens_param > max_model_len:
         raise APIError(
             400,
-            _with_param(
-                f"{max_key}={max_tokens_param} cannot be greater than max_model_len={max_model_len}. "
-                "Please request fewer output tokens.",
-                max_key,
-                max_tokens_param,
-            ),
+            _with_param(f"{max_key}={max_tokens_param} cannot be greater than max_model_len={max_model_len}. "
+                        "Please request fewer output tokens.", max_key, max_tokens_param),
             param=max_key,
         )
     # vLLM: without max_tokens, or with more than the context leaves, generate up to the context's end.
@@ -262,37 +221,25 @@ def parse_generation(
     max_tokens = room if max_tokens_param is None else min(max_tokens_param, room)
     if max_tokens < 1:
         shown = max_tokens if max_tokens_param is None or max_tokens_param >= 1 else max_tokens_param
-        raise APIError(
-            400,
-            _with_param(f"max_tokens must be at least 1, got {shown}.", "max_tokens", shown),
-            param="max_tokens",
-        )
+        raise APIError(400, _with_param(f"max_tokens must be at least 1, got {shown}.", "max_tokens", shown),
+                       param="max_tokens")
     if min_tokens < 0:
         raise APIError(400, f"min_tokens must be greater than or equal to 0, got {min_tokens}.")
     if min_tokens > max_tokens:
-        raise APIError(
-            400, f"min_tokens must be less than or equal to max_tokens={max_tokens}, got {min_tokens}."
-        )
+        raise APIError(400, f"min_tokens must be less than or equal to max_tokens={max_tokens}, got {min_tokens}.")
 
     stream = bool(body.get("stream", False))
     stream_options = body.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, Mapping):
-        raise validation_error(
-            "body.stream_options", "model_type", "Input should be a valid dictionary", stream_options
-        )
+        raise validation_error("body.stream_options", "model_type", "Input should be a valid dictionary", stream_options)
     if stream_options and not stream:
-        raise APIError(
-            400,
-            _with_param("Stream options can only be defined when `stream=True`.", "stream_options"),
-            param="stream_options",
-        )
+        raise APIError(400, _with_param("Stream options can only be defined when `stream=True`.", "stream_options"),
+                       param="stream_options")
     include_usage = bool(stream_options and stream_options.get("include_usage"))
     continuous = bool(stream_options and stream_options.get("continuous_usage_stats"))
     kv_params = body.get("kv_transfer_params")
     if kv_params is not None and not isinstance(kv_params, Mapping):
-        raise validation_error(
-            "body.kv_transfer_params", "dict_type", "Input should be a valid dictionary", kv_params
-        )
+        raise validation_error("body.kv_transfer_params", "dict_type", "Input should be a valid dictionary", kv_params)
     return GenerationRequest(
         kind=kind,
         model=str(model) if model is not None else served_model_names[0],

@@ -68,21 +68,13 @@ class ChunkWriter:
 
     def role_chunk(self) -> bytes:
         """Chat only: the first chunk (delta role, empty content), sent once the first token exists (vLLM)."""
-        return sse(
-            {
-                **self.head,
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {"role": "assistant", "content": ""},
-                        "logprobs": None,
-                        "finish_reason": None,
-                    }
-                ],
-                "prompt_token_ids": None,
-                "prompt_text": None,
-            }
-        )
+        return sse({
+            **self.head,
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                         "finish_reason": None}],
+            "prompt_token_ids": None,
+            "prompt_text": None,
+        })
 
     def token_chunk(self, text: str, finish_reason: str | None, completion_tokens: int) -> bytes:
         if finish_reason is None and not self.req.continuous_usage_stats:
@@ -97,37 +89,23 @@ class ChunkWriter:
     def _choice(self, text: str, finish_reason: str | None) -> dict[str, Any]:
         choice: dict[str, Any]
         if self.req.kind == "chat":
-            choice = {
-                "index": 0,
-                "delta": {"content": text},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
+            choice = {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish_reason}
             if finish_reason is not None:
                 choice["stop_reason"] = None
             choice["token_ids"] = None
         else:
-            choice = {
-                "index": 0,
-                "text": text,
-                "logprobs": None,
-                "finish_reason": finish_reason,
-                "stop_reason": None,
-                "prompt_token_ids": None,
-                "token_ids": None,
-            }
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason,
+                      "stop_reason": None, "prompt_token_ids": None, "token_ids": None}
         return choice
 
     def usage_chunk(self, completion_tokens: int) -> bytes:
         """The final chunk with empty ``choices`` and the totals (``stream_options.include_usage``)."""
-        return sse(
-            {
-                **self.head,
-                "choices": [],
-                "usage": usage(self.req.prompt_tokens, completion_tokens, details=False),
-                "system_fingerprint": self.fingerprint,
-            }
-        )
+        return sse({
+            **self.head,
+            "choices": [],
+            "usage": usage(self.req.prompt_tokens, completion_tokens, details=False),
+            "system_fingerprint": self.fingerprint,
+        })
 
 
 def error_event(message: str, err_type: str, code: int) -> bytes:
@@ -136,80 +114,29 @@ def error_event(message: str, err_type: str, code: int) -> bytes:
 
 
 def full_body(
-    req: GenerationRequest,
-    text: str,
-    completion_tokens: int,
-    finish_reason: str | None,
-    kv_transfer_params: Mapping[str, Any] | None,
-    fingerprint: str,
+    req: GenerationRequest, text: str, completion_tokens: int, finish_reason: str | None,
+    kv_transfer_params: Mapping[str, Any] | None, fingerprint: str,
 ) -> dict[str, Any]:
     """The non-streaming body of /v1/completions or /v1/chat/completions, field for field as vLLM 0.32."""
     kv = dict(kv_transfer_params) if kv_transfer_params is not None else None
-    head = {
-        "id": response_id(req),
-        "object": "chat.completion" if req.kind == "chat" else "text_completion",
-        "created": int(time.time()),
-        "model": req.model,
-    }
-    tail = {
-        "service_tier": None,
-        "system_fingerprint": fingerprint,
-        "usage": usage(req.prompt_tokens, completion_tokens),
-    }
+    head = {"id": response_id(req), "object": "chat.completion" if req.kind == "chat" else "text_completion",
+            "created": int(time.time()), "model": req.model}
+    tail = {"service_tier": None, "system_fingerprint": fingerprint,
+            "usage": usage(req.prompt_tokens, completion_tokens)}
     if req.kind == "chat":
-        message = {
-            "role": "assistant",
-            "content": text,
-            "refusal": None,
-            "annotations": None,
-            "audio": None,
-            "function_call": None,
-            "reasoning": None,
-        }
-        choice = {
-            "index": 0,
-            "message": message,
-            "logprobs": None,
-            "finish_reason": finish_reason,
-            "stop_reason": None,
-            "token_ids": None,
-            "routed_experts": None,
-        }
-        return {
-            **head,
-            "choices": [choice],
-            **tail,
-            "prompt_logprobs": None,
-            "prompt_token_ids": None,
-            "prompt_text": None,
-            "kv_transfer_params": kv,
-            "ec_transfer_params": None,
-            "metrics": None,
-        }
-    choice = {
-        "index": 0,
-        "text": text,
-        "logprobs": None,
-        "finish_reason": finish_reason,
-        "stop_reason": None,
-        "token_ids": None,
-        "prompt_logprobs": None,
-        "prompt_token_ids": None,
-        "routed_experts": None,
-    }
-    return {
-        **head,
-        "choices": [choice],
-        **tail,
-        "kv_transfer_params": kv,
-        "ec_transfer_params": None,
-        "metrics": None,
-    }
+        message = {"role": "assistant", "content": text, "refusal": None, "annotations": None, "audio": None,
+                   "function_call": None, "reasoning": None}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason,
+                  "stop_reason": None, "token_ids": None, "routed_experts": None}
+        return {**head, "choices": [choice], **tail, "prompt_logprobs": None, "prompt_token_ids": None,
+                "prompt_text": None, "kv_transfer_params": kv, "ec_transfer_params": None, "metrics": None}
+    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason, "stop_reason": None,
+              "token_ids": None, "prompt_logprobs": None, "prompt_token_ids": None, "routed_experts": None}
+    return {**head, "choices": [choice], **tail, "kv_transfer_params": kv, "ec_transfer_params": None,
+            "metrics": None}
 
 
-def models_body(
-    served_model_names: list[str], root: str, max_model_len: int, created_s: int
-) -> dict[str, Any]:
+def models_body(served_model_names: list[str], root: str, max_model_len: int, created_s: int) -> dict[str, Any]:
     """/v1/models: vLLM's ModelCard list (``root`` is what ``vllm bench serve`` reads for its tokenizer)."""
     return {
         "object": "list",

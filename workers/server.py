@@ -134,9 +134,7 @@ class WorkerServer:
                 kv_cache_memory_bytes=config.kv_cache_memory_bytes,
                 max_num_seqs=config.max_num_seqs,
             ),
-            kv_connector={"prefill": "kv_producer", "decode": "kv_consumer", "both": "kv_both"}.get(
-                config.role
-            ),
+            kv_connector={"prefill": "kv_producer", "decode": "kv_consumer", "both": "kv_both"}.get(config.role),
         )
         self.kv_producer = KVProducer.from_env(config.host, config.block_size)
         self.fingerprint = system_fingerprint(config.model_root)
@@ -152,20 +150,18 @@ class WorkerServer:
 
     def _build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.add_routes(
-            [
-                web.get("/health", self.health),
-                web.get("/ping", self.health),
-                web.post("/ping", self.health),
-                web.get("/version", self.version),
-                web.get("/metrics", self.metrics_endpoint),
-                web.get("/v1/models", self.models),
-                web.post("/v1/completions", self.completions),
-                web.post("/v1/chat/completions", self.chat_completions),
-                web.post("/tokenize", self.tokenize),
-                web.post("/detokenize", self.detokenize),
-            ]
-        )
+        app.add_routes([
+            web.get("/health", self.health),
+            web.get("/ping", self.health),
+            web.post("/ping", self.health),
+            web.get("/version", self.version),
+            web.get("/metrics", self.metrics_endpoint),
+            web.get("/v1/models", self.models),
+            web.post("/v1/completions", self.completions),
+            web.post("/v1/chat/completions", self.chat_completions),
+            web.post("/tokenize", self.tokenize),
+            web.post("/detokenize", self.detokenize),
+        ])
         app.middlewares.append(self._errors_middleware)
         return app
 
@@ -192,19 +188,12 @@ class WorkerServer:
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
         # vLLM 0.32 answers the text format whatever the Accept header asks (measured).
-        return web.Response(
-            body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            dumps=_dumps_str,
-            data=models_body(
-                list(self.config.served_model_names),
-                self.config.model_root,
-                self.config.max_model_len,
-                self.started_s,
-            ),
+        return web.json_response(dumps=_dumps_str, data=
+            models_body(list(self.config.served_model_names), self.config.model_root, self.config.max_model_len,
+                        self.started_s)
         )
 
     async def tokenize(self, request: web.Request) -> web.Response:
@@ -215,35 +204,23 @@ class WorkerServer:
             messages = body["messages"]
             if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
                 raise validation_error("body.messages", "list_type", "Input should be a valid list", messages)
-            ids = synthetic_token_ids(
-                chat_prompt_text(
-                    messages, add_generation_prompt=bool(body.get("add_generation_prompt", True))
-                )
-            )
+            ids = synthetic_token_ids(chat_prompt_text(messages, add_generation_prompt=bool(
+                body.get("add_generation_prompt", True))))
         else:
             prompt = body.get("prompt")
             if isinstance(prompt, str):
                 ids = synthetic_token_ids(prompt)
             else:
                 raise validation_error("body.prompt", "string_type", "Input should be a valid string", prompt)
-        return web.json_response(
-            {
-                "count": len(ids),
-                "max_model_len": self.config.max_model_len,
-                "tokens": ids,
-                "token_strs": None,
-            },
-            dumps=_dumps_str,
-        )
+        return web.json_response({"count": len(ids), "max_model_len": self.config.max_model_len, "tokens": ids,
+                                  "token_strs": None}, dumps=_dumps_str)
 
     async def detokenize(self, request: web.Request) -> web.Response:
         body = parse_json_body(await request.read())
         check_model(body, self.config.served_model_names)
         tokens = body.get("tokens")
         if not isinstance(tokens, list) or not all(isinstance(t, int) and t >= 0 for t in tokens):
-            raise validation_error(
-                "body.tokens", "list_type", "Input should be a valid list of token ids", tokens
-            )
+            raise validation_error("body.tokens", "list_type", "Input should be a valid list of token ids", tokens)
         return web.json_response({"prompt": detokenize(tokens)}, dumps=_dumps_str)
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
@@ -286,12 +263,7 @@ class WorkerServer:
                 self.idle.set()
 
     async def _run(
-        self,
-        request: web.Request,
-        req: GenerationRequest,
-        arrival_s: float,
-        remote_kv: bool,
-        entry: _InFlight,
+        self, request: web.Request, req: GenerationRequest, arrival_s: float, remote_kv: bool, entry: _InFlight
     ) -> web.StreamResponse:
         external = req.prompt_tokens if remote_kv else 0
         try:
@@ -327,18 +299,14 @@ class WorkerServer:
                 if writer is not None and response is not None:
                     if progress.tokens == 1 and req.kind == "chat":
                         await response.write(writer.role_chunk())
-                    await response.write(
-                        writer.token_chunk(output_token_text(ev.index), finish, progress.tokens)
-                    )
+                    await response.write(writer.token_chunk(output_token_text(ev.index), finish, progress.tokens))
                 if ev.finished:
                     progress.finish_reason = ev.finish_reason or "length"
                     break
             progress.done = True
             self._record(req, stream, arrival_s, progress, external)
             if progress.finish_reason is None:  # the engine ended the stream early (it stopped)
-                return await self._answer_error(
-                    response, 500, "The engine stopped before the request finished."
-                )
+                return await self._answer_error(response, 500, "The engine stopped before the request finished.")
             kv_params = (
                 self.kv_producer.params_for(req.request_id, req.prompt_tokens)
                 if req.wants_remote_decode and self.config.role in ("prefill", "both")
@@ -351,14 +319,8 @@ class WorkerServer:
                 await response.write_eof()
                 return response
             return web.json_response(
-                full_body(
-                    req,
-                    output_text(0, progress.tokens),
-                    progress.tokens,
-                    progress.finish_reason,
-                    kv_params,
-                    self.fingerprint,
-                ),
+                full_body(req, output_text(0, progress.tokens), progress.tokens, progress.finish_reason, kv_params,
+                          self.fingerprint),
                 dumps=_dumps_str,
             )
         except asyncio.CancelledError:
@@ -369,8 +331,7 @@ class WorkerServer:
             if current is not None:
                 current.uncancel()
             return await self._answer_error(
-                response, 503, "The server is shutting down: the request was cut after the drain timeout."
-            )
+                response, 503, "The server is shutting down: the request was cut after the drain timeout.")
         except ConnectionError:
             self._abort(req, stream, arrival_s, progress, external)
             raise
@@ -379,24 +340,18 @@ class WorkerServer:
         times = stream.times
         if self.metrics.nixl is not None and times.kv_ready_s is not None:
             blocks = -(-prompt_tokens // self.config.block_size)
-            self.metrics.nixl.transfer(
-                times.kv_ready_s - times.arrival_s,
-                blocks,
-                self.config.block_size * self.config.kv_bytes_per_token,
-            )
+            self.metrics.nixl.transfer(times.kv_ready_s - times.arrival_s, blocks,
+                                       self.config.block_size * self.config.kv_bytes_per_token)
 
-    def _abort(
-        self, req: GenerationRequest, stream: Any, arrival_s: float, progress: _Progress, external: int
-    ) -> None:
+    def _abort(self, req: GenerationRequest, stream: Any, arrival_s: float, progress: _Progress,
+               external: int) -> None:
         stream.cancel()
         if not progress.done:
             progress.done = True
             progress.finish_reason = "abort"
             self._record(req, stream, arrival_s, progress, external)
 
-    async def _answer_error(
-        self, response: web.StreamResponse | None, status: int, message: str
-    ) -> web.StreamResponse:
+    async def _answer_error(self, response: web.StreamResponse | None, status: int, message: str) -> web.StreamResponse:
         """An error after the request was accepted: an SSE error event then [DONE] if streaming, else a JSON body."""
         if response is not None:
             with contextlib.suppress(ConnectionError):
@@ -406,38 +361,32 @@ class WorkerServer:
             return response
         return web.json_response(error_body(status, message), status=status, dumps=_dumps_str)
 
-    def _record(
-        self, req: GenerationRequest, stream: Any, arrival_s: float, progress: _Progress, external: int
-    ) -> None:
+    def _record(self, req: GenerationRequest, stream: Any, arrival_s: float, progress: _Progress,
+                external: int) -> None:
         """vLLM's finished-request record: engine-side intervals from the model's times, e2e from the wall clock."""
         times = stream.times
         end_s = progress.last_token_s if progress.finish_reason not in (None, "abort") else None
-        self.metrics.finished(
-            FinishedRequest(
-                finish_reason=progress.finish_reason or "abort",
-                prompt_tokens=req.prompt_tokens,
-                generation_tokens=progress.tokens,
-                max_tokens=req.max_tokens,
-                max_tokens_param=req.max_tokens_param,
-                arrival_s=arrival_s,
-                scheduled_s=times.scheduled_s,
-                first_token_s=times.first_token_s if progress.tokens else None,
-                last_token_s=times.last_token_s if progress.tokens else None,
-                finished_s=end_s if end_s is not None else time.monotonic(),
-                preemptions=int(times.preemptions),
-                external_prompt_tokens=external,
-            )
-        )
+        self.metrics.finished(FinishedRequest(
+            finish_reason=progress.finish_reason or "abort",
+            prompt_tokens=req.prompt_tokens,
+            generation_tokens=progress.tokens,
+            max_tokens=req.max_tokens,
+            max_tokens_param=req.max_tokens_param,
+            arrival_s=arrival_s,
+            scheduled_s=times.scheduled_s,
+            first_token_s=times.first_token_s if progress.tokens else None,
+            last_token_s=times.last_token_s if progress.tokens else None,
+            finished_s=end_s if end_s is not None else time.monotonic(),
+            preemptions=int(times.preemptions),
+            external_prompt_tokens=external,
+        ))
 
     # ---- drain ----
 
     def begin_drain(self) -> None:
         if not self.draining:
-            log.warning(
-                "draining: %d request(s) in flight, timeout %.1f s",
-                len(self.inflight),
-                self.config.drain_timeout_s,
-            )
+            log.warning("draining: %d request(s) in flight, timeout %.1f s", len(self.inflight),
+                        self.config.drain_timeout_s)
         self.draining = True
 
     async def wait_drained(self) -> int:
@@ -474,13 +423,8 @@ async def serve(server: WorkerServer, *, ready: Callable[[], None] | None = None
         loop.add_signal_handler(sig, on_signal)
     await server.engine.start()
     await site.start()
-    log.warning(
-        "pdscale worker (%s) serving %s on %s:%d",
-        server.config.role,
-        ",".join(server.config.served_model_names),
-        server.config.host,
-        server.config.port,
-    )
+    log.warning("pdscale worker (%s) serving %s on %s:%d", server.config.role,
+                ",".join(server.config.served_model_names), server.config.host, server.config.port)
     if ready is not None:
         ready()
     try:

@@ -116,14 +116,10 @@ def serve_args(config: VLLMConfig, role: str) -> list[str]:
     module after ``--model MODEL``)."""
     role = _check_role(role)
     args = [
-        "--served-model-name",
-        config.name,
-        "--host",
-        config.host,
-        "--port",
-        str(port_for(config, role)),
-        "--max-model-len",
-        str(config.max_model_len),
+        "--served-model-name", config.name,
+        "--host", config.host,
+        "--port", str(port_for(config, role)),
+        "--max-model-len", str(config.max_model_len),
     ]
     if config.max_num_seqs is not None:
         args += ["--max-num-seqs", str(config.max_num_seqs)]
@@ -187,9 +183,7 @@ def config_from_mapping(data: Mapping[str, Any], *, source: str = "config") -> V
     """A VLLMConfig from a parsed mapping; unknown keys and bad types are errors naming the key."""
     unknown = sorted(set(data) - FIELD_NAMES)
     if unknown:
-        raise ValueError(
-            f"{source}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(FIELD_NAMES))})"
-        )
+        raise ValueError(f"{source}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(FIELD_NAMES))})")
     values = dict(data)
     if "extra_args" in values:
         values["extra_args"] = tuple(str(a) for a in values["extra_args"] or ())
@@ -238,12 +232,8 @@ def config_from_worker_args(args: argparse.Namespace) -> tuple[VLLMConfig, list[
     base["model"] = model
     if args.served_model_name:
         base["served_model_name"] = args.served_model_name[0]
-    for flag, key in (
-        ("max_model_len", "max_model_len"),
-        ("max_num_seqs", "max_num_seqs"),
-        ("max_num_batched_tokens", "max_num_batched_tokens"),
-        ("block_size", "block_size"),
-    ):
+    for flag, key in (("max_model_len", "max_model_len"), ("max_num_seqs", "max_num_seqs"),
+                      ("max_num_batched_tokens", "max_num_batched_tokens"), ("block_size", "block_size")):
         value = getattr(args, flag, None)
         if value is not None and (flag != "block_size" or value != 16):
             base[key] = value
@@ -271,17 +261,12 @@ def run_from_worker_args(args: argparse.Namespace) -> int:
     python = args.vllm_python or default_vllm_python()
     check = subprocess.run([python, "-c", "import vllm"], capture_output=True, text=True)
     if check.returncode != 0:
-        print(
-            f"pdscale worker --engine vllm: vLLM is not importable by {python} "
-            f"(build it with `make vllm` / scripts/ensure-vllm.sh, or pass --vllm-python):\n"
-            f"{check.stderr.strip().splitlines()[-1] if check.stderr.strip() else ''}",
-            file=sys.stderr,
-        )
+        print(f"pdscale worker --engine vllm: vLLM is not importable by {python} "
+              f"(build it with `make vllm` / scripts/ensure-vllm.sh, or pass --vllm-python):\n"
+              f"{check.stderr.strip().splitlines()[-1] if check.stderr.strip() else ''}", file=sys.stderr)
         return 2
     procs = [
-        subprocess.Popen(
-            api_server_command(config, role, python), env={**os.environ, **serve_env(config, role)}
-        )
+        subprocess.Popen(api_server_command(config, role, python), env={**os.environ, **serve_env(config, role)})
         for role in roles
     ]
 

@@ -16,115 +16,45 @@ DEFAULT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 def add_worker_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``pdscale worker`` (named like ``vllm serve``'s where they mean the same)."""
-    p.add_argument(
-        "model_tag",
-        nargs="?",
-        default=None,
-        metavar="MODEL",
-        help="model name or path, as `vllm serve MODEL` (same as --model)",
-    )
-    p.add_argument(
-        "--model", default=None, help=f"model name reported as `root` in /v1/models (default {DEFAULT_MODEL})"
-    )
-    p.add_argument(
-        "--served-model-name",
-        nargs="+",
-        default=None,
-        metavar="NAME",
-        help="name(s) clients use in `model`; the first labels the metrics (default: --model)",
-    )
+    p.add_argument("model_tag", nargs="?", default=None, metavar="MODEL",
+                   help="model name or path, as `vllm serve MODEL` (same as --model)")
+    p.add_argument("--model", default=None, help=f"model name reported as `root` in /v1/models (default {DEFAULT_MODEL})")
+    p.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
+                   help="name(s) clients use in `model`; the first labels the metrics (default: --model)")
     p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    p.add_argument(
-        "--role",
-        choices=("prefill", "decode", "both", "aggregated"),
-        default=None,
-        help="P/D role; default from --kv-transfer-config kv_role (kv_producer: prefill, kv_consumer: "
-        "decode, kv_both: both legs, chosen per request by the proxy), else aggregated",
-    )
-    p.add_argument(
-        "--kv-transfer-config",
-        default=None,
-        metavar="JSON",
-        help='vLLM\'s KV connector config, e.g. \'{"kv_connector":"NixlConnector","kv_role":"kv_producer"}\'',
-    )
-    p.add_argument(
-        "--profile",
-        default=DEFAULT_PROFILE,
-        metavar="NAME|PATH",
-        help=f"pdscale latency profile (`pdscale profiles`; default {DEFAULT_PROFILE})",
-    )
-    p.add_argument(
-        "--time-scale",
-        type=float,
-        default=1.0,
-        metavar="K",
-        help="multiply every modelled duration (steps, KV transfer) by K; 0.1 runs 10x faster (default 1)",
-    )
-    p.add_argument(
-        "--max-model-len",
-        type=int,
-        default=None,
-        help="context length: prompt + output tokens (default: min(KV capacity, 131072))",
-    )
-    p.add_argument(
-        "--max-num-seqs", type=int, default=None, help="max running sequences (default: the profile's)"
-    )
-    p.add_argument(
-        "--max-num-batched-tokens",
-        type=int,
-        default=None,
-        help="token budget per scheduler step, chunked prefill (default: the profile's)",
-    )
-    p.add_argument(
-        "--kv-cache-tokens",
-        type=int,
-        default=None,
-        help="KV cache capacity in tokens (default: the profile's kv capacity)",
-    )
+    p.add_argument("--role", choices=("prefill", "decode", "both", "aggregated"), default=None,
+                   help="P/D role; default from --kv-transfer-config kv_role (kv_producer: prefill, kv_consumer: "
+                        "decode, kv_both: both legs, chosen per request by the proxy), else aggregated")
+    p.add_argument("--kv-transfer-config", default=None, metavar="JSON",
+                   help='vLLM\'s KV connector config, e.g. \'{"kv_connector":"NixlConnector","kv_role":"kv_producer"}\'')
+    p.add_argument("--profile", default=DEFAULT_PROFILE, metavar="NAME|PATH",
+                   help=f"pdscale latency profile (`pdscale profiles`; default {DEFAULT_PROFILE})")
+    p.add_argument("--time-scale", type=float, default=1.0, metavar="K",
+                   help="multiply every modelled duration (steps, KV transfer) by K; 0.1 runs 10x faster (default 1)")
+    p.add_argument("--max-model-len", type=int, default=None,
+                   help="context length: prompt + output tokens (default: min(KV capacity, 131072))")
+    p.add_argument("--max-num-seqs", type=int, default=None, help="max running sequences (default: the profile's)")
+    p.add_argument("--max-num-batched-tokens", type=int, default=None,
+                   help="token budget per scheduler step, chunked prefill (default: the profile's)")
+    p.add_argument("--kv-cache-tokens", type=int, default=None,
+                   help="KV cache capacity in tokens (default: the profile's kv capacity)")
     p.add_argument("--block-size", type=int, default=16, help="KV block size in tokens (default 16)")
-    p.add_argument(
-        "--kv-link-bytes-per-s",
-        type=float,
-        default=None,
-        help="decode role: KV transfer bandwidth (default: the engine's)",
-    )
-    p.add_argument(
-        "--kv-base-latency-s",
-        type=float,
-        default=None,
-        help="decode role: fixed KV transfer latency (default: the engine's)",
-    )
-    p.add_argument(
-        "--drain-timeout-s",
-        type=float,
-        default=30.0,
-        help="on SIGTERM, wait this long for in-flight requests, then cut them and exit 1 (default 30)",
-    )
-    p.add_argument(
-        "--engine",
-        choices=("emulated", "vllm"),
-        default="emulated",
-        help="emulated (default), or launch real vLLM from the same flags (workers/vllm.py)",
-    )
-    p.add_argument(
-        "--vllm-python",
-        default=None,
-        metavar="PATH",
-        help="--engine vllm: interpreter with vLLM installed (default $PDSCALE_VLLM_PYTHON, "
-        "else .venv-vllm/bin/python if present, else this one)",
-    )
-    p.add_argument(
-        "--vllm-config",
-        default=None,
-        metavar="YAML",
-        help="--engine vllm: a workers.vllm VLLMConfig file (flags above override its fields)",
-    )
-    p.add_argument(
-        "--pd-pair",
-        action="store_true",
-        help="--engine vllm: launch a prefill AND a decode instance (ports --port and --port+1)",
-    )
+    p.add_argument("--kv-link-bytes-per-s", type=float, default=None,
+                   help="decode role: KV transfer bandwidth (default: the engine's)")
+    p.add_argument("--kv-base-latency-s", type=float, default=None,
+                   help="decode role: fixed KV transfer latency (default: the engine's)")
+    p.add_argument("--drain-timeout-s", type=float, default=30.0,
+                   help="on SIGTERM, wait this long for in-flight requests, then cut them and exit 1 (default 30)")
+    p.add_argument("--engine", choices=("emulated", "vllm"), default="emulated",
+                   help="emulated (default), or launch real vLLM from the same flags (workers/vllm.py)")
+    p.add_argument("--vllm-python", default=None, metavar="PATH",
+                   help="--engine vllm: interpreter with vLLM installed (default $PDSCALE_VLLM_PYTHON, "
+                        "else .venv-vllm/bin/python if present, else this one)")
+    p.add_argument("--vllm-config", default=None, metavar="YAML",
+                   help="--engine vllm: a workers.vllm VLLMConfig file (flags above override its fields)")
+    p.add_argument("--pd-pair", action="store_true",
+                   help="--engine vllm: launch a prefill AND a decode instance (ports --port and --port+1)")
 
 
 def register(subparsers: Any) -> None:
@@ -132,8 +62,8 @@ def register(subparsers: Any) -> None:
         "worker",
         help="emulated vLLM worker (OpenAI API, vLLM metrics, P/D roles) or real vLLM",
         description="An OpenAI-compatible server that behaves like `vllm serve` (same endpoints, SSE chunks, "
-        "error bodies, /metrics), its timing from a pdscale latency profile driven in real time by "
-        "the simulator's scheduler. Roles prefill/decode speak NixlConnector's kv_transfer_params.",
+                    "error bodies, /metrics), its timing from a pdscale latency profile driven in real time by "
+                    "the simulator's scheduler. Roles prefill/decode speak NixlConnector's kv_transfer_params.",
     )
     add_worker_arguments(p)
     p.set_defaults(func=run_worker)
@@ -201,23 +131,13 @@ def build_server(args: argparse.Namespace) -> Any:
             "request could never fit (vLLM refuses to start in this case too)"
         )
     link = KvLink(
-        **{
-            k: v
-            for k, v in (
-                ("bytes_per_s", args.kv_link_bytes_per_s),
-                ("base_latency_s", args.kv_base_latency_s),
-            )
-            if v is not None
-        }
+        **{k: v for k, v in (("bytes_per_s", args.kv_link_bytes_per_s), ("base_latency_s", args.kv_base_latency_s))
+           if v is not None}
     )
     if args.time_scale != 1.0:
         link = link.scaled(args.time_scale)
-    engine = RealtimeEngine(
-        profile,
-        _engine_role(role),
-        kv_link_bytes_per_s=link.bytes_per_s,
-        kv_base_latency_s=link.base_latency_s,
-    )
+    engine = RealtimeEngine(profile, _engine_role(role), kv_link_bytes_per_s=link.bytes_per_s,
+                            kv_base_latency_s=link.base_latency_s)
     config = WorkerConfig(
         served_model_names=names,
         model_root=model,
@@ -256,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pdscale worker")
     add_worker_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     return run_worker(args)
 
 

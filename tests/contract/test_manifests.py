@@ -79,9 +79,7 @@ def test_crd_schema_is_structural() -> None:
     """Kubernetes rejects CRDs whose schema nodes lack a type, or that use $ref (it does not resolve them)."""
     for path, node in _walk_schema(SCHEMA):
         assert "$ref" not in node, path
-        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), (
-            f"{path or '<root>'}: no type"
-        )
+        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), f"{path or '<root>'}: no type"
 
 
 def test_printer_columns_point_into_the_schema() -> None:
@@ -93,9 +91,7 @@ def test_printer_columns_point_into_the_schema() -> None:
             continue
         assert path in known, f"printer column {col['name']}: {col['jsonPath']} not in the schema"
     names = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert {"P", "P-Desired", "D", "D-Desired", "TTFT", "TTFT-Target", "ITL", "ITL-Target", "Age"} <= set(
-        names
-    )
+    assert {"P", "P-Desired", "D", "D-Desired", "TTFT", "TTFT-Target", "ITL", "ITL-Target", "Age"} <= set(names)
     assert CRD["spec"]["names"]["shortNames"] == ["pdas"]
     assert version["subresources"] == {"status": {}}
 
@@ -108,9 +104,7 @@ def _to_cel(schema: dict[str, Any], value: Any) -> Any:
         return float(value)
     if kind == "object" and isinstance(value, dict):
         props = schema.get("properties") or {}
-        extra = (
-            schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else {}
-        )
+        extra = schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else {}
         return {k: _to_cel(props.get(k, extra), v) for k, v in value.items()}
     if kind == "array" and isinstance(value, list):
         return [_to_cel(schema.get("items") or {}, v) for v in value]
@@ -199,10 +193,7 @@ _DELETE = object()
         (_bad(spec__metrics__queries={"ttft": "x"}), {"cel", "loader"}),
         (_bad(spec__gpuBudget=1), {"cel", "loader"}),
         (_bad(spec__gpuBudget=0), {"schema", "loader"}),
-        (
-            _bad(spec__prefill__scaleTargetRef=_DELETE),
-            {"schema"},
-        ),  # the loader allows none; the CRD needs one
+        (_bad(spec__prefill__scaleTargetRef=_DELETE), {"schema"}),  # the loader allows none; the CRD needs one
         (_bad(spec__behavior__scaleDown__policies=[]), {"schema", "loader"}),
         (_bad(spec__behavior__scaleUp__policies=[{"type": "Pods", "value": 4}]), {"schema", "loader"}),
         (_bad(spec__behavior__scaleUp__selectPolicy="Sometimes"), {"schema", "loader"}),
@@ -212,25 +203,10 @@ _DELETE = object()
         (_bad(spec__prefill__maxReplica=3), {"loader"}),
     ],
     ids=[
-        "min-gt-max",
-        "min-gt-default-max",
-        "negative-ttft-target",
-        "zero-itl-target",
-        "percentile-100",
-        "percentile-1-ambiguous",
-        "percentile-string",
-        "mode-enum",
-        "forecaster-enum",
-        "metric-source-enum",
-        "selector-key-not-a-prom-label",
-        "queries-without-custom",
-        "budget-below-minimums",
-        "budget-zero",
-        "no-scale-target",
-        "empty-policies",
-        "policy-missing-period",
-        "select-policy-enum",
-        "negative-startup",
+        "min-gt-max", "min-gt-default-max", "negative-ttft-target", "zero-itl-target", "percentile-100",
+        "percentile-1-ambiguous", "percentile-string", "mode-enum", "forecaster-enum", "metric-source-enum",
+        "selector-key-not-a-prom-label", "queries-without-custom", "budget-below-minimums", "budget-zero",
+        "no-scale-target", "empty-policies", "policy-missing-period", "select-policy-enum", "negative-startup",
         "unknown-field",
     ],
 )
@@ -256,32 +232,23 @@ def _rules() -> set[tuple[str, str, str]]:
 
 def test_rbac_is_exactly_what_the_controller_calls() -> None:
     """Each grant maps to a call in autoscaler/kube.py or autoscaler/leader.py; nothing more, no wildcards."""
-    expected = (
-        {("pdscale.io", "disaggregatedautoscalers", v) for v in ("get", "list", "watch")}
-        | {("pdscale.io", "disaggregatedautoscalers/status", v) for v in ("get", "patch")}
-        | {
-            (g, r, v)
-            for g, r in (
-                ("apps", "deployments/scale"),
-                ("apps", "statefulsets/scale"),
-                ("leaderworkerset.x-k8s.io", "leaderworkersets/scale"),
-            )
-            for v in ("get", "patch")
-        }
-        | {
-            ("apps", "deployments", "get"),
-            ("apps", "statefulsets", "get"),
-            ("leaderworkerset.x-k8s.io", "leaderworkersets", "get"),
-            ("", "pods", "get"),
-            ("", "pods", "list"),
-            ("", "pods", "patch"),
-            ("", "events", "create"),
-            ("", "events", "patch"),
-            ("coordination.k8s.io", "leases", "create"),
-            ("coordination.k8s.io", "leases", "get"),
-            ("coordination.k8s.io", "leases", "update"),
-        }
-    )
+    expected = {
+        ("pdscale.io", "disaggregatedautoscalers", v) for v in ("get", "list", "watch")
+    } | {
+        ("pdscale.io", "disaggregatedautoscalers/status", v) for v in ("get", "patch")
+    } | {
+        (g, r, v)
+        for g, r in (("apps", "deployments/scale"), ("apps", "statefulsets/scale"),
+                     ("leaderworkerset.x-k8s.io", "leaderworkersets/scale"))
+        for v in ("get", "patch")
+    } | {
+        ("apps", "deployments", "get"), ("apps", "statefulsets", "get"),
+        ("leaderworkerset.x-k8s.io", "leaderworkersets", "get"),
+        ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "patch"),
+        ("", "events", "create"), ("", "events", "patch"),
+        ("coordination.k8s.io", "leases", "create"), ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "update"),
+    }
     assert _rules() == expected
     lease_role = next(d for _, d in BUILTIN if d["kind"] == "Role")
     assert lease_role["metadata"]["namespace"] == "pdscale-system"
@@ -303,10 +270,8 @@ def test_controller_deployment_runs_pdscale_run() -> None:
     labels = deploy["spec"]["template"]["metadata"]["labels"]
     assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items())
     assert service["spec"]["ports"][0]["targetPort"] in {p["name"] for p in container["ports"]}
-    assert (
-        deploy["spec"]["template"]["spec"]["serviceAccountName"]
-        == next(d for _, d in BUILTIN if d["kind"] == "ServiceAccount")["metadata"]["name"]
-    )
+    assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == next(
+        d for _, d in BUILTIN if d["kind"] == "ServiceAccount")["metadata"]["name"]
 
 
 def test_status_written_by_the_controller_fits_the_crd() -> None:
@@ -325,23 +290,13 @@ def test_status_written_by_the_controller_fits_the_crd() -> None:
 
     example = EXAMPLES[0][1]
     obj = AutoscalerObject("llm", "llama-8b", "uid", 2, example, spec_from_dict(example["spec"]))
-    sig = Signals(
-        time_s=1.0,
-        ttft_s=0.4,
-        itl_s=0.03,
-        request_rate_per_s=3.0,
-        prompt_tokens_per_s=900.0,
-        output_tokens_per_s=600.0,
-        prefill=PoolSignals(waiting_requests=2.0),
-        decode=PoolSignals(running_requests=40.0, kv_usage_fraction=0.4),
-    )
+    sig = Signals(time_s=1.0, ttft_s=0.4, itl_s=0.03, request_rate_per_s=3.0, prompt_tokens_per_s=900.0,
+                  output_tokens_per_s=600.0, prefill=PoolSignals(waiting_requests=2.0),
+                  decode=PoolSignals(running_requests=40.0, kv_usage_fraction=0.4))
     result = TickResult(
         Observation(1.0, sig, PoolReplicas(2, 2), PoolReplicas(3, 2)),
-        Decision(
-            1.0,
-            PoolDecision(Pool.PREFILL, 2, 3, "TTFTAboveTarget", "m"),
-            PoolDecision(Pool.DECODE, 3, 3, "WithinTarget", "m"),
-        ),
+        Decision(1.0, PoolDecision(Pool.PREFILL, 2, 3, "TTFTAboveTarget", "m"),
+                 PoolDecision(Pool.DECODE, 3, 3, "WithinTarget", "m")),
         (Pool.PREFILL,),
     )
     status = build_status(obj, result=result, scaled=True, state={"prefill": {"x": 1}})
@@ -357,25 +312,14 @@ _maybe_s = st.one_of(st.none(), st.floats(0.0, 100.0, allow_nan=False))
 
 @settings(max_examples=60, deadline=None)
 @given(
-    ttft=_maybe_s,
-    itl=_maybe_s,
-    rate=_maybe_s,
-    error=st.one_of(st.none(), st.text(min_size=1, max_size=40)),
+    ttft=_maybe_s, itl=_maybe_s, rate=_maybe_s, error=st.one_of(st.none(), st.text(min_size=1, max_size=40)),
     reasons=st.tuples(st.sampled_from(list(Reason)), st.sampled_from(list(Reason))),
-    replicas=st.tuples(*[st.integers(0, 50)] * 4),
-    applied=st.sets(st.sampled_from(list(Pool))),
+    replicas=st.tuples(*[st.integers(0, 50)] * 4), applied=st.sets(st.sampled_from(list(Pool))),
     errors=st.lists(st.text(max_size=30), max_size=2),
 )
-def test_any_status_fits_the_crd(
-    ttft: float | None,
-    itl: float | None,
-    rate: float | None,
-    error: str | None,
-    reasons: tuple[Reason, Reason],
-    replicas: tuple[int, int, int, int],
-    applied: set[Pool],
-    errors: list[str],
-) -> None:
+def test_any_status_fits_the_crd(ttft: float | None, itl: float | None, rate: float | None, error: str | None,
+                                 reasons: tuple[Reason, Reason], replicas: tuple[int, int, int, int],
+                                 applied: set[Pool], errors: list[str]) -> None:
     """Whatever the tick saw, the status has the four conditions, valid values, and fits the schema."""
     from autoscaler.controller import TickResult
     from autoscaler.core.types import Decision, Observation, PoolDecision, PoolReplicas, Signals
@@ -387,13 +331,9 @@ def test_any_status_fits_the_crd(
     pc, pd, dc, dd = replicas
     result = TickResult(
         Observation(1.0, sig, PoolReplicas(pc, min(pc, pd)), PoolReplicas(dc, dc)),
-        Decision(
-            1.0,
-            PoolDecision(Pool.PREFILL, pc, pd, reasons[0], "m"),
-            PoolDecision(Pool.DECODE, dc, dd, reasons[1], "m"),
-        ),
-        tuple(sorted(applied)),
-        tuple(errors),
+        Decision(1.0, PoolDecision(Pool.PREFILL, pc, pd, reasons[0], "m"),
+                 PoolDecision(Pool.DECODE, dc, dd, reasons[1], "m")),
+        tuple(sorted(applied)), tuple(errors),
     )
     status = build_status(obj, result=result, scaled=bool(applied))
     assert schema_errors({**example, "status": status}) == []

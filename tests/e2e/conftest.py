@@ -35,31 +35,13 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval
 
 def loads(ttft_s: float, itl_s: float, rate_per_s: float = 4.0) -> tuple[Load, Load, Load]:
     """(prefill pod, decode pod, proxy) loads for two pods per pool with user TTFT ``ttft_s`` and ITL ``itl_s``."""
-    prefill = Load(
-        requests_per_s=rate_per_s / 2,
-        ttft=LatencyMix.fixed(ttft_s / 2),
-        prompt_tokens_per_request=1000,
-        output_tokens_per_request=1,
-        waiting=1,
-        running=2,
-        kv_usage=0.2,
-    )
-    decode = Load(
-        requests_per_s=rate_per_s / 2,
-        ttft=LatencyMix.fixed(ttft_s / 2),
-        itl=LatencyMix.fixed(itl_s),
-        itl_samples_per_request=200,
-        prompt_tokens_per_request=1000,
-        output_tokens_per_request=200,
-        running=30,
-        kv_usage=0.5,
-    )
-    proxy = Load(
-        requests_per_s=rate_per_s,
-        ttft=LatencyMix.fixed(ttft_s),
-        itl=LatencyMix.fixed(itl_s),
-        itl_samples_per_request=200,
-    )
+    prefill = Load(requests_per_s=rate_per_s / 2, ttft=LatencyMix.fixed(ttft_s / 2), prompt_tokens_per_request=1000,
+                   output_tokens_per_request=1, waiting=1, running=2, kv_usage=0.2)
+    decode = Load(requests_per_s=rate_per_s / 2, ttft=LatencyMix.fixed(ttft_s / 2), itl=LatencyMix.fixed(itl_s),
+                  itl_samples_per_request=200, prompt_tokens_per_request=1000, output_tokens_per_request=200,
+                  running=30, kv_usage=0.5)
+    proxy = Load(requests_per_s=rate_per_s, ttft=LatencyMix.fixed(ttft_s), itl=LatencyMix.fixed(itl_s),
+                 itl_samples_per_request=200)
     return prefill, decode, proxy
 
 
@@ -104,40 +86,22 @@ class Model:
         obj = self.stack.kube.get("coordination.k8s.io/v1/leases", self.namespace, "pdscale-controller")
         return None if obj is None else dict(obj["spec"])
 
-    def add_autoscaler(
-        self, name: str, *, prefill: str = "prefill", decode: str = "decode", **spec: Any
-    ) -> dict[str, Any]:
+    def add_autoscaler(self, name: str, *, prefill: str = "prefill", decode: str = "decode",
+                       **spec: Any) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "prefill": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": prefill},
-                "minReplicas": 2,
-                "maxReplicas": 6,
-            },
-            "decode": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": decode},
-                "minReplicas": 2,
-                "maxReplicas": 6,
-            },
-            "slo": {
-                "ttft": {"percentile": 0.99, "targetSeconds": 1.0},
-                "itl": {"percentile": 0.99, "targetSeconds": 0.05},
-            },
+            "prefill": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": prefill},
+                        "minReplicas": 2, "maxReplicas": 6},
+            "decode": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": decode},
+                       "minReplicas": 2, "maxReplicas": 6},
+            "slo": {"ttft": {"percentile": 0.99, "targetSeconds": 1.0},
+                    "itl": {"percentile": 0.99, "targetSeconds": 0.05}},
             "podStartupSeconds": 5,
-            "metrics": {
-                "selector": {"matchLabels": {"model_name": self.model, "namespace": self.namespace}},
-                "windowSeconds": WINDOW_S,
-            },
+            "metrics": {"selector": {"matchLabels": {"model_name": self.model, "namespace": self.namespace}},
+                        "windowSeconds": WINDOW_S},
         }
         _deep_update(body, spec)
-        return self.stack.kube.put(
-            CR,
-            {
-                "apiVersion": "pdscale.io/v1alpha1",
-                "kind": "DisaggregatedAutoscaler",
-                "metadata": {"name": name, "namespace": self.namespace},
-                "spec": body,
-            },
-        )
+        return self.stack.kube.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
+                                        "metadata": {"name": name, "namespace": self.namespace}, "spec": body})
 
     def run(self, *args: str, name: str = "pdscale", identity: str = "pdscale-test") -> ManagedProcess:
         """Start ``pdscale run`` against this namespace (Lease in the same namespace)."""
@@ -163,43 +127,20 @@ class Stack:
     kubeconfig: Path
 
     def argv(self, namespace: str, *args: str) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "autoscaler.cli",
-            "run",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--namespace",
-            namespace,
-            "--lease-namespace",
-            namespace,
-            "--prometheus-url",
-            self.prometheus.url,
-            "--kube-timeout-s",
-            "1",
-            "--prometheus-timeout-s",
-            "1",
-            *args,
-        ]
+        return [sys.executable, "-m", "autoscaler.cli", "run", "--kubeconfig", str(self.kubeconfig),
+                "--namespace", namespace, "--lease-namespace", namespace, "--prometheus-url", self.prometheus.url,
+                "--kube-timeout-s", "1", "--prometheus-timeout-s", "1", *args]
 
     def model(self, namespace: str, *, ttft_s: float = 0.3, itl_s: float = 0.03, replicas: int = 2) -> Model:
         m = Model(self, namespace)
         p, d, fe = loads(ttft_s, itl_s)
         for i in range(2):
-            self.exporter.add_pod(
-                ExportedPod(
-                    name=f"{namespace}-p{i}", role="prefill", model_name=m.model, namespace=namespace, load=p
-                )
-            )
-            self.exporter.add_pod(
-                ExportedPod(
-                    name=f"{namespace}-d{i}", role="decode", model_name=m.model, namespace=namespace, load=d
-                )
-            )
-        self.exporter.add_frontend(
-            ExportedFrontend(name=f"{namespace}-proxy", model_name=m.model, namespace=namespace, load=fe)
-        )
+            self.exporter.add_pod(ExportedPod(name=f"{namespace}-p{i}", role="prefill", model_name=m.model,
+                                              namespace=namespace, load=p))
+            self.exporter.add_pod(ExportedPod(name=f"{namespace}-d{i}", role="decode", model_name=m.model,
+                                              namespace=namespace, load=d))
+        self.exporter.add_frontend(ExportedFrontend(name=f"{namespace}-proxy", model_name=m.model,
+                                                    namespace=namespace, load=fe))
         self.kube.add_deployment(namespace, "prefill", replicas)
         self.kube.add_deployment(namespace, "decode", replicas)
         return m
@@ -211,12 +152,8 @@ class Stack:
 
 def _stack(runner: ProcessRunner, base: Path) -> Iterator[Stack]:
     with KubeEmulator() as kube, VllmExporter() as exporter:
-        prometheus = PrometheusServer(
-            runner,
-            base / "prometheus",
-            static_targets={"vllm": [exporter.target]},
-            scrape_interval_s=SCRAPE_S,
-        ).start()
+        prometheus = PrometheusServer(runner, base / "prometheus", static_targets={"vllm": [exporter.target]},
+                                      scrape_interval_s=SCRAPE_S).start()
         try:
             yield Stack(kube, exporter, prometheus, runner, kube.kubeconfig(base / "kubeconfig"))
         finally:

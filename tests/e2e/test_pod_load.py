@@ -24,18 +24,13 @@ IN_CLUSTER = ["cost-d0", "cost-d1", "cost-d.2", "cost-d3"]
     [(1, ["cost-d1"]), (2, ["cost-d1", "cost-d.2"]), (3, ["cost-d1", "cost-d.2", "cost-d0"])],
     ids=["remove-1", "remove-2", "remove-3-unknown-pod-kept"],
 )
-def test_least_loaded_pods_get_the_lowest_deletion_cost(
-    stack: Stack, remove: int, expected_marked: list[str]
-) -> None:
+def test_least_loaded_pods_get_the_lowest_deletion_cost(stack: Stack, remove: int,
+                                                         expected_marked: list[str]) -> None:
     for name, running in RUNNING.items():
-        stack.exporter.add_pod(
-            ExportedPod(name=name, role="decode", model_name="m", namespace=NS, load=Load(running=running))
-        )
-    stack.exporter.add_pod(
-        ExportedPod(
-            name="other-d0", role="decode", model_name="m", namespace="elsewhere", load=Load(running=100.0)
-        )
-    )
+        stack.exporter.add_pod(ExportedPod(name=name, role="decode", model_name="m", namespace=NS,
+                                           load=Load(running=running)))
+    stack.exporter.add_pod(ExportedPod(name="other-d0", role="decode", model_name="m", namespace="elsewhere",
+                                       load=Load(running=100.0)))
     stack.kube.add_deployment(NS, "decode", len(IN_CLUSTER))
     for name in IN_CLUSTER:
         stack.kube.add_pod(NS, name, {"app": "decode"})
@@ -47,10 +42,8 @@ def test_least_loaded_pods_get_the_lowest_deletion_cost(
     assert source.pod_load("elsewhere", Pool.DECODE, IN_CLUSTER) == {}  # namespace-scoped
 
     ref = TargetRef("apps/v1", "Deployment", "decode")
-    spec = AutoscalerSpec(
-        prefill=PoolSpec(1, 10, target=TargetRef("apps/v1", "Deployment", "prefill")),
-        decode=PoolSpec(1, 10, target=ref),
-    )
+    spec = AutoscalerSpec(prefill=PoolSpec(1, 10, target=TargetRef("apps/v1", "Deployment", "prefill")),
+                          decode=PoolSpec(1, 10, target=ref))
     kube = KubeClient.from_config(str(stack.kubeconfig))
     target = KubeScaleTarget(kube, NS, spec, pod_load=source.pod_load)
     n = len(IN_CLUSTER)

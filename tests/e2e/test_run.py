@@ -16,12 +16,8 @@ from tests.helpers.net import free_port, wait_http_ok
 
 
 def run_once(stack: Stack, namespace: str, *args: str) -> tuple[int, dict, str]:
-    proc = subprocess.run(
-        stack.argv(namespace, "--once", "--json", "--identity", "once", *args),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = subprocess.run(stack.argv(namespace, "--once", "--json", "--identity", "once", *args),
+                          capture_output=True, text=True, timeout=60)
     out = json.loads(proc.stdout) if proc.stdout.strip() else {}
     return proc.returncode, out, proc.stderr
 
@@ -29,15 +25,9 @@ def run_once(stack: Stack, namespace: str, *args: str) -> tuple[int, dict, str]:
 def test_once_scales_writes_status_and_events(stack: Stack) -> None:
     m = stack.model("once", ttft_s=2.5, itl_s=0.03)  # TTFT p99 2.5 s against a 1 s target
     m.add_autoscaler("llama")
-    stack.kube.put(
-        CR,
-        {
-            "apiVersion": "pdscale.io/v1alpha1",
-            "kind": "DisaggregatedAutoscaler",
-            "metadata": {"name": "broken", "namespace": "once"},
-            "spec": {"prefill": {"minReplicas": 5, "maxReplicas": 2}},
-        },
-    )
+    stack.kube.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
+                        "metadata": {"name": "broken", "namespace": "once"},
+                        "spec": {"prefill": {"minReplicas": 5, "maxReplicas": 2}}})
     stack.wait_for_data()
 
     rc, out, err = run_once(stack, "once")
@@ -69,9 +59,7 @@ def test_once_scales_writes_status_and_events(stack: Stack) -> None:
     assert ("llama", "SuccessfulRescale") in events and ("broken", "InvalidSpec") in events
     assert not (m.lease() or {}).get("holderIdentity")  # --once released the Lease on exit
     logs = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    assert any(
-        rec.get("reason") == "TTFTAboveTarget" and rec.get("autoscaler") == "once/llama" for rec in logs
-    )
+    assert any(rec.get("reason") == "TTFTAboveTarget" and rec.get("autoscaler") == "once/llama" for rec in logs)
 
 
 def test_dry_run_and_advisory_write_no_replicas(stack: Stack) -> None:
@@ -106,11 +94,8 @@ def test_faults_and_prometheus_outage_over_many_ticks(stack: Stack) -> None:
     port = free_port()
     proc = m.run("--tick-s", "0.5", "--lease-duration-s", "3", "--metrics-port", str(port))
     try:
-        wait_for(
-            lambda: (m.condition("llama", "ScalingActive") or {}).get("status") == "True",
-            20,
-            "a first healthy tick",
-        )
+        wait_for(lambda: (m.condition("llama", "ScalingActive") or {}).get("status") == "True", 20,
+                 "a first healthy tick")
         assert m.replicas("prefill") == 2
         # its own telemetry: probes and series
         wait_http_ok(f"http://127.0.0.1:{port}/readyz", 10)
@@ -122,29 +107,20 @@ def test_faults_and_prometheus_outage_over_many_ticks(stack: Stack) -> None:
         # API server failing on /scale reads: a condition and an event say so, nothing is written
         # replicas are read from one LIST of Deployments per pass (no per-target GET): fail that LIST
         stack.kube.add_fault("GET", r"/namespaces/ticks/deployments$", status=500, times=10_000)
-        cond = wait_for(
-            lambda: (c := m.condition("llama", "AbleToScale")) and c["reason"] == "FailedGetScale" and c,
-            10,
-            "AbleToScale=False FailedGetScale",
-        )
+        cond = wait_for(lambda: (c := m.condition("llama", "AbleToScale")) and c["reason"] == "FailedGetScale" and c,
+                        10, "AbleToScale=False FailedGetScale")
         assert cond["status"] == "False" and "HTTP 500" in cond["message"]
         assert any(e["reason"] == "FailedGetScale" for e in m.events())
         stack.kube.clear_faults()
-        wait_for(
-            lambda: (m.condition("llama", "AbleToScale") or {}).get("status") == "True",
-            10,
-            "AbleToScale=True once the API server recovers",
-        )
+        wait_for(lambda: (m.condition("llama", "AbleToScale") or {}).get("status") == "True", 10,
+                 "AbleToScale=True once the API server recovers")
 
         # Prometheus dies while the latency goes bad: replicas hold and the condition says why
         conflict = stack.kube.add_fault("PATCH", r"/deployments/prefill/scale$", status=409, times=1)
         stack.prometheus.kill()
         m.set_latency(2.5, 0.03)
-        cond = wait_for(
-            lambda: (c := m.condition("llama", "ScalingActive")) and c["status"] == "False" and c,
-            10,
-            "ScalingActive=False while Prometheus is down",
-        )
+        cond = wait_for(lambda: (c := m.condition("llama", "ScalingActive")) and c["status"] == "False" and c,
+                        10, "ScalingActive=False while Prometheus is down")
         assert cond["reason"] == "FailedGetMetrics" and "prometheus" in cond["message"].lower()
         time.sleep(1.5)  # several ticks without metrics
         assert (m.replicas("prefill"), m.replicas("decode")) == (2, 2)
@@ -175,9 +151,7 @@ def test_two_replicas_one_leader_and_handover(stack: Stack) -> None:
     scaled_by = {e.get("reportingInstance") for e in m.events() if e["reason"] == "SuccessfulRescale"}
     assert scaled_by == {"a"}
 
-    writes_before = sum(
-        1 for meth, path in stack.kube.requests() if meth == "PATCH" and path.endswith("/scale")
-    )
+    writes_before = sum(1 for meth, path in stack.kube.requests() if meth == "PATCH" and path.endswith("/scale"))
     a.kill()  # a crash: no release
     killed = time.monotonic()
     wait_for(lambda: (m.lease() or {}).get("holderIdentity") == "b", lease_s + 5, "b to take over")
@@ -186,9 +160,7 @@ def test_two_replicas_one_leader_and_handover(stack: Stack) -> None:
     assert (m.lease() or {})["leaseTransitions"] == 1
 
     time.sleep(1.5)  # b ticks several times on the state a left: nothing to redo
-    writes_after = sum(
-        1 for meth, path in stack.kube.requests() if meth == "PATCH" and path.endswith("/scale")
-    )
+    writes_after = sum(1 for meth, path in stack.kube.requests() if meth == "PATCH" and path.endswith("/scale"))
     assert writes_after == writes_before
     history = [v["spec"]["replicas"] for v in stack.kube.history("apps/v1/deployments", "ha", "prefill")]
     assert all(x != y for x, y in itertools.pairwise(history)), history

@@ -87,11 +87,7 @@ class Fault:
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
-        return (
-            self.hits < self.times
-            and self.method.upper() == method.upper()
-            and bool(re.search(self.path, path))
-        )
+        return self.hits < self.times and self.method.upper() == method.upper() and bool(re.search(self.path, path))
 
 
 @dataclass(frozen=True)
@@ -145,9 +141,7 @@ def _merge(base: Any, patch: Any) -> Any:
     return out
 
 
-_TERM = re.compile(
-    r"\s*(!?)([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*"
-)
+_TERM = re.compile(r"\s*(!?)([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*")
 
 
 def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
@@ -230,9 +224,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
         meta = obj.setdefault("metadata", {})
         old_meta = (old or {}).get("metadata") or {}
         meta["uid"] = old_meta.get("uid") or meta.get("uid") or str(uuid.uuid4())
-        meta["creationTimestamp"] = (
-            old_meta.get("creationTimestamp") or meta.get("creationTimestamp") or _now_iso()
-        )
+        meta["creationTimestamp"] = old_meta.get("creationTimestamp") or meta.get("creationTimestamp") or _now_iso()
         generation = int(old_meta.get("generation", 0) or 0)
         if old is None or obj.get("spec") != old.get("spec"):
             generation += 1
@@ -257,9 +249,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
             return None
         return copy.deepcopy(self.objects[key].raw)
 
-    async def _store(
-        self, res: kmock.resource, ns: str | None, name: str, obj: dict[str, Any], event: str
-    ) -> None:
+    async def _store(self, res: kmock.resource, ns: str | None, name: str, obj: dict[str, Any], event: str) -> None:
         key = (res, ns, name)
         if key in self.objects and not self.objects[key].empty:
             self.objects[key].create(obj)
@@ -269,9 +259,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
 
     @staticmethod
     def _check_rv(current: Mapping[str, Any], body: Any) -> None:
-        wanted = (
-            ((body or {}).get("metadata") or {}).get("resourceVersion") if isinstance(body, Mapping) else None
-        )
+        wanted = ((body or {}).get("metadata") or {}).get("resourceVersion") if isinstance(body, Mapping) else None
         have = (current.get("metadata") or {}).get("resourceVersion")
         if wanted and str(wanted) != have:
             name = (current.get("metadata") or {}).get("name")
@@ -334,14 +322,9 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
             return aiohttp.web.json_response(self._review(res.plural, request.data), status=201)
         ns, name, sub = request.namespace, request.name, request.subresource
         async with self._lock:
-            if (
-                (name is not None and sub in ("scale", "status"))
-                or method == "PUT"
-                or request.action
-                in (
-                    kmock.action.UPDATE,
-                    kmock.action.CREATE,
-                )
+            if (name is not None and sub in ("scale", "status")) or method == "PUT" or request.action in (
+                kmock.action.UPDATE,
+                kmock.action.CREATE,
             ):
                 payload, status = await self._mutate_or_read(res, ns, name, sub, method, request.data)
                 return aiohttp.web.json_response(payload, status=status)
@@ -351,16 +334,10 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
                     copy.deepcopy(obj.raw)
                     for (r, o_ns, _), obj in self.objects.items()
                     if r == res and not obj.deleted and (ns is None or o_ns == ns)
-                    if not selector
-                    or selector_matches(selector, (obj.raw.get("metadata") or {}).get("labels") or {})
+                    if not selector or selector_matches(selector, (obj.raw.get("metadata") or {}).get("labels") or {})
                 ]
                 return aiohttp.web.json_response(
-                    {
-                        "kind": "List",
-                        "apiVersion": "v1",
-                        "metadata": {"resourceVersion": str(self._rv)},
-                        "items": items,
-                    }
+                    {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)}, "items": items}
                 )
         return await super()._handle(request)
 
@@ -403,9 +380,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
             self._check_rv(current, body)
             replicas = ((body or {}).get("spec") or {}).get("replicas")
             if replicas is None:
-                raise KubernetesError(
-                    status=422, reason="Invalid", message="spec.replicas is required", details={}
-                )
+                raise KubernetesError(status=422, reason="Invalid", message="spec.replicas is required", details={})
             new = copy.deepcopy(current)
             new.setdefault("spec", {})["replicas"] = int(replicas)
         elif sub == "status":
@@ -425,9 +400,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
                 new["status"] = current.get("status")
         elif method == "PATCH":
             if isinstance(body, list):
-                raise KubernetesError(
-                    status=415, reason="UnsupportedMediaType", message="json-patch unsupported"
-                )
+                raise KubernetesError(status=415, reason="UnsupportedMediaType", message="json-patch unsupported")
             self._check_rv(current, body)
             new = _merge(current, {k: v for k, v in (body or {}).items() if k != "status"})
         else:
@@ -523,9 +496,8 @@ class KubeEmulator:
         """(method, path) of every request served so far."""
         yield from list(self.handler.served)
 
-    def add_fault(
-        self, method: str, path: str, *, status: int | None = 500, delay_s: float = 0.0, times: int = 1
-    ) -> Fault:
+    def add_fault(self, method: str, path: str, *, status: int | None = 500, delay_s: float = 0.0,
+                  times: int = 1) -> Fault:
         fault = Fault(method=method, path=path, status=status, delay_s=delay_s, times=times)
         self._loop.call_soon_threadsafe(self.handler.faults.append, fault)
         return fault
@@ -562,18 +534,15 @@ class KubeEmulator:
             "kind": "Config",
             "clusters": [{"name": "emu", "cluster": {"server": self.url}}],
             "users": [{"name": "emu", "user": {"token": "emulator"}}],
-            "contexts": [
-                {"name": "emu", "context": {"cluster": "emu", "user": "emu", "namespace": namespace}}
-            ],
+            "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "emu", "namespace": namespace}}],
             "current-context": "emu",
         }
         path.write_text(yaml.safe_dump(config))
         return path
 
     # ---- typical objects ----
-    def add_deployment(
-        self, namespace: str, name: str, replicas: int, *, kind: str = "Deployment", ready: int | None = None
-    ) -> dict[str, Any]:
+    def add_deployment(self, namespace: str, name: str, replicas: int, *, kind: str = "Deployment",
+                       ready: int | None = None) -> dict[str, Any]:
         resource = next(key for key, (k, _, subs) in RESOURCES.items() if k == kind and "scale" in subs)
         api_version = resource.rsplit("/", 1)[0]
         ready_n = replicas if ready is None else ready
@@ -598,13 +567,10 @@ class KubeEmulator:
         return self.put(resource, obj)
 
     def add_pod(self, namespace: str, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
-        return self.put(
-            "v1/pods",
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-                "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]},
-                "status": {"phase": "Running"},
-            },
-        )
+        return self.put("v1/pods", {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]},
+            "status": {"phase": "Running"},
+        })

@@ -19,9 +19,7 @@ from pathlib import Path
 class ManagedProcess:
     """One subprocess whose stdout and stderr go to ``log_path``."""
 
-    def __init__(
-        self, name: str, argv: Sequence[str], log_path: Path, popen: subprocess.Popen[bytes]
-    ) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, popen: subprocess.Popen[bytes]) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path

@@ -86,10 +86,7 @@ class PrometheusServer:
             self.file_sd_dir.mkdir(exist_ok=True)
             self.set_file_sd_targets(job, [])
             jobs.append(
-                {
-                    "job_name": job,
-                    "file_sd_configs": [{"files": [str(self._file_sd_path(job))], "refresh_interval": "1s"}],
-                }
+                {"job_name": job, "file_sd_configs": [{"files": [str(self._file_sd_path(job))], "refresh_interval": "1s"}]}
             )
         jobs.extend(dict(c) for c in scrape_configs)
         config = {
@@ -123,9 +120,7 @@ class PrometheusServer:
         except (TimeoutError, RuntimeError) as exc:
             tail = proc.tail(30)
             proc.stop()
-            raise RuntimeError(
-                f"prometheus did not become ready: {exc}\n--- {proc.log_path} ---\n{tail}"
-            ) from exc
+            raise RuntimeError(f"prometheus did not become ready: {exc}\n--- {proc.log_path} ---\n{tail}") from exc
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -192,9 +187,7 @@ class PrometheusServer:
         if data["resultType"] in ("scalar", "string"):
             return [{"metric": {}, "value": data["result"]}]
         if data["resultType"] != "vector":
-            raise PrometheusQueryError(
-                f"{promql!r} returned a {data['resultType']}, expected an instant vector"
-            )
+            raise PrometheusQueryError(f"{promql!r} returned a {data['resultType']}, expected an instant vector")
         return list(data["result"])
 
     def query_value(self, promql: str, at_s: float | None = None) -> float | None:
@@ -207,13 +200,7 @@ class PrometheusServer:
         return float(result[0]["value"][1])
 
     def wait_for_scrapes(
-        self,
-        job_or_target: str,
-        n: int = 1,
-        timeout_s: float = 30.0,
-        *,
-        fresh: bool = True,
-        successful: bool = True,
+        self, job_or_target: str, n: int = 1, timeout_s: float = 30.0, *, fresh: bool = True, successful: bool = True
     ) -> int:
         """Wait until every target of the job (or the ``host:port`` instance) has ``n`` scrapes; return the count.
 

@@ -38,9 +38,7 @@ def vllm_python() -> str:
 def tiny_model_dir() -> str:
     path = Path(os.environ.get("PDSCALE_CACHE", REPO / ".cache" / "pdscale")) / MODEL_SNAPSHOT
     if not (path / ".complete").is_file():
-        pytest.fail(
-            f"the tiny local Llama is missing at {path}: run `make vllm` (scripts/ensure-vllm.sh) first"
-        )
+        pytest.fail(f"the tiny local Llama is missing at {path}: run `make vllm` (scripts/ensure-vllm.sh) first")
     return str(path)
 
 
@@ -102,13 +100,8 @@ def _two_free_ports() -> int:
 
 
 def start_real_vllm(
-    runner: ProcessRunner,
-    work_dir: Path,
-    *,
-    served_model_name: str = "tiny",
-    max_model_len: int = 512,
-    max_num_seqs: int = 8,
-    pd_pair: bool = False,
+    runner: ProcessRunner, work_dir: Path, *, served_model_name: str = "tiny", max_model_len: int = 512,
+    max_num_seqs: int = 8, pd_pair: bool = False,
 ) -> RealVLLM:
     """Real vLLM through ``pdscale worker --engine vllm`` (one aggregated server, or with ``pd_pair`` a
     NixlConnector prefill server on ``port`` and decode server on ``port + 1``, one core each)."""
@@ -124,40 +117,14 @@ def start_real_vllm(
         "cpu_threads_bind: {aggregated: '0', prefill: '0', decode: '1'}\n"
     )
     env = {
-        "TMPDIR": str(work_dir),
-        "VLLM_RPC_BASE_PATH": str(work_dir),
-        "VLLM_CACHE_ROOT": str(work_dir / "cache"),
-        "TORCHINDUCTOR_CACHE_DIR": str(work_dir / "inductor"),
-        "HF_HOME": str(work_dir / "hf"),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
+        "TMPDIR": str(work_dir), "VLLM_RPC_BASE_PATH": str(work_dir), "VLLM_CACHE_ROOT": str(work_dir / "cache"),
+        "TORCHINDUCTOR_CACHE_DIR": str(work_dir / "inductor"), "HF_HOME": str(work_dir / "hf"),
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
     }
-    argv = [
-        sys.executable,
-        "-m",
-        "autoscaler.cli",
-        "worker",
-        "--engine",
-        "vllm",
-        model,
-        "--vllm-python",
-        python,
-        "--vllm-config",
-        str(config),
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-        "--served-model-name",
-        served_model_name,
-        "--max-model-len",
-        str(max_model_len),
-        "--max-num-seqs",
-        str(max_num_seqs),
-        "--drain-timeout-s",
-        "0",
-        *(["--pd-pair"] if pd_pair else []),
-    ]
+    argv = [sys.executable, "-m", "autoscaler.cli", "worker", "--engine", "vllm", model, "--vllm-python", python,
+            "--vllm-config", str(config), "--host", LOOPBACK, "--port", str(port), "--served-model-name",
+            served_model_name, "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs),
+            "--drain-timeout-s", "0", *(["--pd-pair"] if pd_pair else [])]
     shm_before = frozenset(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else frozenset()
     proc = runner.start(argv, name="real-vllm", env=env)
     server = RealVLLM(proc, port, shm_before, decode_port=port + 1 if pd_pair else None)

@@ -40,18 +40,10 @@ class WorkerHandle:
 
 def worker_argv(port: int, role: str, extra_args: Sequence[str] = ()) -> list[str]:
     return [
-        sys.executable,
-        "-m",
-        "autoscaler.cli",
-        "worker",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-        "--served-model-name",
-        MODEL,
-        "--role",
-        role,
+        sys.executable, "-m", "autoscaler.cli", "worker",
+        "--host", LOOPBACK, "--port", str(port),
+        "--served-model-name", MODEL,
+        "--role", role,
         *extra_args,
     ]
 
@@ -76,11 +68,7 @@ def wait_models(url: str, proc: ManagedProcess, timeout_s: float = 30.0) -> None
 
 
 def start_worker(
-    runner: ProcessRunner,
-    *,
-    role: str = "aggregated",
-    extra_args: Sequence[str] = (),
-    name: str | None = None,
+    runner: ProcessRunner, *, role: str = "aggregated", extra_args: Sequence[str] = (), name: str | None = None
 ) -> WorkerHandle:
     port = free_port()
     proc = runner.start(worker_argv(port, role, extra_args), name=name or f"worker-{role}")

@@ -45,97 +45,13 @@ TTFT_LE_DUPLICATE = (*TTFT_LE[:8], "0.10", *TTFT_LE[8:])
 # Not here: counts differing by float noise (relative 1e-12). Prometheus >= 2.5x ignores such deltas as we do;
 # the Debian 2.42 server predates that, so those vectors are covered by the unit tests only.
 CASES: dict[str, tuple[tuple[str, ...], list[float]]] = {
-    "ttft-typical": (
-        TTFT_LE,
-        [
-            0,
-            0,
-            1,
-            3,
-            8,
-            15,
-            30,
-            52,
-            120,
-            170,
-            185,
-            190,
-            196,
-            198,
-            199,
-            199,
-            200,
-            200,
-            200,
-            200,
-            200,
-            200,
-            200,
-        ],
-    ),
+    "ttft-typical": (TTFT_LE, [0, 0, 1, 3, 8, 15, 30, 52, 120, 170, 185, 190, 196, 198, 199, 199, 200, 200, 200, 200, 200, 200, 200]),
     "ttft-all-in-lowest": (TTFT_LE, [7.0] * T),
     "ttft-tail-beyond-2560s": (TTFT_LE, [*([0.0] * 20), 4.0, 5.0, 9.0]),
-    "ttft-fractional": (
-        TTFT_LE,
-        [
-            0.0,
-            0.25,
-            0.5,
-            0.5,
-            0.75,
-            1.125,
-            1.5,
-            2.0,
-            2.0,
-            2.5,
-            3.0,
-            3.0,
-            3.0,
-            3.0,
-            3.0,
-            3.0,
-            3.0,
-            3.0,
-            3.0,
-            3.0,
-            3.0,
-            3.0,
-            3.5,
-        ],
-    ),
-    "ttft-non-monotonic": (
-        TTFT_LE,
-        [0, 2, 5, 4, 9, 9, 8, 12, 15, 14, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20],
-    ),
-    "ttft-duplicate-le": (
-        TTFT_LE_DUPLICATE,
-        [0, 0, 0, 1, 2, 4, 6, 9, 3, 20, 30, 31, 31, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32],
-    ),
-    "itl-typical": (
-        ITL_LE,
-        [
-            40,
-            300,
-            900,
-            1200,
-            1290,
-            1310,
-            1318,
-            1320,
-            1320,
-            1320,
-            1320,
-            1320,
-            1320,
-            1320,
-            1320,
-            1320,
-            1320,
-            1320,
-            1320,
-            1320,
-        ],
-    ),
+    "ttft-fractional": (TTFT_LE, [0.0, 0.25, 0.5, 0.5, 0.75, 1.125, 1.5, 2.0, 2.0, 2.5, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.5]),
+    "ttft-non-monotonic": (TTFT_LE, [0, 2, 5, 4, 9, 9, 8, 12, 15, 14, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20]),
+    "ttft-duplicate-le": (TTFT_LE_DUPLICATE, [0, 0, 0, 1, 2, 4, 6, 9, 3, 20, 30, 31, 31, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32]),
+    "itl-typical": (ITL_LE, [40, 300, 900, 1200, 1290, 1310, 1318, 1320, 1320, 1320, 1320, 1320, 1320, 1320, 1320, 1320, 1320, 1320, 1320, 1320]),
     "itl-single-observation": (ITL_LE, _sparse(I, **{f"b{i}": 1.0 for i in range(6, I)})),
     "itl-gap-between-buckets": (ITL_LE, [10.0] * 3 + [10.0] * 10 + [30.0] * (I - 13)),
     "itl-only-inf": (ITL_LE, [0.0] * (I - 1) + [6.0]),
@@ -160,9 +76,7 @@ class GrowingHistograms(Collector):
         family = HistogramMetricFamily(METRIC, "cases for histogram_quantile parity", labels=["case"])
         for case, (edges, counts) in CASES.items():
             les = [*edges, "+Inf"]
-            family.add_metric(
-                [case], buckets=[(le, c * k) for le, c in zip(les, counts, strict=True)], sum_value=0.0
-            )
+            family.add_metric([case], buckets=[(le, c * k) for le, c in zip(les, counts, strict=True)], sum_value=0.0)
         yield family
 
 
@@ -220,9 +134,7 @@ def test_cases_are_not_trivial(evaluated: tuple[PrometheusServer, float]) -> Non
     prom, at_s = evaluated
     answers = set()
     for q in (0.5, 0.9, 0.99):
-        for r in prom.query(
-            f'histogram_quantile({q}, rate({METRIC}_bucket{{job="parity"}}[{WINDOW}]))', at_s
-        ):
+        for r in prom.query(f'histogram_quantile({q}, rate({METRIC}_bucket{{job="parity"}}[{WINDOW}]))', at_s):
             value = float(r["value"][1])
             if math.isfinite(value):
                 answers.add(round(value, 9))

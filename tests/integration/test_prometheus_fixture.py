@@ -41,9 +41,7 @@ def _histogram_registry() -> CollectorRegistry:
 
 
 @pytest.fixture(scope="module")
-def shared(
-    module_prometheus: PrometheusFactory, module_metrics_exporter: ExporterFactory
-) -> PrometheusServer:
+def shared(module_prometheus: PrometheusFactory, module_metrics_exporter: ExporterFactory) -> PrometheusServer:
     """One server for the module: Prometheus 2.42 takes ~5 s after each (re)start before its first scrape
     (target discovery is throttled to 5 s), so tests share it. Jobs: a histogram exporter, a port nobody
     listens on, and a file_sd job that starts empty."""
@@ -72,9 +70,7 @@ def scraped(shared: PrometheusServer) -> PrometheusServer:
     return shared
 
 
-@pytest.mark.parametrize(
-    ("q", "expected"), [c[1:] for c in HAND_QUANTILES], ids=[c[0] for c in HAND_QUANTILES]
-)
+@pytest.mark.parametrize(("q", "expected"), [c[1:] for c in HAND_QUANTILES], ids=[c[0] for c in HAND_QUANTILES])
 def test_histogram_quantile_of_scraped_exporter(scraped: PrometheusServer, q: float, expected: float) -> None:
     got = scraped.query_value(f'histogram_quantile({q}, fixture_latency_seconds_bucket{{job="fixture"}})')
     assert got == pytest.approx(expected, rel=1e-12)
@@ -137,9 +133,7 @@ def test_missing_binary_fails_naming_the_script(
 
 
 def test_process_runner_captures_output_and_kills_stubborn_processes(process_runner: ProcessRunner) -> None:
-    proc = process_runner.start(
-        ["sh", "-c", 'trap "" TERM; echo ready=$((6*7)); exec sleep 60'], name="stubborn"
-    )
+    proc = process_runner.start(["sh", "-c", 'trap "" TERM; echo ready=$((6*7)); exec sleep 60'], name="stubborn")
     for _ in range(50):
         if "ready=42" in proc.output():
             break

@@ -91,23 +91,15 @@ def test_service_endpoints(pair: Servers, path: str) -> None:
 
 
 COMPLETION = {"model": MODEL, "prompt": list(range(10, 60)), "max_tokens": 6, "ignore_eos": True}
-CHAT = {
-    "model": MODEL,
-    "messages": [{"role": "user", "content": "hello there"}],
-    "max_tokens": 5,
-    "ignore_eos": True,
-}
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 5,
+        "ignore_eos": True}
 
 
-@pytest.mark.parametrize(
-    ("path", "body"),
-    [
-        ("/v1/completions", COMPLETION),
-        ("/v1/chat/completions", CHAT),
-        ("/v1/chat/completions", {**CHAT, "max_completion_tokens": 3, "max_tokens": None}),
-    ],
-    ids=["completion", "chat", "chat-max_completion_tokens"],
-)
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/completions", COMPLETION),
+    ("/v1/chat/completions", CHAT),
+    ("/v1/chat/completions", {**CHAT, "max_completion_tokens": 3, "max_tokens": None}),
+], ids=["completion", "chat", "chat-max_completion_tokens"])
 def test_non_streaming_bodies(pair: Servers, path: str, body: dict) -> None:
     (rs, _, rb), (es, _, eb) = both(pair, path, body)
     real, emu = json.loads(rb), json.loads(eb)
@@ -120,23 +112,11 @@ def test_non_streaming_bodies(pair: Servers, path: str, body: dict) -> None:
 
 STREAMS = {
     "completion": ("/v1/completions", {**COMPLETION, "stream": True}),
-    "completion-usage": (
-        "/v1/completions",
-        {**COMPLETION, "stream": True, "stream_options": {"include_usage": True}},
-    ),
-    "completion-continuous-usage": (
-        "/v1/completions",
-        {
-            **COMPLETION,
-            "stream": True,
-            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
-        },
-    ),
+    "completion-usage": ("/v1/completions", {**COMPLETION, "stream": True, "stream_options": {"include_usage": True}}),
+    "completion-continuous-usage": ("/v1/completions", {**COMPLETION, "stream": True, "stream_options": {
+        "include_usage": True, "continuous_usage_stats": True}}),
     "chat": ("/v1/chat/completions", {**CHAT, "stream": True}),
-    "chat-usage": (
-        "/v1/chat/completions",
-        {**CHAT, "stream": True, "stream_options": {"include_usage": True}},
-    ),
+    "chat-usage": ("/v1/chat/completions", {**CHAT, "stream": True, "stream_options": {"include_usage": True}}),
 }
 
 
@@ -162,30 +142,17 @@ BAD = {
     "not an object": ("/v1/completions", None, b"[1, 2]"),
     "negative max_tokens": ("/v1/completions", {"model": MODEL, "prompt": [5, 6], "max_tokens": -1}, None),
     "zero max_tokens": ("/v1/completions", {"model": MODEL, "prompt": [5, 6], "max_tokens": 0}, None),
-    "prompt over the context": (
-        "/v1/completions",
-        {"model": MODEL, "prompt": [5] * 600, "max_tokens": 3},
-        None,
-    ),
+    "prompt over the context": ("/v1/completions", {"model": MODEL, "prompt": [5] * 600, "max_tokens": 3}, None),
     "prompt fills the context": ("/v1/completions", {"model": MODEL, "prompt": [5] * MAX_MODEL_LEN}, None),
-    "max_tokens over max_model_len": (
-        "/v1/completions",
-        {"model": MODEL, "prompt": [5] * 10, "max_tokens": 600},
-        None,
-    ),
+    "max_tokens over max_model_len": ("/v1/completions", {"model": MODEL, "prompt": [5] * 10, "max_tokens": 600},
+                                      None),
     "no prompt": ("/v1/completions", {"model": MODEL, "max_tokens": 3}, None),
     "no messages": ("/v1/chat/completions", {"model": MODEL, "max_tokens": 3}, None),
     "empty messages": ("/v1/chat/completions", {"model": MODEL, "messages": []}, None),
-    "min_tokens over max": (
-        "/v1/completions",
-        {"model": MODEL, "prompt": [5], "max_tokens": 2, "min_tokens": 5},
-        None,
-    ),
-    "stream_options without stream": (
-        "/v1/completions",
-        {"model": MODEL, "prompt": [5], "max_tokens": 2, "stream_options": {"include_usage": True}},
-        None,
-    ),
+    "min_tokens over max": ("/v1/completions", {"model": MODEL, "prompt": [5], "max_tokens": 2, "min_tokens": 5},
+                            None),
+    "stream_options without stream": ("/v1/completions", {"model": MODEL, "prompt": [5], "max_tokens": 2,
+                                                           "stream_options": {"include_usage": True}}, None),
     "max_tokens not an int": ("/v1/completions", {"model": MODEL, "prompt": "hi", "max_tokens": "x"}, None),
     "unknown path": ("/v1/nothing", {"model": MODEL}, None),
 }
@@ -240,21 +207,14 @@ def test_metrics_schema(pair: Servers, role: str) -> None:
 def test_metric_count_identities_match(pair: Servers) -> None:
     """The same 5 requests (40 prompt tokens, 8 outputs) move the same counters by the same amounts."""
     body = {"model": MODEL, "prompt": list(range(40)), "max_tokens": 8, "ignore_eos": True}
-    keys = [
-        ("vllm:time_to_first_token_seconds_count", {}),
-        ("vllm:inter_token_latency_seconds_count", {}),
-        ("vllm:request_time_per_output_token_seconds_count", {}),
-        ("vllm:e2e_request_latency_seconds_count", {}),
-        ("vllm:request_queue_time_seconds_count", {}),
-        ("vllm:generation_tokens_total", {}),
-        ("vllm:prompt_tokens_total", {}),
-        ("vllm:request_prompt_tokens_sum", {}),
-        ("vllm:request_generation_tokens_sum", {}),
-        ("vllm:request_params_max_tokens_sum", {}),
-        ("vllm:iteration_tokens_total_sum", {}),
-        ("vllm:request_success_total", {"finished_reason": "length"}),
-        ("vllm:prompt_tokens_by_source_total", {"source": "local_compute"}),
-    ]
+    keys = [("vllm:time_to_first_token_seconds_count", {}), ("vllm:inter_token_latency_seconds_count", {}),
+            ("vllm:request_time_per_output_token_seconds_count", {}), ("vllm:e2e_request_latency_seconds_count", {}),
+            ("vllm:request_queue_time_seconds_count", {}), ("vllm:generation_tokens_total", {}),
+            ("vllm:prompt_tokens_total", {}), ("vllm:request_prompt_tokens_sum", {}),
+            ("vllm:request_generation_tokens_sum", {}), ("vllm:request_params_max_tokens_sum", {}),
+            ("vllm:iteration_tokens_total_sum", {}),
+            ("vllm:request_success_total", {"finished_reason": "length"}),
+            ("vllm:prompt_tokens_by_source_total", {"source": "local_compute"})]
     deltas = {}
     for label, url in (("real", pair.real_url), ("emu", pair.emu_url)):
         before = scrape(url)
@@ -268,72 +228,43 @@ def test_metric_count_identities_match(pair: Servers) -> None:
 
 
 PD_PROMPT = list(range(100, 180))  # 80 tokens: three 32-token blocks
-PREFILL_LEG = {
-    "model": MODEL,
-    "prompt": PD_PROMPT,
-    "max_tokens": 1,
-    "stream": False,
-    "kv_transfer_params": {
-        "do_remote_decode": True,
-        "do_remote_prefill": False,
-        "remote_engine_id": None,
-        "remote_block_ids": None,
-        "remote_host": None,
-        "remote_port": None,
-    },
-}
+PREFILL_LEG = {"model": MODEL, "prompt": PD_PROMPT, "max_tokens": 1, "stream": False, "kv_transfer_params": {
+    "do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None, "remote_block_ids": None,
+    "remote_host": None, "remote_port": None}}
 PD_COUNTERS = [
-    ("vllm:prompt_tokens_total", {}),
-    ("vllm:generation_tokens_total", {}),
+    ("vllm:prompt_tokens_total", {}), ("vllm:generation_tokens_total", {}),
     ("vllm:prompt_tokens_by_source_total", {"source": "local_compute"}),
     ("vllm:prompt_tokens_by_source_total", {"source": "external_kv_transfer"}),
-    ("vllm:external_prefix_cache_queries_total", {}),
-    ("vllm:external_prefix_cache_hits_total", {}),
+    ("vllm:external_prefix_cache_queries_total", {}), ("vllm:external_prefix_cache_hits_total", {}),
     ("vllm:prompt_tokens_cached_by_source_total", {"source": "p2p"}),
-    ("vllm:time_to_first_token_seconds_count", {}),
-    ("vllm:inter_token_latency_seconds_count", {}),
-    ("vllm:request_success_total", {"finished_reason": "length"}),
-    ("vllm:nixl_xfer_time_seconds_count", {}),
-    ("vllm:nixl_num_descriptors_count", {}),
-    ("vllm:request_prefill_kv_computed_tokens_sum", {}),
+    ("vllm:time_to_first_token_seconds_count", {}), ("vllm:inter_token_latency_seconds_count", {}),
+    ("vllm:request_success_total", {"finished_reason": "length"}), ("vllm:nixl_xfer_time_seconds_count", {}),
+    ("vllm:nixl_num_descriptors_count", {}), ("vllm:request_prefill_kv_computed_tokens_sum", {}),
 ]
 
 
 def test_pd_hand_off(pair: Servers) -> None:
     """Both legs of the NixlConnector protocol against each pair: same bodies' shapes, same counters moved."""
     results = {}
-    for label, prefill, decode in (
-        ("real", pair.real_prefill_url, pair.real_url),
-        ("emu", pair.emu_prefill_url, pair.emu_url),
-    ):
+    for label, prefill, decode in (("real", pair.real_prefill_url, pair.real_url),
+                                   ("emu", pair.emu_prefill_url, pair.emu_url)):
         before = (scrape(prefill), scrape(decode))
         status, _, body = call(prefill, "/v1/completions", PREFILL_LEG)
         assert status == 200, body
         first = json.loads(body)
-        decode_leg = {
-            "model": MODEL,
-            "prompt": PD_PROMPT,
-            "max_tokens": 6,
-            "ignore_eos": True,
-            "kv_transfer_params": first["kv_transfer_params"],
-        }
+        decode_leg = {"model": MODEL, "prompt": PD_PROMPT, "max_tokens": 6, "ignore_eos": True,
+                      "kv_transfer_params": first["kv_transfer_params"]}
         status, _, body = call(decode, "/v1/completions", decode_leg)
         assert status == 200, body
         second = json.loads(body)
         time.sleep(0.5)
         after = (scrape(prefill), scrape(decode))
-        deltas = [
-            {f"{name}{lb or ''}": sample(a, name, **lb) - sample(b, name, **lb) for name, lb in PD_COUNTERS}
-            for a, b in zip(after, before, strict=True)
-        ]
+        deltas = [{f"{name}{lb or ''}": sample(a, name, **lb) - sample(b, name, **lb) for name, lb in PD_COUNTERS}
+                  for a, b in zip(after, before, strict=True)]
         results[label] = (first, second, deltas)
     (rf, rs, rd), (ef, es, ed) = results["real"], results["emu"]
     assert json_shape(ef) == json_shape(rf) and json_shape(es) == json_shape(rs)
-    assert (
-        ef["kv_transfer_params"]["remote_num_tokens"] == rf["kv_transfer_params"]["remote_num_tokens"] == 80
-    )
-    assert len(ef["kv_transfer_params"]["remote_block_ids"][0]) == len(
-        rf["kv_transfer_params"]["remote_block_ids"][0]
-    )
+    assert ef["kv_transfer_params"]["remote_num_tokens"] == rf["kv_transfer_params"]["remote_num_tokens"] == 80
+    assert len(ef["kv_transfer_params"]["remote_block_ids"][0]) == len(rf["kv_transfer_params"]["remote_block_ids"][0])
     assert (es["usage"], ef["usage"]) == (rs["usage"], rf["usage"])
     assert ed == rd, f"prefill/decode counter deltas: emulated {ed} != real {rd}"

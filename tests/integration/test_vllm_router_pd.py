@@ -31,9 +31,7 @@ class Stack:
 def router_binary() -> str:
     found = shutil.which("vllm-router") or str(Path(sys.executable).with_name("vllm-router"))
     if not Path(found).exists():
-        pytest.fail(
-            "vllm-router is not installed: it is in the project's `test` extra (pip install -e '.[test]')"
-        )
+        pytest.fail("vllm-router is not installed: it is in the project's `test` extra (pip install -e '.[test]')")
     return found
 
 
@@ -44,27 +42,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         prefill = start_worker(runner, role="prefill", extra_args=["--max-model-len", "4096"])
         decode = start_worker(runner, role="decode", extra_args=["--max-model-len", "4096"])
         port = free_port()
-        proc = runner.start(
-            [
-                router_binary(),
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(port),
-                "--vllm-pd-disaggregation",
-                "--prefill",
-                prefill.url,
-                "--decode",
-                decode.url,
-                "--worker-startup-check-interval",
-                "1",
-                "--prometheus-port",
-                str(free_port()),
-                "--log-level",
-                "warning",
-            ],
-            name="vllm-router",
-        )
+        proc = runner.start([
+            router_binary(), "--host", LOOPBACK, "--port", str(port), "--vllm-pd-disaggregation",
+            "--prefill", prefill.url, "--decode", decode.url, "--worker-startup-check-interval", "1",
+            "--prometheus-port", str(free_port()), "--log-level", "warning",
+        ], name="vllm-router")
         url = f"http://{LOOPBACK}:{port}"
         wait_http_ok(f"{url}/health", 60, alive=lambda: proc.running)
         yield Stack(prefill, decode, url)
@@ -78,17 +60,11 @@ def test_openai_client_through_vllm_router(stack: Stack) -> None:
     before_p, before_d = scrape(stack.prefill.url), scrape(stack.decode.url)
 
     out = client.completions.create(model=MODEL, prompt=[5] * PROMPT_TOKENS, max_tokens=20)
-    assert out.usage is not None and (out.usage.prompt_tokens, out.usage.completion_tokens) == (
-        PROMPT_TOKENS,
-        20,
-    )
+    assert out.usage is not None and (out.usage.prompt_tokens, out.usage.completion_tokens) == (PROMPT_TOKENS, 20)
     assert out.choices[0].finish_reason == "length"
 
     stream = client.chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": "w " * 100}],
-        max_tokens=15,
-        stream=True,
+        model=MODEL, messages=[{"role": "user", "content": "w " * 100}], max_tokens=15, stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
@@ -111,10 +87,7 @@ def test_openai_client_through_vllm_router(stack: Stack) -> None:
     assert delta(after_p, before_p, "vllm:prompt_tokens_by_source_total", source="local_compute") == prompts
     assert delta(after_p, before_p, "vllm:inter_token_latency_seconds_count") == 0
     # decode worker: the whole prompt's KV came from the prefill worker (as vLLM 0.32 counts it), output made here
-    assert (
-        delta(after_d, before_d, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer")
-        == prompts
-    )
+    assert delta(after_d, before_d, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer") == prompts
     assert delta(after_d, before_d, "vllm:prompt_tokens_by_source_total", source="local_compute") == 0
     assert delta(after_d, before_d, "vllm:nixl_xfer_time_seconds_count") == 2
     assert delta(after_p, before_p, "vllm:nixl_xfer_time_seconds_count") == 0
@@ -130,26 +103,13 @@ def test_kv_both_worker_serves_either_leg(process_runner: ProcessRunner) -> None
     """kv_role kv_both (llm-d's default): the proxy's two legs, by hand, against ONE worker."""
     both = start_worker(process_runner, role="both", extra_args=["--max-model-len", "4096"])
     client = openai.OpenAI(base_url=both.api_url, api_key="unused", timeout=30, max_retries=0)
-    prefill_leg = client.completions.create(
-        model=MODEL,
-        prompt=[9] * 64,
-        max_tokens=1,
-        extra_body={
-            "kv_transfer_params": {
-                "do_remote_decode": True,
-                "do_remote_prefill": False,
-                "remote_engine_id": None,
-                "remote_block_ids": None,
-                "remote_host": None,
-                "remote_port": None,
-            }
-        },
-    )
+    prefill_leg = client.completions.create(model=MODEL, prompt=[9] * 64, max_tokens=1, extra_body={
+        "kv_transfer_params": {"do_remote_decode": True, "do_remote_prefill": False, "remote_engine_id": None,
+                               "remote_block_ids": None, "remote_host": None, "remote_port": None}})
     params = (prefill_leg.model_extra or {})["kv_transfer_params"]
     assert params["do_remote_prefill"] is True and params["remote_num_tokens"] == 64
-    decode_leg = client.completions.create(
-        model=MODEL, prompt=[9] * 64, max_tokens=6, extra_body={"kv_transfer_params": params}
-    )
+    decode_leg = client.completions.create(model=MODEL, prompt=[9] * 64, max_tokens=6,
+                                           extra_body={"kv_transfer_params": params})
     assert decode_leg.usage is not None and decode_leg.usage.completion_tokens == 6
     assert (decode_leg.model_extra or {})["kv_transfer_params"] is None
     snap = scrape(both.url)

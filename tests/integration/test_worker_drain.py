@@ -40,11 +40,7 @@ async def test_sigterm_under_load_loses_no_accepted_request(process_runner: Proc
     async def one(i: int) -> int:
         nonlocal first_tokens
         stream = await client.completions.create(
-            model=MODEL,
-            prompt=[i] * 50,
-            max_tokens=MAX_TOKENS,
-            stream=True,
-            stream_options={"include_usage": True},
+            model=MODEL, prompt=[i] * 50, max_tokens=MAX_TOKENS, stream=True, stream_options={"include_usage": True}
         )
         tokens, usage_tokens = 0, None
         async for chunk in stream:
@@ -67,8 +63,7 @@ async def test_sigterm_under_load_loses_no_accepted_request(process_runner: Proc
     await asyncio.sleep(0.1)
     health, _ = await asyncio.to_thread(status_of, f"{w.url}/health")
     new_status, new_body = await asyncio.to_thread(
-        status_of, f"{w.api_url}/completions", {"model": MODEL, "prompt": "late", "max_tokens": 2}
-    )
+        status_of, f"{w.api_url}/completions", {"model": MODEL, "prompt": "late", "max_tokens": 2})
     assert health == 503
     assert new_status == 503 and new_body is not None
     assert new_body["error"]["type"] == "ServiceUnavailableError" and new_body["error"]["code"] == 503
@@ -82,13 +77,8 @@ async def test_sigterm_under_load_loses_no_accepted_request(process_runner: Proc
 async def test_drain_timeout_cuts_with_an_error_and_exits_1(process_runner: ProcessRunner) -> None:
     w = start_worker(process_runner, extra_args=["--drain-timeout-s", "0.5"])
     events: list[str] = []
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"{w.api_url}/completions",
-            json={"model": MODEL, "prompt": [1] * 10, "max_tokens": 100000 // 100, "stream": True},
-        ) as resp,
-    ):
+    async with aiohttp.ClientSession() as session, session.post(f"{w.api_url}/completions", json={
+        "model": MODEL, "prompt": [1] * 10, "max_tokens": 100000 // 100, "stream": True}) as resp:
         assert resp.status == 200
         first = await resp.content.readline()
         assert first.startswith(b"data: ")

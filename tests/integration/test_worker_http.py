@@ -86,9 +86,8 @@ def test_without_max_tokens_the_context_is_filled(client: openai.OpenAI) -> None
 
 
 def test_streamed_completion_with_usage(client: openai.OpenAI) -> None:
-    stream = client.completions.create(
-        model=MODEL, prompt=[1] * 40, max_tokens=12, stream=True, stream_options={"include_usage": True}
-    )
+    stream = client.completions.create(model=MODEL, prompt=[1] * 40, max_tokens=12, stream=True,
+                                       stream_options={"include_usage": True})
     chunks = list(stream)
     token_chunks = [c for c in chunks if c.choices]
     assert len(token_chunks) == 12
@@ -101,11 +100,8 @@ def test_streamed_completion_with_usage(client: openai.OpenAI) -> None:
 
 def test_streamed_chat_starts_with_the_role_chunk(client: openai.OpenAI) -> None:
     stream = client.chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": "say three words"}],
-        max_completion_tokens=7,
-        stream=True,
-        stream_options={"include_usage": True},
+        model=MODEL, messages=[{"role": "user", "content": "say three words"}], max_completion_tokens=7,
+        stream=True, stream_options={"include_usage": True},
     )
     chunks = list(stream)
     assert chunks[0].choices[0].delta.role == "assistant" and chunks[0].choices[0].delta.content == ""
@@ -117,9 +113,7 @@ def test_streamed_chat_starts_with_the_role_chunk(client: openai.OpenAI) -> None
 
 
 def test_chat_not_streamed(client: openai.OpenAI) -> None:
-    out = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4
-    )
+    out = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
     assert out.choices[0].message.role == "assistant" and out.choices[0].finish_reason == "length"
     assert out.usage is not None and out.usage.completion_tokens == 4
     assert count_text_tokens(out.choices[0].message.content or "") == 4
@@ -178,8 +172,7 @@ def test_client_leaving_mid_stream_frees_the_slot_and_counts_an_abort(worker: Wo
     while time.monotonic() < deadline:
         after = scrape(worker.url)
         aborted = sample(after, "vllm:request_success_total", finished_reason="abort") - sample(
-            before, "vllm:request_success_total", finished_reason="abort"
-        )
+            before, "vllm:request_success_total", finished_reason="abort")
         if aborted == 1 and sample(after, "vllm:num_requests_running") == 0:
             break
         time.sleep(0.1)

@@ -57,28 +57,13 @@ def lognormal_wait() -> object:
         pytest.param("erlang-c", lambda: erlang_c(4, 3.2), 0.5964, 1e-4, id="mm4-erlang-c"),
         pytest.param("mmc-mean", lambda: mmc_mean_wait(3.2, 1.0, 4), 0.7455, 1e-4, id="mm4-mean"),
         pytest.param("mmc-p99", lambda: mmc_wait_quantile(3.2, 1.0, 4, 0.99), 5.110, 1e-3, id="mm4-p99"),
-        pytest.param(
-            "fp-n",
-            lambda: decode_fixed_point(10, 200, 0.006, 0.00005).running_seqs,
-            13.33,
-            1e-3,
-            id="decode-fixed-point-N",
-        ),
-        pytest.param(
-            "fp-itl",
-            lambda: decode_fixed_point(10, 200, 0.006, 0.00005).itl_s,
-            6.67e-3,
-            1e-3,
-            id="decode-fixed-point-ITL",
-        ),
+        pytest.param("fp-n", lambda: decode_fixed_point(10, 200, 0.006, 0.00005).running_seqs, 13.33, 1e-3,
+                     id="decode-fixed-point-N"),
+        pytest.param("fp-itl", lambda: decode_fixed_point(10, 200, 0.006, 0.00005).itl_s, 6.67e-3, 1e-3,
+                     id="decode-fixed-point-ITL"),
         pytest.param("kingman", lambda: kingman_mean_wait(0.7, 1.0, 4.0, 0.0), 4.67, 1e-3, id="kingman"),
-        pytest.param(
-            "allen-cunneen",
-            lambda: allen_cunneen_mean_wait(3.2, 1.0, 4, 2.0, 1.0),
-            1.118,
-            1e-3,
-            id="allen-cunneen",
-        ),
+        pytest.param("allen-cunneen", lambda: allen_cunneen_mean_wait(3.2, 1.0, 4, 2.0, 1.0), 1.118, 1e-3,
+                     id="allen-cunneen"),
     ],
 )
 def test_closed_form_vectors(name: str, value, expected: float, rel: float) -> None:  # type: ignore[no-untyped-def]
@@ -106,11 +91,7 @@ def _erlang_md1_quantile(p: str, lam: str = "0.7") -> float:
 
 @pytest.mark.parametrize(
     ("p", "table"),
-    [
-        pytest.param(0.5, 0.730, id="p50"),
-        pytest.param(0.9, 3.077, id="p90"),
-        pytest.param(0.99, 6.485, id="p99"),
-    ],
+    [pytest.param(0.5, 0.730, id="p50"), pytest.param(0.9, 3.077, id="p90"), pytest.param(0.99, 6.485, id="p99")],
 )
 def test_md1_percentiles_match_erlang(md1, p: float, table: float) -> None:  # type: ignore[no-untyped-def]
     exact = _erlang_md1_quantile(str(p))
@@ -121,11 +102,7 @@ def test_md1_percentiles_match_erlang(md1, p: float, table: float) -> None:  # t
 
 @pytest.mark.parametrize(
     ("p", "expected"),
-    [
-        pytest.param(0.5, 2.85, id="p50"),
-        pytest.param(0.9, 16.26, id="p90"),
-        pytest.param(0.99, 38.84, id="p99"),
-    ],
+    [pytest.param(0.5, 2.85, id="p50"), pytest.param(0.9, 16.26, id="p90"), pytest.param(0.99, 38.84, id="p99")],
 )
 def test_lognormal_benes_percentiles(lognormal_wait, p: float, expected: float) -> None:  # type: ignore[no-untyped-def]
     assert lognormal_wait.quantile(p) == pytest.approx(expected, rel=0.01)
@@ -175,24 +152,13 @@ def test_md1_quantile_wrapper() -> None:
         pytest.param(lambda: md1_mean_wait(1.0, 1.0), "unstable", id="md1-rho-1"),
         pytest.param(lambda: mg1_wait_distribution(1.2, 1.0), "unstable", id="benes-overload"),
         pytest.param(lambda: erlang_c(4, 4.0), "unstable", id="erlang-c-overload"),
-        pytest.param(
-            lambda: decode_fixed_point(10, 200, 0.006, 0.0005), "unstable decode", id="decode-unstable"
-        ),
-        pytest.param(
-            lambda: decode_fixed_point(10, 200, 0.006, 0.00005, max_num_seqs=8),
-            "max_num_seqs",
-            id="decode-max-seqs",
-        ),
-        pytest.param(
-            lambda: decode_fixed_point(10, 200, 0.006, 0.00005, 0.0, 1000.0, kv_capacity_tokens=5000),
-            "KV tokens",
-            id="decode-kv",
-        ),
-        pytest.param(
-            lambda: decode_fixed_point_model(PolyModel(0, 0, 0, 0.006, 0, 0.005), 10, 200, 0.0),
-            "unstable decode",
-            id="model-unstable",
-        ),
+        pytest.param(lambda: decode_fixed_point(10, 200, 0.006, 0.0005), "unstable decode", id="decode-unstable"),
+        pytest.param(lambda: decode_fixed_point(10, 200, 0.006, 0.00005, max_num_seqs=8), "max_num_seqs",
+                     id="decode-max-seqs"),
+        pytest.param(lambda: decode_fixed_point(10, 200, 0.006, 0.00005, 0.0, 1000.0, kv_capacity_tokens=5000),
+                     "KV tokens", id="decode-kv"),
+        pytest.param(lambda: decode_fixed_point_model(PolyModel(0, 0, 0, 0.006, 0, 0.005), 10, 200, 0.0),
+                     "unstable decode", id="model-unstable"),
     ],
 )
 def test_stability_errors(call, fragment: str) -> None:  # type: ignore[no-untyped-def]
@@ -233,9 +199,8 @@ def test_more_load_never_less_wait(lam1: float, dlam: float, c: int) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    lam=st.floats(0.1, 50), out=st.floats(10, 2000), alpha=st.floats(0.001, 0.02), beta=st.floats(1e-6, 1e-4)
-)
+@given(lam=st.floats(0.1, 50), out=st.floats(10, 2000), alpha=st.floats(0.001, 0.02),
+       beta=st.floats(1e-6, 1e-4))
 def test_fixed_point_satisfies_littles_law(lam: float, out: float, alpha: float, beta: float) -> None:
     try:
         op = decode_fixed_point(lam, out, alpha, beta)
@@ -248,16 +213,8 @@ def test_fixed_point_satisfies_littles_law(lam: float, out: float, alpha: float,
 def test_prefill_service_times_match_scalar_helper() -> None:
     from autoscaler.core.latency import LatencyProfile, prefill_time_s
 
-    profile = LatencyProfile(
-        "t",
-        "test",
-        PolyModel(0.00575, 17.3e-6, 2.82e-10, 0.00575, 3.91e-8, 6e-6),
-        1,
-        131072,
-        400_000,
-        256,
-        8192,
-    )
+    profile = LatencyProfile("t", "test", PolyModel(0.00575, 17.3e-6, 2.82e-10, 0.00575, 3.91e-8, 6e-6), 1,
+                             131072, 400_000, 256, 8192)
     prompts = np.array([1, 100, 8192, 8193, 20000, 100, 50_000])
     vec = prefill_service_times_s(profile, prompts)
     assert vec == pytest.approx([prefill_time_s(profile, int(p)) for p in prompts], rel=1e-12)
@@ -272,13 +229,9 @@ def test_md1_cdf_matches_erlang_formula(md1, t: float) -> None:  # type: ignore[
 
     getcontext().prec = 60
     lam, td = Decimal("0.7"), Decimal(str(t))
-    exact = (1 - lam) * (
-        (lam * td).exp()
-        + sum(
-            (lam * (k - td)) ** k / math.factorial(k) * (-(lam * (k - td))).exp()
-            for k in range(1, int(td) + 1)
-        )
-    )
+    exact = (1 - lam) * ((lam * td).exp() + sum(
+        (lam * (k - td)) ** k / math.factorial(k) * (-(lam * (k - td))).exp() for k in range(1, int(td) + 1)
+    ))
     assert md1.cdf_at(t) == pytest.approx(float(exact), abs=2e-4)
     if t == 2.5:
         from sim.analytic import md1_wait_cdf

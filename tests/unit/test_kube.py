@@ -90,36 +90,24 @@ def test_read_and_scale_each_kind(emu: KubeEmulator, kube: KubeClient, kind: str
 
 
 def test_unknown_kind_is_an_error_naming_it(emu: KubeEmulator, kube: KubeClient) -> None:
-    spec = AutoscalerSpec(
-        prefill=PoolSpec(target=TargetRef("serving.example.com/v1alpha1", "Nope", "x")),
-        decode=PoolSpec(target=TargetRef("serving.example.com/v1alpha1", "Nope", "x")),
-    )
+    spec = AutoscalerSpec(prefill=PoolSpec(target=TargetRef("serving.example.com/v1alpha1", "Nope", "x")),
+                          decode=PoolSpec(target=TargetRef("serving.example.com/v1alpha1", "Nope", "x")))
     with pytest.raises(ScaleError, match=r"kind Nope not served by serving\.example\.com/v1alpha1"):
         KubeScaleTarget(kube, NS, spec).read_replicas()
 
 
-@pytest.mark.parametrize(
-    ("namespace", "expected"),
-    [(NS, ["llm/bad", "llm/good"]), (None, ["llm/bad", "llm/good", "other/elsewhere"])],
-    ids=["one-namespace", "all-namespaces"],
-)
-def test_list_autoscalers_parses_each_and_isolates_errors(
-    emu: KubeEmulator, kube: KubeClient, namespace: str | None, expected: list[str]
-) -> None:
+@pytest.mark.parametrize(("namespace", "expected"), [(NS, ["llm/bad", "llm/good"]), (None, ["llm/bad", "llm/good",
+                                                                                           "other/elsewhere"])],
+                         ids=["one-namespace", "all-namespaces"])
+def test_list_autoscalers_parses_each_and_isolates_errors(emu: KubeEmulator, kube: KubeClient,
+                                                          namespace: str | None, expected: list[str]) -> None:
     for ns, name, spec in (
         (NS, "good", {"prefill": {"maxReplicas": 3}}),
         (NS, "bad", {"decode": {"minReplicas": 4, "maxReplicas": 2}}),
         ("other", "elsewhere", {}),
     ):
-        emu.put(
-            CR,
-            {
-                "apiVersion": "pdscale.io/v1alpha1",
-                "kind": "DisaggregatedAutoscaler",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": spec,
-            },
-        )
+        emu.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
+                     "metadata": {"name": name, "namespace": ns}, "spec": spec})
     objs = [o for o in list_autoscalers(kube, namespace) if o.name in ("good", "bad", "elsewhere")]
     assert [o.key for o in objs] == expected
     by_name = {o.name: o for o in objs}
@@ -233,10 +221,7 @@ def test_scale_down_marks_least_loaded_pods(emu: KubeEmulator, kube: KubeClient)
         emu.add_pod(NS, pod, {"app": name})
     emu.add_pod(NS, "unrelated", {"app": "other"})
     stale = emu.get("v1/pods", NS, "cost-a")
-    stale["metadata"]["annotations"] = {
-        DELETION_COST: "-1000",
-        MARKED: "true",
-    }  # ours, from an earlier attempt
+    stale["metadata"]["annotations"] = {DELETION_COST: "-1000", MARKED: "true"}  # ours, from an earlier attempt
     emu.put("v1/pods", stale)
     users = emu.get("v1/pods", NS, "cost-c")
     users["metadata"]["annotations"] = {DELETION_COST: "-5"}  # a user's own preference: left alone
@@ -498,14 +483,12 @@ def test_selector_of_labels_matches_them(labels: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(
     ("previous", "new", "changed"),
-    [
-        ({"lastEvaluationTime": "t1", "a": 1}, {"lastEvaluationTime": "t2", "a": 1}, False),
-        ({"a": 1}, {"a": 2}, True),
-        ({"a": 1, "kept": 3}, {"a": 1}, False),  # keys not written are left alone by a merge patch
-        ({"c": [{"x": 1}]}, {"c": ({"x": 1},)}, False),  # tuples compare as the stored lists
-        ({}, {"lastEvaluationTime": "t"}, False),
-        ({"policyState": {"t": 1.0}}, {"policyState": {"t": 2.0}}, True),
-    ],
+    [({"lastEvaluationTime": "t1", "a": 1}, {"lastEvaluationTime": "t2", "a": 1}, False),
+     ({"a": 1}, {"a": 2}, True),
+     ({"a": 1, "kept": 3}, {"a": 1}, False),  # keys not written are left alone by a merge patch
+     ({"c": [{"x": 1}]}, {"c": ({"x": 1},)}, False),  # tuples compare as the stored lists
+     ({}, {"lastEvaluationTime": "t"}, False),
+     ({"policyState": {"t": 1.0}}, {"policyState": {"t": 2.0}}, True)],
     ids=["timestamp-only", "value", "unwritten-key", "tuple-vs-list", "only-timestamp-new", "policy-state"],
 )
 def test_status_changed(previous: dict, new: dict, changed: bool) -> None:
@@ -518,51 +501,21 @@ T0_S = 1767225600.0
 
 @pytest.mark.parametrize(
     ("previous", "new", "age_s", "due"),
-    [
-        ({"lastEvaluationTime": T0, "a": 1}, {"lastEvaluationTime": "t2", "a": 1}, 500.0, False),
-        ({"lastEvaluationTime": T0, "a": 1}, {"lastEvaluationTime": "t2", "a": 2}, 1.0, True),
-        (
-            {"lastEvaluationTime": T0, "observed": {"ttftSeconds": 0.4}},
-            {"lastEvaluationTime": "t2", "observed": {"ttftSeconds": 0.5}},
-            10.0,
-            False,
-        ),
-        (
-            {"lastEvaluationTime": T0, "observed": {"ttftSeconds": 0.4}},
-            {"lastEvaluationTime": "t2", "observed": {"ttftSeconds": 0.5}},
-            60.0,
-            True,
-        ),
-        (
-            {"lastEvaluationTime": T0, "policyState": {"t": 1.0}},
-            {"lastEvaluationTime": "t2", "policyState": {"t": 2.0}},
-            10.0,
-            False,
-        ),
-        (
-            {"lastEvaluationTime": T0, "prefill": {"desiredReplicas": 3, "message": "a"}},
-            {"lastEvaluationTime": "t2", "prefill": {"desiredReplicas": 3, "message": "b"}},
-            10.0,
-            False,
-        ),
-        (
-            {"lastEvaluationTime": T0, "prefill": {"desiredReplicas": 3, "message": "a"}},
-            {"lastEvaluationTime": "t2", "prefill": {"desiredReplicas": 4, "message": "b"}},
-            1.0,
-            True,
-        ),
-        ({"policyState": {"t": 1.0}}, {"lastEvaluationTime": "t2", "policyState": {"t": 2.0}}, 0.0, True),
-    ],
-    ids=[
-        "timestamp-only-old",
-        "value-at-once",
-        "observed-fresh",
-        "observed-stale",
-        "policy-state-fresh",
-        "message-only",
-        "desired-at-once",
-        "never-written-before",
-    ],
+    [({"lastEvaluationTime": T0, "a": 1}, {"lastEvaluationTime": "t2", "a": 1}, 500.0, False),
+     ({"lastEvaluationTime": T0, "a": 1}, {"lastEvaluationTime": "t2", "a": 2}, 1.0, True),
+     ({"lastEvaluationTime": T0, "observed": {"ttftSeconds": 0.4}},
+      {"lastEvaluationTime": "t2", "observed": {"ttftSeconds": 0.5}}, 10.0, False),
+     ({"lastEvaluationTime": T0, "observed": {"ttftSeconds": 0.4}},
+      {"lastEvaluationTime": "t2", "observed": {"ttftSeconds": 0.5}}, 60.0, True),
+     ({"lastEvaluationTime": T0, "policyState": {"t": 1.0}},
+      {"lastEvaluationTime": "t2", "policyState": {"t": 2.0}}, 10.0, False),
+     ({"lastEvaluationTime": T0, "prefill": {"desiredReplicas": 3, "message": "a"}},
+      {"lastEvaluationTime": "t2", "prefill": {"desiredReplicas": 3, "message": "b"}}, 10.0, False),
+     ({"lastEvaluationTime": T0, "prefill": {"desiredReplicas": 3, "message": "a"}},
+      {"lastEvaluationTime": "t2", "prefill": {"desiredReplicas": 4, "message": "b"}}, 1.0, True),
+     ({"policyState": {"t": 1.0}}, {"lastEvaluationTime": "t2", "policyState": {"t": 2.0}}, 0.0, True)],
+    ids=["timestamp-only-old", "value-at-once", "observed-fresh", "observed-stale", "policy-state-fresh",
+         "message-only", "desired-at-once", "never-written-before"],
 )
 def test_status_write_due(previous: dict, new: dict, age_s: float, due: bool) -> None:
     assert status_write_due(previous, new, now_s=T0_S + age_s, refresh_s=60.0) is due
@@ -573,10 +526,8 @@ def test_target_cache_lists_once_per_kind_and_namespace(emu: KubeEmulator, kube:
     emu.add_deployment("cache", "d", 4)
     emu.add_deployment("cache", "mp", 5, kind="ModelPool", ready=1)  # a CRD: /scale may map any path
     cache = TargetCache(kube)
-    spec = AutoscalerSpec(
-        prefill=PoolSpec(1, 10, target=TargetRef("apps/v1", "Deployment", "p")),
-        decode=PoolSpec(1, 10, target=TargetRef("apps/v1", "Deployment", "d")),
-    )
+    spec = AutoscalerSpec(prefill=PoolSpec(1, 10, target=TargetRef("apps/v1", "Deployment", "p")),
+                          decode=PoolSpec(1, 10, target=TargetRef("apps/v1", "Deployment", "d")))
     crd = spec_for("ModelPool", "mp", "mp")
     before = len(list(emu.requests()))
     got = KubeScaleTarget(kube, "cache", spec, cache=cache).read_replicas()
@@ -590,9 +541,7 @@ def test_target_cache_lists_once_per_kind_and_namespace(emu: KubeEmulator, kube:
     assert any(p.endswith("/modelpools/mp/scale") for p in served)  # the CRD is read through /scale
 
 
-def test_target_cache_list_failure_fails_each_target_with_one_request(
-    emu: KubeEmulator, kube: KubeClient
-) -> None:
+def test_target_cache_list_failure_fails_each_target_with_one_request(emu: KubeEmulator, kube: KubeClient) -> None:
     emu.add_deployment("cachefail", "p", 2)
     emu.add_fault("GET", r"/namespaces/cachefail/deployments$", status=500, times=5)
     cache = TargetCache(kube)

@@ -45,15 +45,10 @@ def kube(emu: KubeEmulator, shared_kube: KubeClient) -> KubeClient:
     return shared_kube
 
 
-def pair(
-    kube: KubeClient, lease: str, clock: FakeClock, duration_s: float = 10.0
-) -> tuple[LeaderElector, ...]:
+def pair(kube: KubeClient, lease: str, clock: FakeClock, duration_s: float = 10.0) -> tuple[LeaderElector, ...]:
     return tuple(
-        LeaderElector(
-            kube,
-            LeaseConfig(NS, lease, ident, lease_duration_s=duration_s, safety_margin_s=1.0),
-            monotonic=clock,
-        )
+        LeaderElector(kube, LeaseConfig(NS, lease, ident, lease_duration_s=duration_s, safety_margin_s=1.0),
+                      monotonic=clock)
         for ident in ("a", "b")
     )
 
@@ -84,9 +79,8 @@ def test_first_candidate_creates_and_holds(emu: KubeEmulator, kube: KubeClient) 
 @pytest.mark.parametrize(
     ("advance_s", "b_leads"), [(9.0, False), (10.5, True)], ids=["before-expiry", "after-expiry"]
 )
-def test_takeover_only_after_lease_duration(
-    emu: KubeEmulator, kube: KubeClient, advance_s: float, b_leads: bool
-) -> None:
+def test_takeover_only_after_lease_duration(emu: KubeEmulator, kube: KubeClient, advance_s: float,
+                                            b_leads: bool) -> None:
     clock = FakeClock()
     name = f"expire-{advance_s}"
     a, b = pair(kube, name, clock)

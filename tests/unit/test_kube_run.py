@@ -44,16 +44,9 @@ class ScriptedMetrics:
     def observe(self, spec: AutoscalerSpec, now_s: float) -> Signals:
         if self.error:
             return Signals(time_s=now_s, error=self.error)
-        return Signals(
-            time_s=now_s,
-            ttft_s=self.ttft_s,
-            itl_s=self.itl_s,
-            ttft_mean_s=self.ttft_s,
-            itl_mean_s=self.itl_s,
-            request_rate_per_s=4.0,
-            prompt_tokens_per_s=4000.0,
-            output_tokens_per_s=800.0,
-        )
+        return Signals(time_s=now_s, ttft_s=self.ttft_s, itl_s=self.itl_s, ttft_mean_s=self.ttft_s,
+                       itl_mean_s=self.itl_s, request_rate_per_s=4.0, prompt_tokens_per_s=4000.0,
+                       output_tokens_per_s=800.0)
 
 
 class RecordingPolicy:
@@ -89,27 +82,13 @@ def kube(emu: KubeEmulator) -> KubeClient:
 def seed(emu: KubeEmulator, ns: str) -> None:
     emu.add_deployment(ns, "p", 2)
     emu.add_deployment(ns, "d", 2)
-    emu.put(
-        CR,
-        {
-            "apiVersion": "pdscale.io/v1alpha1",
-            "kind": "DisaggregatedAutoscaler",
-            "metadata": {"name": "a", "namespace": ns},
-            "spec": {
-                "prefill": {
-                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "p"},
-                    "minReplicas": 2,
-                    "maxReplicas": 8,
-                },
-                "decode": {
-                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"},
-                    "minReplicas": 2,
-                    "maxReplicas": 8,
-                },
-                "podStartupSeconds": 30,
-            },
-        },
-    )
+    emu.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
+                 "metadata": {"name": "a", "namespace": ns},
+                 "spec": {"prefill": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "p"},
+                                      "minReplicas": 2, "maxReplicas": 8},
+                          "decode": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "d"},
+                                     "minReplicas": 2, "maxReplicas": 8},
+                          "podStartupSeconds": 30}})
 
 
 def options(ns: str, **kw: Any) -> RunOptions:
@@ -119,24 +98,16 @@ def options(ns: str, **kw: Any) -> RunOptions:
 def test_policy_state_survives_a_restart(emu: KubeEmulator, kube: KubeClient) -> None:
     seed(emu, "restart")
     seen: list[Any] = []
-    first = Runner(
-        options("restart"),
-        kube,
-        ScriptedMetrics(2.5, 0.03),
-        policy_factory=lambda spec: RecordingPolicy(spec, seen),
-    )
+    first = Runner(options("restart"), kube, ScriptedMetrics(2.5, 0.03),
+                   policy_factory=lambda spec: RecordingPolicy(spec, seen))
     reports = first.run_pass()
     assert reports[0]["applied"] == ["prefill"]
     persisted = emu.get(CR, "restart", "a")["status"]["policyState"]
     assert persisted["prefill"]["behavior"]["recommendations"]  # something was learned
 
     # a new process (or a newly elected leader) starts from the status, not from scratch
-    second = Runner(
-        options("restart"),
-        kube,
-        ScriptedMetrics(2.5, 0.03),
-        policy_factory=lambda spec: RecordingPolicy(spec, seen),
-    )
+    second = Runner(options("restart"), kube, ScriptedMetrics(2.5, 0.03),
+                    policy_factory=lambda spec: RecordingPolicy(spec, seen))
     second.run_pass()
     assert len(seen) == 2
     assert seen[0] == PolicyState()
@@ -161,18 +132,13 @@ def test_follower_computes_but_never_writes(emu: KubeEmulator, kube: KubeClient)
 
 @pytest.mark.parametrize(
     ("metrics", "condition"),
-    [
-        (
-            ScriptedMetrics(None, None, error="prometheus http://p:9090: connection refused"),
-            ("ScalingActive", "False", "FailedGetMetrics"),
-        ),
-        (ScriptedMetrics(None, None), ("ScalingActive", "False", "MetricsUnavailable")),
-    ],
+    [(ScriptedMetrics(None, None, error="prometheus http://p:9090: connection refused"),
+      ("ScalingActive", "False", "FailedGetMetrics")),
+     (ScriptedMetrics(None, None), ("ScalingActive", "False", "MetricsUnavailable"))],
     ids=["prometheus-down", "no-samples"],
 )
-def test_missing_metrics_hold_replicas(
-    emu: KubeEmulator, kube: KubeClient, metrics: ScriptedMetrics, condition: tuple[str, str, str]
-) -> None:
+def test_missing_metrics_hold_replicas(emu: KubeEmulator, kube: KubeClient, metrics: ScriptedMetrics,
+                                       condition: tuple[str, str, str]) -> None:
     ns = f"hold-{condition[2].lower()}"
     seed(emu, ns)
     reports = Runner(options(ns), kube, metrics).run_pass()
@@ -204,27 +170,13 @@ def seed_many(emu: KubeEmulator, ns: str, n: int) -> None:
     for i in range(n):
         emu.add_deployment(ns, f"p{i}", 2)
         emu.add_deployment(ns, f"d{i}", 2)
-        emu.put(
-            CR,
-            {
-                "apiVersion": "pdscale.io/v1alpha1",
-                "kind": "DisaggregatedAutoscaler",
-                "metadata": {"name": f"a{i}", "namespace": ns},
-                "spec": {
-                    "prefill": {
-                        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"p{i}"},
-                        "minReplicas": 2,
-                        "maxReplicas": 8,
-                    },
-                    "decode": {
-                        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"d{i}"},
-                        "minReplicas": 2,
-                        "maxReplicas": 8,
-                    },
-                    "podStartupSeconds": 30,
-                },
-            },
-        )
+        emu.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
+                     "metadata": {"name": f"a{i}", "namespace": ns},
+                     "spec": {"prefill": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                             "name": f"p{i}"}, "minReplicas": 2, "maxReplicas": 8},
+                              "decode": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                            "name": f"d{i}"}, "minReplicas": 2, "maxReplicas": 8},
+                              "podStartupSeconds": 30}})
 
 
 def calls_during(emu: KubeEmulator, action: Callable[[], Any]) -> Counter[str]:
@@ -276,17 +228,13 @@ def test_scale_rereads_only_the_changed_target_and_persists_new_policy_state(
     # per autoscaler: /scale of prefill re-read right before the write, then written; decode untouched
     assert (calls["GET scale"], calls["PATCH scale"], calls["GET list-deployments"]) == (2, 2, 1), calls
     assert [emu.get("apps/v1/deployments", "changed", f"p{i}")["spec"]["replicas"] > 2 for i in range(2)] == [
-        True,
-        True,
-    ]
+        True, True]
     # The next passes settle (current replicas and reasons catch up with the scale); then only the policy state
     # and observed values move every tick, and those are refreshed later, not every tick.
     writes = [calls_during(emu, runner.run_pass)["PATCH status"] for _ in range(3)]
     assert writes[-1] == 0, writes
     state = emu.get(CR, "changed", "a0")["status"]["policyState"]
-    runner.options = dataclasses.replace(
-        runner.options, status_refresh_s=1e-9
-    )  # the refresh interval has passed
+    runner.options = dataclasses.replace(runner.options, status_refresh_s=1e-9)  # the refresh interval has passed
     calls = calls_during(emu, runner.run_pass)
     assert calls["PATCH status"] == 2 and emu.get(CR, "changed", "a0")["status"]["policyState"] != state
 
@@ -297,43 +245,25 @@ def closed_port_url() -> str:
 
 @pytest.mark.parametrize(
     ("namespace", "n_autoscalers", "prometheus_up", "list_fails", "ready"),
-    [
-        ("ready-empty-prom-down", 0, False, False, True),  # no autoscaler: Prometheus is not needed
-        ("ready-empty-prom-up", 0, True, False, True),
-        ("ready-one", 1, True, False, True),
-        ("ready-prom-down", 1, False, False, False),
-        ("ready-list-fails", 0, True, True, False),
-    ],
-    ids=[
-        "zero-autoscalers-prometheus-down",
-        "zero-autoscalers",
-        "one-autoscaler",
-        "prometheus-down",
-        "listing-fails",
-    ],
+    [("ready-empty-prom-down", 0, False, False, True),  # no autoscaler: Prometheus is not needed
+     ("ready-empty-prom-up", 0, True, False, True),
+     ("ready-one", 1, True, False, True),
+     ("ready-prom-down", 1, False, False, False),
+     ("ready-list-fails", 0, True, True, False)],
+    ids=["zero-autoscalers-prometheus-down", "zero-autoscalers", "one-autoscaler", "prometheus-down",
+         "listing-fails"],
 )
-def test_readiness_after_a_pass(
-    emu: KubeEmulator,
-    kube: KubeClient,
-    namespace: str,
-    n_autoscalers: int,
-    prometheus_up: bool,
-    list_fails: bool,
-    ready: bool,
-) -> None:
+def test_readiness_after_a_pass(emu: KubeEmulator, kube: KubeClient, namespace: str, n_autoscalers: int,
+                                prometheus_up: bool, list_fails: bool, ready: bool) -> None:
     seed_many(emu, namespace, n_autoscalers)
     now = [1000.0]
     telemetry = ControllerTelemetry(ready_max_age_s=60.0, clock=lambda: now[0])
-    metrics: Any = (
-        ScriptedMetrics(0.3, 0.03)
-        if prometheus_up
-        else PrometheusMetricsSource(closed_port_url(), timeout_s=0.5)
-    )
+    metrics: Any = ScriptedMetrics(0.3, 0.03) if prometheus_up else PrometheusMetricsSource(
+        closed_port_url(), timeout_s=0.5)
     if list_fails:
         emu.add_fault("GET", rf"/namespaces/{namespace}/disaggregatedautoscalers$", status=500)
-    Runner(
-        options(namespace), kube, metrics, telemetry=telemetry, policy_factory=lambda spec: HoldPolicy()
-    ).run_pass()
+    Runner(options(namespace), kube, metrics, telemetry=telemetry,
+           policy_factory=lambda spec: HoldPolicy()).run_pass()
     assert telemetry.readiness()[0] is ready, telemetry.readiness()
     assert value_of(telemetry, "pdscale_tick_duration_seconds_count") == (0.0 if list_fails else 1.0)
     if ready:

@@ -32,17 +32,8 @@ TABLE = TableModel(
     decode_s=((0.006, 0.0065), (0.008, 0.016), (0.014, 0.050)),
 )
 ROOF_H100 = RooflineModel(
-    params=8.03e9,
-    layers=32,
-    hidden_size=4096,
-    kv_heads=8,
-    head_dim=128,
-    dtype_bytes=2,
-    gpu_flops_per_s=989e12,
-    hbm_bytes_per_s=3.35e12,
-    mfu=0.55,
-    bw_efficiency=0.85,
-    overhead_s=0.002,
+    params=8.03e9, layers=32, hidden_size=4096, kv_heads=8, head_dim=128, dtype_bytes=2,
+    gpu_flops_per_s=989e12, hbm_bytes_per_s=3.35e12, mfu=0.55, bw_efficiency=0.85, overhead_s=0.002,
     per_seq_s=5e-6,
 )
 MODELS: list[StepModel] = [POLY, TABLE, ROOF_H100]
@@ -68,32 +59,18 @@ def test_kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, dtype: in
 @pytest.mark.parametrize(
     ("call", "expected"),
     [
-        pytest.param(
-            lambda: POLY.prefill_step_s(8192),
-            0.00575 + 17.3e-6 * 8192 + 2.82e-10 * 8192**2,
-            id="poly-prefill",
-        ),
-        pytest.param(
-            lambda: POLY.decode_step_s(64, 64 * 1024), 0.00575 + 3.91e-8 * 65536 + 6e-6 * 64, id="poly-decode"
-        ),
+        pytest.param(lambda: POLY.prefill_step_s(8192), 0.00575 + 17.3e-6 * 8192 + 2.82e-10 * 8192**2, id="poly-prefill"),
+        pytest.param(lambda: POLY.decode_step_s(64, 64 * 1024), 0.00575 + 3.91e-8 * 65536 + 6e-6 * 64, id="poly-decode"),
         pytest.param(lambda: TABLE.prefill_step_s(1024), 0.030, id="table-on-point"),
         pytest.param(lambda: TABLE.prefill_step_s(576), 0.020, id="table-midpoint"),
         pytest.param(lambda: TABLE.prefill_step_s(1), 0.010, id="table-clamped-below"),
-        pytest.param(
-            lambda: TABLE.prefill_step_s(16384), 0.170 + 0.140 / 7168 * 8192, id="table-extrapolated"
-        ),
+        pytest.param(lambda: TABLE.prefill_step_s(16384), 0.170 + 0.140 / 7168 * 8192, id="table-extrapolated"),
         pytest.param(lambda: TABLE.decode_step_s(64, 64 * 4096), 0.016, id="table-decode-grid"),
         pytest.param(lambda: TABLE.decode_step_s(160, 160 * 2176), (0.012 + 0.032) / 2, id="table-bilinear"),
         pytest.param(lambda: TABLE.decode_step_s(1, 10), 0.006, id="table-decode-clamped"),
-        pytest.param(
-            lambda: TABLE.decode_step_s(512, 512 * 256), 0.014 + 0.006 / 192 * 256, id="table-decode-extrap"
-        ),
-        pytest.param(
-            lambda: TABLE.mixed_step_s(1024, 64, 64 * 4096), 0.030 + 0.016 - 0.006, id="table-mixed"
-        ),
-        pytest.param(
-            lambda: POLY.mixed_step_s(0, 8, 8000), POLY.decode_step_s(8, 8000), id="poly-mixed-no-prefill"
-        ),
+        pytest.param(lambda: TABLE.decode_step_s(512, 512 * 256), 0.014 + 0.006 / 192 * 256, id="table-decode-extrap"),
+        pytest.param(lambda: TABLE.mixed_step_s(1024, 64, 64 * 4096), 0.030 + 0.016 - 0.006, id="table-mixed"),
+        pytest.param(lambda: POLY.mixed_step_s(0, 8, 8000), POLY.decode_step_s(8, 8000), id="poly-mixed-no-prefill"),
     ],
 )
 def test_step_values(call, expected: float) -> None:  # type: ignore[no-untyped-def]
@@ -102,9 +79,7 @@ def test_step_values(call, expected: float) -> None:  # type: ignore[no-untyped-
 
 def test_roofline_decode_floor_is_weight_read() -> None:
     """8B bf16 on H100: a decode step cannot beat 16.06 GB / 3.35 TB/s ≈ 4.8 ms (performance-anchors §1)."""
-    ideal = RooflineModel(
-        8.03e9, 32, 4096, 8, 128, 2, 989e12, 3.35e12, mfu=1.0, bw_efficiency=1.0, overhead_s=0.0
-    )
+    ideal = RooflineModel(8.03e9, 32, 4096, 8, 128, 2, 989e12, 3.35e12, mfu=1.0, bw_efficiency=1.0, overhead_s=0.0)
     assert ideal.decode_step_s(1, 0) == pytest.approx(16.06e9 / 3.35e12, rel=1e-6)
     assert ideal.decode_step_s(1, 0) == pytest.approx(4.8e-3, rel=0.01)
     for b in (1, 8, 64, 256):
@@ -115,9 +90,7 @@ def test_roofline_decode_floor_is_weight_read() -> None:
 
 
 def test_roofline_compute_bound_prefill_and_attention_share() -> None:
-    r = RooflineModel(
-        8.03e9, 32, 4096, 8, 128, 2, 989e12, 3.35e12, mfu=1.0, bw_efficiency=1.0, overhead_s=0.0
-    )
+    r = RooflineModel(8.03e9, 32, 4096, 8, 128, 2, 989e12, 3.35e12, mfu=1.0, bw_efficiency=1.0, overhead_s=0.0)
     linear = 2 * 8.03e9 * 8192 / 989e12
     # Attention adds L/61k: about 13% at 8k tokens (performance-anchors §1).
     assert r.prefill_step_s(8192) / linear == pytest.approx(1 + 8192 / 61264, rel=1e-3)
@@ -144,11 +117,8 @@ def test_mixed_step_shares_one_overhead() -> None:
 )
 def test_table_validation(kwargs: dict, fragment: str) -> None:
     base = {
-        "prefill_tokens": TABLE.prefill_tokens,
-        "prefill_s": TABLE.prefill_s,
-        "decode_batch": TABLE.decode_batch,
-        "decode_context_per_seq": TABLE.decode_context_per_seq,
-        "decode_s": TABLE.decode_s,
+        "prefill_tokens": TABLE.prefill_tokens, "prefill_s": TABLE.prefill_s, "decode_batch": TABLE.decode_batch,
+        "decode_context_per_seq": TABLE.decode_context_per_seq, "decode_s": TABLE.decode_s,
     }
     with pytest.raises(ValueError, match=fragment):
         TableModel(**{**base, **kwargs})
@@ -168,16 +138,9 @@ def test_more_tokens_never_faster(model: StepModel, t1: float, dt: float) -> Non
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    model=st.sampled_from(MODELS),
-    b=st.integers(1, 512),
-    db=st.integers(0, 256),
-    ctx=st.floats(1, 32768),
-    dctx=st.floats(0, 8192),
-)
-def test_bigger_batch_or_context_never_faster(
-    model: StepModel, b: int, db: int, ctx: float, dctx: float
-) -> None:
+@given(model=st.sampled_from(MODELS), b=st.integers(1, 512), db=st.integers(0, 256), ctx=st.floats(1, 32768),
+       dctx=st.floats(0, 8192))
+def test_bigger_batch_or_context_never_faster(model: StepModel, b: int, db: int, ctx: float, dctx: float) -> None:
     base = model.decode_step_s(b, b * ctx)
     assert model.decode_step_s(b + db, (b + db) * ctx) >= base  # more sequences, same context each
     assert model.decode_step_s(b, b * (ctx + dctx)) >= base  # longer contexts
@@ -189,9 +152,7 @@ def test_helpers(model: StepModel) -> None:
     p = _profile(model)
     assert prefill_tokens_per_s(p) == pytest.approx(8192 / model.prefill_step_s(8192))
     assert prefill_tokens_per_s(p, 2048) == pytest.approx(2048 / model.prefill_step_s(2048))
-    assert prefill_time_s(p, 20000) == pytest.approx(
-        2 * model.prefill_step_s(8192) + model.prefill_step_s(3616)
-    )
+    assert prefill_time_s(p, 20000) == pytest.approx(2 * model.prefill_step_s(8192) + model.prefill_step_s(3616))
     assert prefill_time_s(p, 0) == 0.0
     assert decode_tokens_per_s(p, 64, 1000) == pytest.approx(64 / model.decode_step_s(64, 64000))
     b = max_decode_batch(p, 1000, itl_target_s=0.012)
@@ -237,9 +198,7 @@ class _OpaqueModel:
     model=st.sampled_from([*MODELS, _OpaqueModel()]), k=st.sampled_from([0.05, 0.5, 3.0]),
     tokens=st.floats(1, 20000), b=st.integers(1, 300), ctx=st.floats(1, 16000),
 )  # fmt: skip
-def test_scaled_model_multiplies_every_duration(
-    model: StepModel, k: float, tokens: float, b: int, ctx: float
-) -> None:
+def test_scaled_model_multiplies_every_duration(model: StepModel, k: float, tokens: float, b: int, ctx: float) -> None:
     scaled = scale_step_model(model, k)
     assert scaled.prefill_step_s(tokens) == pytest.approx(k * model.prefill_step_s(tokens), rel=1e-12)
     assert scaled.decode_step_s(b, b * ctx) == pytest.approx(k * model.decode_step_s(b, b * ctx), rel=1e-12)

@@ -38,20 +38,12 @@ def test_every_builtin_loads_and_cites(name: str) -> None:
     [
         pytest.param("llama-3.1-8b-h100-tp1", PolyModel, 1, 131072, 411_529, (40_000, 60_000), id="8b-h100"),
         pytest.param("llama-3.3-70b-h100-tp4", PolyModel, 4, 327680, 424_194, (10_000, 14_000), id="70b-tp4"),
-        pytest.param(
-            "llama-3.1-8b-h200-tp1-roofline",
-            RooflineModel,
-            1,
-            131072,
-            830_383,
-            (30_000, 45_000),
-            id="8b-h200-roofline",
-        ),
+        pytest.param("llama-3.1-8b-h200-tp1-roofline", RooflineModel, 1, 131072, 830_383, (30_000, 45_000),
+                     id="8b-h200-roofline"),
     ],
 )
-def test_key_numbers(
-    name: str, model: type, gpus: int, kv_bytes: int, capacity: int, prefill_tok_s_range: tuple[float, float]
-) -> None:
+def test_key_numbers(name: str, model: type, gpus: int, kv_bytes: int, capacity: int,
+                     prefill_tok_s_range: tuple[float, float]) -> None:
     p = load_profile(name)
     assert isinstance(p.step, model)
     assert (p.gpus_per_replica, p.kv_bytes_per_token, p.kv_capacity_tokens) == (gpus, kv_bytes, capacity)
@@ -79,10 +71,8 @@ def test_8b_decode_step_above_bandwidth_floor(name: str, batch: int) -> None:
 def test_kv_capacity_arithmetic_in_file_matches() -> None:
     doc = yaml.safe_load((PROFILE_DIR / "llama-3.1-8b-h100-tp1.yaml").read_text())
     kv = doc["kv"]
-    free = (
-        float(kv["memory_bytes"]) * kv["gpu_memory_utilization"]
-        - float(kv["weight_bytes"])
-        - float(kv["activation_bytes"])
+    free = float(kv["memory_bytes"]) * kv["gpu_memory_utilization"] - float(kv["weight_bytes"]) - float(
+        kv["activation_bytes"]
     )
     assert kv["capacity_tokens"] == int(free / kv["bytes_per_token"])
 
@@ -91,25 +81,16 @@ def _user_profile(**overrides: object) -> dict:
     doc: dict = {
         "name": "user-8b",
         "source": ["my own sweep"],
-        "model": {
-            "params": 8.03e9,
-            "layers": 32,
-            "hidden_size": 4096,
-            "kv_heads": 8,
-            "head_dim": 128,
-            "dtype_bytes": 2,
-        },
+        "model": {"params": 8.03e9, "layers": 32, "hidden_size": 4096, "kv_heads": 8, "head_dim": 128,
+                  "dtype_bytes": 2},
         "hardware": {"gpu": "H100", "gpus_per_replica": 1},
         "engine": {"max_num_seqs": 128, "max_num_batched_tokens": 4096},
         "kv": {"capacity_tokens": 300000},
         "step": {
             "type": "table",
             "prefill": {"tokens": [128, 1024, 8192], "step_s": [0.01, 0.03, 0.17]},
-            "decode": {
-                "batch": [1, 64, 256],
-                "context_per_seq": [256, 4096],
-                "step_s": [[0.006, 0.0065], [0.008, 0.016], [0.014, 0.05]],
-            },
+            "decode": {"batch": [1, 64, 256], "context_per_seq": [256, 4096],
+                       "step_s": [[0.006, 0.0065], [0.008, 0.016], [0.014, 0.05]]},
         },
     }
     for dotted, value in overrides.items():
@@ -144,35 +125,19 @@ def test_user_table_profile_by_path(tmp_path: Path) -> None:
         pytest.param({"source": None}, "'source': missing", id="no-source"),
         pytest.param({"name": None}, "'name': missing", id="no-name"),
         pytest.param({"kv__capacity_tokens": None}, "'kv.capacity_tokens': missing", id="no-capacity"),
-        pytest.param(
-            {"kv__capacity_tokens": -5}, "'kv.capacity_tokens': must be >= 1", id="negative-capacity"
-        ),
+        pytest.param({"kv__capacity_tokens": -5}, "'kv.capacity_tokens': must be >= 1", id="negative-capacity"),
         pytest.param({"kv__bytes_per_token": 1000}, "'kv.bytes_per_token': 1000 disagrees", id="kv-mismatch"),
-        pytest.param(
-            {"engine__max_num_seqs": 1.5}, "'engine.max_num_seqs': expected an integer", id="float-seqs"
-        ),
+        pytest.param({"engine__max_num_seqs": 1.5}, "'engine.max_num_seqs': expected an integer", id="float-seqs"),
         pytest.param({"step__type": "magic"}, "'step.type': unknown step model 'magic'", id="bad-type"),
-        pytest.param(
-            {"step__prefill__step_s": [0.01, "x", 0.17]}, "'step.prefill.step_s[1'", id="bad-number"
-        ),
+        pytest.param({"step__prefill__step_s": [0.01, "x", 0.17]}, "'step.prefill.step_s[1'", id="bad-number"),
         pytest.param({"step__prefill__tokens": [128, 64, 8192]}, "strictly increasing", id="table-order"),
         pytest.param({"step__prefill__step_s": [0.01, 0.03, 0.02]}, "non-decreasing", id="non-monotone"),
         pytest.param({"hardware": None}, "'hardware': missing", id="no-hardware"),
         pytest.param({"colour": "red"}, "unknown field(s) 'colour'", id="unknown-top"),
         pytest.param({"kv__memory_bytes": 80e9}, "'kv.gpu_memory_utilization': missing", id="partial-arith"),
-        pytest.param(
-            {
-                "kv__memory_bytes": 80e9,
-                "kv__gpu_memory_utilization": 0.9,
-                "kv__weight_bytes": 16.06e9,
-                "kv__activation_bytes": 2e9,
-            },
-            "'kv.capacity_tokens': 300000 disagrees",
-            id="arith-mismatch",
-        ),
-        pytest.param(
-            {"step": {"type": "roofline"}}, "'hardware.flops_per_s': missing", id="roofline-needs-gpu"
-        ),
+        pytest.param({"kv__memory_bytes": 80e9, "kv__gpu_memory_utilization": 0.9, "kv__weight_bytes": 16.06e9,
+                      "kv__activation_bytes": 2e9}, "'kv.capacity_tokens': 300000 disagrees", id="arith-mismatch"),
+        pytest.param({"step": {"type": "roofline"}}, "'hardware.flops_per_s': missing", id="roofline-needs-gpu"),
     ],
 )
 def test_validation_errors_name_file_and_field(tmp_path: Path, overrides: dict, fragment: str) -> None:
@@ -211,9 +176,7 @@ def test_cli_list_json(capsys: pytest.CaptureFixture[str]) -> None:
     by_name = {r["name"]: r for r in rows}
     assert set(by_name) == set(builtin_profiles())
     r = by_name["llama-3.1-8b-h100-tp1"]
-    assert r["prefill_tokens_per_s_at_8k"] == pytest.approx(
-        8192 / (5.75e-3 + 17.3e-6 * 8192 + 2.82e-10 * 8192**2)
-    )
+    assert r["prefill_tokens_per_s_at_8k"] == pytest.approx(8192 / (5.75e-3 + 17.3e-6 * 8192 + 2.82e-10 * 8192**2))
     assert r["decode_step_s_b1_ctx1k"] < r["decode_step_s_b64_ctx1k"] < r["decode_step_s_b256_ctx1k"]
     assert r["kv_capacity_tokens"] == 411_529
 
@@ -252,8 +215,6 @@ def test_cli_show_unknown(capsys: pytest.CaptureFixture[str]) -> None:
         pytest.param("llama-3.3-70b-h100-tp4", 1, 5000, 15e-3, 0.25, id="70b-nim-range"),
     ],
 )
-def test_calibration_anchors(
-    name: str, batch: int, context_per_seq: float, published_s: float, rel: float
-) -> None:
+def test_calibration_anchors(name: str, batch: int, context_per_seq: float, published_s: float, rel: float) -> None:
     step = load_profile(name).step
     assert step.decode_step_s(batch, batch * context_per_seq) == pytest.approx(published_s, rel=rel)

@@ -22,9 +22,7 @@ from sim.workload import Workload
 from workers.realtime import RealtimeEngine, RequestStream, TokenEvent
 
 MODEL_TOL_S = 1e-6  # model timelines: equal up to float rounding of absolute vs relative times
-RELEASE_SLACK_S = (
-    0.15  # a token's release after its deadline (event-loop lateness on a loaded 2-core machine)
-)
+RELEASE_SLACK_S = 0.15  # a token's release after its deadline (event-loop lateness on a loaded 2-core machine)
 BASE = load_profile("llama-3.1-8b-h100-tp1")
 PROFILE = scale_profile(BASE, 2.0)  # decode steps ~12 ms: few steps, so timing holds up under load
 
@@ -35,9 +33,7 @@ class Served:
     events: list[TokenEvent]
 
 
-async def serve(
-    engine: RealtimeEngine, schedule: list[tuple[float, int, int]], remote_kv: bool = False
-) -> list[Served]:
+async def serve(engine: RealtimeEngine, schedule: list[tuple[float, int, int]], remote_kv: bool = False) -> list[Served]:
     """Submit ``(offset_s, prompt_tokens, max_tokens)`` at their offsets, read every stream to its end."""
     t0 = time.monotonic()
 
@@ -49,9 +45,7 @@ async def serve(
     return list(await asyncio.gather(*(client(*row) for row in schedule)))
 
 
-def poisson_schedule(
-    n: int, seed: int, rate_per_s: float, prompts: tuple[int, int], outputs: tuple[int, int]
-):  # type: ignore[no-untyped-def]
+def poisson_schedule(n: int, seed: int, rate_per_s: float, prompts: tuple[int, int], outputs: tuple[int, int]):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(seed)
     offsets = np.cumsum(rng.exponential(1 / rate_per_s, n))
     return [
@@ -79,9 +73,7 @@ def assert_released_after_deadlines(served: list[Served]) -> None:
     for s in served:
         for ev in s.events:
             assert ev.time_s >= ev.deadline_s - 1e-6, "a token was released before its step ended"
-            assert ev.time_s - ev.deadline_s <= RELEASE_SLACK_S, (
-                f"token released {ev.time_s - ev.deadline_s:.3f} s late"
-            )
+            assert ev.time_s - ev.deadline_s <= RELEASE_SLACK_S, f"token released {ev.time_s - ev.deadline_s:.3f} s late"
 
 
 def assert_complete_streams(served: list[Served], tokens: int | None = None) -> None:
@@ -93,9 +85,7 @@ def assert_complete_streams(served: list[Served], tokens: int | None = None) -> 
         assert [ev.deadline_s for ev in s.events] == sorted(ev.deadline_s for ev in s.events)
 
 
-async def run_agg(
-    profile: LatencyProfile, schedule: list[tuple[float, int, int]]
-) -> tuple[list[Served], RealtimeEngine]:
+async def run_agg(profile: LatencyProfile, schedule: list[tuple[float, int, int]]) -> tuple[list[Served], RealtimeEngine]:
     engine = RealtimeEngine(profile, role="agg")
     await engine.start()
     served = await serve(engine, schedule)
@@ -119,21 +109,13 @@ async def test_agg_timeline_equals_the_simulator() -> None:
         seen_ttft = s.events[0].time_s - t.arrival_s
         assert seen_ttft == pytest.approx(r.ttft_s[i], abs=RELEASE_SLACK_S)  # type: ignore[attr-defined]
     snap = engine.snapshot()
-    assert (snap.finished_total, snap.aborted_total, snap.running, snap.waiting, snap.kv_used_tokens) == (
-        24,
-        0,
-        0,
-        0,
-        0,
-    )
+    assert (snap.finished_total, snap.aborted_total, snap.running, snap.waiting, snap.kv_used_tokens) == (24, 0, 0, 0, 0)
     assert snap.generation_tokens_total == sum(s.stream.max_tokens for s in served)
     assert snap.prompt_tokens_total == sum(s.stream.prompt_tokens for s in served)
 
 
 async def test_preemption_under_small_kv_equals_the_simulator() -> None:
-    small = replace(
-        PROFILE, kv_capacity_tokens=800, max_num_seqs=16
-    )  # short prompts, long outputs: KV runs out
+    small = replace(PROFILE, kv_capacity_tokens=800, max_num_seqs=16)  # short prompts, long outputs: KV runs out
     served, engine = await run_agg(small, poisson_schedule(14, 1, 100.0, (20, 100), (40, 80)))
     assert_complete_streams(served)
     order, r, base = simulate(served, small, "agg")
@@ -176,14 +158,10 @@ async def test_decode_role_waits_the_kv_transfer_then_joins_at_a_step_boundary()
     kvb = PROFILE.kv_bytes_per_token
     for s in (a, b):
         t = s.times
-        assert t.kv_ready_s == pytest.approx(
-            t.arrival_s + s.prompt_tokens * kvb / link_bytes_per_s + base_latency_s
-        )
+        assert t.kv_ready_s == pytest.approx(t.arrival_s + s.prompt_tokens * kvb / link_bytes_per_s + base_latency_s)
     # a arrives alone: admitted when its KV lands, first token one decode step (batch 1, prompt + 1 slots) later
     assert a.times.scheduled_s == a.times.kv_ready_s
-    assert a.times.first_token_s == pytest.approx(
-        a.times.kv_ready_s + PROFILE.step.decode_step_s(1, 201), rel=1e-9
-    )
+    assert a.times.first_token_s == pytest.approx(a.times.kv_ready_s + PROFILE.step.decode_step_s(1, 201), rel=1e-9)
     # b's KV lands while a decodes: it joins at the first step boundary at or after its arrival
     boundaries = [ev.deadline_s for ev in ev_a]
     assert b.times.kv_ready_s < boundaries[-1]
@@ -208,9 +186,7 @@ async def test_cancel_frees_the_slot_and_kv_at_the_next_boundary() -> None:
     assert b.times.scheduled_s is None or b.times.scheduled_s > seen_a[-1].deadline_s
     first_b = await b.__anext__()
     snap = engine.snapshot()
-    assert (
-        snap.running == 1 and snap.kv_used_tokens == 400 + 1
-    )  # only b's prompt and its next slot: a's KV is free
+    assert snap.running == 1 and snap.kv_used_tokens == 400 + 1  # only b's prompt and its next slot: a's KV is free
     rest_b = [ev async for ev in b]
     assert [first_b.index] + [ev.index for ev in rest_b] == [0, 1, 2]
     # b was admitted at the boundary right after the one during which a was cancelled
@@ -219,13 +195,7 @@ async def test_cancel_frees_the_slot_and_kv_at_the_next_boundary() -> None:
     assert [ev async for ev in c] == [] and c.times.scheduled_s is None and c.finish_reason == "abort"
     await engine.drain()
     snap = engine.snapshot()
-    assert (snap.finished_total, snap.aborted_total, snap.kv_used_tokens, snap.running, snap.waiting) == (
-        1,
-        2,
-        0,
-        0,
-        0,
-    )
+    assert (snap.finished_total, snap.aborted_total, snap.kv_used_tokens, snap.running, snap.waiting) == (1, 2, 0, 0, 0)
     await engine.stop()
 
 

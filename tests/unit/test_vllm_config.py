@@ -26,19 +26,11 @@ def flag(args: list[str], name: str) -> str | None:
 
 
 def test_gpu_pair_from_one_config() -> None:
-    cfg = VLLMConfig(
-        model="meta-llama/Llama-3.1-8B-Instruct",
-        served_model_name="llama",
-        max_model_len=16384,
-        max_num_seqs=256,
-        max_num_batched_tokens=8192,
-        shutdown_timeout_s=60,
-    )
+    cfg = VLLMConfig(model="meta-llama/Llama-3.1-8B-Instruct", served_model_name="llama", max_model_len=16384,
+                     max_num_seqs=256, max_num_batched_tokens=8192, shutdown_timeout_s=60)
     p, d = serve_args(cfg, "prefill"), serve_args(cfg, "decode")
-    assert json.loads(flag(p, "--kv-transfer-config") or "") == {
-        "kv_connector": "NixlConnector",
-        "kv_role": "kv_producer",
-    }
+    assert json.loads(flag(p, "--kv-transfer-config") or "") == {"kv_connector": "NixlConnector",
+                                                                  "kv_role": "kv_producer"}
     assert json.loads(flag(d, "--kv-transfer-config") or "")["kv_role"] == "kv_consumer"
     for args in (p, d):
         assert flag(args, "--served-model-name") == "llama"
@@ -55,15 +47,8 @@ def test_gpu_pair_from_one_config() -> None:
 
 
 def test_cpu_pair_on_one_machine_gets_distinct_ports_and_cores() -> None:
-    cfg = VLLMConfig(
-        model="/m",
-        device="cpu",
-        port=9000,
-        decode_port=9001,
-        kv_cache_memory_bytes=134217728,
-        cpu_threads_bind={"prefill": "0", "decode": "1"},
-        env={"HF_HUB_OFFLINE": "1"},
-    )
+    cfg = VLLMConfig(model="/m", device="cpu", port=9000, decode_port=9001, kv_cache_memory_bytes=134217728,
+                     cpu_threads_bind={"prefill": "0", "decode": "1"}, env={"HF_HUB_OFFLINE": "1"})
     p, d = serve_args(cfg, "prefill"), serve_args(cfg, "decode")
     assert (flag(p, "--port"), flag(d, "--port")) == ("9000", "9001")
     assert json.loads(flag(p, "--kv-transfer-config") or "")["kv_buffer_device"] == "cpu"
@@ -96,40 +81,12 @@ def test_worker_flags_map_onto_the_config(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     add_worker_arguments(parser)
     (tmp_path / "c.yaml").write_text("model: /base\nmax_num_seqs: 4\ndevice: cpu\n")
-    args = parser.parse_args(
-        [
-            "/m",
-            "--engine",
-            "vllm",
-            "--port",
-            "7000",
-            "--max-model-len",
-            "256",
-            "--pd-pair",
-            "--vllm-config",
-            str(tmp_path / "c.yaml"),
-            "--drain-timeout-s",
-            "12",
-        ]
-    )
+    args = parser.parse_args(["/m", "--engine", "vllm", "--port", "7000", "--max-model-len", "256",
+                              "--pd-pair", "--vllm-config", str(tmp_path / "c.yaml"), "--drain-timeout-s", "12"])
     cfg, roles = config_from_worker_args(args)
     assert roles == ["prefill", "decode"]
-    assert (
-        cfg.model,
-        cfg.port,
-        cfg.decode_port,
-        cfg.max_model_len,
-        cfg.max_num_seqs,
-        cfg.shutdown_timeout_s,
-    ) == ("/m", 7000, 7001, 256, 4, 12)
-    args = parser.parse_args(
-        [
-            "--model",
-            "/m",
-            "--engine",
-            "vllm",
-            "--kv-transfer-config",
-            '{"kv_connector":"NixlConnector","kv_role":"kv_consumer"}',
-        ]
-    )
+    assert (cfg.model, cfg.port, cfg.decode_port, cfg.max_model_len, cfg.max_num_seqs, cfg.shutdown_timeout_s) == (
+        "/m", 7000, 7001, 256, 4, 12)
+    args = parser.parse_args(["--model", "/m", "--engine", "vllm", "--kv-transfer-config",
+                              '{"kv_connector":"NixlConnector","kv_role":"kv_consumer"}'])
     assert config_from_worker_args(args)[1] == ["decode"]

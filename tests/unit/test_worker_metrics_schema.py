@@ -35,12 +35,7 @@ def schema(text: str) -> dict[str, dict[str, object]]:
                 le = s.labels["le"]
                 if le not in buckets:
                     buckets.append(le)
-        out[fam.name] = {
-            "type": fam.type,
-            "help": fam.documentation,
-            "labels": sorted(labels),
-            "buckets": buckets,
-        }
+        out[fam.name] = {"type": fam.type, "help": fam.documentation, "labels": sorted(labels), "buckets": buckets}
     return out
 
 
@@ -53,11 +48,9 @@ def sample_schema() -> dict[str, dict[str, object]]:
 
 def emulator_text(observe: bool, kv_connector: str | None = None) -> str:
     metrics = WorkerMetrics(
-        "tiny",
-        512,
-        lambda: EngineGauges(
-            running=1, waiting_capacity=2, waiting_deferred=1, kv_usage_frac=0.25, preemptions_total=0
-        ),
+        "tiny", 512,
+        lambda: EngineGauges(running=1, waiting_capacity=2, waiting_deferred=1, kv_usage_frac=0.25,
+                             preemptions_total=0),
         CacheConfig(block_size=16, num_gpu_blocks=4096, kv_cache_memory_bytes=134217728, max_num_seqs=8),
         kv_connector=kv_connector,
     )
@@ -73,9 +66,7 @@ def emulator_text(observe: bool, kv_connector: str | None = None) -> str:
 
 
 @pytest.mark.parametrize("observe", [False, True], ids=["fresh", "after-a-request"])
-def test_every_vllm_family_of_the_capture_matches(
-    sample_schema: dict[str, dict[str, object]], observe: bool
-) -> None:
+def test_every_vllm_family_of_the_capture_matches(sample_schema: dict[str, dict[str, object]], observe: bool) -> None:
     ours = schema(emulator_text(observe))
     missing = sorted(set(sample_schema) - set(ours))
     extra = sorted(set(ours) - set(sample_schema))
@@ -90,29 +81,15 @@ def test_every_vllm_family_of_the_capture_matches(
     assert not diffs, "\n".join(diffs)
 
 
-def test_the_families_pdscale_and_the_gateway_read_are_among_them(
-    sample_schema: dict[str, dict[str, object]],
-) -> None:
+def test_the_families_pdscale_and_the_gateway_read_are_among_them(sample_schema: dict[str, dict[str, object]]) -> None:
     read = {
-        "vllm:time_to_first_token_seconds",
-        "vllm:inter_token_latency_seconds",
-        "vllm:request_time_per_output_token_seconds",
-        "vllm:e2e_request_latency_seconds",
-        "vllm:request_queue_time_seconds",
-        "vllm:request_prefill_time_seconds",
-        "vllm:request_decode_time_seconds",
-        "vllm:request_inference_time_seconds",
-        "vllm:num_requests_running",
-        "vllm:num_requests_waiting",
-        "vllm:num_requests_waiting_by_reason",
-        "vllm:kv_cache_usage_perc",
-        "vllm:request_success",
-        "vllm:prompt_tokens",
-        "vllm:generation_tokens",
-        "vllm:prompt_tokens_by_source",
-        "vllm:num_preemptions",
-        "vllm:iteration_tokens_total",
-        "vllm:cache_config_info",
+        "vllm:time_to_first_token_seconds", "vllm:inter_token_latency_seconds",
+        "vllm:request_time_per_output_token_seconds", "vllm:e2e_request_latency_seconds",
+        "vllm:request_queue_time_seconds", "vllm:request_prefill_time_seconds", "vllm:request_decode_time_seconds",
+        "vllm:request_inference_time_seconds", "vllm:num_requests_running", "vllm:num_requests_waiting",
+        "vllm:num_requests_waiting_by_reason", "vllm:kv_cache_usage_perc", "vllm:request_success",
+        "vllm:prompt_tokens", "vllm:generation_tokens", "vllm:prompt_tokens_by_source", "vllm:num_preemptions",
+        "vllm:iteration_tokens_total", "vllm:cache_config_info",
     }
     assert read <= set(sample_schema)
     assert read <= set(schema(emulator_text(False)))
@@ -124,23 +101,16 @@ def test_token_buckets_follow_max_model_len() -> None:
     assert buckets_1_2_5(1) == [1]
 
 
-@pytest.mark.parametrize(
-    ("capture", "kv_connector"),
-    [
-        ("vllm-0.32-pd-prefill-metrics.txt", "kv_producer"),
-        ("vllm-0.32-pd-decode-metrics.txt", "kv_consumer"),
-    ],
-)
+@pytest.mark.parametrize(("capture", "kv_connector"), [
+    ("vllm-0.32-pd-prefill-metrics.txt", "kv_producer"),
+    ("vllm-0.32-pd-decode-metrics.txt", "kv_consumer"),
+])
 @pytest.mark.parametrize("observe", [False, True], ids=["fresh", "after-a-request"])
 def test_pd_roles_match_a_real_nixl_pair(capture: str, kv_connector: str, observe: bool) -> None:
     real = schema((PD_CAPTURES / capture).read_text())
     ours = schema(emulator_text(observe, kv_connector))
     assert sorted(set(real) - set(ours)) == [], "families the real P/D instance has and the emulator lacks"
     assert sorted(set(ours) - set(real)) == [], "families the emulator invents"
-    diffs = [
-        f"{n}.{k}: vllm {real[n][k]!r} != emulator {ours[n][k]!r}"
-        for n in sorted(real)
-        for k in ("type", "help", "labels", "buckets")
-        if real[n][k] != ours[n][k]
-    ]
+    diffs = [f"{n}.{k}: vllm {real[n][k]!r} != emulator {ours[n][k]!r}"
+             for n in sorted(real) for k in ("type", "help", "labels", "buckets") if real[n][k] != ours[n][k]]
     assert not diffs, "\n".join(diffs)

@@ -30,7 +30,6 @@ TRACES = Path(os.environ.get("PDSCALE_TRACES", Path(__file__).resolve().parents[
 CONV = TRACES / "azure_llm_2023_conv.csv"
 CODE = TRACES / "azure_llm_2023_code.csv"
 
-
 @pytest.fixture
 def _traces_present() -> None:
     """The traces are part of the test data (../shared/traces): their absence is a failure, not a skip."""
@@ -489,13 +488,8 @@ def _needed_replicas(w: Workload, lo: float, hi: float) -> tuple[int, int]:
     ctx = float(np.sum((prompt + output / 2) * output) / output.sum())  # context seen per decode step
     for decode in range(1, 30):
         try:
-            op = decode_fixed_point_model(
-                profile.step,
-                lam / decode,
-                output.mean(),
-                ctx,
-                kv_capacity_tokens=0.9 * profile.kv_capacity_tokens,
-            )
+            op = decode_fixed_point_model(profile.step, lam / decode, output.mean(), ctx,
+                                          kv_capacity_tokens=0.9 * profile.kv_capacity_tokens)
         except ValueError:
             continue
         if op.itl_s <= 0.03:
@@ -507,17 +501,12 @@ def _needed_replicas(w: Workload, lo: float, hi: float) -> tuple[int, int]:
     ("phase", "prefill_range", "decode_range"),
     [
         pytest.param((0.0, 300.0), (2, 3), (2, 3), id="baseline"),
-        pytest.param(
-            (DEMO_PROMPT_SURGE_S[0] + 60, DEMO_PROMPT_SURGE_S[1] - 60), (6, 8), (2, 3), id="prompt-surge"
-        ),
-        pytest.param(
-            (DEMO_DECODE_SURGE_S[0] + 60, DEMO_DECODE_SURGE_S[1] - 60), (2, 4), (6, 8), id="decode-surge"
-        ),
+        pytest.param((DEMO_PROMPT_SURGE_S[0] + 60, DEMO_PROMPT_SURGE_S[1] - 60), (6, 8), (2, 3), id="prompt-surge"),
+        pytest.param((DEMO_DECODE_SURGE_S[0] + 60, DEMO_DECODE_SURGE_S[1] - 60), (2, 4), (6, 8), id="decode-surge"),
     ],
 )
-def test_demo_workload_sized_for_8b_h100(
-    phase: tuple[float, float], prefill_range: tuple[int, int], decode_range: tuple[int, int]
-) -> None:
+def test_demo_workload_sized_for_8b_h100(phase: tuple[float, float], prefill_range: tuple[int, int],
+                                        decode_range: tuple[int, int]) -> None:
     prefill, decode = _needed_replicas(demo_workload(0), *phase)
     assert prefill_range[0] <= prefill <= prefill_range[1]
     assert decode_range[0] <= decode <= decode_range[1]
