@@ -11,6 +11,10 @@ Implementations: ``PolyModel`` (DistServe-style polynomials), ``TableModel`` (in
 points), ``RooflineModel`` (from model and GPU datasheet numbers). Profiles (files citing their sources) are
 loaded by ``autoscaler.profiles``; this module is pure.
 
+Host work outside the engine's steps is ``HostOverheads`` (BLIS's α terms, same semantics): a per-request delay
+before the request reaches the engine queue, and a per-output-token delay added to what the client sees of every
+token, neither of which occupies the engine.
+
 ``PolyModel`` and ``RooflineModel`` use only arithmetic, ``max`` aside, so ``PolyModel`` methods also accept numpy
 arrays elementwise (vectorised use in the simulator); ``RooflineModel`` and ``TableModel`` are scalar.
 """
@@ -67,6 +71,54 @@ class PolyModel:
 
 
 @dataclass(frozen=True)
+class HostOverheads:
+    """Host (CPU) work around the engine's steps, as BLIS models it (its α coefficients), in seconds.
+
+    * ``request_s`` + ``request_per_prompt_token_s`` × prompt (BLIS α0 + α1·L_in, ``QueueingTime``): HTTP parsing,
+      tokenization and input processing between the request's arrival and its entry into the engine's waiting
+      queue. It delays admission (so it is part of TTFT and can change the batch a request lands in) but holds no
+      engine resource: requests overlap in it.
+    * ``output_token_s`` (BLIS α2, ``OutputTokenProcessingTime``): detokenization and streaming of one output
+      token. BLIS adds it to the first token's time and to every inter-token gap the client sees, and never to the
+      engine clock (the next step starts when the previous one ends). A request's client-visible end is therefore
+      its engine end + α0 + α1·L_in + output_tokens × α2.
+    Sources: inference-sim/inference-sim ``sim/latency`` (BlackboxLatencyModel.QueueingTime,
+    OutputTokenProcessingTime), ``sim/event.go`` (ArrivalEvent.Execute schedules QueuedEvent after QueueingTime),
+    ``sim/simulator.go`` (executeBatchStep: ITL entry = step + α2, FirstTokenTime = now + step + α2 − arrival;
+    recordRequestCompletion: E2E = TTFT + Σ ITL).
+    """
+
+    request_s: float = 0.0
+    request_per_prompt_token_s: float = 0.0
+    output_token_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("request_s", "request_per_prompt_token_s", "output_token_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"HostOverheads.{name} must be a finite number >= 0, got {value!r}")
+
+    @property
+    def is_zero(self) -> bool:
+        return self.request_s == 0 and self.request_per_prompt_token_s == 0 and self.output_token_s == 0
+
+    def admission_delay_s(self, prompt_tokens: float) -> float:
+        """Arrival -> engine waiting queue (α0 + α1·L_in). Works elementwise on numpy arrays too."""
+        return self.request_s + self.request_per_prompt_token_s * prompt_tokens
+
+    def first_token_delay_s(self, prompt_tokens: float) -> float:
+        """What the client's TTFT adds to the engine's (arrival -> first step end): admission delay + α2."""
+        return self.admission_delay_s(prompt_tokens) + self.output_token_s
+
+    def client_gap_s(self, engine_gap_s: float) -> float:
+        """An inter-token gap as the client sees it: the engine's gap + α2."""
+        return engine_gap_s + self.output_token_s
+
+
+NO_HOST_OVERHEADS = HostOverheads()
+
+
+@dataclass(frozen=True)
 class LatencyProfile:
     """One model on one GPU arrangement (one replica), with its engine limits and where its numbers come from."""
 
@@ -78,6 +130,7 @@ class LatencyProfile:
     kv_capacity_tokens: int  # per replica
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
+    host: HostOverheads = NO_HOST_OVERHEADS  # α terms (BLIS); zero for offline (LLM-class) use
 
 
 def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, dtype_bytes: float) -> int:
