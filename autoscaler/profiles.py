@@ -22,7 +22,8 @@ passed by path wherever a built-in name is accepted. Format::
                                          #   decode {a_s, b_s_per_context_token, c_s_per_seq}
       type: table                        #   prefill {tokens: [...], step_s: [...]}
                                          #   decode {batch: [...], context_per_seq: [...], step_s: [[...], ...]}
-      type: roofline                     #   mfu, bw_efficiency, overhead_s, per_seq_s (model: and hardware: used)
+      type: roofline                     #   mfu, bw_efficiency, kv_bw_efficiency, overhead_s, per_seq_s
+                                         #   (model: and hardware: used)
     host:                                # optional, all >= 0, default 0 (BLIS alpha terms, HostOverheads)
       request_s: 2.3e-4                  #   alpha0: per request, arrival -> engine queue (not engine time)
       request_per_prompt_token_s: 1.75e-6  # alpha1: per prompt token, same place
@@ -316,6 +317,7 @@ def _step_model(step: _Fields, model: _Fields | None, hardware: _Fields, gpus: i
             hbm_bytes_per_s=hardware.num("hbm_bytes_per_s", strict=True),
             mfu=_fraction(step, "mfu", 0.55),
             bw_efficiency=_fraction(step, "bw_efficiency", 0.8),
+            kv_bw_efficiency=_fraction(step, "kv_bw_efficiency", 1.0) if step.has("kv_bw_efficiency") else None,
             overhead_s=step.num("overhead_s", default=0.004),
             per_seq_s=step.num("per_seq_s", default=0.0),
             num_gpus=gpus,

@@ -445,14 +445,14 @@ def profile_document(
             "name": shape.name, "params": shape.params, "layers": shape.num_layers,
             "hidden_size": shape.hidden_size, "kv_heads": shape.num_kv_heads, "head_dim": shape.dim_per_head,
             "dtype_bytes": dtype_bytes,
-        },  # fmt: skip
+        },
         "hardware": {"gpu": run.machine, "gpus_per_replica": gpus_per_replica},
         "engine": {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens},
         "kv": {
             "bytes_per_token": kv_bytes, "memory_bytes": float(memory_bytes),
             "gpu_memory_utilization": gpu_memory_utilization, "weight_bytes": float(weight_bytes),
             "activation_bytes": float(activation_bytes), "capacity_tokens": int(free / kv_bytes),
-        },  # fmt: skip
+        },
         "step": {
             "type": "poly",
             "prefill": {"a_s": max(pa, 1e-9), "b_s_per_token": pb, "c_s_per_token2": pc},

@@ -218,8 +218,10 @@ class RooflineModel:
     """Step times from model shape and GPU datasheet numbers, derated by efficiency factors.
 
     prefill(T) = overhead + max((2·P·T + 2·layers·d·T²) / (FLOP/s·MFU), weights / (HBM B/s·bw_eff))
-    decode(B, Σctx) = overhead + max((weights + Σctx·kv_bytes) / (HBM B/s·bw_eff),
+    decode(B, Σctx) = overhead + max(weights / (HBM B/s·bw_eff) + Σctx·kv_bytes / (HBM B/s·kv_bw_eff),
                                      (2·P·B + 4·layers·d·Σctx) / (FLOP/s·MFU)) + per_seq_s·B
+    ``kv_bw_efficiency`` (default: ``bw_efficiency``) is the fraction of HBM bandwidth the paged decode-attention
+    kernels reach reading the KV cache, which is lower than dense weight GEMVs reach (block tables, small pages).
     FLOP/s and bandwidth are per GPU, multiplied by ``num_gpus`` (tensor parallel; communication belongs in
     ``overhead_s``). Formulas: performance-anchors.md §1 (roofline and memory).
     """
@@ -237,6 +239,7 @@ class RooflineModel:
     overhead_s: float = 0.004
     per_seq_s: float = 0.0
     num_gpus: int = 1
+    kv_bw_efficiency: float | None = None  # None: bw_efficiency
 
     def __post_init__(self) -> None:
         for name in ("params", "layers", "hidden_size", "kv_heads", "head_dim", "dtype_bytes",
@@ -246,6 +249,8 @@ class RooflineModel:
         for name in ("mfu", "bw_efficiency"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1]")
+        if self.kv_bw_efficiency is not None and not 0 < self.kv_bw_efficiency <= 1:
+            raise ValueError("kv_bw_efficiency must be in (0, 1]")
         if self.overhead_s < 0 or self.per_seq_s < 0:
             raise ValueError("overhead_s and per_seq_s must be >= 0")
 
@@ -265,6 +270,11 @@ class RooflineModel:
     def _bw(self) -> float:
         return self.hbm_bytes_per_s * self.bw_efficiency * self.num_gpus
 
+    @property
+    def _kv_bw(self) -> float:
+        eff = self.bw_efficiency if self.kv_bw_efficiency is None else self.kv_bw_efficiency
+        return self.hbm_bytes_per_s * eff * self.num_gpus
+
     def prefill_step_s(self, new_tokens: float) -> float:
         t = max(0.0, new_tokens)
         flops = 2.0 * self.params * t + 2.0 * self.layers * self.hidden_size * t * t
@@ -273,7 +283,7 @@ class RooflineModel:
     def decode_step_s(self, batch: int, context_tokens: float) -> float:
         b = max(0, batch)
         ctx = max(0.0, context_tokens)
-        memory_s = (self.weight_bytes + ctx * self.kv_bytes_per_token) / self._bw
+        memory_s = self.weight_bytes / self._bw + ctx * self.kv_bytes_per_token / self._kv_bw
         compute_s = (2.0 * self.params * b + 4.0 * self.layers * self.hidden_size * ctx) / self._flops
         return self.overhead_s + max(memory_s, compute_s) + self.per_seq_s * b
 
@@ -289,7 +299,7 @@ class RooflineModel:
             + 2.0 * self.layers * self.hidden_size * t * t
             + 4.0 * self.layers * self.hidden_size * ctx
         )
-        memory_s = (self.weight_bytes + ctx * self.kv_bytes_per_token) / self._bw
+        memory_s = self.weight_bytes / self._bw + ctx * self.kv_bytes_per_token / self._kv_bw
         return self.overhead_s + max(flops / self._flops, memory_s) + self.per_seq_s * b
 
 

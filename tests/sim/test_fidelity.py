@@ -149,7 +149,7 @@ def test_admission_delay_reorders_arrivals_but_not_the_records() -> None:
 def test_profile_host_block_is_validated() -> None:
     doc = yaml.safe_load(Path("autoscaler/profiles/llama-3.1-8b-h100-tp1.yaml").read_text())
     assert parse_profile(doc, "x").host.request_per_prompt_token_s == pytest.approx(1.752e-6)
-    with pytest.raises(ProfileError, match="host.alpha2"):
+    with pytest.raises(ProfileError, match=r"host\.alpha2"):
         parse_profile({**doc, "host": {"alpha2": 1.0}}, "x")
     with pytest.raises(ProfileError, match="output_token_s"):
         parse_profile({**doc, "host": {"output_token_s": -1.0}}, "x")
