@@ -770,26 +770,33 @@ def _generate_stream(text: str, rng: np.random.Generator, index: int) -> Workloa
             rate_fn = _rate_fn(kind, nums, where)
         arrival = renewal_arrivals(rng, rate_fn, duration, cv)
         horizon = duration
-        if "lengths" in texts:
-            if "prompt" in texts or "output" in texts:
-                raise SpecError(f"{where}: give either lengths= or prompt=/output=, not both")
-            m = _DIST_RE.match(texts["lengths"])
-            if not m or m.group(1) != "empirical":
-                raise SpecError(f"{where}: lengths= takes empirical(PATH)")
-            src = _load_for_spec(m.group(2).strip(), where)
-            idx = rng.integers(0, len(src), arrival.size)
-            prompt, output = src.prompt_tokens[idx], src.output_tokens[idx]
-        else:
-            prompt_s = _parse_dist(texts.get("prompt", "azure_conv()"), "prompt", f"{where} prompt")
-            output_s = _parse_dist(texts.get("output", "azure_conv()"), "output", f"{where} output")
-            prompt = np.maximum(np.rint(prompt_s(rng, arrival.size)), 1).astype(np.int64)
-            output = np.maximum(np.rint(output_s(rng, arrival.size)), 1).astype(np.int64)
+        prompt, output = _sample_lengths(texts, rng, arrival.size, where)
     start = nums.get("start", 0.0)
     w = Workload(texts.get("name", kind), arrival + start, prompt, output, horizon + start)
     if "max_prompt" in nums or "max_output" in nums:
         mp, mo = nums.get("max_prompt"), nums.get("max_output")
         w = w.capped(None if mp is None else int(mp), None if mo is None else int(mo))
     return w
+
+
+def _sample_lengths(
+    texts: dict[str, str], rng: np.random.Generator, n: int, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` (prompt, output) pairs from ``lengths=empirical(PATH)`` (joint) or ``prompt=``/``output=`` DISTs."""
+    if "lengths" in texts:
+        if "prompt" in texts or "output" in texts:
+            raise SpecError(f"{where}: give either lengths= or prompt=/output=, not both")
+        m = _DIST_RE.match(texts["lengths"])
+        if not m or m.group(1) != "empirical":
+            raise SpecError(f"{where}: lengths= takes empirical(PATH)")
+        src = _load_for_spec(m.group(2).strip(), where)
+        idx = rng.integers(0, len(src), n)
+        return src.prompt_tokens[idx], src.output_tokens[idx]
+    prompt_s = _parse_dist(texts.get("prompt", "azure_conv()"), "prompt", f"{where} prompt")
+    output_s = _parse_dist(texts.get("output", "azure_conv()"), "output", f"{where} output")
+    prompt = np.maximum(np.rint(prompt_s(rng, n)), 1).astype(np.int64)
+    output = np.maximum(np.rint(output_s(rng, n)), 1).astype(np.int64)
+    return prompt, output
 
 
 def _parse_params(
@@ -896,20 +903,7 @@ def parse_closed_loop(spec: str, *, seed: int) -> ClosedLoopSpec:
     if not think >= 0:
         raise SpecError(f"{where}: think_s must be >= 0")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC105ED]))
-    if "lengths" in texts:
-        if "prompt" in texts or "output" in texts:
-            raise SpecError(f"{where}: give either lengths= or prompt=/output=, not both")
-        m = _DIST_RE.match(texts["lengths"])
-        if not m or m.group(1) != "empirical":
-            raise SpecError(f"{where}: lengths= takes empirical(PATH)")
-        src = _load_for_spec(m.group(2).strip(), where)
-        idx = rng.integers(0, len(src), n)
-        prompt, output = src.prompt_tokens[idx], src.output_tokens[idx]
-    else:
-        prompt_s = _parse_dist(texts.get("prompt", "azure_conv()"), "prompt", f"{where} prompt")
-        output_s = _parse_dist(texts.get("output", "azure_conv()"), "output", f"{where} output")
-        prompt = np.maximum(np.rint(prompt_s(rng, n)), 1).astype(np.int64)
-        output = np.maximum(np.rint(output_s(rng, n)), 1).astype(np.int64)
+    prompt, output = _sample_lengths(texts, rng, n, where)
     for key, arr in (("max_prompt", "prompt"), ("max_output", "output")):
         if key in nums:
             if nums[key] < 1:
