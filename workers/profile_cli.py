@@ -37,6 +37,8 @@ def register(subparsers: Any) -> None:
     src.add_argument("--config", metavar="CONFIG.json", help="HF config.json of a Llama-shaped model")
     p.add_argument("--engine", choices=("torch", "vllm"), default="torch", help="what to time (default torch)")
     p.add_argument("--model-dir", metavar="DIR", help="local model directory for --engine vllm")
+    p.add_argument("--vllm-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="keyword for vllm.LLM with --engine vllm (repeatable; VALUE parsed as YAML)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default cpu)")
     p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="default bf16 on cuda, fp32 on cpu")
     p.add_argument("--layers", type=int, metavar="K", help="time K decoder layers and scale to the model's count")
@@ -50,6 +52,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--name", help="profile name (default: derived from model and device)")
     p.add_argument("--out", required=True, metavar="PROFILE.yaml", help="where to write the profile")
     p.set_defaults(func=profile_command)
+
+
+def _vllm_args(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--vllm-arg {item!r}: expected KEY=VALUE")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def profile_command(args: argparse.Namespace) -> int:
@@ -91,7 +105,7 @@ def profile_command(args: argparse.Namespace) -> int:
             if args.engine == "vllm":
                 if not args.model_dir:
                     raise ProfilerError("--engine vllm needs --model-dir (a local model directory)")
-                run = time_vllm(args.model_dir, grid, progress=tick)
+                run = time_vllm(args.model_dir, grid, progress=tick, engine_args=_vllm_args(args.vllm_arg))
             else:
                 if args.config:
                     shape = shape_from_config(Path(args.config))

@@ -149,7 +149,13 @@ class ProfileRun:
 def fit_nonnegative(rows: Sequence[Sequence[float]], times_s: Sequence[float]) -> Fit:
     """Fit times ≈ rows · x with x ≥ 0 (scipy NNLS); residuals on the same points."""
     import numpy as np
-    from scipy.optimize import nnls
+
+    try:
+        from scipy.optimize import nnls
+    except ImportError:
+        raise ProfilerError(
+            "the fit needs scipy in this Python (a vLLM-only environment lacks it: pip install scipy there)"
+        ) from None
 
     a = np.asarray(rows, dtype=np.float64)
     y = np.asarray(times_s, dtype=np.float64)
@@ -336,8 +342,10 @@ def time_vllm(
     grid: Grid,
     decode_steps: int = 16,
     progress: Callable[[str], None] | None = None,
+    engine_args: dict[str, Any] | None = None,
 ) -> ProfileRun:
-    """Time the real vLLM engine on its device (``vllm.LLM``); needs vLLM importable and a local model."""
+    """Time the real vLLM engine on its device (``vllm.LLM``); needs vLLM importable and a local model.
+    ``engine_args`` go to ``vllm.LLM`` (e.g. ``max_model_len``, ``kv_cache_memory_bytes`` on CPU)."""
     try:
         import vllm
     except ImportError:
@@ -346,7 +354,7 @@ def time_vllm(
         ) from None
     cfg_path = Path(model_dir) / "config.json"
     shape = shape_from_config(cfg_path)
-    llm = vllm.LLM(model=model_dir, enforce_eager=False)
+    llm = vllm.LLM(model=model_dir, **(engine_args or {}))
     params_one = vllm.SamplingParams(max_tokens=1, ignore_eos=True, temperature=0.0)
     run = ProfileRun(shape, "vllm-device", "auto", f"vllm {vllm.__version__}", grid)
 
