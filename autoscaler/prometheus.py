@@ -11,6 +11,10 @@ frontend series are absent (11 queries when every deployment has a proxy). Queri
 time (default 4). Measured (bench/bench_tick_1000.py, 1,000 autoscalers, 3,000 pods, ~2x10^5 series, 16-core
 host): 0.46 s per refresh with proxies, 1.08 s from worker histograms alone.
 
+``extra_percentiles`` (the External Metrics API's p50/p90/p99, ``metrics_adapter``) adds TTFT and ITL quantile
+queries of the same grouped shapes, in the same two rounds: one more query per quantile, histogram and group (none
+when a quantile equals the SLO's), whatever the number of autoscalers; ``percentiles(key)`` reads them.
+
 ``pod_load(namespace, pool, pods)`` reads the running requests of a scale-down's candidate pods in ONE query
 (``sum by (pod)`` over a literal alternation of their names, labels ``MetricProfile.pod_label`` /
 ``namespace_label``) for ``controller.kubernetes.io/pod-deletion-cost``: the least-busy pods are removed first.
@@ -379,9 +383,20 @@ def _selector_of(spec: AutoscalerSpec) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(seen.items()))
 
 
-def query_keys(spec: AutoscalerSpec, profiles: Mapping[str, MetricProfile]) -> dict[str, QueryKey]:
-    """The queries one autoscaler needs, by role (a query kind, or ``custom:<signal>``). Raises ValueError
-    (naming the spec field) on an unusable spec."""
+def percentile_role(kind: str, quantile: float) -> str:
+    """The role of an extra percentile query (``extra_percentiles``): ``<kind>@<quantile>``."""
+    return f"{kind}@{quantile!r}"
+
+
+def query_keys(
+    spec: AutoscalerSpec, profiles: Mapping[str, MetricProfile], extra_percentiles: Sequence[float] = ()
+) -> dict[str, QueryKey]:
+    """The queries one autoscaler needs, by role (a query kind, ``<kind>@<quantile>`` for an extra percentile,
+    or ``custom:<signal>``). Raises ValueError (naming the spec field) on an unusable spec.
+
+    ``extra_percentiles`` (e.g. 0.5, 0.9, 0.99 for the External Metrics API) add TTFT and ITL quantile queries of
+    the same shapes as the SLO's: one more query per quantile and group, shared by every autoscaler of the group
+    (and the very query of the SLO when the quantile equals it). ``custom`` sources have no histogram to ask."""
     selector = _selector_of(spec)
     names = tuple(name for name, _ in selector)
     window_s = float(spec.metrics.window_s)
@@ -410,6 +425,11 @@ def query_keys(spec: AutoscalerSpec, profiles: Mapping[str, MetricProfile]) -> d
         keys[FE_ITL_MEAN] = QueryKey(FE_ITL_MEAN, source, names, window_s)
     if spec.metrics.proxy and profile.frontend_requests_counter is not None:
         keys[FE_REQUESTS] = QueryKey(FE_REQUESTS, source, names, window_s)
+    for q in extra_percentiles:
+        _fmt_quantile(q)
+        for kind in (W_TTFT_Q, W_ITL_Q, FE_TTFT_Q, FE_ITL_Q):
+            if kind in keys:
+                keys[percentile_role(kind, q)] = QueryKey(kind, source, names, window_s, quantile=q)
     return keys
 
 
@@ -726,6 +746,26 @@ def assemble_signals(
     )
 
 
+def assemble_percentiles(
+    profile: MetricProfile, ident: tuple[str, ...], results: Mapping[str, Rows], quantiles: Sequence[float]
+) -> dict[str, dict[float, float | None]]:
+    """TTFT and ITL at each of ``quantiles`` for one autoscaler, from the ``percentile_role`` rows: the frontend's
+    when its series exist, else the workers' (prefill + decode worker TTFT for P/D, decode alone when
+    aggregated; decode-worker ITL), exactly as ``assemble_signals`` chooses for the SLO percentile."""
+    pre, dec = profile.prefill_value, profile.decode_value
+    disaggregated = any(
+        _has_pool(results.get(role), ident, pre) for role in (W_TTFT_Q, W_WAITING, W_RUNNING, W_REQUESTS)
+    )
+    out: dict[str, dict[float, float | None]] = {"ttft": {}, "itl": {}}
+    for q in quantiles:
+        fe_exists, fe = _frontend(results.get(percentile_role(FE_TTFT_Q, q)), ident)
+        worker = results.get(percentile_role(W_TTFT_Q, q))
+        out["ttft"][q] = fe if fe_exists else _worker_ttft(worker, ident, pre, dec, disaggregated)
+        fe_exists, fe = _frontend(results.get(percentile_role(FE_ITL_Q, q)), ident)
+        out["itl"][q] = fe if fe_exists else _pool_value(results.get(percentile_role(W_ITL_Q, q)), ident, dec)
+    return out
+
+
 def assemble_custom(
     keys: Mapping[str, QueryKey], ident: tuple[str, ...], results: Mapping[str, Rows], now_s: float
 ) -> Signals:
@@ -773,14 +813,18 @@ class _Plan:
     values_by_key: dict[QueryKey, dict[str, set[str]]]
 
 
-def plan_queries(specs: Mapping[str, AutoscalerSpec], profiles: Mapping[str, MetricProfile]) -> _Plan:
+def plan_queries(
+    specs: Mapping[str, AutoscalerSpec],
+    profiles: Mapping[str, MetricProfile],
+    extra_percentiles: Sequence[float] = (),
+) -> _Plan:
     keys_by_autoscaler: dict[str, dict[str, QueryKey]] = {}
     idents: dict[str, tuple[str, ...]] = {}
     spec_errors: dict[str, str] = {}
     values_by_key: dict[QueryKey, dict[str, set[str]]] = {}
     for name, spec in specs.items():
         try:
-            keys = query_keys(spec, profiles)
+            keys = query_keys(spec, profiles, extra_percentiles)
             selector = _selector_of(spec)
         except ValueError as exc:
             spec_errors[name] = str(exc)
@@ -806,6 +850,7 @@ class PrometheusMetricsSource:
         profiles: Mapping[str, MetricProfile] | None = None,
         max_refresh_age_s: float = 120.0,
         max_concurrency: int = 4,
+        extra_percentiles: Sequence[float] = (),
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"prometheus url must start with http:// or https://, got {url!r}")
@@ -817,6 +862,9 @@ class PrometheusMetricsSource:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
         self.max_concurrency = int(max_concurrency)
+        for q in extra_percentiles:
+            _fmt_quantile(q)
+        self.extra_percentiles = tuple(sorted(set(float(q) for q in extra_percentiles)))
         self.profiles: dict[str, MetricProfile] = dict(BUILTIN_PROFILES)
         if profiles:
             self.profiles.update(profiles)
@@ -836,6 +884,7 @@ class PrometheusMetricsSource:
         self.last_fatal_error: str | None = None  # Prometheus unreachable (timeout, refused, 5xx) in the last refresh
         self._lock = threading.Lock()
         self._signals: dict[str, Signals] = {}
+        self._percentiles: dict[str, dict[str, dict[float, float | None]]] = {}
         self._refreshed_at_s: float | None = None
 
     # -- HTTP ---------------------------------------------------------------------------------------------------
@@ -880,9 +929,10 @@ class PrometheusMetricsSource:
 
         Two rounds, each at most one query per signal and group: first the frontend and pool-load queries, then
         the worker latency histograms, only for autoscalers whose frontend series are absent (the worker
-        histograms are the largest series sets; with a proxy in front of every deployment they are skipped)."""
+        histograms are the largest series sets; with a proxy in front of every deployment they are skipped).
+        With ``extra_percentiles`` the same rounds also fetch those TTFT/ITL quantiles (see ``percentiles``)."""
         started = time.monotonic()
-        plan = plan_queries(specs, self.profiles)
+        plan = plan_queries(specs, self.profiles, self.extra_percentiles)
         run = _Round(self, now_s)
         first = {k: v for k, v in plan.values_by_key.items() if k.kind not in WORKER_LATENCY_KINDS}
         run.execute(first)
@@ -901,7 +951,8 @@ class PrometheusMetricsSource:
                 fe = run.outcomes.get(keys[fe_role]) if fe_role in keys else None
                 if fe is not None and (fe.error or ident in fe.rows):
                     continue  # frontend series exist (or failed: this autoscaler reports that error)
-                for role in worker_roles:
+                extra = tuple(percentile_role(worker_roles[0], q) for q in self.extra_percentiles)
+                for role in (*worker_roles, *extra):
                     key = keys[role]
                     mine[role] = key
                     bucket = second.setdefault(key, {label: set() for label in key.label_names})
@@ -911,6 +962,7 @@ class PrometheusMetricsSource:
         run.execute(second)
 
         signals: dict[str, Signals] = {}
+        percentiles: dict[str, dict[str, dict[float, float | None]]] = {}
         for name, error in plan.spec_errors.items():
             signals[name] = Signals(time_s=now_s, error=error)
         for name, keys in used.items():
@@ -926,13 +978,16 @@ class PrometheusMetricsSource:
                 if spec.metrics.source == CUSTOM:
                     signals[name] = assemble_custom(keys, ident, results, now_s)
                 else:
-                    signals[name] = assemble_signals(
-                        self.profiles[spec.metrics.source], ident, results, now_s
-                    )
+                    profile = self.profiles[spec.metrics.source]
+                    signals[name] = assemble_signals(profile, ident, results, now_s)
+                    if self.extra_percentiles:
+                        percentiles[name] = assemble_percentiles(profile, ident, results, self.extra_percentiles)
             except ValueError as exc:
                 signals[name] = Signals(time_s=now_s, error=str(exc))
+                percentiles.pop(name, None)
         with self._lock:
             self._signals = signals
+            self._percentiles = percentiles
             self._refreshed_at_s = now_s
             self.queries_last_refresh = run.count
             self.query_seconds_last_refresh = tuple(run.timings)
@@ -988,6 +1043,15 @@ class PrometheusMetricsSource:
 
     def view(self, key: str) -> MetricsSource:
         return _View(self, key)
+
+    def percentiles(self, key: str) -> dict[str, dict[float, float | None]]:
+        """``{"ttft": {q: seconds}, "itl": {q: seconds}}`` at ``extra_percentiles`` for autoscaler ``key`` from the
+        last refresh, chosen like ``Signals.ttft_s``/``itl_s`` (frontend series, else the workers'); a missing
+        value is None. Empty when not fetched (no extra percentiles, a ``custom`` source, a failed refresh):
+        read ``signals(key, now_s)`` first for freshness and errors."""
+        with self._lock:
+            found = self._percentiles.get(key, {})
+        return {signal: dict(values) for signal, values in found.items()}
 
     def pod_load(
         self, namespace: str, pool: Pool, pods: Sequence[str], *, profile: str = "vllm", freshness_s: float = 60.0

@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from autoscaler.argtypes import positive_float as _positive
+from autoscaler.argtypes import positive_int as _positive_int
 from autoscaler.controller import Controller, TickResult
 from autoscaler.core.spec import AutoscalerSpec, Mode
 from autoscaler.kube import (
@@ -140,6 +142,7 @@ class Runner:
         policy_factory: Callable[[AutoscalerSpec], Any] = make_policy,
         clock: WallClock | None = None,
         pod_load: PodLoad | None = None,
+        external_metrics: Any = None,
     ) -> None:
         self.options = options
         self.kube = kube
@@ -148,6 +151,8 @@ class Runner:
         self.telemetry = telemetry
         self.policy_factory = policy_factory
         self.pod_load = pod_load  # per-pod load for pod-deletion-cost on scale-down; None: not marked
+        # --serve-external-metrics: a metrics_adapter.refresh.ControllerFeed (record per autoscaler, publish per pass)
+        self.external_metrics = external_metrics
         self.clock = clock or WallClock()
         self.events = EventRecorder(kube, options.identity)
         self.managed: dict[str, _Managed] = {}
@@ -200,6 +205,8 @@ class Runner:
                 del self.managed[key]
                 if self.telemetry is not None:
                     self.telemetry.forget(key)
+        if self.external_metrics is not None:
+            self.external_metrics.publish()
         stats.target_lists = cache.lists
         stats.reports = reports
         stats.duration_s = time.monotonic() - started
@@ -249,6 +256,8 @@ class Runner:
                 if _condition(obj, "ScalingActive").get("message") != obj.error:
                     self.events.emit(obj, "Warning", "InvalidSpec", obj.error or "invalid spec")
                 self._write_status(obj, build_status(obj, result=None))
+            if self.external_metrics is not None:
+                self.external_metrics.record(obj, None, obj.error)
             return report
 
         managed = self._managed_for(obj)
@@ -306,6 +315,8 @@ class Runner:
             self._write_status(obj, status)
         if self.telemetry is not None:
             self.telemetry.update(obj.key, result, error, spec=obj.spec)
+        if self.external_metrics is not None:
+            self.external_metrics.record(obj, result, error)
         return report
 
     def _write_status(self, obj: AutoscalerObject, status: Mapping[str, Any]) -> None:
@@ -394,8 +405,10 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except Exception as exc:
         print(f"pdscale run: cannot load Kubernetes config: {exc}", file=sys.stderr)
         return 2
+    serve_external = getattr(args, "serve_external_metrics", False)
     try:
-        metrics = PrometheusMetricsSource(options.prometheus_url, timeout_s=options.prometheus_timeout_s)
+        metrics = PrometheusMetricsSource(options.prometheus_url, timeout_s=options.prometheus_timeout_s,
+                                          extra_percentiles=_external_quantiles() if serve_external else ())
     except ValueError as exc:
         print(f"pdscale run: --prometheus-url: {exc}", file=sys.stderr)
         return 2
@@ -417,13 +430,33 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except RuntimeError as exc:
         print(f"pdscale run: {exc}", file=sys.stderr)
         return 2
+    feed = server = None
+    if serve_external:  # the External Metrics API from this process's own ticks (metrics_adapter.refresh)
+        from metrics_adapter.command import start_embedded
+
+        try:
+            feed, server = start_embedded(args, kube, metrics, telemetry, options.tick_s)
+        except (ValueError, RuntimeError) as exc:
+            print(f"pdscale run: --serve-external-metrics: {exc}", file=sys.stderr)
+            if telemetry is not None:
+                telemetry.close()
+            return 2
     # pod-deletion-cost on Deployment scale-down: the least-busy pods (running requests, one query) go first
-    runner = Runner(options, kube, metrics, elector=elector, telemetry=telemetry, pod_load=metrics.pod_load)
+    runner = Runner(options, kube, metrics, elector=elector, telemetry=telemetry, pod_load=metrics.pod_load,
+                    external_metrics=feed)
     try:
         return _run(runner, options, elector, out)
     finally:
         if telemetry is not None:
             telemetry.close()
+        if server is not None:
+            server.stop()
+
+
+def _external_quantiles() -> tuple[float, ...]:
+    from metrics_adapter.provider import QUANTILES
+
+    return QUANTILES
 
 
 def _run(runner: Runner, options: RunOptions, elector: LeaderElector | None, out: TextIO) -> int:
@@ -492,24 +525,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--status-refresh-s", type=_positive, default=60.0, metavar="S",
                    help="re-write observed values and policy state in status at most this often; replica, reason "
                    "and condition changes are written at once (60)")
+    p.add_argument("--serve-external-metrics", action="store_true",
+                   help="also serve external.metrics.k8s.io from this process's ticks (one replica; see README)")
+    from metrics_adapter.command import add_serving_args
+
+    add_serving_args(p, title="external metrics API (with --serve-external-metrics)")
     p.set_defaults(func=run_command)
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value

@@ -13,7 +13,6 @@ Missing observations are removed from the gauges rather than set to 0 or NaN: a 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
@@ -35,6 +34,7 @@ from prometheus_client import (
 from autoscaler.controller import TickResult
 from autoscaler.core.spec import AutoscalerSpec
 from autoscaler.core.types import Pool
+from autoscaler.threaded_server import ThreadedServer
 
 TICK_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 _POOLS = (Pool.PREFILL, Pool.DECODE)
@@ -75,6 +75,13 @@ class ControllerTelemetry:
             "pdscale_observed_latency_seconds",
             "Observed latency at the SLO percentile (signal: ttft|itl); absent when missing.",
             ["autoscaler", "signal"],
+            registry=r,
+        )
+        self.observed_quantiles = Gauge(
+            "pdscale_observed_latency_quantile_seconds",
+            "Observed latency at fixed quantiles (signal: ttft|itl; with --serve-external-metrics); absent when "
+            "missing.",
+            ["autoscaler", "signal", "quantile"],
             registry=r,
         )
         self.target_latency = Gauge(
@@ -161,6 +168,18 @@ class ControllerTelemetry:
         elif error:
             self.record_error("tick", error)
 
+    def observe_quantiles(self, key: str, values: Mapping[str, Mapping[float, float | None]]) -> None:
+        """Latency at fixed quantiles (``{"ttft": {0.5: s, ...}, "itl": {...}}``): for KEDA's Prometheus scaler and
+        dashboards where another backend owns external.metrics.k8s.io. A missing value removes the series."""
+        for signal, by_quantile in values.items():
+            for q, value in by_quantile.items():
+                labels = (key, signal, f"{q:g}")
+                if value is None:
+                    self.observed_quantiles.remove(*labels)
+                else:
+                    self.observed_quantiles.labels(*labels).set(value)
+                    self._remember(key, ("quantile", *labels[1:]))
+
     def record_error(self, kind: str, message: str = "") -> None:
         self.errors.labels(kind).inc()
         with self._lock:
@@ -191,6 +210,8 @@ class ControllerTelemetry:
                     gauge.remove(key, item[1])
             elif item[0] == "target":
                 self.target_latency.remove(key, item[1], item[2])
+            elif item[0] == "quantile":
+                self.observed_quantiles.remove(key, item[1], item[2])
         for name in ("ttft", "itl"):
             self.observed_latency.remove(key, name)
         self.observed_request_rate.remove(key)
@@ -242,57 +263,12 @@ def make_app(telemetry: ControllerTelemetry) -> web.Application:
     return app
 
 
-class TelemetryServer:
+class TelemetryServer(ThreadedServer):
     """``make_app`` served on its own event loop in a daemon thread. ``port=0`` picks a free port."""
 
     def __init__(self, telemetry: ControllerTelemetry, *, host: str = "0.0.0.0", port: int = 0) -> None:
+        super().__init__(lambda: make_app(telemetry), host=host, port=port, name="pdscale-telemetry")
         self.telemetry = telemetry
-        self.host = host
-        self.port = port
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self, timeout_s: float = 10.0) -> TelemetryServer:
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                runner = web.AppRunner(make_app(self.telemetry), access_log=None)
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, self.host, self.port)
-                loop.run_until_complete(site.start())
-                self._runner = runner
-                if runner.addresses:  # the bound address tells the port chosen for port=0
-                    self.port = int(runner.addresses[0][1])
-            except BaseException as exc:  # reported to start()'s caller
-                failure.append(exc)
-                started.set()
-                loop.close()
-                return
-            started.set()
-            loop.run_forever()
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="pdscale-telemetry", daemon=True)
-        self._thread.start()
-        if not started.wait(timeout_s):
-            raise RuntimeError(f"telemetry server on {self.host}:{self.port} did not start in {timeout_s} s")
-        if failure:
-            raise RuntimeError(f"telemetry server on {self.host}:{self.port}: {failure[0]}") from failure[0]
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is not None and thread is not None and thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10.0)
-        self._thread = None
 
 
 # -- logging ------------------------------------------------------------------------------------------------------

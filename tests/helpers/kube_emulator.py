@@ -19,6 +19,12 @@ discovery documents and its WATCH streams for everything else:
 - faults injected on chosen requests: an HTTP status (409, 500, ...) or a delay (a client timeout).
 - ``auto_ready``: a stand-in for the workload controllers, which makes every replica ready at once when
   ``spec.replicas`` changes (tests that need starting pods turn it off and set ``status`` themselves).
+- delegated authentication and authorization, for aggregated API servers (the External Metrics adapter):
+  ``TokenReview`` (POST ``authentication.k8s.io/v1/tokenreviews``) answers from ``tokens`` (token -> user info),
+  ``SubjectAccessReview`` (POST ``authorization.k8s.io/v1/subjectaccessreviews``) from ``access_rules`` (RBAC-like
+  grants, see ``AccessRule``; nothing is allowed unless a rule says so). Both are answered, never stored, and
+  appear in the request log like any other call. ConfigMaps are ordinary objects (``v1/configmaps``), e.g.
+  ``kube-system/extension-apiserver-authentication``.
 
 Two ways to run it:
 
@@ -61,7 +67,11 @@ RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "v1/events": ("Event", True, ()),
     "v1/pods": ("Pod", True, ("status",)),
     "pdscale.io/v1alpha1/disaggregatedautoscalers": ("DisaggregatedAutoscaler", True, ("status",)),
+    "v1/configmaps": ("ConfigMap", True, ()),
+    "authentication.k8s.io/v1/tokenreviews": ("TokenReview", False, ()),
+    "authorization.k8s.io/v1/subjectaccessreviews": ("SubjectAccessReview", False, ()),
 }
+REVIEWS = frozenset({"tokenreviews", "subjectaccessreviews"})
 CR = "pdscale.io/v1alpha1/disaggregatedautoscalers"
 
 
@@ -78,6 +88,40 @@ class Fault:
 
     def matches(self, method: str, path: str) -> bool:
         return self.hits < self.times and self.method.upper() == method.upper() and bool(re.search(self.path, path))
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """One grant for the emulated SubjectAccessReview: ``users`` or ``groups`` may do ``verbs`` on ``resources`` of
+    ``api_groups`` in ``namespaces`` (``"*"`` matches anything), or GET the ``non_resource_urls`` (a trailing ``*``
+    matches a prefix), like an RBAC rule bound to those subjects."""
+
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ("*",)
+    api_groups: tuple[str, ...] = ("*",)
+    resources: tuple[str, ...] = ("*",)
+    namespaces: tuple[str, ...] = ("*",)
+    non_resource_urls: tuple[str, ...] = ()
+
+    def allows(self, spec: Mapping[str, Any]) -> bool:
+        if spec.get("user") not in self.users and not set(spec.get("groups") or ()) & set(self.groups):
+            return False
+        res = spec.get("resourceAttributes")
+        if res is not None:
+            return (
+                _any(self.verbs, res.get("verb")) and _any(self.api_groups, res.get("group", ""))
+                and _any(self.resources, res.get("resource")) and _any(self.namespaces, res.get("namespace", ""))
+            )  # fmt: skip
+        path = (spec.get("nonResourceAttributes") or {}).get("path", "")
+        verb = (spec.get("nonResourceAttributes") or {}).get("verb")
+        return _any(self.verbs, verb) and any(
+            path == u or (u.endswith("*") and path.startswith(u[:-1])) for u in self.non_resource_urls
+        )
+
+
+def _any(allowed: tuple[str, ...], value: Any) -> bool:
+    return "*" in allowed or value in allowed
 
 
 def _now_iso() -> str:
@@ -156,6 +200,8 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
     faults: list[Fault] = attrs.field(factory=list)
     served: list[tuple[str, str]] = attrs.field(factory=list)  # (method, path) of every request
     busy_s: float = 0.0  # wall time spent inside the request hook (server-side cost, for benchmarks)
+    tokens: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # bearer token -> TokenReview status.user
+    access_rules: list[AccessRule] = attrs.field(factory=list)  # what SubjectAccessReview allows
     _rv: int = attrs.field(default=1000, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -272,6 +318,8 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
         if res is None or res.plural is None or res.group is None:
             return await super()._handle(request)
         res = kmock.resource(res.group, res.version, res.plural)
+        if res.plural in REVIEWS and method == "POST":
+            return aiohttp.web.json_response(self._review(res.plural, request.data), status=201)
         ns, name, sub = request.namespace, request.name, request.subresource
         async with self._lock:
             if (name is not None and sub in ("scale", "status")) or method == "PUT" or request.action in (
@@ -292,6 +340,20 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
                     {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)}, "items": items}
                 )
         return await super()._handle(request)
+
+    def _review(self, plural: str, body: Any) -> dict[str, Any]:
+        """TokenReview / SubjectAccessReview answered from ``tokens`` / ``access_rules``."""
+        review = copy.deepcopy(body) if isinstance(body, dict) else {}
+        spec = review.get("spec") or {}
+        if plural == "tokenreviews":
+            user = self.tokens.get(spec.get("token", ""))
+            review["status"] = {"authenticated": True, "user": copy.deepcopy(user)} if user else {
+                "authenticated": False, "error": "invalid bearer token"}
+        else:
+            allowed = any(rule.allows(spec) for rule in self.access_rules)
+            review["status"] = {"allowed": allowed, "reason": "allowed by an emulator access rule" if allowed
+                                else "no emulator access rule allows it"}  # fmt: skip
+        return review
 
     async def _mutate_or_read(
         self, res: kmock.resource, ns: str | None, name: str | None, sub: str | None, method: str, body: Any
@@ -446,6 +508,24 @@ class KubeEmulator:
 
     def clear_faults(self) -> None:
         self._loop.call_soon_threadsafe(self.handler.faults.clear)
+
+    # ---- delegated authentication and authorization ----
+    def add_token(self, token: str, username: str, groups: tuple[str, ...] = (), uid: str = "") -> None:
+        """Make ``token`` authenticate as ``username`` in TokenReview."""
+        user = {"username": username, "uid": uid or f"uid-{username}", "groups": list(groups)}
+
+        async def go() -> None:
+            self.handler.tokens[token] = user
+
+        self._call(go())
+
+    def allow(self, rule: AccessRule) -> None:
+        """Add a grant to what SubjectAccessReview allows."""
+
+        async def go() -> None:
+            self.handler.access_rules.append(rule)
+
+        self._call(go())
 
     def kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         """Write a kubeconfig pointing at this emulator (plain HTTP, a dummy token)."""
