@@ -10,16 +10,31 @@ scales), and the fast mode's records on that prefix are compared with the refere
 
 Numbers, not pass/fail: one core; rates per CPU second of this process (fair on a shared machine) and per
 wall-clock second.
+
+Side by side with another checkout (e.g. main before a change: ``git worktree add --detach ../base main``):
+
+    .venv/bin/python bench/bench_sim_speed.py --compare-with ../base [--repeats 5]
+
+runs the fast replay alternately with the other checkout's ``sim`` and this one's, each in a fresh interpreter,
+prints each side's median req/CPU-s and their ratio, and checks that both produce the same records.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+if "--child-root" in sys.argv:  # compare mode's child: import sim/ and autoscaler/ from the checkout named
+    sys.path.insert(0, sys.argv[sys.argv.index("--child-root") + 1])
 
 from autoscaler.profiles import load_profile
 from sim.engine import Engine, EngineConfig
@@ -54,6 +69,55 @@ def timed_run(w: Workload, cfg: EngineConfig, instances: int) -> tuple[Engine, f
     return e, time.perf_counter() - t0, time.process_time() - c0
 
 
+def records_digest(e: Engine) -> str:
+    r = e.records()
+    h = hashlib.sha256()
+    for f in ("arrival_s", "prefill_start_s", "prefill_end_s", "kv_ready_s", "first_token_s", "last_token_s",
+              "itl_max_s", "prefill_pod", "decode_pod", "preemptions", "finished"):  # fmt: skip
+        h.update(np.ascontiguousarray(getattr(r, f)).tobytes())
+    return h.hexdigest()
+
+
+def child(args: argparse.Namespace, w: Workload) -> None:
+    """One timed fast run; prints JSON for the parent."""
+    e, wall, cpu = timed_run(w, EngineConfig(load_profile(args.profile)), args.instances)
+    print(json.dumps({"cpu_s": cpu, "wall_s": wall, "requests": len(w), "digest": records_digest(e)}))
+
+
+def compare(args: argparse.Namespace, n_requests: int) -> None:
+    """Alternate runs of the other checkout and this one; medians and ratio of req/CPU-s."""
+    this_root = Path(__file__).resolve().parents[1]
+    sides = {"baseline": args.compare_with.resolve(), "this": this_root}
+    argv = [a for a in sys.argv[1:]]
+    i = argv.index("--compare-with")
+    del argv[i : i + 2]
+    rates: dict[str, list[float]] = {k: [] for k in sides}
+    digests: dict[str, set[str]] = {k: set() for k in sides}
+    print(f"{len(sides) * args.repeats} runs of {n_requests} requests, alternating "
+          f"(baseline = {sides['baseline']}, this = {this_root})", flush=True)  # fmt: skip
+    for rep in range(args.repeats):
+        for name, root in sides.items():
+            env = dict(os.environ, PYTHONPATH=str(root))
+            out = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), *argv, "--child-root", str(root)],
+                env=env, check=True, capture_output=True, text=True,
+            )  # fmt: skip
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            rates[name].append(res["requests"] / res["cpu_s"])
+            digests[name].add(res["digest"])
+            print(f"  run {rep + 1} {name:<8} {rates[name][-1]:>9,.0f} req/CPU-s ({res['cpu_s']:.2f} CPU s)", flush=True)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    best = {k: max(v) for k, v in rates.items()}
+    same = digests["baseline"] == digests["this"] and len(digests["this"]) == 1
+    for k in sides:
+        print(f"{k:<10} {med[k]:>9,.0f} req/CPU-s median of {args.repeats}, best {best[k]:,.0f}")
+    print(f"ratio      {med['this'] / med['baseline']:>9.3f} median, {best['this'] / best['baseline']:.3f} best "
+          "(this / baseline; > 1 is faster)")  # fmt: skip
+    print(f"records    {'identical' if same else 'DIFFER'} (sha256 of the per-request records)")
+    if not same:
+        sys.exit(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trace", type=Path, default=TRACE)
@@ -66,11 +130,20 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=0, help="limit the fast run to a prefix (0 = all)")
     ap.add_argument("--reference-requests", type=int, default=10_000)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--compare-with", type=Path, metavar="CHECKOUT", help="time this checkout's engine against it")
+    ap.add_argument("--repeats", type=int, default=5, help="runs per side with --compare-with")
+    ap.add_argument("--child-root", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     w = synthetic(args.rate_scale) if args.synthetic else tiled_trace(args.trace, args.rate_scale)
     if args.requests:
         w = prefix(w, args.requests)
+    if args.child_root is not None:
+        child(args, w)
+        return
+    if args.compare_with is not None:
+        compare(args, len(w))
+        return
     profile = load_profile(args.profile)
     fast_cfg = EngineConfig(profile)
     ref_cfg = EngineConfig(profile, reference=True)
