@@ -75,7 +75,7 @@ def pdscale_sim(isl: int, osl: int, batch: int) -> dict[str, float]:
     spec = parse_closed_loop(
         f"closed:users={batch},requests={batch * 6},prompt=const({isl}),output=const({osl})", seed=0
     )
-    run = run_closed_loop(spec, lambda w: Engine(w, cfg, 0, 1), p.host)
+    run = run_closed_loop(spec, lambda w: Engine(w, cfg, 0, 1))
     return {"ttft_s": float(np.mean(run.ttft_s)), "tpot_s": float(np.nanmean(run.tpot_s))}
 
 

@@ -3,9 +3,9 @@
 The engine (``sim.engine``) simulates the vLLM engine's steps. Two things happen outside it, on the host:
 
 * ``HostOverheads`` (BLIS's α terms, ``autoscaler.core.latency``): a request reaches the engine's queue
-  α0 + α1·prompt after the client sent it, and the client sees every token α2 later per token than the engine
-  emitted it (first token + α2, each gap + α2; never on the engine clock). ``run_open`` shifts the arrivals into
-  the engine and maps the records back to client times.
+  α0 + α1·prompt after the client sent it (the engine applies this), and the client sees every token α2 later per
+  token than the engine emitted it (first token + α2, each gap + α2; never on the engine clock): ``run_open`` adds
+  that to the records.
 * A closed loop (``ClosedLoopSpec``: ``vllm bench serve --max-concurrency N``): request j leaves when the
   (j − N)-th earliest client-side completion happens. Send times depend on completions, which depend on send
   times; ``run_closed_loop`` solves that exactly by fixed-point iteration over whole engine runs: simulate with the
@@ -17,12 +17,11 @@ The engine (``sim.engine``) simulates the vLLM engine's steps. Two things happen
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from autoscaler.core.latency import HostOverheads
-from sim.engine import Engine, RequestRecords
+from sim.engine import Engine
 from sim.workload import ClosedLoopSpec, Workload
 
 EngineFactory = Callable[[Workload], Engine]
@@ -43,7 +42,6 @@ class ClientRun:
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     engine: Engine
-    engine_order: np.ndarray  # engine workload index of each request
     iterations: int = 1
 
     @property
@@ -62,57 +60,36 @@ class ClientRun:
             return np.where(gaps > 0, (self.last_token_s - self.first_token_s) / gaps, np.nan)
 
 
-def run_open(workload: Workload, make_engine: EngineFactory, host: HostOverheads) -> ClientRun:
-    """Replay an open-loop workload (send times fixed) through a fresh engine, with host overheads applied."""
-    send = np.asarray(workload.arrival_s, dtype=np.float64)
-    prompt = np.asarray(workload.prompt_tokens, dtype=np.int64)
-    output = np.asarray(workload.output_tokens, dtype=np.int64)
-    at_engine = send + host.admission_delay_s(prompt.astype(np.float64))
-    order = np.argsort(at_engine, kind="stable")  # engine index k holds request order[k]
-    engine_wl = Workload(workload.name, at_engine[order], prompt[order], output[order], workload.horizon_s)
-    engine = make_engine(engine_wl)
+def run_open(workload: Workload, make_engine: EngineFactory) -> ClientRun:
+    """Replay an open-loop workload (send times fixed) through a fresh engine; client view with its profile's
+    host overheads (the engine itself delays dispatch by α0 + α1·prompt; α2 is added here per token)."""
+    engine = make_engine(workload)
     engine.finish()
     rec = engine.records()
     if not rec.finished.all():
         missing = int(np.flatnonzero(~rec.finished)[0])
-        raise ClosedLoopError(f"workload {workload.name!r}: request {int(order[missing])} never finished")
-    where = np.empty_like(order)
-    where[order] = np.arange(order.size)
-    return _client_view(workload.name, send, prompt, output, rec, where, engine, host)
+        raise ClosedLoopError(f"workload {workload.name!r}: request {missing} never finished")
+    host = engine.profile.host
+    output = np.asarray(workload.output_tokens, dtype=np.int64)
+    return ClientRun(
+        workload.name, np.asarray(workload.arrival_s, dtype=np.float64),
+        rec.first_token_s + host.output_token_s,  # α2 on the first token ...
+        rec.last_token_s + host.output_token_s * output,  # ... and on every gap after it (BLIS)
+        np.asarray(workload.prompt_tokens, dtype=np.int64), output, engine,
+    )  # fmt: skip
 
 
-def _client_view(
-    name: str,
-    send: np.ndarray,
-    prompt: np.ndarray,
-    output: np.ndarray,
-    rec: RequestRecords,
-    where: np.ndarray,
-    engine: Engine,
-    host: HostOverheads,
-    iterations: int = 1,
-) -> ClientRun:
-    first = rec.first_token_s[where] + host.output_token_s
-    last = rec.last_token_s[where] + host.output_token_s * output
-    return ClientRun(name, send, first, last, prompt, output, engine, where, iterations)
-
-
-def run_closed_loop(
-    spec: ClosedLoopSpec, make_engine: EngineFactory, host: HostOverheads, max_iterations: int | None = None
-) -> ClientRun:
+def run_closed_loop(spec: ClosedLoopSpec, make_engine: EngineFactory, max_iterations: int | None = None) -> ClientRun:
     """Run ``spec`` to its exact closed-loop fixed point (see the module docstring)."""
     n = spec.requests
     limit = max_iterations if max_iterations is not None else 2 * (n // spec.users) + 20
     workload_of = _workload_maker(spec)
     send = np.zeros(n, dtype=np.float64)  # first guess: everything leaves at once
     for iteration in range(1, limit + 1):
-        run = run_open(workload_of(send), make_engine, host)
+        run = run_open(workload_of(send), make_engine)
         nxt = spec.arrivals_from_completions(run.last_token_s)
         if np.array_equal(nxt, send):
-            return ClientRun(
-                spec.name, run.arrival_s, run.first_token_s, run.last_token_s, run.prompt_tokens,
-                run.output_tokens, run.engine, run.engine_order, iteration,
-            )  # fmt: skip
+            return replace(run, name=spec.name, iterations=iteration)
         send = nxt
     raise ClosedLoopError(
         f"closed-loop workload {spec.name!r}: send times still changing after {limit} engine runs"

@@ -119,6 +119,8 @@ def _row(path: Path, index: int, raw: object) -> Row:
 # ------------------------------------------------------------------ replay
 def simulate_row(row: Row, seed: int = 0) -> dict[str, float]:
     """Replay a covered row; returns the simulated value of every metric the row publishes."""
+    from dataclasses import replace
+
     import numpy as np
 
     from autoscaler.core.latency import NO_HOST_OVERHEADS
@@ -131,7 +133,8 @@ def simulate_row(row: Row, seed: int = 0) -> dict[str, float]:
         raise ValueError(f"row {row.id!r} is not covered: {row.not_covered}")
     profile = load_profile(row.profile)
     w = row.workload
-    host = profile.host if w.get("frontend", True) else NO_HOST_OVERHEADS
+    if not w.get("frontend", True):  # offline (vLLM's LLM class): no server, so no host overheads
+        profile = replace(profile, host=NO_HOST_OVERHEADS)
     config = EngineConfig(profile, mode="agg", router="round-robin", record_itl_gaps=False, seed=seed)
 
     def make(workload: Workload) -> Engine:
@@ -142,11 +145,11 @@ def simulate_row(row: Row, seed: int = 0) -> dict[str, float]:
         n = _positive_int(row, w, "requests")
         prompt = np.full(n, _positive_int(row, w, "prompt_tokens"), dtype=np.int64)
         output = np.full(n, _positive_int(row, w, "output_tokens"), dtype=np.int64)
-        run = run_open(Workload(row.id, np.zeros(n), prompt, output), make, host)
+        run = run_open(Workload(row.id, np.zeros(n), prompt, output), make)
     elif kind == "closed":
-        run = run_closed_loop(parse_closed_loop(_text(row, w, "spec"), seed=seed), make, host)
+        run = run_closed_loop(parse_closed_loop(_text(row, w, "spec"), seed=seed), make)
     else:
-        run = run_open(generate(_text(row, w, "spec"), seed=seed), make, host)
+        run = run_open(generate(_text(row, w, "spec"), seed=seed), make)
     tpot = run.tpot_s[np.isfinite(run.tpot_s)]
     gaps = np.maximum(run.output_tokens - 1, 0)
     values = {

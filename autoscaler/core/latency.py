@@ -103,7 +103,7 @@ class HostOverheads:
         return self.request_s == 0 and self.request_per_prompt_token_s == 0 and self.output_token_s == 0
 
     def admission_delay_s(self, prompt_tokens: float) -> float:
-        """Arrival -> engine waiting queue (α0 + α1·L_in). Works elementwise on numpy arrays too."""
+        """Arrival -> engine waiting queue (α0 + α1·L_in)."""
         return self.request_s + self.request_per_prompt_token_s * prompt_tokens
 
     def first_token_delay_s(self, prompt_tokens: float) -> float:
@@ -374,7 +374,8 @@ def scale_profile(profile: LatencyProfile, factor: float) -> LatencyProfile:
     """The profile with every modelled step duration multiplied by ``factor`` (< 1: a compressed-time live run).
 
     Emulated workers and the simulator given the same scaled profile run the same model, so a compressed live run
-    and its simulated twin stay comparable. Engine limits and KV sizes are unchanged. The P/D KV transfer time is a
+    and its simulated twin stay comparable; the host overheads (α terms) scale with the steps. Engine limits and
+    KV sizes are unchanged. The P/D KV transfer time is a
     property of the link, not the profile: scale it with ``KvLink.scaled(factor)``.
     """
     return replace(
@@ -382,6 +383,11 @@ def scale_profile(profile: LatencyProfile, factor: float) -> LatencyProfile:
         name=f"{profile.name}@x{factor:g}",
         source=f"{profile.source} (every step time x {factor:g})",
         step=scale_step_model(profile.step, factor),
+        host=HostOverheads(
+            profile.host.request_s * factor,
+            profile.host.request_per_prompt_token_s * factor,
+            profile.host.output_token_s * factor,
+        ),  # host work is modelled time too: a compressed run compresses it with the steps
     )
 
 

@@ -20,8 +20,10 @@ from sim.workload import SpecError, Workload, generate, parse_closed_loop
 PROFILE = load_profile("llama-3.1-8b-h100-tp1")
 
 
-def _engine(profile=PROFILE):  # type: ignore[no-untyped-def]
-    cfg = EngineConfig(profile, mode="agg", router="round-robin")
+def _engine(profile=PROFILE, host=None):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    cfg = EngineConfig(profile if host is None else replace(profile, host=host), mode="agg", router="round-robin")
     return lambda w: Engine(w, cfg, 0, 1)
 
 
@@ -93,7 +95,7 @@ def test_data_file_default_is_the_shipped_one() -> None:
 # ------------------------------------------------------------------ closed loop
 def test_closed_loop_is_the_semaphore_fixed_point() -> None:
     spec = parse_closed_loop("closed:users=4,requests=40,prompt=lognormal(500,0.5),output=exp(60)", seed=3)
-    run = run_closed_loop(spec, _engine(), PROFILE.host)
+    run = run_closed_loop(spec, _engine())
     assert np.array_equal(run.arrival_s, spec.arrivals_from_completions(run.last_token_s))
     # never more than `users` requests in flight
     events = sorted([(t, 1) for t in run.arrival_s] + [(t, -1) for t in run.last_token_s], key=lambda e: (e[0], e[1]))
@@ -107,7 +109,7 @@ def test_closed_loop_is_the_semaphore_fixed_point() -> None:
 
 def test_one_user_sends_each_request_when_the_last_one_ends_plus_think() -> None:
     spec = parse_closed_loop("closed:users=1,requests=5,think_s=0.5,prompt=const(100),output=const(10)", seed=0)
-    run = run_closed_loop(spec, _engine(), HostOverheads())
+    run = run_closed_loop(spec, _engine(host=HostOverheads()))
     assert run.arrival_s[1:] == pytest.approx(run.last_token_s[:-1] + 0.5)
     # alone, every request sees the same latency
     assert np.ptp(run.e2e_s) == pytest.approx(0.0, abs=1e-9)
@@ -130,9 +132,9 @@ def test_open_loop_generator_rejects_a_closed_stream() -> None:
 # ------------------------------------------------------------------ host overheads (BLIS alpha semantics)
 def test_host_overheads_shift_ttft_and_add_alpha2_per_token() -> None:
     w = Workload("one", np.zeros(1), np.array([1000]), np.array([50]))
-    plain = run_open(w, _engine(), HostOverheads())
+    plain = run_open(w, _engine(host=HostOverheads()))
     host = HostOverheads(request_s=0.01, request_per_prompt_token_s=2e-6, output_token_s=0.003)
-    shifted = run_open(w, _engine(), host)
+    shifted = run_open(w, _engine(host=host))
     assert shifted.ttft_s[0] == pytest.approx(plain.ttft_s[0] + 0.01 + 2e-6 * 1000 + 0.003)
     assert shifted.e2e_s[0] == pytest.approx(plain.e2e_s[0] + 0.01 + 2e-6 * 1000 + 50 * 0.003)
     assert shifted.tpot_s[0] == pytest.approx(plain.tpot_s[0] + 0.003)
@@ -141,9 +143,10 @@ def test_host_overheads_shift_ttft_and_add_alpha2_per_token() -> None:
 def test_admission_delay_reorders_arrivals_but_not_the_records() -> None:
     # the long prompt is sent first but reaches the engine after the short one (alpha1 per prompt token)
     w = Workload("two", np.array([0.0, 0.001]), np.array([8000, 10]), np.array([5, 5]))
-    run = run_open(w, _engine(), HostOverheads(request_per_prompt_token_s=1e-5))
+    run = run_open(w, _engine(host=HostOverheads(request_per_prompt_token_s=1e-5)))
     assert list(run.prompt_tokens) == [8000, 10]
-    assert run.engine_order[0] == 1 and run.engine_order[1] == 0
+    rec = run.engine.records()
+    assert rec.prefill_start_s[1] < rec.prefill_start_s[0]  # the short prompt got through first
 
 
 def test_profile_host_block_is_validated() -> None:
@@ -155,3 +158,25 @@ def test_profile_host_block_is_validated() -> None:
         parse_profile({**doc, "host": {"output_token_s": -1.0}}, "x")
     with pytest.raises(ValueError, match="finite"):
         HostOverheads(request_s=float("nan"))
+
+
+def test_engine_applies_host_overheads_same_in_fast_and_reference_mode() -> None:
+    from dataclasses import replace
+
+    host = HostOverheads(request_s=0.005, request_per_prompt_token_s=2e-5, output_token_s=0.002)
+    profile = replace(PROFILE, host=host)
+    w = generate("poisson:rate=30,duration=20,prompt=lognormal(1500,0.8),output=exp(80)", seed=4)
+    runs = []
+    for reference in (False, True):
+        e = Engine(w, EngineConfig(profile, mode="agg", router="round-robin", reference=reference), 0, 2)
+        e.finish()
+        runs.append((e.records(), e.proxy))
+    (fast, px), (ref, _) = runs
+    # equal up to float rounding of closed-form vs step-by-step sums (as tests/sim/test_engine.py compares them)
+    np.testing.assert_allclose(fast.first_token_s, ref.first_token_s, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fast.last_token_s, ref.last_token_s, rtol=0, atol=1e-9)
+    # nothing starts before it got through the host: prefill_start >= arrival + α0 + α1·prompt
+    delay = host.request_s + host.request_per_prompt_token_s * fast.prompt_tokens.astype(float)
+    assert np.all(fast.prefill_start_s >= fast.arrival_s + delay - 1e-12)
+    # the proxy's TTFT is the client's: first token − client arrival + α2
+    assert px.ttft.sum == pytest.approx(float(np.sum(fast.first_token_s - fast.arrival_s)) + len(w) * 0.002)
