@@ -5,12 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports pytest prometheus vllm aiperf clean bench-dynamo bench-speed
+.PHONY: demo test lint typecheck imports pytest prometheus vllm aiperf clean bench-dynamo bench-speed bench-aic-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,profile]'
 	touch $(STAMP)
 
 prometheus:
@@ -56,6 +56,13 @@ bench-dynamo: $(DYNAMO_STAMP)
 
 bench-speed: $(STAMP) $(DYNAMO_STAMP)
 	$(BIN)/python bench/bench_sim_speed.py --dynamo-python $(VENV_DYNAMO)/bin/python $(BENCH_ARGS)
+
+# AIConfigurator for bench/bench_vs_aiconfigurator.py only: its own environment, never the product's install.
+bench-aic-venv: .venv-aic/.installed
+.venv-aic/.installed:
+	$(PYTHON) -m venv .venv-aic
+	.venv-aic/bin/python -m pip install --quiet 'aiconfigurator==0.12.0'
+	touch .venv-aic/.installed
 
 clean:
 	rm -rf $(VENV) $(VENV_DYNAMO) build *.egg-info .mypy_cache .pytest_cache .ruff_cache .venv-vllm .cache/pdscale
