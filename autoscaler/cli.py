@@ -51,6 +51,18 @@ COMMANDS: dict[str, Command] = {
         "serve pdscale's metrics and recommendations on external.metrics.k8s.io (for HPA and KEDA)",
     ),
     "profiles": Command("autoscaler.profiles_cli", "list or show latency profiles"),
+    "profile": Command(
+        "workers.profile_cli", "measure prefill/decode step times on this machine and write a latency profile"
+    ),
+    "worker": Command("workers.worker_cli", "emulated vLLM worker (OpenAI API, vLLM metrics, P/D roles) or real vLLM"),
+    "proxy": Command(
+        "workers.proxy_cli",
+        "prefill/decode proxy (vLLM's two-step P/D protocol) exporting user-visible TTFT/ITL histograms",
+    ),
+    "loadgen": Command(
+        "workers.loadgen_cli",
+        "replay a trace, generator or closed loop against an OpenAI-compatible server (vllm bench-style report)",
+    ),
 }
 
 

@@ -62,6 +62,9 @@ def register(subparsers: Any) -> None:
     )
     run.set_defaults(func=run_command)
     validate_cli.register_validate(sim_sub)
+    from sim.fidelity import register_fidelity  # light: its work is imported by its handler
+
+    register_fidelity(sim_sub)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:
