@@ -30,6 +30,9 @@ class ForecastParams:
     # Damped trend (Gardner & McKenzie): the trend adds over at most this many seconds, tau·(1 − e^(−h/tau)),
     # so a ramp seen through a 60 s rate() window is not extrapolated linearly over a whole start-up time.
     trend_damping_s: float = 120.0
+    # A series' first rate() window is still filling (a fresh Prometheus or target): its rise is not a trend.
+    # For this long after the first sample the level follows the samples and the trend stays 0.
+    warmup_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -43,6 +46,8 @@ class ForecastParams:
                 raise ValueError(f"ForecastParams.{name} must be > 0, got {getattr(self, name)!r}")
         if self.season_bins < 1:
             raise ValueError(f"ForecastParams.season_bins must be >= 1, got {self.season_bins!r}")
+        if not self.warmup_s >= 0:
+            raise ValueError(f"ForecastParams.warmup_s must be >= 0, got {self.warmup_s!r}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class ForecastState:
     trend_per_s: float = 0.0
     last_time_s: float | None = None
     seasonal: tuple[float | None, ...] = ()  # per bin: average value seen in it; None = never observed
+    first_time_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +64,7 @@ class ForecastState:
             "trend_per_s": self.trend_per_s,
             "last_time_s": self.last_time_s,
             "seasonal": list(self.seasonal),
+            "first_time_s": self.first_time_s,
         }
 
     @staticmethod
@@ -67,6 +74,7 @@ class ForecastState:
             trend_per_s=float(data.get("trend_per_s", 0.0)),
             last_time_s=_opt_float(data.get("last_time_s")),
             seasonal=tuple(_opt_float(v) for v in data.get("seasonal", [])),
+            first_time_s=_opt_float(data.get("first_time_s")),
         )
 
 
@@ -76,15 +84,18 @@ def update(params: ForecastParams, state: ForecastState, time_s: float, value: f
         return state
     seasonal = _init_seasonal(params, state)
     if state.level is None or state.last_time_s is None:
-        return ForecastState(value, 0.0, time_s, _fold_bin(params, seasonal, time_s, value, None))
+        return ForecastState(value, 0.0, time_s, _fold_bin(params, seasonal, time_s, value, None), time_s)
     dt = time_s - state.last_time_s
+    first = state.first_time_s if state.first_time_s is not None else state.last_time_s
+    if time_s - first < params.warmup_s:
+        return ForecastState(value, 0.0, time_s, _fold_bin(params, seasonal, time_s, value, dt), first)
     a = 1.0 - math.exp(-dt / params.level_time_constant_s)
     b = 1.0 - math.exp(-dt / params.trend_time_constant_s)
     prior = state.level + state.trend_per_s * dt
     # last-value keeps the raw value as its level (and a trend for ``rising`` only; it never forecasts with it)
     level = value if params.method is Forecaster.LAST_VALUE else prior + a * (value - prior)
     trend = state.trend_per_s + b * ((level - state.level) / dt - state.trend_per_s)
-    return ForecastState(level, trend, time_s, _fold_bin(params, seasonal, time_s, value, dt))
+    return ForecastState(level, trend, time_s, _fold_bin(params, seasonal, time_s, value, dt), first)
 
 
 def predict(params: ForecastParams, state: ForecastState, horizon_s: float) -> float | None:

@@ -274,14 +274,17 @@ class PdscalePolicy:
         )
         load_now = None if missing is not None else _load_from(signals)
         load_ahead = None if load_now is None else self._forecast_load(state, params, load_now, spec)
-        if load_now is not None and load_ahead is not None:
-            state = self._update_surprise(state, observation, load_now, load_ahead, spec)
+        load_base = None if load_now is None else self._forecast_load(state, params, load_now, spec, smooth=True)
+        if load_now is not None and load_base is not None:
+            state = self._update_surprise(state, observation, load_now, load_base, spec)
         if missing is None and self._decode_backlog(observation) is not None:
             state = replace(state, decode_backlog_time_s=now_s)
 
         hold = None if missing is not None else _scale_down_hold(observation, spec)
         outcomes = {
-            pool: self._decide_pool(pool, observation, state, spec, missing, load_now, load_ahead, hold)
+            pool: self._decide_pool(
+                pool, observation, state, spec, missing, load_now, load_ahead, hold, load_base
+            )
             for pool in (Pool.PREFILL, Pool.DECODE)
         }
         split = split_budget(
@@ -330,7 +333,8 @@ class PdscalePolicy:
         300 s start-up, window compliance 0.95 -> 0.98 and 0.86 -> 0.98; unchanged at <= 120 s)."""
         method = self.forecaster if self.forecaster is not None else spec.forecaster
         damping_s = max(self.forecast_params.trend_damping_s, spec.pod_startup_s)
-        return replace(self.forecast_params, method=method, trend_damping_s=damping_s)
+        warmup_s = max(self.forecast_params.warmup_s, spec.metrics.window_s)
+        return replace(self.forecast_params, method=method, trend_damping_s=damping_s, warmup_s=warmup_s)
 
     def _update_forecasts(
         self,
@@ -367,21 +371,26 @@ class PdscalePolicy:
         )
 
     def _forecast_load(
-        self, state: PolicyState, params: fc.ForecastParams, now: Load, spec: AutoscalerSpec
+        self, state: PolicyState, params: fc.ForecastParams, now: Load, spec: AutoscalerSpec, smooth: bool = False
     ) -> Load:
-        """Peak forecast over start-up + one tick, never below the load observed now."""
+        """Peak forecast over start-up + one tick, never below the load observed now (``smooth``: the forecast
+        alone, which the scale-down verification and the overshoot measurement use: a sample's noise must not
+        decide a scale-down it does not decide for the forecaster)."""
         horizon = spec.pod_startup_s + self.horizon_extra_s
-        rate = max(now.request_rate_per_s, fc.peak(params, state.request_rate, horizon) or 0.0)
+        floor = 0.0 if smooth else 1.0
+        rate = max(floor * now.request_rate_per_s, fc.peak(params, state.request_rate, horizon) or 0.0)
         prompt_tps = max(
-            now.request_rate_per_s * now.mean_prompt_tokens,
+            floor * now.request_rate_per_s * now.mean_prompt_tokens,
             fc.peak(params, state.prompt_tokens_rate, horizon) or 0.0,
         )
         output_tps = max(
-            now.request_rate_per_s * now.mean_output_tokens,
+            floor * now.request_rate_per_s * now.mean_output_tokens,
             fc.peak(params, state.output_tokens_rate, horizon) or 0.0,
         )
         if rate <= 0:
             return now
+        if smooth:
+            return Load(rate, max(prompt_tps / rate, 1.0), max(output_tps / rate, 1.0))
         return Load(
             rate,
             max(now.mean_prompt_tokens, prompt_tps / rate),
@@ -490,6 +499,9 @@ class PdscalePolicy:
         if self.surprise is None:
             return state
         t = obs.time_s
+        first = state.prompt_tokens_rate.first_time_s
+        if first is None or t - first < spec.metrics.window_s:  # rate windows still filling: no forecast yet
+            return state
         horizon = spec.pod_startup_s + self.horizon_extra_s
         prompt_growth = _growth_per_s(state.prefill, _finite(obs.signals.prefill.waiting_requests), t)
         output_growth = _growth_per_s(state.decode, _finite(obs.signals.decode.waiting_requests), t)
@@ -577,6 +589,7 @@ class PdscalePolicy:
         load_now: Load | None,
         load_ahead: Load | None,
         hold: tuple[Reason, str] | None = None,
+        load_base: Load | None = None,
     ) -> _PoolOutcome:
         now_s = obs.time_s
         reps = obs.replicas(pool)
@@ -685,7 +698,10 @@ class PdscalePolicy:
 
         need_up = self.needed(pool, sized(headroom_up), slo.target_s * (1 - self.margin_up), spec)
         headroom_down, headroom_down_source = self._headroom(pool, state, down=True)
-        need_down = self.needed(pool, sized(headroom_down), slo.target_s * (1 - self.margin_down), spec)
+        base = load_base if load_base is not None else load_ahead
+        need_down = self.needed(
+            pool, base.scaled(headroom_down * pst.correction), slo.target_s * (1 - self.margin_down), spec
+        )
         load = Load(load.request_rate_per_s + queue_rate, load.mean_prompt_tokens, load.mean_output_tokens)
         model_text = (
             f"model needs {need_up} at {load.request_rate_per_s:.1f} req/s "
