@@ -30,7 +30,7 @@ TOLERANCE_TTFT = 0.15
 TOLERANCE_ITL = 0.10
 METRICS = (
     "batch_latency_s", "ttft_mean_s", "ttft_median_s", "ttft_p99_s", "tpot_mean_s", "tpot_median_s",
-    "itl_mean_s", "e2e_mean_s", "throughput_req_per_s",
+    "itl_mean_s", "e2e_mean_s", "throughput_req_per_s", "output_throughput_tok_per_s",
 )  # fmt: skip
 SPLITS = ("fit", "holdout")
 WORKLOAD_KINDS = ("batch", "closed", "open")
@@ -152,8 +152,9 @@ def simulate_row(row: Row, seed: int = 0) -> dict[str, float]:
         run = run_open(generate(_text(row, w, "spec"), seed=seed), make)
     tpot = run.tpot_s[np.isfinite(run.tpot_s)]
     gaps = np.maximum(run.output_tokens - 1, 0)
+    duration_s = float(run.last_token_s.max() - run.arrival_s.min())
     values = {
-        "batch_latency_s": float(run.last_token_s.max() - run.arrival_s.min()),
+        "batch_latency_s": duration_s,
         "ttft_mean_s": float(run.ttft_s.mean()),
         "ttft_median_s": float(np.median(run.ttft_s)),
         "ttft_p99_s": float(np.quantile(run.ttft_s, 0.99)),
@@ -161,7 +162,8 @@ def simulate_row(row: Row, seed: int = 0) -> dict[str, float]:
         "tpot_median_s": float(np.median(tpot)) if tpot.size else math.nan,
         "itl_mean_s": float((run.last_token_s - run.first_token_s).sum() / gaps.sum()) if gaps.sum() else math.nan,
         "e2e_mean_s": float(run.e2e_s.mean()),
-        "throughput_req_per_s": float(len(run.arrival_s) / (run.last_token_s.max() - run.arrival_s.min())),
+        "throughput_req_per_s": float(len(run.arrival_s) / duration_s),
+        "output_throughput_tok_per_s": float(run.output_tokens.sum() / duration_s),  # vllm bench serve's figure
     }
     return {m: values[m] for m in row.metrics}
 
@@ -262,11 +264,12 @@ def _print_table(results: list[dict[str, Any]], total: dict[str, Any]) -> None:
     for r in results:
         if r["covered"]:
             table.add_row(
-                r["id"], r["split"], r["profile"], r["metric"], _fmt(r["published"]), _fmt(r["simulated"]),
+                r["id"], r["split"], r["profile"], r["metric"], _fmt(r["published"], r["metric"]),
+                _fmt(r["simulated"], r["metric"]),
                 f"{r['rel_error']:+.1%}", f"{r['tolerance']:.0%}", "[green]yes[/]" if r["ok"] else "[red]NO[/]",
             )  # fmt: skip
         else:
-            table.add_row(r["id"], r["split"], "-", r["metric"], _fmt(r["published"]), "-", "-", "-",
+            table.add_row(r["id"], r["split"], "-", r["metric"], _fmt(r["published"], r["metric"]), "-", "-", "-",
                           "[yellow]not covered[/]")  # fmt: skip
     console = Console()
     console.print(table)
@@ -279,7 +282,9 @@ def _print_table(results: list[dict[str, Any]], total: dict[str, Any]) -> None:
     )
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float, metric: str) -> str:
+    if metric.endswith("_per_s"):  # a rate, not a duration
+        return f"{value:.4g}/s"
     if value >= 1:
         return f"{value:.3f} s" if value < 100 else f"{value:.4g}"
     return f"{1000 * value:.2f} ms"
