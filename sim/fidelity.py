@@ -147,7 +147,7 @@ def simulate_row(row: Row, seed: int = 0) -> dict[str, float]:
         output = np.full(n, _positive_int(row, w, "output_tokens"), dtype=np.int64)
         run = run_open(Workload(row.id, np.zeros(n), prompt, output), make)
     elif kind == "closed":
-        run = run_closed_loop(parse_closed_loop(_text(row, w, "spec"), seed=seed), make)
+        run = run_closed_loop(parse_closed_loop(_text(row, w, "spec"), seed=seed), config)
     else:
         run = run_open(generate(_text(row, w, "spec"), seed=seed), make)
     tpot = run.tpot_s[np.isfinite(run.tpot_s)]

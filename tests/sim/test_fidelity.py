@@ -20,10 +20,17 @@ from sim.workload import SpecError, Workload, generate, parse_closed_loop
 PROFILE = load_profile("llama-3.1-8b-h100-tp1")
 
 
-def _engine(profile=PROFILE, host=None):  # type: ignore[no-untyped-def]
+def _config(profile=PROFILE, host=None, reference=False):  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
-    cfg = EngineConfig(profile if host is None else replace(profile, host=host), mode="agg", router="round-robin")
+    return EngineConfig(
+        profile if host is None else replace(profile, host=host), mode="agg", router="round-robin",
+        reference=reference,
+    )  # fmt: skip
+
+
+def _engine(profile=PROFILE, host=None):  # type: ignore[no-untyped-def]
+    cfg = _config(profile, host)
     return lambda w: Engine(w, cfg, 0, 1)
 
 
@@ -95,7 +102,8 @@ def test_data_file_default_is_the_shipped_one() -> None:
 # ------------------------------------------------------------------ closed loop
 def test_closed_loop_is_the_semaphore_fixed_point() -> None:
     spec = parse_closed_loop("closed:users=4,requests=40,prompt=lognormal(500,0.5),output=exp(60)", seed=3)
-    run = run_closed_loop(spec, _engine())
+    run = run_closed_loop(spec, _config())
+    # every send is the completion that freed a client (client-side: + alpha2 per token), exactly
     assert np.array_equal(run.arrival_s, spec.arrivals_from_completions(run.last_token_s))
     # never more than `users` requests in flight
     events = sorted([(t, 1) for t in run.arrival_s] + [(t, -1) for t in run.last_token_s], key=lambda e: (e[0], e[1]))
@@ -104,12 +112,19 @@ def test_closed_loop_is_the_semaphore_fixed_point() -> None:
         level += step
         peak = max(peak, level)
     assert peak == 4
-    assert run.iterations >= 2
+
+
+def test_closed_loop_runs_in_one_engine_run_at_any_size() -> None:
+    # the retired fixed-point solver needed one engine run per round and did not converge here
+    spec = parse_closed_loop("closed:users=8,requests=160,prompt=const(1024),output=const(128)", seed=0)
+    run = run_closed_loop(spec, _config())
+    assert run.engine.all_done and np.isfinite(run.arrival_s).all()
+    assert np.count_nonzero(run.arrival_s == 0.0) == 8
 
 
 def test_one_user_sends_each_request_when_the_last_one_ends_plus_think() -> None:
     spec = parse_closed_loop("closed:users=1,requests=5,think_s=0.5,prompt=const(100),output=const(10)", seed=0)
-    run = run_closed_loop(spec, _engine(host=HostOverheads()))
+    run = run_closed_loop(spec, _config(host=HostOverheads()))
     assert run.arrival_s[1:] == pytest.approx(run.last_token_s[:-1] + 0.5)
     # alone, every request sees the same latency
     assert np.ptp(run.e2e_s) == pytest.approx(0.0, abs=1e-9)
