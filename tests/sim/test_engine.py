@@ -27,15 +27,17 @@ class CurvedModel:
 
     poly: PolyModel
 
-    def prefill_step_s(self, new_tokens: float) -> float:
-        return self.poly.prefill_step_s(new_tokens)
+    def prefill_step_s(self, new_tokens: float, attention_token2: float | None = None) -> float:
+        return self.poly.prefill_step_s(new_tokens, attention_token2)
 
     def decode_step_s(self, batch: int, context_tokens: float) -> float:
         return self.poly.decode_step_s(batch, context_tokens) + 2e-5 * math.sqrt(context_tokens)
 
-    def mixed_step_s(self, new_tokens: float, batch: int, context_tokens: float) -> float:
+    def mixed_step_s(
+        self, new_tokens: float, batch: int, context_tokens: float, attention_token2: float | None = None
+    ) -> float:
         extra = 2e-5 * math.sqrt(context_tokens) if batch > 0 else 0.0
-        return self.poly.mixed_step_s(new_tokens, batch, context_tokens) + extra
+        return self.poly.mixed_step_s(new_tokens, batch, context_tokens, attention_token2) + extra
 
 
 def profile(
