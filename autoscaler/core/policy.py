@@ -77,6 +77,9 @@ class PoolState:
     ready_since_s: float | None = None
     waiting: float | None = None  # queued requests last tick: a shrinking queue is a breach already healing
     waiting_time_s: float | None = None
+    # when the oldest order whose pods are still starting was placed (they are ready a start-up later)
+    first_order_time_s: float | None = None
+    queued_time_s: float | None = None  # last tick with a material queue (its percentiles are the backlog's)
     behavior: hpa.BehaviorState = field(default_factory=hpa.BehaviorState)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +90,8 @@ class PoolState:
             "ready_since_s": self.ready_since_s,
             "waiting": self.waiting,
             "waiting_time_s": self.waiting_time_s,
+            "first_order_time_s": self.first_order_time_s,
+            "queued_time_s": self.queued_time_s,
             "behavior": {
                 "recommendations": [list(r) for r in self.behavior.recommendations],
                 "scale_events": [list(e) for e in self.behavior.scale_events],
@@ -103,6 +108,8 @@ class PoolState:
             ready_since_s=_opt_float(data.get("ready_since_s")),
             waiting=_opt_float(data.get("waiting")),
             waiting_time_s=_opt_float(data.get("waiting_time_s")),
+            first_order_time_s=_opt_float(data.get("first_order_time_s")),
+            queued_time_s=_opt_float(data.get("queued_time_s")),
             behavior=hpa.BehaviorState(
                 recommendations=tuple((float(t), int(r)) for t, r in b.get("recommendations", [])),
                 scale_events=tuple((float(t), int(c)) for t, c in b.get("scale_events", [])),
@@ -126,6 +133,9 @@ class PolicyState:
     output_tokens_surprise: fc.SurpriseState = field(default_factory=fc.SurpriseState)
     missing_since_s: float | None = None  # first tick of the current run of missing signals
     decode_backlog_time_s: float | None = None  # last tick with a decode admission backlog (TTFT blame)
+    # measured KV context per decoding sequence / the means' prompt + output/2 (``Load.decode_context_scale``)
+    decode_context_scale: float = 1.0
+    decode_context_time_s: float | None = None
 
     def pool(self, pool: Pool) -> PoolState:
         return self.prefill if pool is Pool.PREFILL else self.decode
@@ -143,6 +153,8 @@ class PolicyState:
             "output_tokens_surprise": self.output_tokens_surprise.to_dict(),
             "missing_since_s": self.missing_since_s,
             "decode_backlog_time_s": self.decode_backlog_time_s,
+            "decode_context_scale": self.decode_context_scale,
+            "decode_context_time_s": self.decode_context_time_s,
         }
 
     @staticmethod
@@ -159,6 +171,8 @@ class PolicyState:
             output_tokens_surprise=fc.SurpriseState.from_dict(data.get("output_tokens_surprise", {})),
             missing_since_s=_opt_float(data.get("missing_since_s")),
             decode_backlog_time_s=_opt_float(data.get("decode_backlog_time_s")),
+            decode_context_scale=float(data.get("decode_context_scale", 1.0)),
+            decode_context_time_s=_opt_float(data.get("decode_context_time_s")),
         )
 
 
@@ -172,6 +186,7 @@ class _PoolOutcome:
     message: str
     pressure: float
     state: PoolState
+    queue_rate_per_s: float = 0.0  # requests/s the pool's queue adds to the demand (prefill's flows on to decode)
 
 
 @dataclass(frozen=True)
@@ -223,6 +238,12 @@ class PdscalePolicy:
     breach_gain: float = 1.0  # proportional fallback when the load is unknown: ready x (1 + gain x excess)
     breach_max_factor: float = 2.0  # a breach asks for at most this many times the ready replicas at once
     kv_high_fraction: float = 0.9
+    # Decode's KV context per sequence, measured (KV usage x capacity x pods / running sequences) when at least
+    # ``decode_context_min_running`` sequences run per pod, relative to the means' prompt + output/2, smoothed
+    # with this time constant and bounded (``_update_decode_context``).
+    decode_context_time_constant_s: float = 60.0
+    decode_context_min_running: float = 4.0
+    decode_context_scale_bounds: tuple[float, float] = (0.2, 3.0)
     # The backlog expected when newly ordered pods are ready is sized to drain within this many seconds after
     # (one SLO window); None: the start-up horizon.
     backlog_drain_s: float | None = 60.0
@@ -273,6 +294,9 @@ class PdscalePolicy:
             else (state.missing_since_s if state.missing_since_s is not None else now_s),
         )
         load_now = None if missing is not None else _load_from(signals)
+        if load_now is not None:
+            state = self._update_decode_context(state, observation, load_now)
+            load_now = replace(load_now, decode_context_scale=state.decode_context_scale)
         load_ahead = None if load_now is None else self._forecast_load(state, params, load_now, spec)
         load_base = None if load_now is None else self._forecast_load(state, params, load_now, spec, smooth=True)
         if load_now is not None and load_base is not None:
@@ -281,12 +305,13 @@ class PdscalePolicy:
             state = replace(state, decode_backlog_time_s=now_s)
 
         hold = None if missing is not None else _scale_down_hold(observation, spec)
-        outcomes = {
-            pool: self._decide_pool(
-                pool, observation, state, spec, missing, load_now, load_ahead, hold, load_base
+        outcomes: dict[Pool, _PoolOutcome] = {}
+        for pool in (Pool.PREFILL, Pool.DECODE):
+            # prompts queued at prefill reach decode as soon as prefill catches up: decode orders for them too
+            upstream = outcomes[Pool.PREFILL].queue_rate_per_s if pool is Pool.DECODE else 0.0
+            outcomes[pool] = self._decide_pool(
+                pool, observation, state, spec, missing, load_now, load_ahead, hold, load_base, upstream
             )
-            for pool in (Pool.PREFILL, Pool.DECODE)
-        }
         split = split_budget(
             spec.gpu_budget,
             *(
@@ -316,6 +341,10 @@ class PdscalePolicy:
                 )
             pstate = out.state
             change = final - current
+            if observation.replicas(pool).starting == 0:
+                pstate = replace(pstate, first_order_time_s=now_s if change > 0 else None)
+            elif change > 0 and pstate.first_order_time_s is None:
+                pstate = replace(pstate, first_order_time_s=now_s)
             if change != 0:
                 pstate = replace(
                     pstate, behavior=hpa.record_scale_event(pstate.behavior, now_s, change, behavior=spec.behavior)
@@ -390,12 +419,40 @@ class PdscalePolicy:
         if rate <= 0:
             return now
         if smooth:
-            return Load(rate, max(prompt_tps / rate, 1.0), max(output_tps / rate, 1.0))
+            return Load(
+                rate, max(prompt_tps / rate, 1.0), max(output_tps / rate, 1.0), now.decode_context_scale
+            )
         return Load(
             rate,
             max(now.mean_prompt_tokens, prompt_tps / rate),
             max(now.mean_output_tokens, output_tps / rate),
+            now.decode_context_scale,
         )
+
+    def _update_decode_context(self, state: PolicyState, obs: Observation, now: Load) -> PolicyState:
+        """Measure the KV context a decoding sequence really carries and keep its ratio to the means' model.
+
+        Measured, not modelled, because it needs the joint distribution of prompt and output lengths (a sequence
+        holds its context for its output length): long prompts with short answers (7k-token prompts, 4-token
+        outputs beside chat traffic) made the means' model see 3.8k tokens per decoding sequence where 1.4k ran,
+        and decode grew from 1 to 3 replicas for a prompt-only surge (tests/sim/test_closed_loop.py). Only with
+        enough running sequences per pod to be a mean; smoothed over ``decode_context_time_constant_s``."""
+        sig = obs.signals.decode
+        running, kv = _finite(sig.running_requests), _finite(sig.kv_usage_fraction)
+        reporting = _finite(sig.pods_reporting)
+        pods = reporting if reporting is not None else float(obs.decode.ready)
+        if running is None or kv is None or pods < 1 or running < self.decode_context_min_running * pods:
+            return state
+        measured = kv * self.profile.kv_capacity_tokens * pods / running
+        lo, hi = self.decode_context_scale_bounds
+        ratio = min(hi, max(lo, measured / max(now.mean_decode_context_tokens, 1.0)))
+        last, t = state.decode_context_time_s, obs.time_s
+        if last is None:
+            scale = ratio
+        else:
+            w = 1.0 - math.exp(-max(0.0, t - last) / self.decode_context_time_constant_s)
+            scale = state.decode_context_scale + w * (ratio - state.decode_context_scale)
+        return replace(state, decode_context_scale=scale, decode_context_time_s=t)
 
     # -- model
 
@@ -590,6 +647,7 @@ class PdscalePolicy:
         load_ahead: Load | None,
         hold: tuple[Reason, str] | None = None,
         load_base: Load | None = None,
+        upstream_rate_per_s: float = 0.0,
     ) -> _PoolOutcome:
         now_s = obs.time_s
         reps = obs.replicas(pool)
@@ -616,11 +674,18 @@ class PdscalePolicy:
         blamed_on_decode = pool is Pool.PREFILL and (
             decode_backlog is not None or (recent is not None and now_s - recent <= 2 * spec.metrics.window_s)
         )
+        # A percentile measured while a backlog waits (or within a metrics window after) is the backlog's age,
+        # not the steady-state queueing the correction describes: a drained surge had left x2.5 behind, and the
+        # pool over-sized long after (tests/sim/test_closed_loop.py's load step).
+        waiting_now = _finite(psig.waiting_requests)
+        if waiting_now is not None and waiting_now > max(1, ready):
+            pst = replace(pst, queued_time_s=now_s)
+        backlog_recent = pst.queued_time_s is not None and now_s - pst.queued_time_s <= spec.metrics.window_s
         pst = self._correct(
-            pool, pst, reps, None if blamed_on_decode else observed, slo.target_s, load_now, now_s, spec
+            pool, pst, reps, None if blamed_on_decode or backlog_recent else observed, slo.target_s, load_now,
+            now_s, spec,
         )
         pods = f"ready {ready} + starting {starting}"
-        waiting_now = _finite(psig.waiting_requests)
         draining = waiting_now is not None and pst.waiting is not None and waiting_now < pst.waiting
         # Under saturation the measured rates are throughput, not demand; the queue's growth is the rest.
         growth_per_s = _growth_per_s(pst, waiting_now, now_s)
@@ -643,6 +708,8 @@ class PdscalePolicy:
                     fb_text += f" (measured partly before {ready} pods were ready; re-checking)"
                 elif draining:
                     fb_text += f" (queue draining: {pst.waiting:.0f} waiting, was more)"
+                elif backlog_recent and (waiting_now or 0.0) <= max(1, ready):
+                    fb_text += " (a backlog drained within the metrics window: its tail, not today's pods)"
                 else:
                     fb_need = self._breach_need(pool, observed, ready, pressure, pst, load_now, spec)
         if pool is Pool.DECODE and missing is None:
@@ -689,12 +756,19 @@ class PdscalePolicy:
             pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
         )
         drain_s = self._drain_s(spec)
-        backlog_ready = max(0.0, backlog + net_per_s * spec.pod_startup_s) if backlog > 0 else 0.0
-        queue_rate = growth_per_s + backlog_ready / drain_s if backlog > 0 else 0.0
+        # the backlog is drained from when the first pods still starting are ready (a start-up from now if none):
+        # sizing for the queue at a later time would order again, each tick, for a backlog they will have drained
+        first = pst.first_order_time_s
+        to_ready_s = spec.pod_startup_s
+        if starting > 0 and first is not None:
+            to_ready_s = min(to_ready_s, max(0.0, first + spec.pod_startup_s - now_s))
+        backlog_ready = max(0.0, backlog + net_per_s * to_ready_s) if backlog > 0 else 0.0
+        own_queue_rate = growth_per_s + backlog_ready / drain_s if backlog > 0 else 0.0
+        queue_rate = own_queue_rate + upstream_rate_per_s
 
         def sized(headroom: float) -> Load:
             rate = (load.request_rate_per_s * headroom + queue_rate) * pst.correction
-            return Load(rate, load.mean_prompt_tokens, load.mean_output_tokens)
+            return replace(load, request_rate_per_s=rate)
 
         need_up = self.needed(pool, sized(headroom_up), slo.target_s * (1 - self.margin_up), spec)
         headroom_down, headroom_down_source = self._headroom(pool, state, down=True)
@@ -702,11 +776,12 @@ class PdscalePolicy:
         need_down = self.needed(
             pool, base.scaled(headroom_down * pst.correction), slo.target_s * (1 - self.margin_down), spec
         )
-        load = Load(load.request_rate_per_s + queue_rate, load.mean_prompt_tokens, load.mean_output_tokens)
+        load = replace(load, request_rate_per_s=load.request_rate_per_s + queue_rate)
         model_text = (
             f"model needs {need_up} at {load.request_rate_per_s:.1f} req/s "
             f"(prompt {load.mean_prompt_tokens:.0f} tok, output {load.mean_output_tokens:.0f} tok, "
-            f"correction x{pst.correction:.2f}, headroom x{headroom_up:.2f}); {pods}"
+            + (f"decode context {load.mean_decode_context_tokens:.0f} tok, " if pool is Pool.DECODE else "")
+            + f"correction x{pst.correction:.2f}, headroom x{headroom_up:.2f}); {pods}"
         )
         if observed is not None and not fb_text:
             model_text = f"{metric} {pct} {observed:.3g}s vs {slo.target_s:.3g}s target; " + model_text
@@ -718,6 +793,9 @@ class PdscalePolicy:
             from_feedback = fb_need >= need_up
             if from_feedback:
                 reason, head = fb_reason, fb_text
+            elif need_plain <= current and backlog == 0 and upstream_rate_per_s > 0:
+                reason = Reason.PREDICTED_LOAD_INCREASE
+                head = f"prompts queued at prefill reach decode as it catches up: +{upstream_rate_per_s:.1f} req/s"
             elif need_plain <= current and backlog > 0:  # the backlog alone asks for more
                 if pool is Pool.DECODE:
                     reason = Reason.KV_CACHE_PRESSURE
@@ -737,13 +815,15 @@ class PdscalePolicy:
         elif fb_need > 0 and starting > 0:
             proposed, reason = current, Reason.WAITING_FOR_STARTING_PODS
             msg = f"{fb_text}; {starting} pods already starting cover it; {model_text}"
-        elif need_up > ready and starting > 0:
+        elif starting > 0 and (need_up > ready or fb_text):
+            # a breach measured while pods came up (or with the queue draining) is not "within target": say
+            # what is above target and that the ordered pods are what answers it
             proposed, reason = current, Reason.WAITING_FOR_STARTING_PODS
-            msg = f"{starting} pods starting; {model_text}"
+            msg = f"{fb_text + '; ' if fb_text else ''}{starting} pods starting; {model_text}"
         elif need_down < current and self._rising(pool, state, spec):
             proposed, reason = current, Reason.WITHIN_TARGET
             msg = f"not scaling down into a rising load ({need_down} would do now); {model_text}"
-        elif fb_need == 0 and starting == 0 and backlog == 0 and need_down < current:
+        elif fb_need == 0 and starting == 0 and backlog == 0 and upstream_rate_per_s == 0 and need_down < current:
             # the proposal is the verified count itself: the spec's behavior (stabilization window, then its
             # rate policies) makes it gradual, and a rate-limited step must not enter the window's history
             proposed, reason = max(need_down, pspec.min_replicas), Reason.SCALE_DOWN
@@ -759,9 +839,11 @@ class PdscalePolicy:
         if hold is not None and proposed < current:  # bad data may add capacity, never remove it
             held_reason, why = hold
             msg = f"{why}: holding {current} replicas (would be {proposed}); {msg}"
-            return self._normalize(pool, current, current, held_reason, msg, pressure, pst, spec, now_s,
+            held = self._normalize(pool, current, current, held_reason, msg, pressure, pst, spec, now_s,
                                    keep_reason=True)
-        return self._normalize(pool, proposed, current, reason, msg, pressure, pst, spec, now_s)
+            return replace(held, queue_rate_per_s=own_queue_rate)
+        out = self._normalize(pool, proposed, current, reason, msg, pressure, pst, spec, now_s)
+        return replace(out, queue_rate_per_s=own_queue_rate)
 
     def _hold_missing(
         self,

@@ -70,7 +70,7 @@ def test_cli_lists_the_suite(capsys: pytest.CaptureFixture[str]) -> None:
         pytest.param(["--suite", "generalization", "--workloads", "nope"], "unknown suite workload", id="name"),
         pytest.param(["--workloads", "flat"], "select workloads of a --suite", id="no-suite"),
         pytest.param(["--suite", "generalization", "--generator", "poisson:rate=1,duration=60"], "replaces",
-                     id="suite-and-generator"),  # fmt: skip
+                     id="suite-and-generator"),
     ],
 )
 def test_cli_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
