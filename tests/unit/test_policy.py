@@ -43,7 +43,7 @@ def sig(
     load: Load | None = LOAD,
     ttft: float | None = 0.3,
     itl: float | None = 0.02,
-    kv: float | None = 0.5,
+    kv: float | None = None,  # None: no KV gauge (the decode context is then the means' model)
     d_waiting: float = 0.0,
     d_running: float = 50.0,
     p_waiting: float = 0.0,
@@ -114,7 +114,13 @@ CASES = {
     ),
     "itl-above-target": Case((), obs(0, sig(0, itl=0.08)), Pool.DECODE, Reason.ITL_ABOVE_TARGET, direction=1),
     "kv-cache-pressure": Case(
-        (), obs(0, sig(0, kv=0.97)), Pool.DECODE, Reason.KV_CACHE_PRESSURE, direction=1
+        (),
+        # 0.97 of the pods' KV held by sequences of the load's context (prompt + output/2): the measured context
+        # agrees with the model, only the fill is high
+        obs(0, sig(0, kv=0.97, d_running=0.97 * PROFILE.kv_capacity_tokens * D_NEED / 1100.0)),
+        Pool.DECODE,
+        Reason.KV_CACHE_PRESSURE,
+        direction=1,
     ),
     "decode-waiting-is-kv-pressure": Case(
         (),
@@ -334,8 +340,15 @@ def test_metrics_fallback_after_outage() -> None:
 
 
 def test_state_round_trips_through_json() -> None:
-    *_, state = run(CASES["scale-down-rate-limited-by-behavior"])
+    """After rate windows filled (surprise filed), a scale event, a queue and a measured decode context."""
+    case = CASES["scale-down-rate-limited-by-behavior"]
+    state = POLICY.initial_state(case.spec)
+    for i in range(8):
+        t = 15.0 * i
+        s = sig(t, SMALL if i == 7 else LOAD, p_waiting=50.0 if i == 3 else 0.0, kv=0.3)
+        _, state = POLICY.decide(obs(t, s, p=(20, 20)), state, case.spec)
     assert state.prefill.behavior.scale_events and state.prompt_tokens_surprise.pending
+    assert state.prefill.queued_time_s == 45.0 and state.decode_context_time_s == 105.0
     again = PolicyState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert again == state
 
@@ -543,3 +556,34 @@ def test_missing_data_never_scales_down(
     for pool in Pool:
         pd = decision.pool(pool)
         assert pd.desired_replicas >= max(pd.current_replicas, spec.pool(pool).min_replicas)
+
+
+def test_decode_context_is_measured_not_the_means() -> None:
+    """Long prompts with short answers beside chat traffic: the means say 4k tokens of context per decoding
+    sequence, the KV gauge shows 1.2k running; decode is sized for what runs (and for the means without a gauge)."""
+    load = Load(300.0, 4000.0, 100.0)
+    pods = 8
+    running = 400.0
+    kv_short = running * 1200.0 / (PROFILE.kv_capacity_tokens * pods)  # 1.2k tokens per running sequence
+    needs = {}
+    for name, kv in (("gauge", kv_short), ("no gauge", None)):
+        state = POLICY.initial_state(SPEC)
+        for i in range(6):
+            t = 15.0 * i
+            s = sig(t, load, kv=kv, d_running=running)
+            d, state = POLICY.decide(obs(t, s, d=(pods, pods)), state, SPEC)
+        needs[name] = d.decode.desired_replicas
+        if kv is not None:
+            assert state.decode_context_scale == pytest.approx(1200.0 / 4050.0, rel=1e-6)
+            assert "decode context 1200 tok" in d.decode.message, d.decode.message
+    assert needs["gauge"] < needs["no gauge"], needs
+
+
+def test_decode_orders_ahead_for_prompts_queued_at_prefill() -> None:
+    """A prefill queue growing 30 req/s reaches decode once prefill catches up: decode orders for it now."""
+    state = POLICY.initial_state(SPEC)
+    for i, waiting in enumerate((0.0, 450.0, 900.0)):
+        t = 15.0 * i
+        d, state = POLICY.decide(obs(t, sig(t, p_waiting=waiting)), state, SPEC)
+    assert d.decode.desired_replicas > D_NEED, d.decode.message
+    assert "prompts queued at prefill reach decode" in d.decode.message
