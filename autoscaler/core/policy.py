@@ -3,8 +3,11 @@
 Per pool, every tick:
   1. load: request rate (the prefill pool's, which does not lag behind a decode backlog) and token rates,
      forecast over the pod start-up horizon (``forecast.py``), taken at its peak and never below what is
-     observed now; a queue adds its growth rate (measured rates are throughput under saturation) and
-     backlog/drain time;
+     observed now; a queue adds its growth rate (measured rates are throughput under saturation) and the
+     backlog as it will be when the first starting pods are ready, drained within ``backlog_drain_s``; decode
+     adds prefill's queue too (those prompts reach decode as soon as prefill catches up). Decode's KV context per
+     sequence is measured (KV usage × capacity / running sequences), not taken from the means (it is
+     output-weighted: a long prompt with a short answer barely occupies decode);
   2. correction: the load multiplier m that puts the model's percentile into the observed histogram bucket at
      the current ready replicas (``capacity.load_multiplier_matching``); raised with a time constant when the
      percentile is near the target, relaxed toward 1 when it is far below (then it reflects fixed costs, not
@@ -14,9 +17,10 @@ Per pool, every tick:
      max_num_seqs); headroom is the larger of ``load_headroom`` and the pool's recent token-rate swing
      (``forecast.burst_update``), since a burst shorter than a pod start-up is absorbed only by running pods;
   4. feedback: a TTFT/ITL breach (or decode KV above ``kv_high_fraction``) asks for ready × the breach ratio
-     at once, if the percentile describes the current ready pods and the queue is not already draining; pods
-     already starting that cover it are waited for (WaitingForStartingPods). A TTFT breach while requests
-     wait for decode slots is decode's, not prefill's;
+     at once, if the percentile describes the current ready pods and the queue is not already draining (nor
+     drained within a metrics window: the percentile is then the backlog's tail, which neither orders nor
+     corrects); pods already starting that cover it are waited for (WaitingForStartingPods). A TTFT breach while
+     requests wait for decode slots is decode's, not prefill's;
   5. scale-down only when the model says fewer replicas still meet the target with the wider ``margin_down``
      (hysteresis) at a load raised by the larger of ``load_headroom_down`` and the recent swing (on an on/off
      load a lull says nothing about the next burst), with no backlog and nothing starting; the proposal is that
@@ -773,8 +777,10 @@ class PdscalePolicy:
         need_up = self.needed(pool, sized(headroom_up), slo.target_s * (1 - self.margin_up), spec)
         headroom_down, headroom_down_source = self._headroom(pool, state, down=True)
         base = load_base if load_base is not None else load_ahead
+        # decode verifies a scale-down with prefill's queue on top (it arrives as prefill catches up)
+        down_rate = (base.request_rate_per_s * headroom_down + upstream_rate_per_s) * pst.correction
         need_down = self.needed(
-            pool, base.scaled(headroom_down * pst.correction), slo.target_s * (1 - self.margin_down), spec
+            pool, replace(base, request_rate_per_s=down_rate), slo.target_s * (1 - self.margin_down), spec
         )
         load = replace(load, request_rate_per_s=load.request_rate_per_s + queue_rate)
         model_text = (
@@ -823,7 +829,7 @@ class PdscalePolicy:
         elif need_down < current and self._rising(pool, state, spec):
             proposed, reason = current, Reason.WITHIN_TARGET
             msg = f"not scaling down into a rising load ({need_down} would do now); {model_text}"
-        elif fb_need == 0 and starting == 0 and backlog == 0 and upstream_rate_per_s == 0 and need_down < current:
+        elif fb_need == 0 and starting == 0 and backlog == 0 and need_down < current:
             # the proposal is the verified count itself: the spec's behavior (stabilization window, then its
             # rate policies) makes it gradual, and a rate-limited step must not enter the window's history
             proposed, reason = max(need_down, pspec.min_replicas), Reason.SCALE_DOWN
