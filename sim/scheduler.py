@@ -151,9 +151,11 @@ class InstanceScheduler:
         "refill",
         "role",
         "running",
-        "segment_max_step_s",
+        "segment_peak_index",
+        "segment_peaks_s",
         "segment_start_s",
         "segment_steps",
+        "segments_committed",
         "step_durations_s",
         "step_ends_s",
         "step_growth_s",
@@ -214,7 +216,12 @@ class InstanceScheduler:
         self.step_ends_s: list[float] | None = None  # generic step models: end time of each step of the run
         self.step_durations_s: list[float] = []  # generic step models: duration of each step of the run
         self.lookahead_steps = 8  # generic step models: steps evaluated ahead (adapts to how often runs are cut)
-        self.segment_max_step_s: list[float] = []  # longest step of each committed segment (per-request ITL max)
+        # per-request ITL max in fast mode: the longest step of every committed segment from a request's
+        # ``segment_index`` on. Kept as a monotonic stack (segment ordinal, longest step) of the segments whose longest
+        # step is longer than every later segment's, so that the longest since any segment is one bisection.
+        self.segments_committed = 0
+        self.segment_peak_index: list[int] = []
+        self.segment_peaks_s: list[float] = []
         self.kv_admitted: list[Request] = []  # KV-arrived requests admitted in this step: first token at its end
         # counters
         self.decode_seq_s = 0.0  # ∫ decoding requests dt over committed steps (time-average batch)
@@ -352,7 +359,7 @@ class InstanceScheduler:
             self._outcome = None
             return out
         self.steps_done += 1
-        self.segment_max_step_s.append(self.first_step_s)
+        self.segments_committed += 1  # the reference sees every gap: no segment peaks needed
         pc = self.counters
         self.decode_seq_s += self.decode_batch * self.first_step_s
         gaps = self.gap_log
@@ -456,6 +463,24 @@ class InstanceScheduler:
     def cap(self) -> int:
         return self.kv_capacity_tokens
 
+    # ------------------------------------------------------------------ segment peaks (fast mode's ITL max)
+    def note_segment_peak(self, longest_step_s: float) -> None:
+        """A segment was committed whose longest step lasted ``longest_step_s``."""
+        peaks = self.segment_peaks_s
+        index = self.segment_peak_index
+        while peaks and peaks[-1] <= longest_step_s:  # no longer the longest of any suffix
+            peaks.pop()
+            index.pop()
+        peaks.append(longest_step_s)
+        index.append(self.segments_committed)
+        self.segments_committed += 1
+
+    def longest_step_since(self, segment_index: int) -> float:
+        """The longest step of the committed segments from ``segment_index`` on (-inf when there is none)."""
+        index = self.segment_peak_index
+        p = bisect_left(index, segment_index)
+        return self.segment_peaks_s[p] if p < len(index) else -math.inf
+
     # ------------------------------------------------------------------ step formation
     def _decode_run_steps(self, now: float, batch: int, first_step_s: float) -> int:
         """How many identical-membership decode steps to run before the next formation: one, step by step."""
@@ -535,11 +560,9 @@ class InstanceScheduler:
             if s.tokens_emitted > 0:
                 s.last_token_s = now
                 if self.fast:  # the steps since the last segment this request saw bound its largest gap
-                    sm = self.segment_max_step_s
-                    if s.segment_index < len(sm):
-                        m = max(sm[s.segment_index :])
-                        if m > s.max_itl_s:
-                            s.max_itl_s = m
+                    m = self.longest_step_since(s.segment_index)
+                    if m > s.max_itl_s:
+                        s.max_itl_s = m
         else:
             self.prefilling.remove(s)
             self.kv_used_tokens -= s.kv_reserved_tokens
@@ -595,7 +618,7 @@ class InstanceScheduler:
             s.heap_key = self._heap_key
             s.finish_step = self.steps_done + s.output_tokens - s.tokens_emitted
             _heappush(self.finish_heap, (s.finish_step, s.heap_key, s))
-            s.segment_index = len(self.segment_max_step_s)
+            s.segment_index = self.segments_committed
             self.decode_batch += 1
             self.decode_context_tokens += s.kv_tokens_at_base
         self.prefill_chunks = []

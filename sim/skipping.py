@@ -137,7 +137,7 @@ class SkippingScheduler(InstanceScheduler):
             t0, d0, dl = self.segment_start_s, self.first_step_s, self.step_growth_s
             t_end = t0 + j * d0 + dl * (j * (j - 1) / 2)
             d_last = d0 + dl * (j - 1)
-            self.segment_max_step_s.append(d0 if d0 > d_last else d_last)
+            self.note_segment_peak(d0 if d0 > d_last else d_last)
             self.steps_done = sd = self.steps_done + j
             pc = self.counters
             grow = batch * (j - 1)  # one more KV slot per request per step after the first (allocated at formation)
@@ -207,7 +207,7 @@ class SkippingScheduler(InstanceScheduler):
     def _kv_admitted_first_tokens(self, t1: float, excl: float) -> None:
         """KV-admitted sequences emitted their first token at the end of the segment's first step; their largest
         gap so far is the segment's longest step after the first (``excl``)."""
-        nxt = len(self.segment_max_step_s)
+        nxt = self.segments_committed
         for s in self.kv_admitted:
             self._first_token(s, t1)
             s.max_itl_s = excl
@@ -217,16 +217,14 @@ class SkippingScheduler(InstanceScheduler):
     def _finish_due(self, t_end: float) -> None:
         """Sequences whose last token was emitted by the committed steps leave the batch."""
         h = self.finish_heap
-        sm = self.segment_max_step_s
         sd = self.steps_done
         while h and h[0][0] <= sd:
             _, key, s = _heappop(h)
             if not s.decoding or s.heap_key != key:
                 continue
-            if s.segment_index < len(sm):
-                m = max(sm[s.segment_index :])
-                if m > s.max_itl_s:
-                    s.max_itl_s = m
+            m = self.longest_step_since(s.segment_index)
+            if m > s.max_itl_s:
+                s.max_itl_s = m
             self._finish_decoding(s, s.kv_tokens_at_base + sd - s.base_step, t_end)
 
     def _commit_generic(self, j: int) -> None:
@@ -238,7 +236,7 @@ class SkippingScheduler(InstanceScheduler):
         ends: list[float] = self.step_ends_s  # type: ignore[assignment]
         t0 = self.segment_start_s
         t_end = ends[j - 1]
-        self.segment_max_step_s.append(max(durations))
+        self.note_segment_peak(max(durations))
         self.steps_done += j
         pc = self.counters
         grow = batch * (j - 1)  # as in commit_segment (kept inline: the hot path)
