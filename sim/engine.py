@@ -70,6 +70,7 @@ MODES = ("disagg", "agg")
 _INF = math.inf
 _heappop = heapq.heappop
 _heappush = heapq.heappush
+_DECODE = Pool.DECODE
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,10 @@ class EngineConfig:
 class _Milestones(SchedulerEvents):
     """The engine's side of its schedulers' milestones: request records, proxy counters, routing load, hand-off."""
 
-    __slots__ = ("_engine", "inflight_requests", "log", "proxy", "proxy_ttft_pending")
+    __slots__ = ("_dispatch_decode", "inflight_requests", "log", "proxy", "proxy_ttft_pending")
 
     def __init__(self, engine: Engine, log: RequestLog, proxy: PodCounters) -> None:
-        self._engine = engine
+        self._dispatch_decode = engine._dispatch_decode
         self.log = log
         self.proxy = proxy
         self.proxy_ttft_pending = [0] * (len(proxy.ttft.edges_s) + 1)
@@ -119,7 +120,7 @@ class _Milestones(SchedulerEvents):
         self.log.prefill_end_s[req.index] = t_s
         if sched.role == "prefill":
             sched.outstanding_tokens -= req.prompt_tokens
-            self._engine._dispatch_decode(req, t_s)
+            self._dispatch_decode(req, t_s)
         else:
             self.log.kv_ready_s[req.index] = t_s
 
@@ -205,6 +206,11 @@ class Engine:
             events=self._events, make_instance=self._make_instance, capacity_added=self._flush_pending,
         )  # fmt: skip
         self._ready = self._cluster.ready
+        # the ready lists are kept in place by the cluster: bound once for the hot paths (an enum-keyed lookup each
+        # time costs more than the rest of a dispatch)
+        self._ready_front = self._ready[self._front_pool]
+        self._ready_decode = self._ready[Pool.DECODE]
+        self._pick = self._router.pick
         for _ in range(initial_prefill):
             self._cluster.add_pod(Pool.PREFILL, 0.0, ready_now=True)
         for _ in range(initial_decode):
@@ -328,6 +334,7 @@ class Engine:
         ta = arr[nxt] if nxt < n else _INF
         fast = self._fast
         pop = _heappop
+        arrive, plan, after_prefill_step = self._arrive, self._plan, self._after_prefill_step
         while True:
             te = heap[0][0] if heap else _INF
             if ta <= te:  # arrivals first at equal times
@@ -335,7 +342,7 @@ class Engine:
                     return
                 self._next = nxt + 1
                 self.now_s = ta
-                self._arrive(nxt, ta)
+                arrive(nxt, ta)
                 nxt += 1
                 ta = arr[nxt] if nxt < n else _INF
             else:
@@ -347,12 +354,12 @@ class Engine:
                     if ver == obj.version:
                         if not fast:
                             obj.commit_step()
-                            self._plan(obj, t)
+                            plan(obj, t)
                         elif obj.role == "prefill":
-                            self._after_prefill_step(obj, t)
+                            after_prefill_step(obj, t)
                         else:
                             obj.commit_segment(obj.segment_steps)
-                            self._plan(obj, t)
+                            plan(obj, t)
                 elif kind == KV_ARRIVAL:
                     self._on_kv_arrival(obj, t)
                 else:
@@ -378,7 +385,7 @@ class Engine:
         s = Request(i, log.prompt_tokens[i], log.output_tokens[i])
         if self._central:
             self._pending_front.append(s)
-            for inst in self._ready[self._front_pool]:
+            for inst in self._ready_front:
                 if not inst.busy:
                     self._plan(inst, now)
                     break
@@ -403,17 +410,17 @@ class Engine:
     def _flush_pending(self, now: float) -> None:
         """Capacity appeared: requests waiting at the proxy go to pods."""
         if self._central:
-            for inst in self._ready[self._front_pool]:
+            for inst in self._ready_front:
                 if not inst.busy and self._pending_front:
                     self._plan(inst, now)
         else:
-            while self._pending_front and self._ready[self._front_pool]:
+            while self._pending_front and self._ready_front:
                 self._dispatch_front(self._pending_front.popleft(), now)
-        while self._pending_decode and self._ready[Pool.DECODE]:
+        while self._pending_decode and self._ready_decode:
             self._dispatch_decode(self._pending_decode.popleft(), now)
 
     def _dispatch_front(self, s: Request, now: float) -> None:
-        inst = self._router.pick(self._ready[self._front_pool], self._front_pool, self.now_s)
+        inst = self._pick(self._ready_front, self._front_pool, self.now_s)
         if inst is None:
             self._pending_front.append(s)
             return
@@ -431,7 +438,7 @@ class Engine:
         self._enqueue(inst, s, now)
 
     def _dispatch_decode(self, s: Request, now: float) -> None:
-        inst = self._router.pick(self._ready[Pool.DECODE], Pool.DECODE, self.now_s)
+        inst = self._pick(self._ready_decode, _DECODE, self.now_s)
         if inst is None:
             self._pending_decode.append(s)
             return
@@ -450,6 +457,9 @@ class Engine:
         inst.waiting.append(s)
         if not inst.busy:
             self._plan(inst, now)
-        elif was_empty and inst.segment_steps > 1 and inst.end_segment_for_admission(now):  # type: ignore[attr-defined]
+        elif was_empty and inst.segment_steps > 1:
             # the head may be admitted at the next step boundary: the skipped segment now ends there
-            self._events.push_step_end(inst.step_end_s(inst.segment_steps), inst)  # type: ignore[attr-defined]
+            end_s = inst.end_segment_for_admission(now)  # type: ignore[attr-defined]
+            if end_s is not None:  # EventQueue.push_step_end, inlined on the hot path
+                inst.version = v = inst.version + 1
+                _heappush(self._events.heap, (end_s, STEP_END, inst.pod.index, STEP_END, inst, v))  # type: ignore[attr-defined]

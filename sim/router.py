@@ -30,10 +30,10 @@ class Router:
 
     def pick(self, ready: Sequence[InstanceScheduler], pool: Pool, now_s: float) -> InstanceScheduler | None:
         """The ready instance (in pod order) that takes the next request of ``pool``; None when there is none."""
+        if self._least_outstanding:
+            return min(ready, key=_outstanding_tokens, default=None)
         if not ready:
             return None
-        if self._least_outstanding:
-            return min(ready, key=_outstanding_tokens)
         if self.policy == "round-robin":
             i = self._next_index[pool] % len(ready)
             self._next_index[pool] += 1

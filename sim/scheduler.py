@@ -391,16 +391,33 @@ class InstanceScheduler:
         return out
 
     def commit_prefill_step(self, now_s: float) -> None:
-        """``commit_step`` for a prefill-role instance: prompts whose last chunk ran leave (the engine's hot path)."""
+        """``commit_step`` for a prefill-role instance: prompts whose last chunk ran sample their one token (which
+        the P/D proxy discards) and leave (the engine's hot path, kept in one frame)."""
         self.steps_done += 1
-        for s, c in self.prefill_chunks:
-            s.tokens_to_compute -= c
+        c = self.counters
+        h = c.ttft
+        edges = h.edges_s
+        pending = self.ttft_pending
+        out = self._outcome
+        for s, n in self.prefill_chunks:
+            s.tokens_to_compute -= n
             if s.tokens_to_compute <= 0:
                 self.prefilling.remove(s)
                 self.running.remove(s)
                 self.kv_used_tokens -= s.kv_reserved_tokens
                 s.kv_reserved_tokens = 0
-                self._prefill_done(s, now_s)
+                ttft = now_s - s.pod_arrival_s  # observe_pending, inlined
+                pending[bisect_left(edges, ttft)] += 1
+                h.sum += ttft
+                h.count += 1
+                c.prompt_tokens_total += s.prompt_tokens
+                c.generation_tokens_total += 1
+                c.request_success_total += 1
+                s.pod_arrival_s = now_s
+                s.tokens_to_compute = 0
+                if out is not None:
+                    out.prefilled.append(s)
+                self.events.prefill_finished(self, s, now_s)
         self.prefill_chunks = []
 
     def abort(self, req: Request) -> bool:
@@ -624,22 +641,6 @@ class InstanceScheduler:
         self.prefill_chunks = []
 
     # ------------------------------------------------------------------ request milestones
-    def _prefill_done(self, s: Request, now: float) -> None:
-        c = self.counters
-        h = c.ttft  # observe_pending, inlined on the hot path
-        ttft = now - s.pod_arrival_s
-        self.ttft_pending[bisect_left(h.edges_s, ttft)] += 1
-        h.sum += ttft
-        h.count += 1
-        c.prompt_tokens_total += s.prompt_tokens
-        c.generation_tokens_total += 1  # the one token a prefill worker samples (the P/D proxy discards it)
-        c.request_success_total += 1
-        s.pod_arrival_s = now
-        s.tokens_to_compute = 0
-        if self._outcome is not None:
-            self._outcome.prefilled.append(s)
-        self.events.prefill_finished(self, s, now)
-
     def _first_token(self, s: Request, t: float) -> None:
         if s.first_token_s == s.first_token_s:  # not NaN: a recompute after preemption before any token
             return

@@ -112,18 +112,21 @@ class SkippingScheduler(InstanceScheduler):
         m = min(self.steps_before(t_s), self.segment_steps - 1)
         return self.kv_used_tokens + self.decode_batch * m
 
-    def end_segment_for_admission(self, now_s: float) -> bool:
+    def end_segment_for_admission(self, now_s: float) -> float | None:
         """A request joined an empty waiting queue at ``now_s``: end the segment at the first step boundary at or
-        after ``now_s``, where the request may be admitted. True when the segment end moved (reschedule it)."""
+        after ``now_s``, where the request may be admitted. Returns the segment's new end (reschedule it), or None
+        when it did not move."""
         if len(self.running) >= self.max_num_seqs:
-            return False
+            return None
         j = self.steps_before(now_s) + 1
         if j >= self.segment_steps:
-            return False
-        if self.step_ends_s is not None:  # cut short: evaluate fewer steps ahead next time
-            self.lookahead_steps = max(4, self.lookahead_steps // 2)
+            return None
         self.segment_steps = j
-        return True
+        ends = self.step_ends_s
+        if ends is not None:  # cut short: evaluate fewer steps ahead next time
+            self.lookahead_steps = max(4, self.lookahead_steps // 2)
+            return ends[j - 1]
+        return self.segment_start_s + j * self.first_step_s + self.step_growth_s * (j * (j - 1) / 2)
 
     # ------------------------------------------------------------------ commit
     def commit_segment(self, steps: int) -> None:
