@@ -17,6 +17,16 @@ Side by side with another checkout (e.g. main before a change: ``git worktree ad
 
 runs the fast replay alternately with the other checkout's ``sim`` and this one's, each in a fresh interpreter,
 prints each side's median req/CPU-s and their ratio, and checks that both produce the same records.
+
+Beside a peer: NVIDIA Dynamo's mocker (ai-dynamo 1.6.1, a Rust serving simulator) replays the same workload in the
+same run, written as Mooncake JSONL with pdscale's latency profile as its timing table (``bench/mocker_inputs.py``),
+the same number of prefill and decode workers, no autoscaling, once per ``--dynamo-routers`` entry
+(``bench/dynamo_mocker_speed.py``, run with ``--dynamo-python``, the bench-only environment that
+``scripts/setup-dynamo-bench.sh`` creates; ``--no-dynamo`` leaves it out). Both model vLLM-like chunked prefill,
+continuous batching, KV capacity with preemption and the P/D KV transfer; the mocker also models paged KV blocks,
+a prefix cache (no hits here: every prompt block is unique) and its routers (``kv_router``: load-aware, the
+nearest to pdscale's least-outstanding-tokens; ``round_robin``); pdscale's engine also keeps per-request records
+for the policy's simulated Prometheus. Ratio = pdscale fast mode's requests per CPU second / the mocker's.
 """
 
 from __future__ import annotations
@@ -28,8 +38,10 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +53,8 @@ from sim.engine import Engine, EngineConfig
 from sim.workload import Workload, default_workload, load_trace, merge, replicate
 
 TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_2023_conv.csv"  # ../shared beside the repo
+REPO = Path(__file__).resolve().parents[1]
+DYNAMO_PYTHON = REPO / ".venv-dynamo" / "bin" / "python"
 FIELDS = ("prefill_end_s", "first_token_s", "last_token_s", "itl_mean_s", "itl_max_s")
 
 
@@ -118,6 +132,34 @@ def compare(args: argparse.Namespace, n_requests: int) -> None:
         sys.exit(1)
 
 
+def dynamo_mocker_runs(
+    w: Workload, profile_name: str, instances: int, python: Path, routers: list[str]
+) -> list[dict[str, Any]]:
+    """The mocker on ``w`` once per router, in its own environment; an entry with ``error`` when it cannot run."""
+    if str(REPO) not in sys.path:  # run as a script, sys.path[0] is bench/
+        sys.path.insert(0, str(REPO))
+    from bench.mocker_inputs import timing_tables, write_mooncake
+
+    if not python.exists():
+        return [{"router": r, "error": f"{python} not found: run scripts/setup-dynamo-bench.sh"} for r in routers]
+    out: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="pdscale-mocker-speed-") as tmp:
+        trace = write_mooncake(w, Path(tmp) / "trace.jsonl")
+        timing = timing_tables(load_profile(profile_name)).save(Path(tmp) / "timing.npz")
+        for router in routers:
+            argv = [str(python), str(REPO / "bench" / "dynamo_mocker_speed.py"), "--trace", str(trace.path),
+                    "--timing", str(timing), "--instances", str(instances), "--router", router,
+                    "--profile", profile_name]  # fmt: skip
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+            lines = proc.stdout.strip().splitlines()
+            if proc.returncode != 0 or not lines:
+                tail = proc.stderr.strip().splitlines()[-3:]
+                out.append({"router": router, "error": f"exit {proc.returncode}: {' | '.join(tail)}"})
+            else:
+                out.append(json.loads(lines[-1]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trace", type=Path, default=TRACE)
@@ -130,6 +172,10 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=0, help="limit the fast run to a prefix (0 = all)")
     ap.add_argument("--reference-requests", type=int, default=10_000)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--dynamo-python", type=Path, default=DYNAMO_PYTHON,
+                    help="python of the bench-only Dynamo environment (scripts/setup-dynamo-bench.sh)")  # fmt: skip
+    ap.add_argument("--dynamo-routers", default="kv_router,round_robin", help="mocker routers to time")
+    ap.add_argument("--no-dynamo", action="store_true", help="do not time Dynamo's mocker")
     ap.add_argument("--compare-with", type=Path, metavar="CHECKOUT", help="time this checkout's engine against it")
     ap.add_argument("--repeats", type=int, default=5, help="runs per side with --compare-with")
     ap.add_argument("--child-root", type=Path, help=argparse.SUPPRESS)
@@ -178,6 +224,14 @@ def main() -> None:
         "itl_mean_s": float(np.nanmean(r.itl_mean_s)),
         "preemptions": int(r.preemptions.sum()),
     }
+    if not args.no_dynamo:
+        routers = [x.strip() for x in args.dynamo_routers.split(",") if x.strip()]
+        mocker = dynamo_mocker_runs(w, args.profile, args.instances, args.dynamo_python, routers)
+        for m in mocker:
+            if "req_per_cpu_s" in m:
+                m["pdscale_vs_mocker_cpu"] = out["fast_req_per_cpu_s"] / m["req_per_cpu_s"]
+                m["pdscale_vs_mocker_wall"] = out["fast_req_per_s"] / (m["requests"] / m["wall_s"])
+        out["dynamo_mocker"] = mocker
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -198,6 +252,20 @@ def main() -> None:
         f"results    TTFT p50 {out['ttft_p50_s'] * 1e3:.1f} ms, p99 {out['ttft_p99_s'] * 1e3:.1f} ms, "
         f"ITL mean {out['itl_mean_s'] * 1e3:.2f} ms, preemptions {out['preemptions']}"
     )
+    for m in out.get("dynamo_mocker", []):
+        name = f"mocker/{m['router']}"
+        if "error" in m:
+            print(f"{name:<18} not measured: {m['error']}")
+            continue
+        print(
+            f"{name:<18} {m['req_per_cpu_s']:>9,.0f} req/CPU-s {m['requests'] / m['wall_s']:>9,.0f} req/wall-s  "
+            f"({m['cpu_s']:.2f} CPU s, {m['wall_s']:.2f} wall s, {m['completed']} completed; TTFT p99 "
+            f"{m['ttft_p99_s'] * 1e3:.1f} ms, ITL mean {m['itl_mean_s'] * 1e3:.2f} ms)"
+        )
+        print(
+            f"{'':<18} pdscale fast / mocker: {m['pdscale_vs_mocker_cpu']:.1f} x per CPU second, "
+            f"{m['pdscale_vs_mocker_wall']:.1f} x per wall second"
+        )
 
 
 if __name__ == "__main__":
