@@ -42,9 +42,11 @@ class SkippingScheduler(InstanceScheduler):
         """Steps until the next membership change: the earliest finish, or the step whose KV slots do not fit."""
         h = self.finish_heap
         top = h[0]
-        while not (top[2].decoding and top[2].heap_key == top[1]):  # drop stale entries (preempted, aborted)
+        s = top[2]
+        while not (s.decoding and s.heap_key == top[1]):  # drop stale entries (preempted, aborted)
             _heappop(h)
             top = h[0]
+            s = top[2]
         if self._poly:
             k = top[0] - self.steps_done
             k_kv = 1 + (self.kv_capacity_tokens - self.kv_used_tokens) // batch
