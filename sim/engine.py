@@ -70,7 +70,6 @@ MODES = ("disagg", "agg")
 _INF = math.inf
 _heappop = heapq.heappop
 _heappush = heapq.heappush
-_DECODE = Pool.DECODE
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ class _Milestones(SchedulerEvents):
     def prefill_finished(self, sched: InstanceScheduler, req: Request, t_s: float) -> None:
         self.log.prefill_end_s[req.index] = t_s
         if sched.role == "prefill":
-            sched.outstanding_tokens -= req.prompt_tokens
+            sched.routing_loads[sched.routing_slot] -= req.prompt_tokens
             self._dispatch_decode(req, t_s)
         else:
             self.log.kv_ready_s[req.index] = t_s
@@ -141,7 +140,7 @@ class _Milestones(SchedulerEvents):
         log.last_token_s[rid] = t_s
         log.itl_max_s[rid] = req.max_itl_s
         log.finished[rid] = True
-        sched.outstanding_tokens -= req.prompt_tokens + req.output_tokens
+        sched.routing_loads[sched.routing_slot] -= req.prompt_tokens + req.output_tokens
         self.proxy.request_success_total += 1
         self.inflight_requests -= 1
 
@@ -210,7 +209,9 @@ class Engine:
         # time costs more than the rest of a dispatch)
         self._ready_front = self._ready[self._front_pool]
         self._ready_decode = self._ready[Pool.DECODE]
-        self._pick = self._router.pick
+        loads = self._cluster.loads
+        self._pick_front = self._router.picker(self._front_pool, self._ready_front, loads[self._front_pool])
+        self._pick_decode = self._router.picker(Pool.DECODE, self._ready_decode, loads[Pool.DECODE])
         for _ in range(initial_prefill):
             self._cluster.add_pod(Pool.PREFILL, 0.0, ready_now=True)
         for _ in range(initial_decode):
@@ -402,9 +403,9 @@ class Engine:
         self._log.prefill_pod[s.index] = idx
         if inst.role == "agg":
             self._log.decode_pod[s.index] = idx
-            inst.outstanding_tokens += s.prompt_tokens + s.output_tokens
+            inst.routing_loads[inst.routing_slot] += s.prompt_tokens + s.output_tokens
         else:
-            inst.outstanding_tokens += s.prompt_tokens
+            inst.routing_loads[inst.routing_slot] += s.prompt_tokens
         inst.waiting.append(s)
 
     def _flush_pending(self, now: float) -> None:
@@ -420,7 +421,7 @@ class Engine:
             self._dispatch_decode(self._pending_decode.popleft(), now)
 
     def _dispatch_front(self, s: Request, now: float) -> None:
-        inst = self._pick(self._ready_front, self._front_pool, self.now_s)
+        inst = self._pick_front(self.now_s)
         if inst is None:
             self._pending_front.append(s)
             return
@@ -428,21 +429,21 @@ class Engine:
         s.pod_arrival_s = now
         self._log.prefill_pod[s.index] = idx
         if inst.role == "prefill":
-            inst.outstanding_tokens += s.prompt_tokens
+            inst.routing_loads[inst.routing_slot] += s.prompt_tokens
             inst.waiting.append(s)
             if not inst.busy:
                 self._plan(inst, now)
             return
-        inst.outstanding_tokens += s.prompt_tokens + s.output_tokens
+        inst.routing_loads[inst.routing_slot] += s.prompt_tokens + s.output_tokens
         self._log.decode_pod[s.index] = idx
         self._enqueue(inst, s, now)
 
     def _dispatch_decode(self, s: Request, now: float) -> None:
-        inst = self._pick(self._ready_decode, _DECODE, self.now_s)
+        inst = self._pick_decode(self.now_s)
         if inst is None:
             self._pending_decode.append(s)
             return
-        inst.outstanding_tokens += s.prompt_tokens + s.output_tokens
+        inst.routing_loads[inst.routing_slot] += s.prompt_tokens + s.output_tokens
         self._log.decode_pod[s.index] = inst.pod.index  # type: ignore[attr-defined]
         self._events.push_kv_arrival(inst.start_kv_transfer(s, now), inst, s)
 

@@ -143,13 +143,14 @@ class InstanceScheduler:
         "lookahead_steps",
         "max_num_batched_tokens",
         "max_num_seqs",
-        "outstanding_tokens",
         "pod",
         "prefill_chunks",
         "prefilling",
         "profile_name",
         "refill",
         "role",
+        "routing_loads",
+        "routing_slot",
         "running",
         "segment_peak_index",
         "segment_peaks_s",
@@ -230,7 +231,9 @@ class InstanceScheduler:
         # kept by the driver: KV transfers heading here, routing load, the owner pod, the event version
         self.inbound_kv_transfers = 0
         self.inbound_kv_tokens = 0
-        self.outstanding_tokens = 0
+        # routing load (outstanding tokens): this instance's entry in its pool's list (sim.router.PoolLoads)
+        self.routing_loads = [0]
+        self.routing_slot = 0
         self.pod: object = None
         self.version = 0
         # asked for work (refill(sched, now_s)) when the instance has none: the engine's central FCFS queue
