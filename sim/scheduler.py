@@ -136,6 +136,8 @@ class InstanceScheduler:
         "gap_log",
         "inbound_kv_tokens",
         "inbound_kv_transfers",
+        "itl_bucket",
+        "itl_bucket_bounds_s",
         "itl_pending",
         "kv_admitted",
         "kv_capacity_tokens",
@@ -227,6 +229,8 @@ class InstanceScheduler:
         # counters
         self.decode_seq_s = 0.0  # ∫ decoding requests dt over committed steps (time-average batch)
         self.itl_pending = [0] * (len(self.counters.itl.edges_s) + 1)
+        self.itl_bucket = 0  # fast mode: the ITL bucket of the last committed segment, and its (lo, hi] bounds
+        self.itl_bucket_bounds_s = (math.inf, -math.inf)
         self.ttft_pending = [0] * (len(self.counters.ttft.edges_s) + 1)
         # kept by the driver: KV transfers heading here, routing load, the owner pod, the event version
         self.inbound_kv_transfers = 0

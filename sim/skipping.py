@@ -157,9 +157,17 @@ class SkippingScheduler(InstanceScheduler):
             n_itl = tokens - n_admitted
             if n_itl:
                 total = batch * (j * d0 + dl * (j * (j - 1) / 2)) - n_admitted * d0
-                b0 = bisect_left(_ITL_EDGES_S, d0)
-                if j == 1 or b0 == bisect_left(_ITL_EDGES_S, d_last):
-                    self.itl_pending[b0] += n_itl
+                # the ITL bucket (lo, hi] of the last segment's first step: step times change slowly, so this
+                # segment's steps usually fall in it too (two bisections saved)
+                lo, hi = self.itl_bucket_bounds_s
+                if not lo < d0 <= hi:
+                    b = bisect_left(_ITL_EDGES_S, d0)
+                    lo = _ITL_EDGES_S[b - 1] if b else -_INF
+                    hi = _ITL_EDGES_S[b] if b < len(_ITL_EDGES_S) else _INF
+                    self.itl_bucket = b
+                    self.itl_bucket_bounds_s = (lo, hi)
+                if lo < d_last <= hi:  # every step of the segment in one bucket
+                    self.itl_pending[self.itl_bucket] += n_itl
                     h = pc.itl
                     h.sum += total
                     h.count += n_itl
