@@ -5,16 +5,26 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports pytest prometheus clean bench-dynamo bench-speed
+.PHONY: demo test lint typecheck imports pytest prometheus vllm aiperf clean bench-dynamo bench-speed bench-aic-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,profile]'
 	touch $(STAMP)
 
 prometheus:
 	./scripts/ensure-prometheus.sh
+
+# Real vLLM on CPU (.venv-vllm, ~3 min and 2.7 GB the first time) and a tiny local Llama, for the tests that diff
+# the emulated worker against it. Idempotent.
+vllm:
+	./scripts/ensure-vllm.sh
+
+# NVIDIA's aiperf (.venv-aiperf, ~3 min and 1.2 GB the first time; it pins prometheus_client and rich below ours)
+# and an offline tokenizer, for the loadgen cross-check. Idempotent.
+aiperf:
+	./scripts/ensure-aiperf.sh
 
 demo: $(STAMP)
 	$(BIN)/pdscale demo
@@ -28,7 +38,7 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP) prometheus
+pytest: $(STAMP) prometheus vllm aiperf
 	$(BIN)/pytest
 
 test: lint typecheck imports pytest
@@ -47,5 +57,12 @@ bench-dynamo: $(DYNAMO_STAMP)
 bench-speed: $(STAMP) $(DYNAMO_STAMP)
 	$(BIN)/python bench/bench_sim_speed.py --dynamo-python $(VENV_DYNAMO)/bin/python $(BENCH_ARGS)
 
+# AIConfigurator for bench/bench_vs_aiconfigurator.py only: its own environment, never the product's install.
+bench-aic-venv: .venv-aic/.installed
+.venv-aic/.installed:
+	$(PYTHON) -m venv .venv-aic
+	.venv-aic/bin/python -m pip install --quiet 'aiconfigurator==0.12.0'
+	touch .venv-aic/.installed
+
 clean:
-	rm -rf $(VENV) $(VENV_DYNAMO) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_DYNAMO) build *.egg-info .mypy_cache .pytest_cache .ruff_cache .venv-vllm .cache/pdscale

@@ -61,6 +61,8 @@ def register(subparsers: Any) -> None:
         "--out", metavar="DIR", help="write requests.csv, windows.csv, summary.json and plots here"
     )
     run.set_defaults(func=run_command)
+    if importlib.util.find_spec("sim.fidelity") is not None:
+        importlib.import_module("sim.fidelity").register_fidelity(sim_sub)
     if importlib.util.find_spec("sim.validate") is not None:
         validate = importlib.import_module("sim.validate")
         if hasattr(validate, "register_validate"):
