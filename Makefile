@@ -5,7 +5,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports pytest prometheus vllm aiperf clean bench-dynamo bench-speed bench-aic-venv
+VERSION := $(shell sed -n 's/^version = //p' setup.cfg)
+IMAGE ?= pdscale:$(VERSION)
+
+.PHONY: demo test lint typecheck imports pytest prometheus kubectl image vllm aiperf clean bench-dynamo bench-speed bench-aic-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +18,14 @@ $(STAMP): setup.cfg pyproject.toml
 
 prometheus:
 	./scripts/ensure-prometheus.sh
+
+kubectl:
+	./scripts/ensure-kubectl.sh
+
+# The controller image (Dockerfile: controller dependencies only, non-root, read-only root filesystem).
+# `make image IMAGE=registry.example.com/pdscale:0.1.0`, then push it and set it in manifests/base.
+image:
+	docker build -t $(IMAGE) .
 
 # Real vLLM on CPU (.venv-vllm, ~3 min and 2.7 GB the first time) and a tiny local Llama, for the tests that diff
 # the emulated worker against it. Idempotent.
@@ -38,7 +49,7 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP) prometheus vllm aiperf
+pytest: $(STAMP) prometheus kubectl vllm aiperf
 	$(BIN)/pytest
 
 test: lint typecheck imports pytest

@@ -47,8 +47,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--decode-context", type=_ints, metavar="C,C,...", help="decode grid: context per sequence")
     p.add_argument("--repeats", type=int, default=5, metavar="N", help="timed runs per point, median kept (5)")
     p.add_argument("--memory-gb", type=float, metavar="GB", help="device memory for the KV arithmetic")
-    p.add_argument("--gpus-per-replica", type=int, default=1, metavar="N")
-    p.add_argument("--max-num-seqs", type=int, default=256, metavar="N")
+    p.add_argument("--gpus-per-replica", type=int, default=1, metavar="N",
+                   help="GPUs one replica uses, written into the profile's hardware section (default 1)")
+    p.add_argument("--max-num-seqs", type=int, default=256, metavar="N",
+                   help="the engine's max running sequences, written into the profile (default 256)")
     p.add_argument("--name", help="profile name (default: derived from model and device)")
     p.add_argument("--out", required=True, metavar="PROFILE.yaml", help="where to write the profile")
     p.set_defaults(func=profile_command)
