@@ -160,7 +160,7 @@ def test_longest_step_since_any_segment_is_the_max_of_that_suffix(seed: int) -> 
     sched = InstanceScheduler("decode", profile())
     rng = np.random.default_rng(seed)
     longest: list[float] = []
-    for value in rng.choice([0.005, 0.006, 0.007, 0.008], size=120).tolist() + [0.009, 0.004, 0.009]:
+    for value in [*rng.choice([0.005, 0.006, 0.007, 0.008], size=120).tolist(), 0.009, 0.004, 0.009]:
         sched.note_segment_peak(value)
         longest.append(value)
         for since in range(len(longest) + 1):
