@@ -38,6 +38,13 @@ the proxy's gauges are requests in flight and requests no pod has taken yet.
 Records (``records()``): per request, in workload order (``sim.records``). With ``record_itl_gaps=True``,
 ``itl_gaps()`` returns every inter-token gap exactly (token time, gap, how many sequences), compressed per decode step.
 
+Closed loop (``closed_loop=ClosedLoopArrivals(users, think_s)``; ``vllm bench serve --max-concurrency N``): the
+first ``users`` requests of the workload are sent at t = 0 (its arrival times are ignored) and request j >= users is
+sent ``think_s`` after the (j − users)-th client-side completion (engine end + α2 per output token), then reaches the
+pods α0 + α1·prompt later like any request. Completions and the sends they trigger are events of the queue
+(``sim.events``: a completion is seen before anything else at its instant, a dynamic arrival next, as the workload's
+arrivals are), so a closed loop is one causal run; its records' ``arrival_s`` are the send times.
+
 Modes: fast (default) skips events over runs of identical decode steps (``sim.skipping``); ``reference=True`` drives
 every instance's ``InstanceScheduler`` one step at a time (``form_step`` / ``commit_step``) and accounts every token
 one by one. Tests require identical per-request results from both.
@@ -57,7 +64,7 @@ from autoscaler.core.latency import KvLink, LatencyProfile
 from autoscaler.core.types import Pool, PoolReplicas
 from sim.cluster import Cluster, SimPod, parse_startup_jitter
 from sim.counters import ItlGapLog, PodCounters, flush_pending
-from sim.events import KV_ARRIVAL, STEP_END, EventQueue
+from sim.events import CLIENT_DONE, KV_ARRIVAL, READY, STEP_END, EventQueue
 from sim.records import RequestLog, RequestRecords
 from sim.request import Request
 from sim.router import ROUTERS, Router
@@ -65,7 +72,7 @@ from sim.scheduler import InstanceScheduler, SchedulerEvents, check_engine_limit
 from sim.skipping import SkippingScheduler
 from sim.workload import Workload
 
-__all__ = ["MODES", "ROUTERS", "Engine", "EngineConfig", "RequestRecords", "SimPod"]
+__all__ = ["MODES", "ROUTERS", "ClosedLoopArrivals", "Engine", "EngineConfig", "RequestRecords", "SimPod"]
 
 MODES = ("disagg", "agg")
 _INF = math.inf
@@ -101,12 +108,31 @@ class EngineConfig:
         check_engine_limits(self.profile)
 
 
+@dataclass(frozen=True)
+class ClosedLoopArrivals:
+    """``users`` concurrent clients, each sending its next request ``think_s`` after its last one completed."""
+
+    users: int
+    think_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.users < 1:
+            raise ValueError(f"ClosedLoopArrivals.users must be >= 1, got {self.users}")
+        if not (math.isfinite(self.think_s) and self.think_s >= 0):
+            raise ValueError(f"ClosedLoopArrivals.think_s must be a finite number >= 0, got {self.think_s}")
+
+
 class _Milestones(SchedulerEvents):
     """The engine's side of its schedulers' milestones: request records, proxy counters, routing load, hand-off."""
 
-    __slots__ = ("_dispatch_decode", "client_token_delay_s", "inflight_requests", "log", "proxy", "proxy_ttft_pending")
+    __slots__ = (
+        "_closed_loop", "_dispatch_decode", "_engine", "client_token_delay_s", "inflight_requests", "log", "proxy",
+        "proxy_ttft_pending",
+    )  # fmt: skip
 
     def __init__(self, engine: Engine, log: RequestLog, proxy: PodCounters, client_token_delay_s: float) -> None:
+        self._engine = engine
+        self._closed_loop = engine._closed is not None  # read at every finish: one slot, not two attribute hops
         self._dispatch_decode = engine._dispatch_decode
         self.log = log
         self.proxy = proxy
@@ -145,6 +171,8 @@ class _Milestones(SchedulerEvents):
         sched.routing_loads[sched.routing_slot] -= req.prompt_tokens + req.output_tokens
         self.proxy.request_success_total += 1
         self.inflight_requests -= 1
+        if self._closed_loop:  # the client sees its last token α2 per output token later
+            self._engine._events.push_client_done(t_s + self.client_token_delay_s * req.output_tokens)
 
     def preempted(self, sched: InstanceScheduler, req: Request, t_s: float) -> None:
         self.log.preemptions[req.index] += 1
@@ -154,7 +182,13 @@ class Engine:
     """The simulated cluster. Drive it with ``run_until``/``set_desired``; read ``pods()``, ``proxy``, ``records()``."""
 
     def __init__(
-        self, workload: Workload, config: EngineConfig, initial_prefill: int, initial_decode: int
+        self,
+        workload: Workload,
+        config: EngineConfig,
+        initial_prefill: int,
+        initial_decode: int,
+        *,
+        closed_loop: ClosedLoopArrivals | None = None,
     ) -> None:
         prof = config.profile
         if config.mode == "agg" and initial_prefill != 0:
@@ -174,7 +208,11 @@ class Engine:
         n = arr.size
         if pr.size != n or out.size != n:
             raise ValueError(f"workload {workload.name!r}: arrays differ in length")
-        if n and (np.any(np.diff(arr) < 0) or not np.all(np.isfinite(arr))):
+        self._closed = closed_loop
+        first = n if closed_loop is None else min(n, closed_loop.users)  # requests whose send time is known now
+        if closed_loop is not None:  # the first `users` leave at 0, the others when a client is free
+            arr = np.concatenate([np.zeros(first), np.full(n - first, math.nan)])
+        elif n and (np.any(np.diff(arr) < 0) or not np.all(np.isfinite(arr))):
             raise ValueError(f"workload {workload.name!r}: arrival_s must be finite and sorted")
         bad = np.flatnonzero((pr < 1) | (out < 1))
         if bad.size:
@@ -196,13 +234,16 @@ class Engine:
         host = prof.host
         self._dispatch_s: list[float] = self._arrival_s
         self._dispatch_id: list[int] | None = None
+        if closed_loop is not None:
+            self._dispatch_s = self._arrival_s[:first]
         if host.request_s > 0 or host.request_per_prompt_token_s > 0:
-            at_pods = arr + host.request_s + host.request_per_prompt_token_s * pr.astype(np.float64)  # α0 + α1·L
-            order = np.argsort(at_pods, kind="stable")
+            at_pods = arr[:first] + host.request_s + host.request_per_prompt_token_s * pr[:first].astype(np.float64)
+            order = np.argsort(at_pods, kind="stable")  # α0 + α1·L
             self._dispatch_s = at_pods[order].tolist()
             self._dispatch_id = order.tolist()
-        self._n = n
+        self._n = first
         self._next = 0  # next dispatch index
+        self._unsent = n - first  # closed loop: requests waiting for a free client
         self._milestones = _Milestones(self, self._log, self.proxy, host.output_token_s)
         self._events = EventQueue()
         self._pending_front: deque[Request] = deque()  # arrived, no pod to take them (or the central queue)
@@ -287,7 +328,7 @@ class Engine:
 
     @property
     def all_done(self) -> bool:
-        return self._next >= self._n and self._milestones.inflight_requests == 0
+        return self._next >= self._n and self._unsent == 0 and self._milestones.inflight_requests == 0
 
     # ------------------------------------------------------------------ instances
     def _make_instance(self, role: str, counters: PodCounters) -> InstanceScheduler:
@@ -377,8 +418,12 @@ class Engine:
                             plan(obj, t)
                 elif kind == KV_ARRIVAL:
                     self._on_kv_arrival(obj, t)
-                else:
+                elif kind == READY:
                     self._cluster.on_ready(obj, t)
+                elif kind == CLIENT_DONE:
+                    self._send_next(t)
+                else:  # ARRIVAL: a closed-loop request reaches the pods
+                    self._arrive(obj, t)
 
     def _after_prefill_step(self, inst: InstanceScheduler, now: float) -> None:
         """A prefill instance's step ended: finished prompts go to KV transfer; form the next step or go idle."""
@@ -394,6 +439,20 @@ class Engine:
             inst.segment_start_s = now
 
     # ------------------------------------------------------------------ request flow
+    def _send_next(self, now: float) -> None:
+        """Closed loop: a client saw its request complete at ``now``; it sends the next one of the list."""
+        if not self._unsent:
+            return
+        loop = self._closed
+        assert loop is not None
+        log = self._log
+        j = len(log.arrival_s) - self._unsent
+        self._unsent -= 1
+        send_s = now + loop.think_s
+        log.arrival_s[j] = send_s
+        host = self.profile.host
+        self._events.push_arrival(send_s + host.admission_delay_s(log.prompt_tokens[j]), j)
+
     def _arrive(self, i: int, now: float) -> None:
         self._milestones.inflight_requests += 1
         log = self._log

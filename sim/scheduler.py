@@ -12,7 +12,9 @@ Rules, per step (vLLM V1-like, decode first):
   step that preempted). KV for a prompt is reserved in full at admission (two half-prefilled prompts cannot
   deadlock). A request whose KV arrived from a prefill instance (``tokens_to_compute == 0``) needs ``prompt + 1``
   slots and decodes at once.
-* step time: ``profile.step.mixed_step_s(prefill_tokens, decode_batch, decode_context)``; a pure decode step is
+* step time: ``profile.step.mixed_step_s(prefill_tokens, decode_batch, decode_context, attention)`` where attention is
+  each chunk's causal attention work summed (``latency.causal_attention_token2``: a chunk attends to its request's
+  computed tokens, and requests do not attend to each other); a pure decode step is
   ``decode_step_s(batch, Σcontext)`` where Σcontext counts the decoding sequences' KV slots after this step's
   allocation; a prefill instance's step is ``prefill_step_s(tokens)``.
 * roles: ``agg`` (prefill chunks and decodes share steps), ``prefill`` (a request leaves after its prefill, having
@@ -269,6 +271,7 @@ class InstanceScheduler:
         budget = self.max_num_batched_tokens - batch
         chunks: list[tuple[Request, int]] = []
         new_tokens = 0
+        attn = 0  # causal attention work of the chunks, token² (latency.causal_attention_token2)
         if self.prefilling:
             for s in self.prefilling:
                 if budget <= 0:
@@ -277,6 +280,7 @@ class InstanceScheduler:
                 chunks.append((s, c))
                 budget -= c
                 new_tokens += c
+                attn += c * (c + 2 * (s.kv_reserved_tokens - s.tokens_to_compute))  # after its computed tokens
         wq = self.waiting
         if not preempted:
             if self.refill is not None and not wq and not run:
@@ -321,13 +325,14 @@ class InstanceScheduler:
                         chunks.append((s, c))
                         budget -= c
                         new_tokens += c
+                        attn += c * c
                 self.kv_used_tokens = used
                 self.decode_batch = batch
         self.segment_start_s = now
         self.prefill_chunks = chunks
         self.step_ends_s = None
         if chunks:
-            d = self.step_model.mixed_step_s(new_tokens, batch, self.decode_context_tokens)
+            d = self.step_model.mixed_step_s(new_tokens, batch, self.decode_context_tokens, attn)
             k = 1
             growth = 0.0
         elif batch:
@@ -515,6 +520,7 @@ class InstanceScheduler:
         budget = self.max_num_batched_tokens
         chunks: list[tuple[Request, int]] = []
         new_tokens = 0
+        attn = 0  # causal attention work of the chunks, token²
         pf = self.prefilling
         for s in pf:
             if budget <= 0:
@@ -523,6 +529,7 @@ class InstanceScheduler:
             chunks.append((s, c))
             budget -= c
             new_tokens += c
+            attn += c * (c + 2 * (s.kv_reserved_tokens - s.tokens_to_compute))
         wq = self.waiting
         run = self.running
         if self.refill is not None and not wq and not run:
@@ -544,6 +551,7 @@ class InstanceScheduler:
                 chunks.append((s, c))
                 budget -= c
                 new_tokens += c
+                attn += c * c
             self.kv_used_tokens = used
         self.segment_start_s = now
         self.prefill_chunks = chunks
@@ -552,7 +560,7 @@ class InstanceScheduler:
             self.segment_steps = 0
             self._outcome = None
             return None
-        d = self.step_model.prefill_step_s(new_tokens)
+        d = self.step_model.prefill_step_s(new_tokens, attn)
         if not d > 0:
             raise ValueError(f"profile {self.profile_name!r}: non-positive step time {d} s")
         self.busy = True
