@@ -125,10 +125,15 @@ class ClosedLoopArrivals:
 class _Milestones(SchedulerEvents):
     """The engine's side of its schedulers' milestones: request records, proxy counters, routing load, hand-off."""
 
-    __slots__ = ("_engine", "client_token_delay_s", "inflight_requests", "log", "proxy", "proxy_ttft_pending")
+    __slots__ = (
+        "_closed_loop", "_dispatch_decode", "_engine", "client_token_delay_s", "inflight_requests", "log", "proxy",
+        "proxy_ttft_pending",
+    )  # fmt: skip
 
     def __init__(self, engine: Engine, log: RequestLog, proxy: PodCounters, client_token_delay_s: float) -> None:
         self._engine = engine
+        self._closed_loop = engine._closed is not None  # read at every finish: one slot, not two attribute hops
+        self._dispatch_decode = engine._dispatch_decode
         self.log = log
         self.proxy = proxy
         self.client_token_delay_s = client_token_delay_s  # α2: the client sees the first token this much later
@@ -141,8 +146,8 @@ class _Milestones(SchedulerEvents):
     def prefill_finished(self, sched: InstanceScheduler, req: Request, t_s: float) -> None:
         self.log.prefill_end_s[req.index] = t_s
         if sched.role == "prefill":
-            sched.outstanding_tokens -= req.prompt_tokens
-            self._engine._dispatch_decode(req, t_s)
+            sched.routing_loads[sched.routing_slot] -= req.prompt_tokens
+            self._dispatch_decode(req, t_s)
         else:
             self.log.kv_ready_s[req.index] = t_s
 
@@ -163,10 +168,10 @@ class _Milestones(SchedulerEvents):
         log.last_token_s[rid] = t_s
         log.itl_max_s[rid] = req.max_itl_s
         log.finished[rid] = True
-        sched.outstanding_tokens -= req.prompt_tokens + req.output_tokens
+        sched.routing_loads[sched.routing_slot] -= req.prompt_tokens + req.output_tokens
         self.proxy.request_success_total += 1
         self.inflight_requests -= 1
-        if self._engine._closed is not None:  # the client sees its last token α2 per output token later
+        if self._closed_loop:  # the client sees its last token α2 per output token later
             self._engine._events.push_client_done(t_s + self.client_token_delay_s * req.output_tokens)
 
     def preempted(self, sched: InstanceScheduler, req: Request, t_s: float) -> None:
@@ -254,6 +259,13 @@ class Engine:
             events=self._events, make_instance=self._make_instance, capacity_added=self._flush_pending,
         )  # fmt: skip
         self._ready = self._cluster.ready
+        # the ready lists are kept in place by the cluster: bound once for the hot paths (an enum-keyed lookup each
+        # time costs more than the rest of a dispatch)
+        self._ready_front = self._ready[self._front_pool]
+        self._ready_decode = self._ready[Pool.DECODE]
+        loads = self._cluster.loads
+        self._pick_front = self._router.picker(self._front_pool, self._ready_front, loads[self._front_pool])
+        self._pick_decode = self._router.picker(Pool.DECODE, self._ready_decode, loads[Pool.DECODE])
         for _ in range(initial_prefill):
             self._cluster.add_pod(Pool.PREFILL, 0.0, ready_now=True)
         for _ in range(initial_decode):
@@ -378,6 +390,7 @@ class Engine:
         ta = arr[nxt] if nxt < n else _INF
         fast = self._fast
         pop = _heappop
+        arrive, plan, after_prefill_step = self._arrive, self._plan, self._after_prefill_step
         while True:
             te = heap[0][0] if heap else _INF
             if ta <= te:  # arrivals first at equal times
@@ -385,7 +398,7 @@ class Engine:
                     return
                 self._next = nxt + 1
                 self.now_s = ta
-                self._arrive(nxt if ids is None else ids[nxt], ta)
+                arrive(nxt if ids is None else ids[nxt], ta)
                 nxt += 1
                 ta = arr[nxt] if nxt < n else _INF
             else:
@@ -397,12 +410,12 @@ class Engine:
                     if ver == obj.version:
                         if not fast:
                             obj.commit_step()
-                            self._plan(obj, t)
+                            plan(obj, t)
                         elif obj.role == "prefill":
-                            self._after_prefill_step(obj, t)
+                            after_prefill_step(obj, t)
                         else:
                             obj.commit_segment(obj.segment_steps)
-                            self._plan(obj, t)
+                            plan(obj, t)
                 elif kind == KV_ARRIVAL:
                     self._on_kv_arrival(obj, t)
                 elif kind == READY:
@@ -446,7 +459,7 @@ class Engine:
         s = Request(i, log.prompt_tokens[i], log.output_tokens[i])
         if self._central:
             self._pending_front.append(s)
-            for inst in self._ready[self._front_pool]:
+            for inst in self._ready_front:
                 if not inst.busy:
                     self._plan(inst, now)
                     break
@@ -463,25 +476,25 @@ class Engine:
         self._log.prefill_pod[s.index] = idx
         if inst.role == "agg":
             self._log.decode_pod[s.index] = idx
-            inst.outstanding_tokens += s.prompt_tokens + s.output_tokens
+            inst.routing_loads[inst.routing_slot] += s.prompt_tokens + s.output_tokens
         else:
-            inst.outstanding_tokens += s.prompt_tokens
+            inst.routing_loads[inst.routing_slot] += s.prompt_tokens
         inst.waiting.append(s)
 
     def _flush_pending(self, now: float) -> None:
         """Capacity appeared: requests waiting at the proxy go to pods."""
         if self._central:
-            for inst in self._ready[self._front_pool]:
+            for inst in self._ready_front:
                 if not inst.busy and self._pending_front:
                     self._plan(inst, now)
         else:
-            while self._pending_front and self._ready[self._front_pool]:
+            while self._pending_front and self._ready_front:
                 self._dispatch_front(self._pending_front.popleft(), now)
-        while self._pending_decode and self._ready[Pool.DECODE]:
+        while self._pending_decode and self._ready_decode:
             self._dispatch_decode(self._pending_decode.popleft(), now)
 
     def _dispatch_front(self, s: Request, now: float) -> None:
-        inst = self._router.pick(self._ready[self._front_pool], self._front_pool, self.now_s)
+        inst = self._pick_front(self.now_s)
         if inst is None:
             self._pending_front.append(s)
             return
@@ -489,21 +502,21 @@ class Engine:
         s.pod_arrival_s = now
         self._log.prefill_pod[s.index] = idx
         if inst.role == "prefill":
-            inst.outstanding_tokens += s.prompt_tokens
+            inst.routing_loads[inst.routing_slot] += s.prompt_tokens
             inst.waiting.append(s)
             if not inst.busy:
                 self._plan(inst, now)
             return
-        inst.outstanding_tokens += s.prompt_tokens + s.output_tokens
+        inst.routing_loads[inst.routing_slot] += s.prompt_tokens + s.output_tokens
         self._log.decode_pod[s.index] = idx
         self._enqueue(inst, s, now)
 
     def _dispatch_decode(self, s: Request, now: float) -> None:
-        inst = self._router.pick(self._ready[Pool.DECODE], Pool.DECODE, self.now_s)
+        inst = self._pick_decode(self.now_s)
         if inst is None:
             self._pending_decode.append(s)
             return
-        inst.outstanding_tokens += s.prompt_tokens + s.output_tokens
+        inst.routing_loads[inst.routing_slot] += s.prompt_tokens + s.output_tokens
         self._log.decode_pod[s.index] = inst.pod.index  # type: ignore[attr-defined]
         self._events.push_kv_arrival(inst.start_kv_transfer(s, now), inst, s)
 
@@ -518,6 +531,9 @@ class Engine:
         inst.waiting.append(s)
         if not inst.busy:
             self._plan(inst, now)
-        elif was_empty and inst.segment_steps > 1 and inst.end_segment_for_admission(now):  # type: ignore[attr-defined]
+        elif was_empty and inst.segment_steps > 1:
             # the head may be admitted at the next step boundary: the skipped segment now ends there
-            self._events.push_step_end(inst.step_end_s(inst.segment_steps), inst)  # type: ignore[attr-defined]
+            end_s = inst.end_segment_for_admission(now)  # type: ignore[attr-defined]
+            if end_s is not None:  # EventQueue.push_step_end, inlined on the hot path
+                inst.version = v = inst.version + 1
+                _heappush(self._events.heap, (end_s, STEP_END, inst.pod.index, STEP_END, inst, v))  # type: ignore[attr-defined]

@@ -153,6 +153,23 @@ def test_bad_role_and_limits() -> None:
         InstanceScheduler("agg", profile(seqs=300, budget=256))
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_longest_step_since_any_segment_is_the_max_of_that_suffix(seed: int) -> None:
+    """The fast mode's per-request ITL max reads the longest step of the segments committed since the request's
+    admission from a monotonic stack: it must be the plain maximum of that suffix (ties and repeats included)."""
+    sched = InstanceScheduler("decode", profile())
+    rng = np.random.default_rng(seed)
+    longest: list[float] = []
+    for value in [*rng.choice([0.005, 0.006, 0.007, 0.008], size=120).tolist(), 0.009, 0.004, 0.009]:
+        sched.note_segment_peak(value)
+        longest.append(value)
+        for since in range(len(longest) + 1):
+            want = max(longest[since:], default=-math.inf)
+            assert sched.longest_step_since(since) == want
+    assert sched.segments_committed == len(longest)
+    assert len(sched.segment_peaks_s) < len(longest)  # only the suffix maxima are kept
+
+
 @pytest.mark.parametrize("role", ["agg", "prefill"])
 def test_steps_charge_causal_attention_per_request(role: str) -> None:
     """Two prompts in one step attend within themselves (c1² + c2², not (c1 + c2)²); a prompt's second chunk attends
