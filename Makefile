@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports pytest prometheus clean
+.PHONY: demo test lint typecheck imports pytest prometheus vllm clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): setup.cfg pyproject.toml
 
 prometheus:
 	./scripts/ensure-prometheus.sh
+
+# Real vLLM on CPU (.venv-vllm, ~3 min and 2.7 GB the first time) and a tiny local Llama, for the tests that diff
+# the emulated worker against it. Idempotent.
+vllm:
+	./scripts/ensure-vllm.sh
 
 demo: $(STAMP)
 	$(BIN)/pdscale demo
@@ -28,10 +33,10 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP) prometheus
+pytest: $(STAMP) prometheus vllm
 	$(BIN)/pytest
 
 test: lint typecheck imports pytest
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache .venv-vllm .cache/pdscale

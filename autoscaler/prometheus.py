@@ -24,7 +24,9 @@ Metric-source profiles (``spec.metrics.source``):
 * ``vllm`` (default): vLLM V1 worker series (``vllm:*``, reference/vllm-metrics.md §2) plus, when
   ``spec.metrics.proxy`` is set and the series exist, the P/D proxy's user-visible histograms
   ``pdscale_proxy_time_to_first_token_seconds`` / ``pdscale_proxy_inter_token_latency_seconds`` (vLLM's bucket
-  edges, labels ``model_name`` plus the selector's). Without proxy series TTFT falls back to the workers:
+  edges, labels ``model_name`` plus the selector's) and its request rate from ``pdscale_proxy_requests_total``
+  (every outcome: failed and refused requests are load too; ``workers/proxy_metrics.py``). Without proxy series
+  TTFT falls back to the workers:
   user TTFT ~ prefill-worker TTFT + decode-worker TTFT (vllm-metrics.md §6: the prefill worker's TTFT is its
   whole request because max_tokens=1; the decode worker's TTFT is queue + KV wait + tail prefill). Summing the
   two percentiles is an upper-leaning estimate of the percentile of the sum (exact when the delays move
@@ -245,7 +247,7 @@ BUILTIN_PROFILES: Mapping[str, MetricProfile] = {
         name="vllm",
         frontend_ttft_histogram="pdscale_proxy_time_to_first_token_seconds",
         frontend_itl_histogram="pdscale_proxy_inter_token_latency_seconds",
-        frontend_requests_counter="pdscale_proxy_time_to_first_token_seconds_count",
+        frontend_requests_counter="pdscale_proxy_requests_total",
     ),
     "llm-d": MetricProfile(
         name="llm-d",

@@ -21,7 +21,7 @@ import bisect
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 
@@ -238,6 +238,88 @@ class RooflineModel:
         )
         memory_s = (self.weight_bytes + ctx * self.kv_bytes_per_token) / self._bw
         return self.overhead_s + max(flops / self._flops, memory_s) + self.per_seq_s * b
+
+
+@dataclass(frozen=True)
+class KvLink:
+    """The P/D KV transfer of one prompt: ``prompt × kv_bytes_per_token / bytes_per_s + base_latency_s`` seconds."""
+
+    bytes_per_s: float = 64e9
+    base_latency_s: float = 0.001
+
+    def __post_init__(self) -> None:
+        if not (self.bytes_per_s > 0 and math.isfinite(self.bytes_per_s)):
+            raise ValueError(f"KV link bandwidth must be a finite number > 0 bytes/s, got {self.bytes_per_s}")
+        if not (self.base_latency_s >= 0 and math.isfinite(self.base_latency_s)):
+            raise ValueError(f"KV link base latency must be a finite number >= 0 s, got {self.base_latency_s}")
+
+    def scaled(self, factor: float) -> KvLink:
+        """The same link with every transfer time multiplied by ``factor`` (see ``scale_profile``)."""
+        _check_factor(factor)
+        return KvLink(self.bytes_per_s / factor, self.base_latency_s * factor)
+
+
+@dataclass(frozen=True)
+class ScaledStepModel:
+    """Any step model with every step time multiplied by ``factor`` (for models ``scale_profile`` cannot rebuild)."""
+
+    inner: StepModel
+    factor: float
+
+    def prefill_step_s(self, new_tokens: float) -> float:
+        return self.inner.prefill_step_s(new_tokens) * self.factor
+
+    def decode_step_s(self, batch: int, context_tokens: float) -> float:
+        return self.inner.decode_step_s(batch, context_tokens) * self.factor
+
+    def mixed_step_s(self, new_tokens: float, batch: int, context_tokens: float) -> float:
+        return self.inner.mixed_step_s(new_tokens, batch, context_tokens) * self.factor
+
+
+def _check_factor(factor: float) -> None:
+    if not (factor > 0 and math.isfinite(factor)):
+        raise ValueError(f"time scale factor must be a finite number > 0, got {factor}")
+
+
+def scale_step_model(step: StepModel, factor: float) -> StepModel:
+    """``step`` with every modelled duration multiplied by ``factor``, as the same kind of model where possible
+    (a ``PolyModel`` stays a ``PolyModel``, so the simulator keeps its closed-form fast path)."""
+    _check_factor(factor)
+    k = factor
+    if isinstance(step, PolyModel):
+        return PolyModel(
+            step.prefill_a_s * k, step.prefill_b_s_per_token * k, step.prefill_c_s_per_token2 * k,
+            step.decode_a_s * k, step.decode_b_s_per_context_token * k, step.decode_c_s_per_seq * k,
+        )  # fmt: skip
+    if isinstance(step, TableModel):
+        return replace(
+            step,
+            prefill_s=tuple(v * k for v in step.prefill_s),
+            decode_s=tuple(tuple(v * k for v in row) for row in step.decode_s),
+        )
+    if isinstance(step, RooflineModel):  # both roofline terms are work / rate: slower rates, longer times
+        return replace(
+            step, gpu_flops_per_s=step.gpu_flops_per_s / k, hbm_bytes_per_s=step.hbm_bytes_per_s / k,
+            overhead_s=step.overhead_s * k, per_seq_s=step.per_seq_s * k,
+        )  # fmt: skip
+    if isinstance(step, ScaledStepModel):
+        return ScaledStepModel(step.inner, step.factor * k)
+    return ScaledStepModel(step, k)
+
+
+def scale_profile(profile: LatencyProfile, factor: float) -> LatencyProfile:
+    """The profile with every modelled step duration multiplied by ``factor`` (< 1: a compressed-time live run).
+
+    Emulated workers and the simulator given the same scaled profile run the same model, so a compressed live run
+    and its simulated twin stay comparable. Engine limits and KV sizes are unchanged. The P/D KV transfer time is a
+    property of the link, not the profile: scale it with ``KvLink.scaled(factor)``.
+    """
+    return replace(
+        profile,
+        name=f"{profile.name}@x{factor:g}",
+        source=f"{profile.source} (every step time x {factor:g})",
+        step=scale_step_model(profile.step, factor),
+    )
 
 
 # ---- helpers shared by the policy and the simulator ----

@@ -150,7 +150,7 @@ class ExportedFrontend:
     namespace: str = "default"
     ttft_metric: str = "pdscale_proxy_time_to_first_token_seconds"
     itl_metric: str = "pdscale_proxy_inter_token_latency_seconds"
-    requests_metric: str | None = None  # a counter name without _total, e.g. "dynamo_frontend_requests"
+    requests_metric: str | None = "pdscale_proxy_requests"  # counter name without _total (pdscale proxy: by outcome)
     model_label: str = "model_name"  # Dynamo's frontend says "model"
     extra_labels: Mapping[str, str] = field(default_factory=dict)
 

@@ -7,9 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoscaler.core.latency import (
+    KvLink,
     LatencyProfile,
     PolyModel,
     RooflineModel,
+    ScaledStepModel,
     StepModel,
     TableModel,
     decode_tokens_per_s,
@@ -17,6 +19,8 @@ from autoscaler.core.latency import (
     max_decode_batch,
     prefill_time_s,
     prefill_tokens_per_s,
+    scale_profile,
+    scale_step_model,
 )
 
 POLY = PolyModel(0.00575, 17.3e-6, 2.82e-10, 0.00575, 3.91e-8, 6.0e-6)
@@ -174,3 +178,64 @@ def test_max_decode_batch_bounds(ctx: float, itl: float | None, expected: int) -
 def test_prefill_chunk_validation() -> None:
     with pytest.raises(ValueError, match="chunk_tokens"):
         prefill_tokens_per_s(_profile(POLY), 0)
+
+
+class _OpaqueModel:
+    """A step model scale_step_model does not know: scaled by wrapping."""
+
+    def prefill_step_s(self, new_tokens: float) -> float:
+        return 0.01 + 1e-5 * new_tokens
+
+    def decode_step_s(self, batch: int, context_tokens: float) -> float:
+        return 0.005 + 1e-4 * batch + 1e-7 * context_tokens
+
+    def mixed_step_s(self, new_tokens: float, batch: int, context_tokens: float) -> float:
+        return self.prefill_step_s(new_tokens) + self.decode_step_s(batch, context_tokens)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    model=st.sampled_from([*MODELS, _OpaqueModel()]), k=st.sampled_from([0.05, 0.5, 3.0]),
+    tokens=st.floats(1, 20000), b=st.integers(1, 300), ctx=st.floats(1, 16000),
+)  # fmt: skip
+def test_scaled_model_multiplies_every_duration(model: StepModel, k: float, tokens: float, b: int, ctx: float) -> None:
+    scaled = scale_step_model(model, k)
+    assert scaled.prefill_step_s(tokens) == pytest.approx(k * model.prefill_step_s(tokens), rel=1e-12)
+    assert scaled.decode_step_s(b, b * ctx) == pytest.approx(k * model.decode_step_s(b, b * ctx), rel=1e-12)
+    assert scaled.mixed_step_s(tokens, b, b * ctx) == pytest.approx(
+        k * model.mixed_step_s(tokens, b, b * ctx), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "kind"),
+    [(POLY, PolyModel), (TABLE, TableModel), (ROOF_H100, RooflineModel), (_OpaqueModel(), ScaledStepModel)],
+    ids=["poly", "table", "roofline", "other"],
+)
+def test_scaling_keeps_the_model_kind(model: StepModel, kind: type) -> None:
+    """A PolyModel stays a PolyModel (the simulator's closed-form fast path); scaling twice composes."""
+    assert isinstance(scale_step_model(model, 0.1), kind)
+    twice = scale_step_model(scale_step_model(model, 0.1), 4.0)
+    assert twice.decode_step_s(8, 8000) == pytest.approx(0.4 * model.decode_step_s(8, 8000), rel=1e-12)
+
+
+def test_scale_profile_keeps_limits_and_names_the_factor() -> None:
+    p = _profile(POLY)
+    q = scale_profile(p, 0.25)
+    assert (q.kv_capacity_tokens, q.max_num_seqs, q.max_num_batched_tokens, q.kv_bytes_per_token) == (
+        p.kv_capacity_tokens, p.max_num_seqs, p.max_num_batched_tokens, p.kv_bytes_per_token,
+    )  # fmt: skip
+    assert q.name == "t@x0.25" and "x 0.25" in q.source
+    assert prefill_time_s(q, 20000) == pytest.approx(0.25 * prefill_time_s(p, 20000))
+
+
+def test_kv_link_scaling_and_validation() -> None:
+    link = KvLink(50e9, 0.002).scaled(0.1)
+    assert (link.bytes_per_s, link.base_latency_s) == pytest.approx((500e9, 0.0002))
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="time scale factor"):
+            scale_profile(_profile(POLY), bad)
+    with pytest.raises(ValueError, match="bandwidth"):
+        KvLink(0.0)
+    with pytest.raises(ValueError, match="base latency"):
+        KvLink(1e9, -0.001)

@@ -420,7 +420,7 @@ def role_of(query: str) -> str:
             (FE_TTFT_MEAN if ttft else "fe_itl_mean") if frontend else (W_TTFT_MEAN if ttft else "w_itl_mean")
         )
     for needle, role in (
-        ("pdscale_proxy_time_to_first_token_seconds_count", FE_REQUESTS),
+        ("pdscale_proxy_requests_total", FE_REQUESTS),
         ("request_success_total", W_REQUESTS),
         ("prompt_tokens_total", W_PROMPT),
         ("generation_tokens_total", W_OUTPUT),

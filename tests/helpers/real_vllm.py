@@ -1,0 +1,135 @@
+"""Start real vLLM on CPU for tests (``.venv-vllm`` and the tiny local Llama from scripts/ensure-vllm.sh).
+
+Launched through ``pdscale worker --engine vllm`` (so its command lines come from ``workers/vllm.py``, the code the
+manifests use, and its SIGTERM forwarding is exercised at teardown), with every cache and IPC path under the
+test's temp dir, each server bound to one core (``VLLM_CPU_OMP_THREADS_BIND``), NIXL side-channel ports picked
+free, HF offline. ``stop()`` sends SIGTERM to the process group, SIGKILL after 20 s, and only after a SIGKILL
+removes the /dev/shm entries that appeared while it ran (a SIGTERMed vLLM removes its own).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.net import LOOPBACK, free_port
+from tests.helpers.processes import ManagedProcess, ProcessRunner
+
+REPO = Path(__file__).resolve().parents[2]
+VLLM_VERSION = "0.32.0"
+MODEL_SNAPSHOT = "hf/hub/models--pdscale--tiny-llama/snapshots/0000000000000000000000000000000000000000"
+START_TIMEOUT_S = 240.0
+
+
+def vllm_python() -> str:
+    venv = Path(os.environ.get("VLLM_VENV", REPO / ".venv-vllm"))
+    if not (venv / f".pdscale-vllm-{VLLM_VERSION}").is_file():
+        pytest.fail(f"real vLLM is not installed in {venv}: run `make vllm` (scripts/ensure-vllm.sh) first")
+    return str(venv / "bin" / "python")
+
+
+def tiny_model_dir() -> str:
+    path = Path(os.environ.get("PDSCALE_CACHE", REPO / ".cache" / "pdscale")) / MODEL_SNAPSHOT
+    if not (path / ".complete").is_file():
+        pytest.fail(f"the tiny local Llama is missing at {path}: run `make vllm` (scripts/ensure-vllm.sh) first")
+    return str(path)
+
+
+@dataclass
+class RealVLLM:
+    """One launcher process (``pdscale worker --engine vllm``) and the port(s) of the server(s) it runs."""
+
+    proc: ManagedProcess
+    port: int
+    shm_before: frozenset[str]
+    decode_port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def decode_url(self) -> str:
+        assert self.decode_port is not None
+        return f"http://{LOOPBACK}:{self.decode_port}"
+
+    def stop(self) -> None:
+        self.proc.stop(timeout_s=20.0)
+        if self.proc.returncode == -9:  # killed: a SIGTERMed vLLM removes its own segments
+            for name in set(os.listdir("/dev/shm")) - self.shm_before:
+                if name.startswith(("psm_", "vllm", "torch_")):
+                    Path("/dev/shm", name).unlink(missing_ok=True)
+
+
+def _wait_serving(server: RealVLLM, url: str, name: str, deadline: float) -> None:
+    proc = server.proc
+    while time.monotonic() < deadline:
+        if not proc.running:
+            pytest.fail(f"real vLLM exited (rc {proc.returncode}) while starting:\n{proc.tail(60)}")
+        try:
+            with urllib.request.urlopen(f"{url}/v1/models", timeout=2.0) as resp:
+                if name in [m["id"] for m in json.load(resp)["data"]]:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    server.stop()
+    pytest.fail(f"real vLLM at {url} not serving after {START_TIMEOUT_S:.0f} s:\n{proc.tail(60)}")
+
+
+def _two_free_ports() -> int:
+    """A port P with P+1 free too (the launcher puts decode on P+1)."""
+    import socket
+
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind((LOOPBACK, port + 1))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no two consecutive free ports")
+
+
+def start_real_vllm(
+    runner: ProcessRunner, work_dir: Path, *, served_model_name: str = "tiny", max_model_len: int = 512,
+    max_num_seqs: int = 8, pd_pair: bool = False,
+) -> RealVLLM:
+    """Real vLLM through ``pdscale worker --engine vllm`` (one aggregated server, or with ``pd_pair`` a
+    NixlConnector prefill server on ``port`` and decode server on ``port + 1``, one core each)."""
+    python, model = vllm_python(), tiny_model_dir()
+    port = _two_free_ports() if pd_pair else free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    config = work_dir / "vllm.yaml"
+    config.write_text(
+        "device: cpu\n"
+        "kv_cache_memory_bytes: 134217728\n"
+        f"side_channel_port: {free_port()}\n"
+        f"decode_side_channel_port: {free_port()}\n"
+        "cpu_threads_bind: {aggregated: '0', prefill: '0', decode: '1'}\n"
+    )
+    env = {
+        "TMPDIR": str(work_dir), "VLLM_RPC_BASE_PATH": str(work_dir), "VLLM_CACHE_ROOT": str(work_dir / "cache"),
+        "TORCHINDUCTOR_CACHE_DIR": str(work_dir / "inductor"), "HF_HOME": str(work_dir / "hf"),
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+    }
+    argv = [sys.executable, "-m", "autoscaler.cli", "worker", "--engine", "vllm", model, "--vllm-python", python,
+            "--vllm-config", str(config), "--host", LOOPBACK, "--port", str(port), "--served-model-name",
+            served_model_name, "--max-model-len", str(max_model_len), "--max-num-seqs", str(max_num_seqs),
+            "--drain-timeout-s", "0", *(["--pd-pair"] if pd_pair else [])]
+    shm_before = frozenset(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else frozenset()
+    proc = runner.start(argv, name="real-vllm", env=env)
+    server = RealVLLM(proc, port, shm_before, decode_port=port + 1 if pd_pair else None)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    _wait_serving(server, server.url, served_model_name, deadline)
+    if pd_pair:
+        _wait_serving(server, server.decode_url, served_model_name, deadline)
+    return server
