@@ -7,7 +7,9 @@ error is the worker's own accounting: ``pdscale_worker_token_delivery_lag_second
 token, how long after its model deadline (the end of the engine step that produced it) the worker handed it to
 the client connection. Its per-run delta is summed over all pods; p50/p99 are read from the buckets (edges at
 0.5, 1, 2, 3, 5, 7.5, 10 ms, ...) and ``<=5ms`` is the exact share of tokens within 5 ms. The client also checks
-that every request got all its tokens. ``core%`` is the worker processes' CPU time over the run's wall time.
+that every request got all its tokens. ``core%`` is the worker processes' CPU time over the run's wall time and
+``us/tok`` that CPU time per delivered token: on a shared machine the lag measures the contention as much as the
+workers, while the CPU cost per token does not, so the last line turns it into a capacity estimate.
 
     .venv/bin/python bench/bench_worker_capacity.py [--pods 5,10,20,30] [--rate-per-pod 2] \\
         [--prompt-tokens 256] [--output-tokens 128] [--duration-s 20] [--json]
@@ -53,6 +55,7 @@ class Result:
     lag_p99_ms: float | None
     within_5ms: float
     worker_core_frac: float
+    cpu_us_per_token: float
     incomplete_requests: int
 
 
@@ -184,6 +187,7 @@ def run_one(n: int, args: argparse.Namespace) -> Result:
         lag_p99_ms=None if p99 is None else round(p99 * 1000, 2),
         within_5ms=round(within, 4),
         worker_core_frac=round(cpu / wall, 3),
+        cpu_us_per_token=round(cpu / tokens * 1e6, 1) if tokens else float("nan"),
         incomplete_requests=sent - full,
     )
 
@@ -211,11 +215,16 @@ def main() -> int:
           f"{args.prompt_tokens} / output {args.output_tokens} tokens, {args.duration_s:.0f} s, workers on core "
           f"{args.worker_core}, client on core {args.client_core}")
     print(f"{'pods':>5} {'req/s':>7} {'done/s':>7} {'tok/s':>8} {'lag p50 ms':>10} {'lag p99 ms':>10} "
-          f"{'<=5ms':>7} {'core%':>6} {'lost':>5}")
+          f"{'<=5ms':>7} {'core%':>6} {'us/tok':>7} {'lost':>5}")
     for r in results:
         print(f"{r.pods:>5} {r.offered_req_per_s:>7} {r.completed_req_per_s:>7} {r.tokens_per_s:>8} "
               f"{r.lag_p50_ms!s:>10} {r.lag_p99_ms!s:>10} {r.within_5ms:>7.2%} {r.worker_core_frac:>6.0%} "
-              f"{r.incomplete_requests:>5}")
+              f"{r.cpu_us_per_token:>7} {r.incomplete_requests:>5}")
+    per_token_s = sorted(r.cpu_us_per_token for r in results)[len(results) // 2] / 1e6
+    tokens_per_pod_s = args.rate_per_pod * args.output_tokens
+    print(f"median worker CPU per delivered token: {per_token_s * 1e6:.0f} us -> one core busy {0.5 / per_token_s:,.0f} "
+          f"tokens/s at 50% load, i.e. {0.5 / per_token_s / tokens_per_pod_s:.0f} pods at this per-pod load "
+          "(core% below 100 with a large lag means other processes held the core)")
     return 0
 
 
