@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.kube_emulator import CR, KubeEmulator
-from tests.helpers.processes import ManagedProcess, ProcessRunner
-from tests.helpers.prometheus import PrometheusServer
+from workers.local.kube_emulator import CR, KubeEmulator
+from workers.local.processes import ManagedProcess, ProcessRunner
+from workers.local.prometheus import PrometheusServer
 from tests.helpers.vllm_exporter import ExportedFrontend, ExportedPod, LatencyMix, Load, VllmExporter
 
 SCRAPE_S = 0.5

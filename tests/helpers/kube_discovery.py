@@ -11,7 +11,7 @@ import attrs
 import kmock
 from kmock._internal import rendering
 
-from tests.helpers.kube_emulator import KubeEmulator, PdscaleKubeEmulator, selector_matches
+from workers.local.kube_emulator import KubeEmulator, PdscaleKubeEmulator, selector_matches
 
 ENDPOINTSLICES = "discovery.k8s.io/v1/endpointslices"
 

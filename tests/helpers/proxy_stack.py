@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers.net import LOOPBACK, free_port
-from tests.helpers.processes import ManagedProcess, ProcessRunner
+from workers.local.net import LOOPBACK, free_port
+from workers.local.processes import ManagedProcess, ProcessRunner
 
 
 @dataclass

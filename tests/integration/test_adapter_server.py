@@ -34,7 +34,7 @@ from metrics_adapter.provider import (
 )
 from metrics_adapter.server import AdapterServer
 from metrics_adapter.tls import ServingTLS
-from tests.helpers.kube_emulator import AccessRule, KubeEmulator
+from workers.local.kube_emulator import AccessRule, KubeEmulator
 from tests.helpers.pki import CA, Issued, extension_auth_configmap
 
 HPA_USER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.processes import ProcessRunner
+from workers.local.processes import ProcessRunner
 from tests.helpers.workers import MODEL, WorkerHandle, start_worker
 
 

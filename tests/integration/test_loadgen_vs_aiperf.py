@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.aiperf import ensure_aiperf, run_aiperf, write_dataset
-from tests.helpers.processes import ProcessRunner
+from workers.local.processes import ProcessRunner
 from tests.helpers.workers import MODEL, start_worker
 from workers.loadgen import Plan, Target, run_plan
 from workers.loadgen_report import summarize

@@ -23,7 +23,7 @@ from autoscaler.core.spec import SLO, AutoscalerSpec, MetricsSpec
 from autoscaler.core.types import Decision, Observation, Pool, PoolDecision, PoolReplicas, Signals
 from autoscaler.prometheus import PrometheusMetricsSource
 from autoscaler.telemetry import ControllerTelemetry
-from tests.helpers.prometheus import PrometheusServer
+from workers.local.prometheus import PrometheusServer
 from tests.helpers.vllm_exporter import ExportedFrontend, ExportedPod, LatencyMix, Load, VllmExporter
 
 WINDOW_S = 5.0

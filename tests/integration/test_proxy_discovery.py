@@ -13,8 +13,8 @@ import openai
 import pytest
 
 from tests.helpers.kube_discovery import discovery_emulator, emulated_pod
-from tests.helpers.kube_emulator import KubeEmulator
-from tests.helpers.processes import ProcessRunner
+from workers.local.kube_emulator import KubeEmulator
+from workers.local.processes import ProcessRunner
 from tests.helpers.proxy_stack import outcome, start_proxy, wait_endpoints
 from tests.helpers.workers import MODEL, WorkerHandle, scrape, start_worker
 

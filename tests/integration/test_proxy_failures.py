@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import openai
 
-from tests.helpers.net import LOOPBACK, free_port
-from tests.helpers.processes import ProcessRunner
+from workers.local.net import LOOPBACK, free_port
+from workers.local.processes import ProcessRunner
 from tests.helpers.proxy_stack import outcome, proxy_samples, sample, start_proxy, wait_endpoints
 from tests.helpers.workers import MODEL, WorkerHandle, scrape, start_worker
 

@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client, config
 
 from tests.helpers.kube_discovery import ENDPOINTSLICES, discovery_emulator, emulated_pod, emulated_slice
-from tests.helpers.kube_emulator import KubeEmulator
+from workers.local.kube_emulator import KubeEmulator
 from workers.endpoints import DECODE, PREFILL, Snapshot
 from workers.endpoints_kube import KubeEndpointSource
 

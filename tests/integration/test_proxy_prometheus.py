@@ -15,8 +15,8 @@ import pytest
 from autoscaler.core.buckets import ITL_BUCKETS_S, TTFT_BUCKETS_S
 from autoscaler.core.spec import SLO, AutoscalerSpec, MetricsSpec
 from autoscaler.prometheus import PrometheusMetricsSource
-from tests.helpers.processes import ProcessRunner
-from tests.helpers.prometheus import PrometheusServer
+from workers.local.processes import ProcessRunner
+from workers.local.prometheus import PrometheusServer
 from tests.helpers.proxy_stack import outcome, start_proxy
 from tests.helpers.workers import MODEL, start_worker
 from workers.loadgen import Target, build_plan, run_plan

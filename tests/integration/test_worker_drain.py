@@ -13,7 +13,7 @@ import urllib.request
 import aiohttp
 import openai
 
-from tests.helpers.processes import ProcessRunner
+from workers.local.processes import ProcessRunner
 from tests.helpers.workers import MODEL, start_worker
 
 CONCURRENT = 24

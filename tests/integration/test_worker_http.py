@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from tests.helpers.processes import ProcessRunner
+from workers.local.processes import ProcessRunner
 from tests.helpers.workers import MODEL, WorkerHandle, sample, scrape, start_worker
 from workers.tokens import count_text_tokens
 

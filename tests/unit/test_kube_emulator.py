@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from tests.helpers.kube_emulator import PdscaleKubeEmulator
+from workers.local.kube_emulator import PdscaleKubeEmulator
 
 
 def _apps(url: str) -> k8s.AppsV1Api:
