@@ -49,9 +49,9 @@ from autoscaler.core.spec import AutoscalerSpec, MetricsSpec  # noqa: E402
 from autoscaler.core.types import Decision, Observation, Pool, PoolDecision  # noqa: E402
 from autoscaler.prometheus import PrometheusMetricsSource  # noqa: E402
 from autoscaler.run import Runner, RunOptions, make_policy  # noqa: E402
+from tests.helpers.vllm_exporter import ExportedFrontend, ExportedPod, LatencyMix, Load, VllmExporter  # noqa: E402
 from workers.local.processes import ProcessRunner  # noqa: E402
 from workers.local.prometheus import PrometheusServer  # noqa: E402
-from tests.helpers.vllm_exporter import ExportedFrontend, ExportedPod, LatencyMix, Load, VllmExporter  # noqa: E402
 
 SCRAPE_INTERVAL_S = 15.0
 WINDOW_S = 60.0

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from tests.helpers.aiperf import ensure_aiperf, run_aiperf, write_dataset
-from workers.local.processes import ProcessRunner
 from tests.helpers.workers import MODEL, start_worker
 from workers.loadgen import Plan, Target, run_plan
 from workers.loadgen_report import summarize
+from workers.local.processes import ProcessRunner
 
 REQUESTS, CONCURRENCY = 48, 4
 PROMPT_TOKENS, OUTPUT_TOKENS = 512, 48
