@@ -117,6 +117,7 @@ class LocalCluster:
         self.kubeconfig_path = workdir / "kubeconfig"
         self.file_sd_path = workdir / "pods.json"
         self.started_s = 0.0
+        self._kube_running = False
 
     # ---------------------------------------------------------------- names
     @property
@@ -196,7 +197,7 @@ class LocalCluster:
             "args": argv[1:],
             "env": [{"name": k, "value": v} for k, v in env.items()],
             "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"},
-                      {"name": "nixl", "containerPort": 5600, "protocol": "TCP"}],  # fmt: skip
+                      {"name": "nixl", "containerPort": 5600, "protocol": "TCP"}],
             "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}},
             "lifecycle": {"preStop": {"sleep": {"seconds": s.pre_stop_s}}},
         }
@@ -212,9 +213,9 @@ class LocalCluster:
                 "selector": {"matchLabels": dict(labels)},
                 "template": {
                     "metadata": {"labels": dict(labels),
-                                 "annotations": {STARTUP_ANNOTATION: f"{self.spec.startup_s:g}"}},  # fmt: skip
+                                 "annotations": {STARTUP_ANNOTATION: f"{self.spec.startup_s:g}"}},
                     "spec": {"terminationGracePeriodSeconds": self.spec.grace_s,
-                             "containers": [self._container(role)]},  # fmt: skip
+                             "containers": [self._container(role)]},
                 },
             },
         }
@@ -260,6 +261,7 @@ class LocalCluster:
         s = self.spec
         self._write_profile()
         self.kube.__enter__()
+        self._kube_running = True
         self.kube.apply_crds(CRD_FILE)
         self.kube.kubeconfig(self.kubeconfig_path, namespace=self.ns)
         self.kube.put("apps/v1/deployments", self.deployment("prefill", s.prefill_replicas))
@@ -339,10 +341,9 @@ class LocalCluster:
         if self.prometheus is not None:
             self.prometheus.stop()
         self.runner.stop_all()
-        try:
+        if self._kube_running:
+            self._kube_running = False
             self.kube.__exit__(None, None, None)
-        except (RuntimeError, AssertionError, TimeoutError):
-            pass  # never started, or already stopped
 
     # ---------------------------------------------------------------- observation
     def pool_state(self) -> dict[str, PoolState]:
