@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from autoscaler import __version__
 
 # Modules exposing ``register(subparsers)``; each adds one or more working subcommands.
-COMMAND_MODULES: tuple[str, ...] = ("autoscaler.profiles_cli", "sim.cli", "autoscaler.run", "sim.bench", "sim.demo", "sim.plan", "autoscaler.prometheus", "metrics_adapter.command", "workers.worker_cli", "workers.proxy_cli", "workers.loadgen_cli")
+COMMAND_MODULES: tuple[str, ...] = ("autoscaler.profiles_cli", "sim.cli", "autoscaler.run", "sim.bench", "sim.demo", "sim.plan", "autoscaler.prometheus", "metrics_adapter.command", "workers.worker_cli", "workers.proxy_cli", "workers.loadgen_cli", "workers.local.up_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
