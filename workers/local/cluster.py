@@ -14,9 +14,10 @@
 Every process runs in its own process group under one ``ProcessRunner``; ``stop()`` ends them all (controllers
 first, so nothing scales while the pods go). The emulator and the pod runner run in this process's threads.
 
-Time scaling (``ClusterSpec.time_scale`` = K): every modelled duration of the workers is multiplied by K through
-one profile file (``workers.local.scaled_profile``) that the workers, the autoscaler's ``spec.profile`` and the
-simulator all load, and the KV link's transfer time too (``KvLink.scaled``). K > 1 slows the model down so that
+Time scaling (``ClusterSpec.time_scale`` = K): every modelled step duration of the workers is multiplied by K
+through one profile file (``workers.local.scaled_profile``) that the workers, the autoscaler's ``spec.profile``
+and the simulator all load. The P/D KV link keeps the workers' and the simulator's default (64 GB/s + 1 ms: a
+few ms per prompt, not scaled, the same on both sides). K > 1 slows the model down so that
 a loaded 2-core machine keeps up with it: the processes' own overheads (HTTP, the proxy hop, Python) shrink
 next to the modelled times. The SLO targets, start-up, tick, scrape and rate windows are the spec's own
 numbers, in wall seconds.
@@ -64,7 +65,7 @@ class ClusterSpec:
     decode_replicas: int = 1
     min_replicas: int = 1
     max_replicas: int = 8
-    startup_s: float = 10.0  # a pod's model loading time (the pod runner's start-up delay; podStartupSeconds)
+    startup_s: float = 10.0  # a pod's start-up time as the autoscaler knows it (podStartupSeconds)
     tick_s: float = 2.0
     scrape_s: float = 1.0
     window_s: float = 10.0  # rate()/histogram window of the autoscaler's queries
@@ -82,6 +83,12 @@ class ClusterSpec:
     vllm_python: str = ""
     vllm_model_dir: str = ""
     vllm_max_model_len: int = 512
+
+    @property
+    def loading_s(self) -> float:
+        """The pod runner's start-up delay: emulated workers start in a second and "load" for ``startup_s``; real
+        vLLM takes its own time (no delay added)."""
+        return 0.0 if self.engine == "vllm" else self.startup_s
 
     @property
     def drain_s(self) -> float:
@@ -141,7 +148,7 @@ class LocalCluster:
         return self.prometheus.url
 
     # ---------------------------------------------------------------- objects
-    def _write_profile(self) -> None:
+    def write_profile(self) -> None:
         from workers.local.scaled_profile import write_scaled_profile
 
         engine = {k: v for k, v in (("max_num_seqs", self.spec.max_num_seqs),
@@ -153,14 +160,10 @@ class LocalCluster:
         s = self.spec
         if s.engine == "vllm":
             return self._vllm_container(role)
-        from autoscaler.core.latency import KvLink
-
-        link = KvLink().scaled(s.time_scale)
         kv_role = {"prefill": "kv_producer", "decode": "kv_consumer"}[role]
         args = ["--host", LOOPBACK, "--port", "$(POD_PORT)", "--served-model-name", s.model, "--role", role,
                 "--profile", str(self.profile_path),
                 "--kv-transfer-config", json.dumps({"kv_connector": "NixlConnector", "kv_role": kv_role}),
-                "--kv-link-bytes-per-s", repr(link.bytes_per_s), "--kv-base-latency-s", repr(link.base_latency_s),
                 "--drain-timeout-s", f"{s.drain_s:g}", *s.worker_args]  # fmt: skip
         return {
             "name": "worker",
@@ -173,7 +176,10 @@ class LocalCluster:
         }
 
     def _vllm_container(self, role: str) -> dict[str, Any]:
-        from workers.vllm import VLLMConfig, api_server_command, serve_env
+        """The container of ``workers.vllm_manifests.deployment`` (the example manifests' code: readiness, preStop,
+        vLLM's --shutdown-timeout), run by this machine's vLLM interpreter on the pod's own ports."""
+        from workers.vllm import API_SERVER_MODULE, VLLMConfig, serve_args
+        from workers.vllm_manifests import deployment
 
         s = self.spec
         if not (s.vllm_python and s.vllm_model_dir):
@@ -183,24 +189,20 @@ class LocalCluster:
                             kv_cache_memory_bytes=134217728, shutdown_timeout_s=int(s.drain_s),
                             side_channel_port=65534,
                             cpu_threads_bind={"prefill": "0", "decode": "1"})  # fmt: skip
-        argv = ["$(PDSCALE_VLLM_PYTHON)" if a == s.vllm_python else ("$(POD_PORT)" if a == "65535" else a)
-                for a in api_server_command(config, role, s.vllm_python)]  # fmt: skip
-        env = {k: ("$(POD_PORT_NIXL)" if v == "65534" else v) for k, v in serve_env(config, role).items()}
+        container = dict(deployment(config, role, name="-", namespace=self.ns, pre_stop_s=s.pre_stop_s)
+                         ["spec"]["template"]["spec"]["containers"][0])  # fmt: skip
+        args = ["--model", s.vllm_model_dir, *serve_args(config, role)]
+        container["command"] = ["$(PDSCALE_VLLM_PYTHON)", "-m", API_SERVER_MODULE]
+        container["args"] = ["$(POD_PORT)" if a == "65535" else a for a in args]
+        env = {e["name"]: ("$(POD_PORT_NIXL)" if e["value"] == "65534" else e["value"]) for e in container["env"]}
         env.update({"PDSCALE_VLLM_PYTHON": s.vllm_python, "TMPDIR": "$(POD_TMPDIR)",
                     "VLLM_RPC_BASE_PATH": "$(POD_TMPDIR)", "VLLM_CACHE_ROOT": "$(POD_TMPDIR)/cache",
                     "TORCHINDUCTOR_CACHE_DIR": "$(POD_TMPDIR)/inductor", "HF_HOME": "$(POD_TMPDIR)/hf",
                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})  # fmt: skip
-        return {
-            "name": "vllm",
-            "image": "vllm/vllm-openai",
-            "command": argv[:1],
-            "args": argv[1:],
-            "env": [{"name": k, "value": v} for k, v in env.items()],
-            "ports": [{"name": "http", "containerPort": 8000, "protocol": "TCP"},
-                      {"name": "nixl", "containerPort": 5600, "protocol": "TCP"}],
-            "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}},
-            "lifecycle": {"preStop": {"sleep": {"seconds": s.pre_stop_s}}},
-        }
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+        container.pop("resources", None)  # no GPUs here
+        container["readinessProbe"] = {"httpGet": {"path": "/health", "port": "http"}}  # the runner's probe period
+        return container
 
     def deployment(self, role: str, replicas: int) -> dict[str, Any]:
         labels = {"app.kubernetes.io/name": self.spec.model, ROLE_LABEL: role}
@@ -213,7 +215,7 @@ class LocalCluster:
                 "selector": {"matchLabels": dict(labels)},
                 "template": {
                     "metadata": {"labels": dict(labels),
-                                 "annotations": {STARTUP_ANNOTATION: f"{self.spec.startup_s:g}"}},
+                                 "annotations": {STARTUP_ANNOTATION: f"{self.spec.loading_s:g}"}},
                     "spec": {"terminationGracePeriodSeconds": self.spec.grace_s,
                              "containers": [self._container(role)]},
                 },
@@ -259,7 +261,7 @@ class LocalCluster:
     def _start(self, wait_ready_s: float) -> None:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         s = self.spec
-        self._write_profile()
+        self.write_profile()
         self.kube.__enter__()
         self._kube_running = True
         self.kube.apply_crds(CRD_FILE)
@@ -269,7 +271,7 @@ class LocalCluster:
         self.file_sd_path.write_text("[]")
         self.pods = PodRunner(PodRunnerOptions(
             api_url=self.kube.url, namespace=self.ns, file_sd_path=self.file_sd_path,
-            kubelet=KubeletOptions(log_dir=self.workdir / "pods", startup_delay_s=s.startup_s,
+            kubelet=KubeletOptions(log_dir=self.workdir / "pods", startup_delay_s=s.loading_s,
                                    probe_period_s=s.probe_period_s, cwd=REPO),
         )).start()  # fmt: skip
         self.proxy_port = free_port()
