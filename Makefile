@@ -5,21 +5,30 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports pytest prometheus vllm clean
+.PHONY: demo test lint typecheck imports pytest prometheus kubectl vllm aiperf clean bench-dynamo bench-speed
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,local]'
 	touch $(STAMP)
 
 prometheus:
 	./scripts/ensure-prometheus.sh
 
+# Debian's kubectl (the e2e tests drive the Kubernetes emulator with it; the manifest tests build kustomizations).
+kubectl:
+	./scripts/ensure-kubectl.sh
+
 # Real vLLM on CPU (.venv-vllm, ~3 min and 2.7 GB the first time) and a tiny local Llama, for the tests that diff
 # the emulated worker against it. Idempotent.
 vllm:
 	./scripts/ensure-vllm.sh
+
+# NVIDIA's aiperf (.venv-aiperf, ~3 min and 1.2 GB the first time; it pins prometheus_client and rich below ours)
+# and an offline tokenizer, for the loadgen cross-check. Idempotent.
+aiperf:
+	./scripts/ensure-aiperf.sh
 
 demo: $(STAMP)
 	$(BIN)/pdscale demo
@@ -33,10 +42,24 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-pytest: $(STAMP) prometheus vllm
+pytest: $(STAMP) prometheus kubectl vllm aiperf
 	$(BIN)/pytest
 
 test: lint typecheck imports pytest
 
+# Benchmarks against NVIDIA Dynamo's mocker, in a bench-only environment (never the product's install; not part of
+# `make test`). BENCH_ARGS passes flags through, e.g. make bench-dynamo BENCH_ARGS="--policy pdscale --json".
+VENV_DYNAMO ?= .venv-dynamo
+DYNAMO_STAMP := $(VENV_DYNAMO)/.dynamo-bench-installed
+
+$(DYNAMO_STAMP): scripts/setup-dynamo-bench.sh
+	PYTHON=$(PYTHON) ./scripts/setup-dynamo-bench.sh $(VENV_DYNAMO)
+
+bench-dynamo: $(DYNAMO_STAMP)
+	$(VENV_DYNAMO)/bin/python bench/bench_vs_dynamo_mocker.py $(BENCH_ARGS)
+
+bench-speed: $(STAMP) $(DYNAMO_STAMP)
+	$(BIN)/python bench/bench_sim_speed.py --dynamo-python $(VENV_DYNAMO)/bin/python $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .pytest_cache .ruff_cache .venv-vllm .cache/pdscale
+	rm -rf $(VENV) $(VENV_DYNAMO) build *.egg-info .mypy_cache .pytest_cache .ruff_cache .venv-vllm .cache/pdscale

@@ -15,7 +15,7 @@ Accepted shape (every key optional)::
     behavior:          {scaleUp|scaleDown: {stabilizationWindowSeconds, selectPolicy (Max|Min|Disabled),
                         policies: [{type (Pods|Percent), value, periodSeconds}]}}
     metrics:           {source (vllm|dynamo|llm-d|custom), selector: {matchLabels: {k: v}}, windowSeconds,
-                        proxy, queries: {signal: PromQL template}}
+                        proxy, queries: {signal: PromQL template}, maxFailureRatio (0 < r <= 1)}
 
 A percentile is a fraction in (0, 1) (``0.99``), a percent in (1, 100) (``99``, ``99.9``) or a string
 (``"p99"``, ``"P99.9"``, ``"99%"``, ``"0.99"``).
@@ -233,7 +233,7 @@ _REF_KEYS = ("apiVersion", "kind", "name")
 _SLO_KEYS = ("percentile", "targetSeconds")
 _RULES_KEYS = ("stabilizationWindowSeconds", "selectPolicy", "policies")
 _POLICY_KEYS = ("type", "value", "periodSeconds")
-_METRICS_KEYS = ("source", "selector", "windowSeconds", "proxy", "queries")
+_METRICS_KEYS = ("source", "selector", "windowSeconds", "proxy", "queries", "maxFailureRatio")
 _SELECTOR_KEYS = ("matchLabels",)
 _SPEC_KEYS = (
     "prefill",
@@ -249,10 +249,22 @@ _SPEC_KEYS = (
 )
 
 
+# Scale to zero is refused (here and in the CRD, with the same words): a GPU pod takes minutes to load its model,
+# and while a pool is at zero no pod emits the metrics pdscale scales on, so nothing would ever wake it (KEDA's
+# activation needs a signal that exists at zero; pdscale has none yet). A pool scaled to 0 by hand is left alone.
+SCALE_TO_ZERO_REFUSED = (
+    "must be >= 1: scale to zero is not supported (GPU pods take minutes to start, no activation signal exists "
+    "while a pool is at zero, and pdscale would never wake it); to stop a pool, scale its target to 0 by hand: "
+    "pdscale then leaves it alone (ScalingDisabled), as the HPA does"
+)
+
+
 def _pool(value: Any, parts: FieldPath) -> PoolSpec:
     raw = _mapping(value, parts, _POOL_KEYS)
     default = PoolSpec()
     min_r = _int(raw.get("minReplicas", default.min_replicas), (*parts, "minReplicas"), minimum=0)
+    if min_r == 0:
+        _fail((*parts, "minReplicas"), SCALE_TO_ZERO_REFUSED)
     max_r = _int(raw.get("maxReplicas", default.max_replicas), (*parts, "maxReplicas"), minimum=1)
     if min_r > max_r:
         _fail((*parts, "minReplicas"), f"must be <= maxReplicas (got {min_r} > {max_r})")
@@ -373,7 +385,12 @@ def _metrics(value: Any, parts: FieldPath) -> MetricsSpec:
         _fail((*parts, "queries"), "source custom needs at least one query (signal -> PromQL template)")
     if source != "custom" and queries:
         _fail((*parts, "queries"), f"only used with source custom (source is {source!r})")
-    return MetricsSpec(source=source, selector=selector, window_s=window_s, proxy=proxy, custom_queries=queries)
+    ratio = _number(raw.get("maxFailureRatio", default.max_failure_ratio), (*parts, "maxFailureRatio"),
+                    positive=True)
+    if ratio > 1:
+        _fail((*parts, "maxFailureRatio"), f"is a share of requests: must be <= 1, got {ratio!r}")
+    return MetricsSpec(source=source, selector=selector, window_s=window_s, proxy=proxy, custom_queries=queries,
+                       max_failure_ratio=ratio)
 
 
 def _queries(value: Any, parts: FieldPath) -> tuple[tuple[str, str], ...]:
@@ -394,6 +411,9 @@ def _spec(value: Any) -> AutoscalerSpec:
     default = AutoscalerSpec()
     prefill = _pool(raw.get("prefill"), ("prefill",))
     decode = _pool(raw.get("decode"), ("decode",))
+    if prefill.target is not None and prefill.target == decode.target:
+        _fail(("decode", "scaleTargetRef"), "must differ from prefill.scaleTargetRef: two pools cannot share "
+              "one target (each decision would undo the other's)")
     slo = _mapping(raw.get("slo"), ("slo",), ("ttft", "itl"))
     ttft = _slo(slo.get("ttft"), ("slo", "ttft"), default.ttft)
     itl = _slo(slo.get("itl"), ("slo", "itl"), default.itl)
@@ -479,6 +499,7 @@ def spec_to_dict(spec: AutoscalerSpec) -> dict[str, Any]:
         "selector": {"matchLabels": dict(spec.metrics.selector)},
         "windowSeconds": spec.metrics.window_s,
         "proxy": spec.metrics.proxy,
+        "maxFailureRatio": spec.metrics.max_failure_ratio,
     }
     if spec.metrics.custom_queries:
         metrics["queries"] = dict(spec.metrics.custom_queries)

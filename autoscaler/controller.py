@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from autoscaler.core.spec import AutoscalerSpec, Mode
-from autoscaler.core.types import Decision, Observation, Pool
+from autoscaler.core.types import Decision, Observation, Pool, PoolDecision, Reason
 from autoscaler.ports import Clock, MetricsSource, Policy, ScaleTarget, StateStore
 
 S = TypeVar("S")
@@ -63,6 +63,9 @@ class Controller(Generic[S]):
         observation = Observation(
             time_s=now_s, signals=signals, prefill=replicas[Pool.PREFILL], decode=replicas[Pool.DECODE]
         )
+        disabled = self._scaled_to_zero(observation)
+        if disabled is not None:
+            return TickResult(observation, disabled, ())
         state = self.store.load()
         if state is None:
             state = self.policy.initial_state(self.spec)
@@ -92,3 +95,22 @@ class Controller(Generic[S]):
             else:
                 log.debug("%s: %s", pool.value, pool_decision.message, extra=extra)
         return TickResult(observation, decision, tuple(applied), tuple(errors))
+
+    def _scaled_to_zero(self, observation: Observation) -> Decision | None:
+        """A target at 0 replicas whose pool may not be 0 (``min_replicas >= 1``; the loader refuses 0) was
+        scaled to zero by hand: hands off until someone scales it up, as the HPA does (``ScalingDisabled``).
+        The policy does not run, so its state does not learn from the outage either. None: scaling is on."""
+        stopped = [p for p in (Pool.PREFILL, Pool.DECODE)
+                   if observation.replicas(p).desired == 0 and self.spec.pool(p).min_replicas >= 1]
+        if not stopped:
+            return None
+        names = " and ".join(f"{p.value} target" for p in stopped)
+        message = (f"{names} scaled to 0 by hand: scaling disabled until it is scaled up again "
+                   "(pdscale never scales a pool from 0)")
+
+        def hold(pool: Pool) -> PoolDecision:
+            n = observation.replicas(pool).desired
+            return PoolDecision(pool, n, n, Reason.SCALING_DISABLED.value, message)
+
+        log.info("%s: %s", self.name, message, extra={"autoscaler": self.name, "reason": Reason.SCALING_DISABLED})
+        return Decision(observation.time_s, hold(Pool.PREFILL), hold(Pool.DECODE))

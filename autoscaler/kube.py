@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -53,7 +53,7 @@ KNOWN_PLURALS: Mapping[tuple[str, str], str] = {
 }
 LIMIT_REASONS = frozenset(
     {Reason.TOO_MANY_REPLICAS, Reason.TOO_FEW_REPLICAS, Reason.SCALE_UP_LIMIT, Reason.SCALE_DOWN_LIMIT,
-     Reason.CAPPED_BY_BUDGET}
+     Reason.CAPPED_BY_BUDGET, Reason.REQUESTS_FAILING, Reason.PARTIAL_METRICS}
 )
 
 # (namespace, pool, pod names) -> load per pod (e.g. running requests); pods it omits count as busiest.
@@ -66,6 +66,28 @@ class ScaleError(RuntimeError):
 
 class StaleDecisionError(ScaleError):
     """The target's replicas changed after the decision was computed; nothing was written."""
+
+
+class FencedError(ScaleError):
+    """A write refused before it was sent: this replica cannot prove it holds the Lease until the write's own
+    timeout would have run out (``autoscaler.leader.LeaseFence``)."""
+
+
+class WriteFence(Protocol):
+    """Asked before every write (scale, status, event, pod deletion cost): raise ``FencedError`` unless a write
+    sent now, given up after ``timeout_s``, would surely end while this replica may still write."""
+
+    def check(self, what: str, timeout_s: float) -> None: ...
+
+
+class Unfenced:
+    """No leader election (one replica, tests): every write may go."""
+
+    def check(self, what: str, timeout_s: float) -> None:
+        return None
+
+
+UNFENCED = Unfenced()
 
 
 def utc_now_iso() -> str:
@@ -299,10 +321,12 @@ class KubeScaleTarget:
         cache: TargetCache | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        fence: WriteFence = UNFENCED,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
         self.spec = spec
+        self.fence = fence
         self.pod_load = pod_load
         self.cache = cache  # per-pass LIST snapshot for read_replicas; scale() always re-reads /scale
         self.rng = rng or random.Random()
@@ -407,6 +431,8 @@ class KubeScaleTarget:
             try:
                 self._write_scale(ref, decision.desired_replicas, read.resource_version)
                 return
+            except FencedError:
+                raise
             except ApiException as exc:
                 if exc.status == 409 and attempt + 1 < attempts:
                     self.conflicts += 1
@@ -421,6 +447,7 @@ class KubeScaleTarget:
     def _write_scale(self, ref: TargetRef, replicas: int, resource_version: str) -> None:
         body = {"metadata": {"resourceVersion": resource_version}, "spec": {"replicas": replicas}}
         t = self.kube.timeout
+        self.fence.check(f"scale of {ref.kind}/{ref.name} to {replicas}", t)
         if self._is_apps(ref):
             patch = (
                 self.kube.apps.patch_namespaced_deployment_scale
@@ -471,6 +498,11 @@ class KubeScaleTarget:
             if name not in patches and MARKED in ann:
                 patches[name] = {DELETION_COST: None, MARKED: None}
         for name, change in patches.items():
+            try:
+                self.fence.check(f"deletion cost of pod {name}", self.kube.timeout)
+            except FencedError as exc:
+                log.warning("%s", exc)
+                return []
             try:
                 self.kube.core.patch_namespaced_pod(
                     name,
@@ -538,6 +570,23 @@ class StatusStateStore:
             return None
 
 
+AMBIGUOUS_OWNER = "AmbiguousOwner"
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """The owner check's verdict on one autoscaler (``autoscaler.owners``): ``exclusive`` True (no other writer
+    of its targets), False (another writer: it must not scale) or None (could not be verified: it scales, and the
+    condition says so)."""
+
+    exclusive: bool | None
+    reason: str
+    message: str
+
+
+NOT_CHECKED = Ownership(None, "NotChecked", "other owners of the targets were not checked")
+
+
 @dataclass
 class Conditions:
     """metav1.Condition list that keeps lastTransitionTime when a condition's status does not change."""
@@ -577,8 +626,10 @@ def build_status(
     dry_run: bool = False,
     state: Mapping[str, Any] | None = None,
     now_iso: str | None = None,
+    ownership: Ownership = NOT_CHECKED,
 ) -> dict[str, Any]:
-    """The full ``status`` for one autoscaler after a tick (``result``) or a failure before deciding (``error``)."""
+    """The full ``status`` for one autoscaler after a tick (``result``), a failure before deciding (``error``) or
+    a refusal to scale a target another writer also scales (``ownership.exclusive`` False)."""
     now = now_iso or utc_now_iso()
     prev = obj.status
     conds = Conditions(prev.get("conditions") or [], obj.generation, now)
@@ -597,14 +648,18 @@ def build_status(
         conds.set("ScalingActive", False, "InvalidSpec", obj.error or "invalid spec")
         conds.set("ScalingLimited", None, "InvalidSpec", "no decision")
         conds.set("SLOMet", None, "InvalidSpec", "no decision")
+        conds.set("ExclusiveOwner", None, "InvalidSpec", "no targets to check")
         status["conditions"] = conds.items
         return status
+    conds_owner = (ownership.exclusive, ownership.reason, ownership.message)
     if result is None:
-        msg = error or "no result"
-        conds.set("AbleToScale", False, "FailedGetScale", msg)
-        conds.set("ScalingActive", False, "FailedGetScale", msg)
-        conds.set("ScalingLimited", None, "FailedGetScale", "no decision")
-        conds.set("SLOMet", None, "FailedGetScale", "no decision")
+        why = ownership.reason if ownership.exclusive is False else "FailedGetScale"
+        msg = ownership.message if ownership.exclusive is False else (error or "no result")
+        conds.set("AbleToScale", False, why, msg)
+        conds.set("ScalingActive", False, why, msg)
+        conds.set("ScalingLimited", None, why, "no decision")
+        conds.set("SLOMet", None, why, "no decision")
+        conds.set("ExclusiveOwner", *conds_owner)
         for pool in ("prefill", "decode"):
             if pool in prev:
                 status[pool] = prev[pool]
@@ -631,6 +686,9 @@ def build_status(
         "prefillWaitingRequests": _num(sig.prefill.waiting_requests),
         "decodeRunningRequests": _num(sig.decode.running_requests),
         "decodeKvUsage": _num(sig.decode.kv_usage_fraction),
+        "failedRequestRatePerSecond": _num(sig.failed_request_rate_per_s),
+        "prefillPodsReporting": _num(sig.prefill.pods_reporting),
+        "decodePodsReporting": _num(sig.decode.pods_reporting),
     }
     status["observed"] = {k: v for k, v in observed.items() if v is not None}
 
@@ -649,7 +707,10 @@ def build_status(
         else:
             conds.set("AbleToScale", True, "ReadyForNewScale", "recommended size matches current size")
     # ScalingActive
-    if sig.error:
+    disabled = next((p for p in (dec.prefill, dec.decode) if p.reason == Reason.SCALING_DISABLED), None)
+    if disabled is not None:
+        conds.set("ScalingActive", False, str(Reason.SCALING_DISABLED), disabled.message)
+    elif sig.error:
         conds.set("ScalingActive", False, "FailedGetMetrics", f"{sig.error}; holding replicas")
     elif sig.ttft_s is None and sig.itl_s is None:
         conds.set("ScalingActive", False, str(Reason.METRICS_UNAVAILABLE),
@@ -676,6 +737,7 @@ def build_status(
         reason = "WithinTarget" if ttft_ok and itl_ok else (
             str(Reason.TTFT_ABOVE_TARGET) if not ttft_ok else str(Reason.ITL_ABOVE_TARGET))
         conds.set("SLOMet", ttft_ok and itl_ok, reason, msg)
+    conds.set("ExclusiveOwner", *conds_owner)
     status["conditions"] = conds.items
     return status
 
@@ -743,19 +805,29 @@ def status_write_due(
     return written_s is None or now_s - written_s >= refresh_s
 
 
-def write_status(kube: KubeClient, obj: AutoscalerObject, status: Mapping[str, Any]) -> None:
-    """Merge-patch the status subresource. ``conditions`` is a list, so it is replaced whole."""
+def write_status(
+    kube: KubeClient, obj: AutoscalerObject, status: Mapping[str, Any], fence: WriteFence = UNFENCED
+) -> None:
+    """Merge-patch the status subresource. ``conditions`` is a list, so it is replaced whole. The patch carries
+    the resourceVersion the object was listed at: a write delayed past a newer one (another leader's, a spec edit)
+    is refused with 409 by the API server instead of overwriting it; the next pass writes again."""
+    fence.check(f"status of {obj.key}", kube.timeout)
+    body: dict[str, Any] = {"status": dict(status)}
+    rv = (obj.raw.get("metadata") or {}).get("resourceVersion")
+    if rv:
+        body["metadata"] = {"resourceVersion": str(rv)}
     kube.custom.patch_namespaced_custom_object_status(
-        GROUP, VERSION, obj.namespace, PLURAL, obj.name, {"status": dict(status)}, _request_timeout=kube.timeout
+        GROUP, VERSION, obj.namespace, PLURAL, obj.name, body, _request_timeout=kube.timeout
     )
 
 
 class EventRecorder:
     """core/v1 Events about an autoscaler (``kubectl describe pdas`` shows them)."""
 
-    def __init__(self, kube: KubeClient, identity: str) -> None:
+    def __init__(self, kube: KubeClient, identity: str, fence: WriteFence = UNFENCED) -> None:
         self.kube = kube
         self.identity = identity
+        self.fence = fence
 
     def emit(self, obj: AutoscalerObject, type_: str, reason: str, message: str) -> None:
         now = utc_now_iso()
@@ -781,6 +853,7 @@ class EventRecorder:
             "count": 1,
         }
         try:
+            self.fence.check(f"event {reason} for {obj.key}", self.kube.timeout)
             self.kube.core.create_namespaced_event(  # the client serialises plain dicts as they are
                 obj.namespace, body, _request_timeout=self.kube.timeout  # type: ignore[arg-type]
             )

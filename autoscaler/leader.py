@@ -7,6 +7,7 @@ does not matter). Every write carries the resourceVersion it read, so of two can
 Lease exactly one wins; the other gets 409 Conflict and stays a follower. A leader counts itself leader only
 until ``renew time + lease duration - safety margin`` on its own monotonic clock, so it stops writing before a
 successor can start. On shutdown it releases the Lease (holder cleared) so a successor takes over at once.
+``LeaseFence`` applies that deadline to every other write the controller makes (scale, status, events, pods).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from autoscaler.kube import KubeClient, api_error_text
+from autoscaler.kube import FencedError, KubeClient, api_error_text
 
 log = logging.getLogger("pdscale.leader")
 
@@ -68,6 +69,10 @@ class LeaderElector:
 
     def is_leader(self) -> bool:
         return self.monotonic() < self._valid_until
+
+    def remaining_s(self) -> float:
+        """Seconds this replica may still act as leader (negative when it may not)."""
+        return self._valid_until - self.monotonic()
 
     def _lease_body(self, holder: str | None, acquire: str | None, renew: str | None, transitions: int,
                     resource_version: str | None, duration_s: float | None = None) -> dict[str, Any]:
@@ -164,3 +169,24 @@ class LeaderElector:
             log.info("released leadership", extra={"identity": self.identity, "lease": name})
         except Exception as exc:
             log.warning("releasing lease %s/%s failed: %s", ns, name, api_error_text(exc))
+
+
+class LeaseFence:
+    """``kube.WriteFence`` for a Lease holder: a write may be sent only if its timeout runs out before the
+    leadership this replica can prove does (``renew start + lease duration - safety margin``, on its own monotonic
+    clock). A write that could still be in flight when a successor may start is not sent; one that the server
+    applies after the client gave up is refused by the resourceVersion it carries if anyone wrote in between."""
+
+    def __init__(self, elector: LeaderElector) -> None:
+        self.elector = elector
+
+    def check(self, what: str, timeout_s: float) -> None:
+        left = self.elector.remaining_s()
+        if left >= timeout_s:
+            return
+        why = (
+            "this replica does not hold the Lease"
+            if left <= 0
+            else f"the Lease is surely held {left:.2f} s more, less than the call's {timeout_s:g} s timeout"
+        )
+        raise FencedError(f"{what} not written: {why}")

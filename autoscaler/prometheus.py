@@ -64,6 +64,16 @@ their ``_`` spelling (``{__name__=~"vllm:x|vllm_x"}``): prometheus_client >= 0.2
 Accept header with ``escaping=underscores`` writes ``vllm_x`` on sample lines (client_python issue #1177), so a
 vLLM built on it is stored under the underscored names. ``MetricProfile.accept_escaped_names=False`` turns it off.
 
+Failing traffic is load: the request rate counts every request (the proxy's ``pdscale_proxy_requests_total`` by any
+``outcome``, vLLM's ``request_success_total`` by any ``finished_reason``, Dynamo's ``requests_total`` by any
+``status``, llm-d's ``request_total``), and ``Signals.failed_request_rate_per_s`` is its server-side failed part (proxy
+``5xx``/``no_upstream``, vLLM ``error``, Dynamo ``status="error"``, llm-d ``request_error_total``; not 4xx or client
+aborts). ``PoolSignals.pods_reporting`` is the number of distinct ``pod`` label values (``MetricProfile.pod_label``)
+among the pool's fresh running-gauge series: with a series label other than ``pod`` for the pod, set
+``pod_label``, or every pool reads as one pod reporting. Both ride as a second answer in an existing grouped query
+(``label_replace`` marks it: ``pdscale_part="failed"`` on the frontend rate, a ``#failed`` / ``#pods`` suffix on the
+pool label of the worker rate and running gauge), so the count of queries per tick does not change.
+
 Missing data is ``None``, never zero: NaN and ±Inf answers (e.g. ``histogram_quantile`` or a 0/0 mean with no
 requests in the window), absent series (empty vector) and stale series. Staleness: ``rate()`` needs two samples
 inside its window, so a rate is never older than the window; gauges would otherwise be served by Prometheus'
@@ -204,9 +214,17 @@ class MetricProfile:
     # also match ``vllm_x`` for ``vllm:x`` (see ``series_selector``)
     accept_escaped_names: bool = True
     # labels naming a worker's pod and namespace (what Kubernetes service discovery relabels them to); used to
-    # read per-pod load for pod-deletion-cost
+    # read per-pod load for pod-deletion-cost and to count the pods reporting
     pod_label: str = "pod"
     namespace_label: str = "namespace"
+    # Server-side failures (counted in the request rate too: failing traffic is demand). Frontend: a label of the
+    # requests counter and its failure values, or a separate counter of failures (all of it). Workers: a label of
+    # ``requests_counter`` and its failure values. None: the source reports no failures.
+    frontend_failure_label: str | None = None
+    frontend_failure_values: tuple[str, ...] = ()
+    frontend_failures_counter: str | None = None
+    worker_failure_label: str | None = "finished_reason"
+    worker_failure_values: tuple[str, ...] = ("error",)
 
     def __post_init__(self) -> None:
         where = f"metric profile {self.name!r}"
@@ -221,6 +239,7 @@ class MetricProfile:
             "frontend_ttft_histogram",
             "frontend_itl_histogram",
             "frontend_requests_counter",
+            "frontend_failures_counter",
         ):
             value = getattr(self, attr)
             if value is not None:
@@ -237,6 +256,14 @@ class MetricProfile:
         for src, dst in self.frontend_label_map:
             validate_label_name(src, f"{where}: frontend_label_map key")
             validate_label_name(dst, f"{where}: frontend_label_map value")
+        for side in ("frontend", "worker"):
+            label, values = getattr(self, f"{side}_failure_label"), getattr(self, f"{side}_failure_values")
+            if label is not None:
+                validate_label_name(label, f"{where}: {side}_failure_label")
+                if not values or not all(isinstance(v, str) and v for v in values):
+                    raise ValueError(f"{where}: {side}_failure_values must name at least one label value")
+        if self.frontend_failures_counter is not None and self.frontend_failure_label is not None:
+            raise ValueError(f"{where}: give frontend_failures_counter or frontend_failure_label, not both")
 
     def frontend_label(self, selector_label: str) -> str:
         return dict(self.frontend_label_map).get(selector_label, selector_label)
@@ -247,13 +274,17 @@ BUILTIN_PROFILES: Mapping[str, MetricProfile] = {
         name="vllm",
         frontend_ttft_histogram="pdscale_proxy_time_to_first_token_seconds",
         frontend_itl_histogram="pdscale_proxy_inter_token_latency_seconds",
+        # every request the proxy answered, by outcome (ok, 4xx, 5xx, client_abort, no_upstream)
         frontend_requests_counter="pdscale_proxy_requests_total",
+        frontend_failure_label="outcome",
+        frontend_failure_values=("5xx", "no_upstream"),
     ),
     "llm-d": MetricProfile(
         name="llm-d",
         frontend_ttft_histogram="inference_objective_request_ttft_seconds",
         frontend_itl_histogram="inference_objective_request_tpot_seconds",
         frontend_requests_counter="inference_objective_request_total",
+        frontend_failures_counter="inference_objective_request_error_total",
     ),
     "dynamo": MetricProfile(
         name="dynamo",
@@ -261,6 +292,8 @@ BUILTIN_PROFILES: Mapping[str, MetricProfile] = {
         frontend_itl_histogram="dynamo_frontend_inter_token_latency_seconds",
         frontend_requests_counter="dynamo_frontend_requests_total",
         frontend_label_map=(("model_name", "model"),),
+        frontend_failure_label="status",
+        frontend_failure_values=("error",),
     ),
 }
 CUSTOM = "custom"
@@ -295,9 +328,9 @@ def profiles_from_mapping(
                 continue
             if field_name not in fields:
                 raise ValueError(f"{here}.{field_name}: unknown field (known: {', '.join(sorted(fields))})")
-            if field_name in ("kv_usage_gauges",):
+            if field_name in ("kv_usage_gauges", "frontend_failure_values", "worker_failure_values"):
                 if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                    raise ValueError(f"{here}.{field_name}: expected a list of metric names")
+                    raise ValueError(f"{here}.{field_name}: expected a list of strings")
                 value = tuple(value)
             elif field_name == "frontend_label_map":
                 if not isinstance(value, Mapping):
@@ -502,7 +535,15 @@ def build_query(
             return _mean(profile.frontend_itl_histogram, sel, by, w, esc)
         if key.kind == FE_REQUESTS:
             assert profile.frontend_requests_counter is not None
-            return _rate(profile.frontend_requests_counter, sel, by, w, esc)
+            total = _rate(profile.frontend_requests_counter, sel, by, w, esc)
+            if profile.frontend_failures_counter is not None:
+                failed = _rate(profile.frontend_failures_counter, sel, by, w, esc)
+            elif profile.frontend_failure_label is not None:
+                fsel = ",".join([sel, label_matcher(profile.frontend_failure_label, profile.frontend_failure_values)])
+                failed = _rate(profile.frontend_requests_counter, fsel.lstrip(","), by, w, esc)
+            else:
+                return total
+            return f'{total} or label_replace({failed}, "{PART_LABEL}", "{FAILED}", "", "")'
         raise AssertionError(key.kind)
 
     pools = label_matcher(profile.pool_label, (profile.prefill_value, profile.decode_value))
@@ -519,7 +560,11 @@ def build_query(
     if key.kind == W_ITL_MEAN:
         return _mean(profile.itl_histogram, sel, by, w, esc)
     if key.kind == W_REQUESTS:
-        return _rate(profile.requests_counter, sel, by, w, esc)
+        total = _rate(profile.requests_counter, sel, by, w, esc)
+        if profile.worker_failure_label is None:
+            return total
+        fsel = ",".join([sel, label_matcher(profile.worker_failure_label, profile.worker_failure_values)])
+        return f"{total} or {_pool_part(_rate(profile.requests_counter, fsel, by, w, esc), profile, FAILED)}"
     if key.kind == W_PROMPT:
         return _rate(profile.prompt_tokens_counter, sel, by, w, esc)
     if key.kind == W_OUTPUT:
@@ -527,12 +572,34 @@ def build_query(
     if key.kind == W_WAITING:
         return _gauge("sum", profile.waiting_gauge, sel, by, key.window_s, esc)
     if key.kind == W_RUNNING:
-        return _gauge("sum", profile.running_gauge, sel, by, key.window_s, esc)
+        # plus the pods reporting per pool (distinct pod label values), in the same query
+        running = _gauge("sum", profile.running_gauge, sel, by, key.window_s, esc)
+        per_pod = ", ".join(dict.fromkeys([*key.label_names, profile.pool_label, profile.pod_label]))
+        inner = _gauge("count", profile.running_gauge, sel, per_pod, key.window_s, esc)
+        return f"{running} or {_pool_part(f'count by ({by}) ({inner})', profile, PODS)}"
     if key.kind == W_KV:
         return " or ".join(
             _gauge("avg", name, sel, by, key.window_s, esc) for name in profile.kv_usage_gauges
         )
     raise ValueError(f"build_query: unknown query kind {key.kind!r}")
+
+
+# A query may carry a second answer beside its main one: the frontend request rate its failed part (rows keyed by
+# ``PART_LABEL``), the worker request rate its failed part and the running gauge its pods reporting (the pool
+# label's value gets a ``#failed`` / ``#pods`` suffix). One query, two answers: the count per tick stays the same.
+PART_LABEL = "pdscale_part"
+FAILED = "failed"
+PODS = "pods"
+
+
+def _pool_part(expr: str, profile: MetricProfile, part: str) -> str:
+    pool = profile.pool_label
+    return f'label_replace({expr}, "{pool}", "$1#{part}", "{pool}", "(.+)")'
+
+
+def pool_part(pool: str, part: str) -> str:
+    """The row key of a pool's second answer (see ``_pool_part``)."""
+    return f"{pool}#{part}"
 
 
 def series_selector(metric: str, sel: str, *, escaped_variant: bool = False) -> str:
@@ -694,12 +761,17 @@ def assemble_signals(
     """Signals of one built-in-profile autoscaler from the rows of its queries (role -> rows)."""
     pre, dec = profile.prefill_value, profile.decode_value
 
+    running_rows = results.get(W_RUNNING)
+
     def pool(prefix_value: str) -> PoolSignals:
+        # no pods row at all: none of the pool's pods reports (0), not "unknown"
+        pods = _pool_value(running_rows, ident, pool_part(prefix_value, PODS))
         return PoolSignals(
             waiting_requests=_pool_value(results.get(W_WAITING), ident, prefix_value),
-            running_requests=_pool_value(results.get(W_RUNNING), ident, prefix_value),
+            running_requests=_pool_value(running_rows, ident, prefix_value),
             kv_usage_fraction=_pool_value(results.get(W_KV), ident, prefix_value),
             request_rate_per_s=_pool_value(results.get(W_REQUESTS), ident, prefix_value),
+            pods_reporting=None if running_rows is None else (pods or 0.0),
         )
 
     fe_ttft_exists, fe_ttft = _frontend(results.get(FE_TTFT_Q), ident)
@@ -722,9 +794,17 @@ def assemble_signals(
         itl = _pool_value(results.get(W_ITL_Q), ident, dec)
         itl_mean = _pool_value(results.get(W_ITL_MEAN), ident, dec)
 
-    fe_rate_exists, fe_rate = _frontend(results.get(FE_REQUESTS), ident)
-    # every user request finishes once on a decode worker (P/D and aggregated alike)
-    request_rate = fe_rate if fe_rate_exists else _pool_value(results.get(W_REQUESTS), ident, dec)
+    fe_rows = results.get(FE_REQUESTS)
+    fe_rate = None if fe_rows is None else fe_rows.get(ident, {}).get("")
+    if fe_rate is not None:
+        request_rate: float | None = fe_rate
+        failed = _pool_value(fe_rows, ident, FAILED)
+    else:
+        # every user request finishes once on a decode worker (P/D and aggregated alike), by any finished_reason
+        request_rate = _pool_value(results.get(W_REQUESTS), ident, dec)
+        failed = _pool_value(results.get(W_REQUESTS), ident, pool_part(dec, FAILED))
+    if failed is None and request_rate is not None:
+        failed = 0.0  # no failure series (yet): nothing failed
     prompt_rows = results.get(W_PROMPT)
     # a P/D decode worker also counts the transferred prompt: take the prefill pool's count when there is one
     prompt = (
@@ -743,6 +823,7 @@ def assemble_signals(
         request_rate_per_s=request_rate,
         prompt_tokens_per_s=prompt,
         output_tokens_per_s=output,
+        failed_request_rate_per_s=failed,
         prefill=pool(pre),
         decode=pool(dec),
     )
@@ -1015,6 +1096,8 @@ class PrometheusMetricsSource:
             ), 0.0
         elapsed = time.monotonic() - started
         pooled = profile.pool_label if key.kind in WORKER_KINDS and profile else None
+        if key.kind == FE_REQUESTS:
+            pooled = PART_LABEL  # the total's row has no part ("") and the failed part's row says so
         names = key.label_names
         if key.kind in FRONTEND_KINDS and profile is not None:
             names = tuple(profile.frontend_label(n) for n in names)

@@ -29,26 +29,36 @@ from autoscaler.argtypes import positive_float as _positive
 from autoscaler.argtypes import positive_int as _positive_int
 from autoscaler.controller import Controller, TickResult
 from autoscaler.core.spec import AutoscalerSpec, Mode
+from autoscaler.core.types import Pool
 from autoscaler.kube import (
+    NOT_CHECKED,
+    UNFENCED,
     AutoscalerObject,
     EventRecorder,
+    FencedError,
     KubeClient,
     KubeScaleTarget,
     KubeSettings,
+    Ownership,
     PodLoad,
     ScaleError,
     StatusStateStore,
     TargetCache,
+    WriteFence,
     api_error_text,
+    as_dict,
     build_status,
     list_autoscalers,
+    split_api_version,
     status_write_due,
     write_status,
 )
-from autoscaler.leader import LeaderElector, LeaseConfig
+from autoscaler.leader import LeaderElector, LeaseConfig, LeaseFence
+from autoscaler.owners import OwnerChecker
 from autoscaler.telemetry import ControllerTelemetry, JsonLogFormatter
 
 log = logging.getLogger("pdscale.run")
+CONSENT_ANNOTATION = "pdscale.io/autoscaler"
 
 
 class WallClock:
@@ -81,6 +91,14 @@ class RunOptions:
     prometheus_timeout_s: float = 5.0
     workers: int = 8  # autoscalers ticked at once (bounds concurrent API writes)
     status_refresh_s: float = 60.0  # observed values and policy state are re-written at most this often
+    # opt-in consent: scale only targets annotated pdscale.io/autoscaler=<the autoscaler's name>
+    require_target_annotation: bool = False
+
+
+# Why an autoscaler could not be evaluated. The controller's own trouble (it cannot reach the API server or
+# Prometheus) makes it unready; a user's (invalid spec, another owner of the target) does not: one broken
+# DisaggregatedAutoscaler must not take the controller, and the metrics it serves, out of its Service.
+USER_FAILURES = frozenset({"spec", "owner"})
 
 
 @dataclass
@@ -89,16 +107,43 @@ class PassStats:
 
     autoscalers: int = 0
     listed: bool = False  # listing the DisaggregatedAutoscalers worked
+    list_error: str | None = None
     metrics_error: str | None = None  # Prometheus unreachable for the whole refresh
     target_lists: int = 0  # LIST requests for scale targets
     status_writes: int = 0
     status_unchanged: int = 0  # status computed but equal to the stored one up to timestamps: not written
+    writes_fenced: int = 0  # writes not sent: this replica could not prove its leadership for their timeout
     duration_s: float = 0.0
     reports: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def failures(self) -> list[dict[str, str]]:
+        """Every reason an autoscaler was not evaluated, the pass's own first (``{"kind", "message"}``)."""
+        out = [] if self.list_error is None else [{"kind": "list", "message": self.list_error}]
+        if self.metrics_error is not None:
+            out.append({"kind": "metrics", "message": self.metrics_error})
+        for report in self.reports:
+            out += [{"autoscaler": report["autoscaler"], **f} for f in report.get("failures", [])]
+        return out
+
+    @property
     def succeeded(self) -> bool:
-        return self.listed and self.metrics_error is None
+        """Every autoscaler listed was evaluated (``--once`` exits 0)."""
+        return self.listed and self.metrics_error is None and not any(r.get("failures") for r in self.reports)
+
+    @property
+    def healthy(self) -> tuple[bool, str]:
+        """(ready, why) for /readyz: the controller could do its job for at least one autoscaler (or there is
+        none to serve). Failures caused by one autoscaler's own configuration do not count against it."""
+        if not self.listed:
+            return False, f"cannot list DisaggregatedAutoscalers: {self.list_error}"
+        if self.metrics_error is not None:
+            return False, f"metrics source failing: {self.metrics_error}"
+        tried = [r for r in self.reports if not {f["kind"] for f in r.get("failures", [])} & USER_FAILURES]
+        if tried and all(r.get("failures") for r in tried):
+            first = tried[0]["failures"][0]
+            return False, f"no autoscaler could be evaluated ({tried[0]['autoscaler']}: {first['message']})"
+        return True, "ok"
 
 
 @dataclass
@@ -154,7 +199,10 @@ class Runner:
         # --serve-external-metrics: a metrics_adapter.refresh.ControllerFeed (record per autoscaler, publish per pass)
         self.external_metrics = external_metrics
         self.clock = clock or WallClock()
-        self.events = EventRecorder(kube, options.identity)
+        # every write is fenced by the Lease: sent only when it would end before this replica's leadership can
+        self.fence: WriteFence = LeaseFence(elector) if elector is not None else UNFENCED
+        self.events = EventRecorder(kube, options.identity, self.fence)
+        self.owners = OwnerChecker(kube)
         self.managed: dict[str, _Managed] = {}
         self.stop = threading.Event()
         self.last_pass = PassStats()
@@ -181,9 +229,11 @@ class Runner:
         try:
             objects = list_autoscalers(self.kube, self.options.namespace)
         except Exception as exc:
-            log.error("listing DisaggregatedAutoscalers failed: %s", api_error_text(exc))
+            stats.list_error = f"list DisaggregatedAutoscalers: {api_error_text(exc)}"
+            log.error("%s", stats.list_error)
             if self.telemetry is not None:
                 self.telemetry.record_error("list", api_error_text(exc))
+                self.telemetry.mark_failure(stats.list_error)
             stats.duration_s = time.monotonic() - started
             return []
         stats.listed, stats.autoscalers = True, len(objects)
@@ -191,13 +241,19 @@ class Runner:
         self.metrics.refresh(specs, self.clock.now_s())
         stats.metrics_error = getattr(self.metrics, "last_fatal_error", None) if specs else None
         writes = self.may_write()  # steps the elector at most once per pass
+        owners = self.owners.index(objects, self.options.namespace)
         cache = TargetCache(self.kube)
+
+        def one(o: AutoscalerObject) -> dict[str, Any] | None:
+            own = owners.ownership(o) if o.spec is not None else NOT_CHECKED
+            return self._run_if_running(o, cache, writes, own)
+
         workers = max(1, min(self.options.workers, len(objects)))
         if workers == 1:
-            done = [self._run_if_running(o, cache, writes) for o in objects]
+            done = [one(o) for o in objects]
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pdscale-tick") as pool:
-                done = list(pool.map(lambda o: self._run_if_running(o, cache, writes), objects))
+                done = list(pool.map(one, objects))
         reports = [r for r in done if r is not None]
         live = {o.key for o in objects}
         for key in list(self.managed):
@@ -213,16 +269,23 @@ class Runner:
         if self.telemetry is not None:
             queries = getattr(self.metrics, "queries_last_refresh", None)
             self.telemetry.observe_pass(stats.duration_s, queries if isinstance(queries, int) else None)
-            if stats.succeeded:  # listing worked and Prometheus answered (or was not needed): ready
-                self.telemetry.mark_success()
-            elif stats.metrics_error:
+            if stats.metrics_error:
                 self.telemetry.record_error("metrics", stats.metrics_error)
+            ready, why = stats.healthy
+            if ready:
+                self.telemetry.mark_success()
+            else:
+                self.telemetry.mark_failure(why)
+            self.telemetry.set_failing({f.get("autoscaler", "*"): f"{f['kind']}: {f['message']}"
+                                        for f in stats.failures})
         return reports
 
-    def _run_if_running(self, obj: AutoscalerObject, cache: TargetCache, writes: bool) -> dict[str, Any] | None:
+    def _run_if_running(
+        self, obj: AutoscalerObject, cache: TargetCache, writes: bool, ownership: Ownership = NOT_CHECKED
+    ) -> dict[str, Any] | None:
         if self.stop.is_set():  # SIGTERM: finish the autoscalers already started, start no more
             return None
-        return self.run_one(obj, cache=cache, writes=writes)
+        return self.run_one(obj, cache=cache, writes=writes, ownership=ownership)
 
     def _managed_for(self, obj: AutoscalerObject) -> _Managed:
         assert obj.spec is not None
@@ -244,11 +307,17 @@ class Runner:
         return writes and (self.elector is None or self.elector.is_leader())
 
     def run_one(
-        self, obj: AutoscalerObject, *, cache: TargetCache | None = None, writes: bool | None = None
+        self,
+        obj: AutoscalerObject,
+        *,
+        cache: TargetCache | None = None,
+        writes: bool | None = None,
+        ownership: Ownership = NOT_CHECKED,
     ) -> dict[str, Any]:
-        report: dict[str, Any] = {"autoscaler": obj.key, "valid": obj.spec is not None}
+        report: dict[str, Any] = {"autoscaler": obj.key, "valid": obj.spec is not None, "failures": []}
         if obj.spec is None:
             report["error"] = obj.error
+            report["failures"].append({"kind": "spec", "message": obj.error or "invalid spec"})
             log.warning("invalid autoscaler %s: %s", obj.key, obj.error, extra={"autoscaler": obj.key})
             if self.telemetry is not None:
                 self.telemetry.record_error("spec", obj.error or "invalid spec")
@@ -259,10 +328,17 @@ class Runner:
             if self.external_metrics is not None:
                 self.external_metrics.record(obj, None, obj.error)
             return report
+        report["owner"] = {"exclusive": ownership.exclusive, "reason": ownership.reason,
+                           "message": ownership.message}
+        if ownership.exclusive is not False and self.options.require_target_annotation:
+            ownership = self._consent(obj, cache, ownership)
+        if ownership.exclusive is False:  # another writer scales a target, or it did not consent: hands off
+            return self._refuse_shared_target(obj, report, ownership, writes)
 
         managed = self._managed_for(obj)
         writes = self._still_writing(writes)
-        target = KubeScaleTarget(self.kube, obj.namespace, obj.spec, pod_load=self.pod_load, cache=cache)
+        target = KubeScaleTarget(self.kube, obj.namespace, obj.spec, pod_load=self.pod_load, cache=cache,
+                                 fence=self.fence)
         controller = Controller(
             obj.key,
             obj.spec,
@@ -290,6 +366,9 @@ class Runner:
             report["decision"] = _jsonable(result.decision)
             report["applied"] = [p.value for p in result.applied]
             report["errors"] = list(result.errors)
+            if result.observation.signals.error:
+                report["failures"].append({"kind": "metrics", "message": result.observation.signals.error})
+            report["failures"] += [{"kind": "scale", "message": e} for e in result.errors]
             for pool in result.applied:
                 pd = result.decision.pool(pool)
                 log.info("scaled %s %s %d -> %d: %s", obj.key, pool.value, pd.current_replicas,
@@ -297,6 +376,7 @@ class Runner:
                          extra={"autoscaler": obj.key, "pool": pool.value, "reason": str(pd.reason)})
         else:
             report["error"] = error
+            report["failures"].append({"kind": "target", "message": error or "tick failed"})
             log.warning("autoscaler %s: %s", obj.key, error, extra={"autoscaler": obj.key})
         status = build_status(
             obj,
@@ -305,6 +385,7 @@ class Runner:
             scaled=bool(result and result.applied),
             dry_run=not writes or obj.spec.mode is Mode.ADVISORY,
             state=managed.store.to_dict(),
+            ownership=ownership,
         )
         report["conditions"] = {c["type"]: f"{c['status']} {c['reason']}" for c in status["conditions"]}
         if writes:
@@ -319,6 +400,51 @@ class Runner:
             self.external_metrics.record(obj, result, error)
         return report
 
+    def _consent(self, obj: AutoscalerObject, cache: TargetCache | None, ownership: Ownership) -> Ownership:
+        """With ``--require-target-annotation``: every target must carry ``pdscale.io/autoscaler: <name>``.
+        A target that cannot be read is left to the tick, which reports the read failure."""
+        assert obj.spec is not None
+        missing = []
+        for pool in (Pool.PREFILL, Pool.DECODE):
+            ref = obj.spec.pool(pool).target
+            if ref is None:
+                continue
+            try:
+                found = cache.get(ref, obj.namespace) if cache is not None else None
+                if found is None:
+                    group, version = split_api_version(ref.api_version)
+                    found = as_dict(self.kube.custom.get_namespaced_custom_object(
+                        group, version, obj.namespace, self.kube.plural(group, version, ref.kind), ref.name,
+                        _request_timeout=self.kube.timeout), f"get {ref.kind}/{ref.name}")
+            except Exception:
+                continue
+            annotations = (found.get("metadata") or {}).get("annotations") or {}
+            if annotations.get(CONSENT_ANNOTATION) != obj.name:
+                missing.append(f"{pool.value} target {ref.kind}/{ref.name}")
+        if not missing:
+            return ownership
+        return Ownership(False, "TargetNotConsenting", f"{', '.join(missing)} not annotated "
+                         f"{CONSENT_ANNOTATION}={obj.name} (required by --require-target-annotation): not scaling")
+
+    def _refuse_shared_target(
+        self, obj: AutoscalerObject, report: dict[str, Any], ownership: Ownership, writes: bool | None
+    ) -> dict[str, Any]:
+        """No tick for an autoscaler whose target another writer scales (``autoscaler.owners``): status says who
+        the others are, one event per new set of owners."""
+        report["error"] = ownership.message
+        report["failures"].append({"kind": "owner", "message": ownership.message})
+        log.warning("autoscaler %s: %s", obj.key, ownership.message, extra={"autoscaler": obj.key,
+                                                                             "reason": ownership.reason})
+        if self._still_writing(writes):
+            if _condition(obj, "ExclusiveOwner").get("message") != ownership.message:
+                self.events.emit(obj, "Warning", ownership.reason, ownership.message)
+            self._write_status(obj, build_status(obj, result=None, ownership=ownership))
+        if self.telemetry is not None:
+            self.telemetry.record_error("owner", ownership.message)
+        if self.external_metrics is not None:
+            self.external_metrics.record(obj, None, ownership.message)
+        return report
+
     def _write_status(self, obj: AutoscalerObject, status: Mapping[str, Any]) -> None:
         """Write ``status`` when something acted on changed, or its volatile part (observed values, policy state)
         is ``status_refresh_s`` old; see ``status_write_due``."""
@@ -328,9 +454,13 @@ class Runner:
                 stats.status_unchanged += 1
             return
         try:
-            write_status(self.kube, obj, status)
+            write_status(self.kube, obj, status, self.fence)
             with self._stats_lock:
                 stats.status_writes += 1
+        except FencedError as exc:
+            with self._stats_lock:
+                stats.writes_fenced += 1
+            log.warning("%s", exc, extra={"autoscaler": obj.key})
         except Exception as exc:
             log.warning("status of %s not written: %s", obj.key, api_error_text(exc), extra={"autoscaler": obj.key})
 
@@ -391,6 +521,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         prometheus_timeout_s=args.prometheus_timeout_s,
         workers=args.workers,
         status_refresh_s=args.status_refresh_s,
+        require_target_annotation=args.require_target_annotation,
     )
 
 
@@ -414,17 +545,22 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 2
     elector = None
     if not options.dry_run:
-        elector = LeaderElector(
-            kube,
-            LeaseConfig(
-                namespace=options.lease_namespace,
-                name=options.lease_name,
-                identity=options.identity,
-                lease_duration_s=options.lease_duration_s,
-                retry_period_s=max(0.2, min(2.0, options.lease_duration_s / 5)),
-                safety_margin_s=max(0.2, options.lease_duration_s / 7.5),
-            ),
+        lease = LeaseConfig(
+            namespace=options.lease_namespace,
+            name=options.lease_name,
+            identity=options.identity,
+            lease_duration_s=options.lease_duration_s,
+            retry_period_s=max(0.2, min(2.0, options.lease_duration_s / 5)),
+            safety_margin_s=max(0.2, options.lease_duration_s / 7.5),
         )
+        held_s = lease.lease_duration_s - lease.safety_margin_s - lease.retry_period_s
+        if options.kube_timeout_s >= held_s:  # every write would be fenced: refuse the configuration
+            print(f"pdscale run: --kube-timeout-s {options.kube_timeout_s:g} must be shorter than the time a "
+                  f"renewed Lease is surely held between renewals ({held_s:g} s of --lease-duration-s "
+                  f"{options.lease_duration_s:g}): a write is sent only if it ends while this replica leads",
+                  file=sys.stderr)
+            return 2
+        elector = LeaderElector(kube, lease)
     try:
         telemetry = ControllerTelemetry(port=options.metrics_port) if options.metrics_port is not None else None
     except RuntimeError as exc:
@@ -474,8 +610,10 @@ def _run(runner: Runner, options: RunOptions, elector: LeaderElector | None, out
         finally:
             if elector is not None:
                 elector.release()
+        stats = runner.last_pass
         if options.json_output:
-            json.dump({"autoscalers": reports}, out, indent=2, default=str)
+            json.dump({"autoscalers": reports, "ok": stats.succeeded, "failures": stats.failures}, out, indent=2,
+                      default=str)
             out.write("\n")
         else:
             for rep in reports:
@@ -487,7 +625,11 @@ def _run(runner: Runner, options: RunOptions, elector: LeaderElector | None, out
                           f"({d['reason']})", file=out)
                 else:
                     print(f"{rep['autoscaler']}: {rep.get('error')}", file=out)
-        return 0 if all("decision" in r for r in reports) else 1
+            for failure in stats.failures:
+                where = failure.get("autoscaler", "pass")
+                print(f"not evaluated: {where}: {failure['kind']}: {failure['message']}", file=sys.stderr)
+        # non-zero whenever some autoscaler could not be evaluated: listing, metrics, its target or its spec failed
+        return 0 if stats.succeeded else 1
 
     def _on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping after the current autoscaler", signum)
@@ -522,6 +664,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--prometheus-timeout-s", type=_positive, default=5.0, metavar="S", help="per query (5)")
     p.add_argument("--workers", type=_positive_int, default=8, metavar="N",
                    help="autoscalers ticked at once; bounds concurrent API writes (8)")
+    p.add_argument("--require-target-annotation", action="store_true",
+                   help=f"scale only targets annotated {CONSENT_ANNOTATION}=<autoscaler name>, so an autoscaler "
+                   "cannot take over any Deployment of its namespace")
     p.add_argument("--status-refresh-s", type=_positive, default=60.0, metavar="S",
                    help="re-write observed values and policy state in status at most this often; replica, reason "
                    "and condition changes are written at once (60)")

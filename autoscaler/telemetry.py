@@ -57,6 +57,11 @@ class ControllerTelemetry:
         self.ready_max_age_s = ready_max_age_s
         self._lock = threading.Lock()
         self._last_success_s: float | None = None
+        self._marks = 0  # order of mark_success / mark_failure calls (a clock may not tell them apart)
+        self._success_mark = 0
+        self._failure_mark = 0  # the last pass that could not do its job (mark_failure), 0: none
+        self._failure: str | None = None
+        self._failing: dict[str, str] = {}  # autoscaler -> why it was not evaluated in the last pass
         self._last_error: str | None = None
         self._known: dict[str, set[tuple[str, ...]]] = {}
         r = self.registry
@@ -118,6 +123,11 @@ class ControllerTelemetry:
             registry=r,
         )
         self.leader = Gauge("pdscale_leader", "1 while this replica holds the leader Lease.", registry=r)
+        self.failing = Gauge(
+            "pdscale_autoscalers_not_evaluated",
+            "Autoscalers the last pass could not evaluate (spec, owner, target, scale or metrics failures).",
+            registry=r,
+        )
         self.server: TelemetryServer | None = None
         if port is not None:
             self.server = TelemetryServer(self, host=host, port=port).start()
@@ -195,7 +205,24 @@ class ControllerTelemetry:
         now = self.clock()
         with self._lock:
             self._last_success_s = now
+            self._marks += 1
+            self._success_mark = self._marks
         self.last_success.set(now)
+
+    def mark_failure(self, why: str) -> None:
+        """The last pass could not do its job (listing failed, Prometheus unreachable, no autoscaler evaluated):
+        not ready until a later pass succeeds, whatever the age of the last success."""
+        with self._lock:
+            self._marks += 1
+            self._failure_mark = self._marks
+            self._failure = why
+            self._last_error = why
+
+    def set_failing(self, failing: Mapping[str, str]) -> None:
+        """The autoscalers the last pass could not evaluate, with why (shown by /readyz, counted in a gauge)."""
+        with self._lock:
+            self._failing = dict(failing)
+        self.failing.set(len(failing))
 
     def set_leader(self, is_leader: bool) -> None:
         self.leader.set(1 if is_leader else 0)
@@ -223,15 +250,24 @@ class ControllerTelemetry:
     # -- probes --------------------------------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, str]:
-        """(ready, why): ready while the last successful tick is younger than ``ready_max_age_s``."""
+        """(ready, why): ready while the last successful tick is younger than ``ready_max_age_s`` and no failed
+        pass came after it; ``why`` also names the autoscalers the last pass could not evaluate."""
         with self._lock:
             last, err = self._last_success_s, self._last_error
+            failed_later = self._failure_mark > self._success_mark
+            failure, failing = self._failure, dict(self._failing)
+        note = ""
+        if failing:
+            shown = "; ".join(f"{k}: {v}" for k, v in sorted(failing.items())[:5])
+            note = f"; {len(failing)} not evaluated: {shown}"
         if last is None:
-            return False, "no successful tick yet" + (f" (last error: {err})" if err else "")
+            return False, "no successful tick yet" + (f" (last error: {err})" if err else "") + note
+        if failed_later:
+            return False, f"last tick failed: {failure}" + note
         age = self.clock() - last
         if age > self.ready_max_age_s:
-            return False, f"last successful tick {age:.0f} s ago" + (f" (last error: {err})" if err else "")
-        return True, f"last successful tick {age:.0f} s ago"
+            return False, f"last successful tick {age:.0f} s ago" + (f" (last error: {err})" if err else "") + note
+        return True, f"last successful tick {age:.0f} s ago" + note
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

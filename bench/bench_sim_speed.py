@@ -10,22 +10,51 @@ scales), and the fast mode's records on that prefix are compared with the refere
 
 Numbers, not pass/fail: one core; rates per CPU second of this process (fair on a shared machine) and per
 wall-clock second.
+
+Side by side with another checkout (e.g. main before a change: ``git worktree add --detach ../base main``):
+
+    .venv/bin/python bench/bench_sim_speed.py --compare-with ../base [--repeats 5]
+
+runs the fast replay alternately with the other checkout's ``sim`` and this one's, each in a fresh interpreter,
+prints each side's median req/CPU-s and their ratio, and checks that both produce the same records.
+
+Beside a peer: NVIDIA Dynamo's mocker (ai-dynamo 1.6.1, a Rust serving simulator) replays the same workload in the
+same run, written as Mooncake JSONL with pdscale's latency profile as its timing table (``bench/mocker_inputs.py``),
+the same number of prefill and decode workers, no autoscaling, once per ``--dynamo-routers`` entry
+(``bench/dynamo_mocker_speed.py``, run with ``--dynamo-python``, the bench-only environment that
+``scripts/setup-dynamo-bench.sh`` creates; ``--no-dynamo`` leaves it out). Both model vLLM-like chunked prefill,
+continuous batching, KV capacity with preemption and the P/D KV transfer; the mocker also models paged KV blocks,
+a prefix cache (no hits here: every prompt block is unique) and its routers (``kv_router``: load-aware, the
+nearest to pdscale's least-outstanding-tokens; ``round_robin``); pdscale's engine also keeps per-request records
+for the policy's simulated Prometheus. Ratio = pdscale fast mode's requests per CPU second / the mocker's.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+if "--child-root" in sys.argv:  # compare mode's child: import sim/ and autoscaler/ from the checkout named
+    sys.path.insert(0, sys.argv[sys.argv.index("--child-root") + 1])
 
 from autoscaler.profiles import load_profile
 from sim.engine import Engine, EngineConfig
 from sim.workload import Workload, default_workload, load_trace, merge, replicate
 
 TRACE = Path(__file__).resolve().parents[2] / "shared" / "traces" / "azure_llm_2023_conv.csv"  # ../shared beside the repo
+REPO = Path(__file__).resolve().parents[1]
+DYNAMO_PYTHON = REPO / ".venv-dynamo" / "bin" / "python"
 FIELDS = ("prefill_end_s", "first_token_s", "last_token_s", "itl_mean_s", "itl_max_s")
 
 
@@ -54,6 +83,83 @@ def timed_run(w: Workload, cfg: EngineConfig, instances: int) -> tuple[Engine, f
     return e, time.perf_counter() - t0, time.process_time() - c0
 
 
+def records_digest(e: Engine) -> str:
+    r = e.records()
+    h = hashlib.sha256()
+    for f in ("arrival_s", "prefill_start_s", "prefill_end_s", "kv_ready_s", "first_token_s", "last_token_s",
+              "itl_max_s", "prefill_pod", "decode_pod", "preemptions", "finished"):  # fmt: skip
+        h.update(np.ascontiguousarray(getattr(r, f)).tobytes())
+    return h.hexdigest()
+
+
+def child(args: argparse.Namespace, w: Workload) -> None:
+    """One timed fast run; prints JSON for the parent."""
+    e, wall, cpu = timed_run(w, EngineConfig(load_profile(args.profile)), args.instances)
+    print(json.dumps({"cpu_s": cpu, "wall_s": wall, "requests": len(w), "digest": records_digest(e)}))
+
+
+def compare(args: argparse.Namespace, n_requests: int) -> None:
+    """Alternate runs of the other checkout and this one; medians and ratio of req/CPU-s."""
+    this_root = Path(__file__).resolve().parents[1]
+    sides = {"baseline": args.compare_with.resolve(), "this": this_root}
+    argv = [a for a in sys.argv[1:]]
+    i = argv.index("--compare-with")
+    del argv[i : i + 2]
+    rates: dict[str, list[float]] = {k: [] for k in sides}
+    digests: dict[str, set[str]] = {k: set() for k in sides}
+    print(f"{len(sides) * args.repeats} runs of {n_requests} requests, alternating "
+          f"(baseline = {sides['baseline']}, this = {this_root})", flush=True)  # fmt: skip
+    for rep in range(args.repeats):
+        for name, root in sides.items():
+            env = dict(os.environ, PYTHONPATH=str(root))
+            out = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), *argv, "--child-root", str(root)],
+                env=env, check=True, capture_output=True, text=True,
+            )  # fmt: skip
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            rates[name].append(res["requests"] / res["cpu_s"])
+            digests[name].add(res["digest"])
+            print(f"  run {rep + 1} {name:<8} {rates[name][-1]:>9,.0f} req/CPU-s ({res['cpu_s']:.2f} CPU s)", flush=True)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    best = {k: max(v) for k, v in rates.items()}
+    same = digests["baseline"] == digests["this"] and len(digests["this"]) == 1
+    for k in sides:
+        print(f"{k:<10} {med[k]:>9,.0f} req/CPU-s median of {args.repeats}, best {best[k]:,.0f}")
+    print(f"ratio      {med['this'] / med['baseline']:>9.3f} median, {best['this'] / best['baseline']:.3f} best "
+          "(this / baseline; > 1 is faster)")  # fmt: skip
+    print(f"records    {'identical' if same else 'DIFFER'} (sha256 of the per-request records)")
+    if not same:
+        sys.exit(1)
+
+
+def dynamo_mocker_runs(
+    w: Workload, profile_name: str, instances: int, python: Path, routers: list[str]
+) -> list[dict[str, Any]]:
+    """The mocker on ``w`` once per router, in its own environment; an entry with ``error`` when it cannot run."""
+    if str(REPO) not in sys.path:  # run as a script, sys.path[0] is bench/
+        sys.path.insert(0, str(REPO))
+    from bench.mocker_inputs import timing_tables, write_mooncake
+
+    if not python.exists():
+        return [{"router": r, "error": f"{python} not found: run scripts/setup-dynamo-bench.sh"} for r in routers]
+    out: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="pdscale-mocker-speed-") as tmp:
+        trace = write_mooncake(w, Path(tmp) / "trace.jsonl")
+        timing = timing_tables(load_profile(profile_name)).save(Path(tmp) / "timing.npz")
+        for router in routers:
+            argv = [str(python), str(REPO / "bench" / "dynamo_mocker_speed.py"), "--trace", str(trace.path),
+                    "--timing", str(timing), "--instances", str(instances), "--router", router,
+                    "--profile", profile_name]  # fmt: skip
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+            lines = proc.stdout.strip().splitlines()
+            if proc.returncode != 0 or not lines:
+                tail = proc.stderr.strip().splitlines()[-3:]
+                out.append({"router": router, "error": f"exit {proc.returncode}: {' | '.join(tail)}"})
+            else:
+                out.append(json.loads(lines[-1]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trace", type=Path, default=TRACE)
@@ -66,11 +172,24 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=0, help="limit the fast run to a prefix (0 = all)")
     ap.add_argument("--reference-requests", type=int, default=10_000)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--dynamo-python", type=Path, default=DYNAMO_PYTHON,
+                    help="python of the bench-only Dynamo environment (scripts/setup-dynamo-bench.sh)")  # fmt: skip
+    ap.add_argument("--dynamo-routers", default="kv_router,round_robin", help="mocker routers to time")
+    ap.add_argument("--no-dynamo", action="store_true", help="do not time Dynamo's mocker")
+    ap.add_argument("--compare-with", type=Path, metavar="CHECKOUT", help="time this checkout's engine against it")
+    ap.add_argument("--repeats", type=int, default=5, help="runs per side with --compare-with")
+    ap.add_argument("--child-root", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     w = synthetic(args.rate_scale) if args.synthetic else tiled_trace(args.trace, args.rate_scale)
     if args.requests:
         w = prefix(w, args.requests)
+    if args.child_root is not None:
+        child(args, w)
+        return
+    if args.compare_with is not None:
+        compare(args, len(w))
+        return
     profile = load_profile(args.profile)
     fast_cfg = EngineConfig(profile)
     ref_cfg = EngineConfig(profile, reference=True)
@@ -105,6 +224,14 @@ def main() -> None:
         "itl_mean_s": float(np.nanmean(r.itl_mean_s)),
         "preemptions": int(r.preemptions.sum()),
     }
+    if not args.no_dynamo:
+        routers = [x.strip() for x in args.dynamo_routers.split(",") if x.strip()]
+        mocker = dynamo_mocker_runs(w, args.profile, args.instances, args.dynamo_python, routers)
+        for m in mocker:
+            if "req_per_cpu_s" in m:
+                m["pdscale_vs_mocker_cpu"] = out["fast_req_per_cpu_s"] / m["req_per_cpu_s"]
+                m["pdscale_vs_mocker_wall"] = out["fast_req_per_s"] / (m["requests"] / m["wall_s"])
+        out["dynamo_mocker"] = mocker
     if args.json:
         print(json.dumps(out, indent=2))
         return
@@ -125,6 +252,20 @@ def main() -> None:
         f"results    TTFT p50 {out['ttft_p50_s'] * 1e3:.1f} ms, p99 {out['ttft_p99_s'] * 1e3:.1f} ms, "
         f"ITL mean {out['itl_mean_s'] * 1e3:.2f} ms, preemptions {out['preemptions']}"
     )
+    for m in out.get("dynamo_mocker", []):
+        name = f"mocker/{m['router']}"
+        if "error" in m:
+            print(f"{name:<18} not measured: {m['error']}")
+            continue
+        print(
+            f"{name:<18} {m['req_per_cpu_s']:>9,.0f} req/CPU-s {m['requests'] / m['wall_s']:>9,.0f} req/wall-s  "
+            f"({m['cpu_s']:.2f} CPU s, {m['wall_s']:.2f} wall s, {m['completed']} completed; TTFT p99 "
+            f"{m['ttft_p99_s'] * 1e3:.1f} ms, ITL mean {m['itl_mean_s'] * 1e3:.2f} ms)"
+        )
+        print(
+            f"{'':<18} pdscale fast / mocker: {m['pdscale_vs_mocker_cpu']:.1f} x per CPU second, "
+            f"{m['pdscale_vs_mocker_wall']:.1f} x per wall second"
+        )
 
 
 if __name__ == "__main__":

@@ -98,14 +98,16 @@ def live(workload: Workload, proxy_api_url: str, time_scale: float, seed: int) -
     }
 
 
-def cases(loads: list[float], prefill: int, requests: int) -> list[tuple[Case, Workload]]:
+LENGTHS = {
+    "fixed": ("fixed 1024/128", "prompt=const(1024),output=const(128)"),
+    "azure": ("azure conv", f"lengths=empirical({TRACE}),max_prompt=4096,max_output=512"),
+}
+
+
+def cases(loads: list[float], prefill: int, requests: int, lengths: list[str]) -> list[tuple[Case, Workload]]:
     profile = load_profile(PROFILE)
     out = []
-    trace_lengths = f"lengths=empirical({TRACE}),max_prompt=4096,max_output=512"
-    for label, keys in (
-        ("fixed 1024/128", "prompt=const(1024),output=const(128)"),
-        ("azure conv", trace_lengths),
-    ):
+    for label, keys in (LENGTHS[name] for name in lengths):
         probe = generate(f"poisson:rate=50,duration=60,{keys}", seed=99)
         mean_prompt = float(np.mean(probe.prompt_tokens))
         capacity_per_s = prefill / prefill_time_s(profile, mean_prompt)
@@ -125,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         "--time-scale", type=float, default=10.0, help="workers' --time-scale K (wall = model x K)"
     )
     ap.add_argument("--requests", type=int, default=150, help="requests per load (about)")
+    ap.add_argument(
+        "--lengths", default="fixed,azure", help="length sets: fixed (1024/128), azure (conv trace)"
+    )
     ap.add_argument("--prefill", type=int, default=1)
     ap.add_argument("--decode", type=int, default=1)
     ap.add_argument("--sim-only", action="store_true", help="print the simulator's column alone")
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             proxy = start_proxy(runner, prefill=[w.url for w in pre], decode=[w.url for w in dec])
             proxy_url = proxy.api_url
-        for case, workload in cases(loads, args.prefill, args.requests):
+        for case, workload in cases(loads, args.prefill, args.requests, args.lengths.split(",")):
             t0 = time.perf_counter()
             row: dict[str, Any] = {"lengths": case.lengths, "load": case.load, "rate_per_s": case.rate_per_s,
                                    "requests": len(workload), "sim": simulate(workload, args.prefill, args.decode)}  # fmt: skip
@@ -199,7 +204,7 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             else:
                 cells.append(f"{sim:.1f}")
         table.add_row(r["lengths"], f"{r['load']:.2f}", f"{r['rate_per_s']:.1f}", *cells)
-    Console().print(table)
+    Console(width=170).print(table)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
 
@@ -54,7 +55,7 @@ import numpy as np
 from autoscaler.core.latency import KvLink, LatencyProfile
 from autoscaler.core.types import Pool, PoolReplicas
 from sim.cluster import Cluster, SimPod, parse_startup_jitter
-from sim.counters import ItlGapLog, PodCounters, flush_pending, observe_pending
+from sim.counters import ItlGapLog, PodCounters, flush_pending
 from sim.events import KV_ARRIVAL, STEP_END, EventQueue
 from sim.records import RequestLog, RequestRecords
 from sim.request import Request
@@ -126,7 +127,11 @@ class _Milestones(SchedulerEvents):
         rid = req.index
         self.log.first_token_s[rid] = t_s
         px = self.proxy
-        observe_pending(px.ttft, self.proxy_ttft_pending, t_s - self.log.arrival_s[rid])
+        h = px.ttft  # observe_pending, inlined on the hot path
+        ttft = t_s - self.log.arrival_s[rid]
+        self.proxy_ttft_pending[bisect_left(h.edges_s, ttft)] += 1
+        h.sum += ttft
+        h.count += 1
         px.prompt_tokens_total += req.prompt_tokens
 
     def finished(self, sched: InstanceScheduler, req: Request, t_s: float) -> None:
@@ -286,16 +291,6 @@ class Engine:
         inst.version = v = inst.version + 1
         _heappush(self._events.heap, (end_s, STEP_END, inst.pod.index, STEP_END, inst, v))  # type: ignore[attr-defined]
 
-    def _plan_prefill(self, inst: InstanceScheduler, now: float) -> None:
-        """``_plan`` for a prefill-role instance (the role is known: no dispatch on it)."""
-        end_s = inst.form_prefill_step(now)
-        if end_s is None:
-            if inst.pod.state == "draining":  # type: ignore[attr-defined]
-                self._cluster.retire_if_drained(inst, now)
-            return
-        inst.version = v = inst.version + 1
-        _heappush(self._events.heap, (end_s, STEP_END, inst.pod.index, STEP_END, inst, v))  # type: ignore[attr-defined]
-
     def _flush_counts(self) -> None:
         """Bring every pod's counters and gauges up to date (done before run_until/finish return).
 
@@ -370,7 +365,7 @@ class Engine:
             inst.prefilling or inst.waiting or (self._central and self._pending_front)
             or inst.pod.state == "draining"  # type: ignore[attr-defined]
         ):  # fmt: skip
-            self._plan_prefill(inst, now)
+            self._plan(inst, now)
         else:  # nothing left: idle (what form_step would conclude, without building a step)
             inst.busy = False
             inst.segment_steps = 0
@@ -429,7 +424,7 @@ class Engine:
             inst.outstanding_tokens += s.prompt_tokens
             inst.waiting.append(s)
             if not inst.busy:
-                self._plan_prefill(inst, now)
+                self._plan(inst, now)
             return
         inst.outstanding_tokens += s.prompt_tokens + s.output_tokens
         self._log.decode_pod[s.index] = idx
@@ -458,4 +453,3 @@ class Engine:
         elif was_empty and inst.segment_steps > 1 and inst.end_segment_for_admission(now):  # type: ignore[attr-defined]
             # the head may be admitted at the next step boundary: the skipped segment now ends there
             self._events.push_step_end(inst.step_end_s(inst.segment_steps), inst)  # type: ignore[attr-defined]
-

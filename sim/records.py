@@ -41,7 +41,7 @@ class RequestRecords:
 
     @property
     def ttft_s(self) -> np.ndarray:
-        return self.first_token_s - self.arrival_s
+        return np.asarray(self.first_token_s - self.arrival_s)
 
 
 class RequestLog:

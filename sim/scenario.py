@@ -70,6 +70,19 @@ class ScenarioError(ValueError):
     """A scenario that cannot be built; the message names the file (or 'flags') and the field."""
 
 
+# A run steps through every controller tick and every scrape: past a million of either it is refused up front
+# (a trace with a 31-year gap would otherwise tick 67 million times; a 1e-12 s tick would allocate terabytes).
+MAX_STEPS = 1_000_000
+
+
+def _string_keys(value: Any, where: str) -> None:
+    """YAML allows any scalar as a key (``1: x``); every mapping the scenario reads is keyed by names."""
+    if isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str):
+                raise ScenarioError(f"{where}: keys must be strings, got {type(key).__name__} {key!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
     workload: Workload
@@ -193,6 +206,8 @@ class _Fields:
 def build_scenario(raw: Mapping[str, Any], source: str = "scenario") -> Scenario:
     """Build a ``Scenario`` from a raw mapping (a parsed file, possibly with flag overrides applied)."""
     f = _Fields(raw, source)
+    _string_keys(raw, f"{source}: top level")
+    _string_keys(raw.get("workload"), f"{source}: field workload")
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
         raise ScenarioError(
@@ -226,6 +241,16 @@ def build_scenario(raw: Mapping[str, Any], source: str = "scenario") -> Scenario
         )
     if mode == "disagg" and prefill < 1:
         raise f.error("prefill", "disaggregated mode needs at least 1 prefill replica")
+    fields: dict[str, Any] = dict(
+        startup_jitter=f.string("startupJitter", "fixed"),
+        tick_s=f.number("tickSeconds", 15.0, strict=True),
+        scrape_interval_s=f.number("scrapeIntervalSeconds", 15.0, strict=True),
+        window_s=f.number("windowSeconds", 60.0, strict=True),
+        router=f.string("router", "least-outstanding-tokens", ROUTERS),
+        name=f.string("name", "scenario"),
+        drain_s=f.number("drainSeconds", 900.0),
+    )
+    _check_steps(workload, fields["tick_s"], fields["scrape_interval_s"], fields["drain_s"], source)
     try:
         return Scenario(
             workload=workload,
@@ -235,19 +260,28 @@ def build_scenario(raw: Mapping[str, Any], source: str = "scenario") -> Scenario
             initial_prefill=prefill,
             initial_decode=decode,
             startup_s=startup_s,
-            startup_jitter=f.string("startupJitter", "fixed"),
-            tick_s=f.number("tickSeconds", 15.0, strict=True),
-            scrape_interval_s=f.number("scrapeIntervalSeconds", 15.0, strict=True),
-            window_s=f.number("windowSeconds", 60.0, strict=True),
             seed=seed,
-            router=f.string("router", "least-outstanding-tokens", ROUTERS),
-            name=f.string("name", "scenario"),
             policy=policy,
             policy_params=params,
-            drain_s=f.number("drainSeconds", 900.0),
+            **fields,
         )
     except ScenarioError as exc:
         raise ScenarioError(f"{source}: {exc}") from None
+
+
+def _check_steps(workload: Workload, tick_s: float, scrape_s: float, drain_s: float, source: str) -> None:
+    """Refuse a run with more than ``MAX_STEPS`` controller ticks or scrapes, before replay allocates them."""
+    span_s = workload.duration_s
+    for what, count, field_name, step_s in (
+        ("controller ticks", span_s / tick_s + 1, "tickSeconds", tick_s),
+        ("scrapes", (span_s + drain_s) / scrape_s + 1, "scrapeIntervalSeconds", scrape_s),
+    ):
+        if not count <= MAX_STEPS:
+            raise ScenarioError(
+                f"{source}: the workload spans {span_s:,.0f} s ({span_s / 86400:,.1f} days): {count:,.0f} {what} "
+                f"at {step_s:g} s exceed the limit of {MAX_STEPS:,} per run; cut the workload with workload.window "
+                f"(or a shorter trace or generator duration) or raise {field_name}"
+            )
 
 
 def with_slo_targets(
@@ -377,5 +411,6 @@ def _policy(value: Any, f: _Fields) -> tuple[str, dict[str, Any]]:
             raise f.error("policy.name", f"must be a non-empty string, got {name!r}")
         if not isinstance(params, Mapping):
             raise f.error("policy.params", f"must be a mapping, got {params!r}")
+        _string_keys(params, f"{f.source}: field policy.params")
         return name, dict(params)
     raise f.error("policy", f"must be a policy name or {{name, params}}, got {value!r}")

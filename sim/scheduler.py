@@ -28,13 +28,19 @@ nothing). ``sim.skipping.SkippingScheduler`` is the event-skipping optimisation 
 
 Counters: the instance's ``PodCounters`` (what its vLLM /metrics would show) are kept here; histogram bucket counts
 are buffered in Python lists and folded in by ``flush_counters``.
+
+Anything both clocks must model belongs here, not in a driver: e.g. a per-request host delay before a request may be
+admitted would be one method that both drivers call when they hand a request over, as ``start_kv_transfer`` returns
+the arrival time of a prompt's KV for the engine's event queue and the RealtimeEngine's inbox alike.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from autoscaler.core.latency import KvLink, LatencyProfile, PolyModel
@@ -100,7 +106,11 @@ class StepOutcome:
 
 
 class InstanceScheduler:
-    """One vLLM engine (one pod): queues, batch, KV cache, step formation and commit, one step at a time."""
+    """One vLLM engine (one pod): queues, batch, KV cache, step formation and commit, one step at a time.
+
+    ``form_step(now_s)`` forms the next step at ``now_s`` (a step boundary, or an idle instance) and returns its end
+    time, or None when there is nothing to run; ``commit_step()`` applies it (see the module docstring).
+    """
 
     fast = False  # SkippingScheduler: decode runs are committed lazily (see sim.skipping)
 
@@ -112,6 +122,7 @@ class InstanceScheduler:
         "_kv_base_latency_s",
         "_kv_s_per_token",
         "_outcome",
+        "_per_step",
         "_poly",
         "busy",
         "counters",
@@ -121,6 +132,7 @@ class InstanceScheduler:
         "events",
         "finish_heap",
         "first_step_s",
+        "form_step",
         "gap_log",
         "inbound_kv_tokens",
         "inbound_kv_transfers",
@@ -214,19 +226,22 @@ class InstanceScheduler:
         self.outstanding_tokens = 0
         self.pod: object = None
         self.version = 0
-        self.refill: object = None  # callable(sched, now_s) asked for work when the instance has none (central queue)
+        # asked for work (refill(sched, now_s)) when the instance has none: the engine's central FCFS queue
+        self.refill: Callable[[InstanceScheduler, float], None] | None = None
         self._outcome: StepOutcome | None = None
+        self._per_step = not self.fast  # commit_step builds a StepOutcome of each step
+        # form_step(now_s) -> end time of the step formed at now_s, or None when there is nothing to run. Chosen once
+        # per role (a bound method in a slot: no dispatch on the role at every step).
+        self.form_step: Callable[[float], float | None] = (
+            self._form_prefill_step if role == "prefill" else self._form_batch_step
+        )
 
     # ------------------------------------------------------------------ driver API
-    def form_step(self, now_s: float) -> float | None:
-        """Form the next step at ``now_s`` (a step boundary, or an idle instance); return its end time, or None
-        (the instance is idle: nothing to run)."""
-        if self.role == "prefill":
-            return self.form_prefill_step(now_s)
-        now = now_s
+    def _form_batch_step(self, now: float) -> float | None:
+        """``form_step`` of an agg or decode instance: decodes first, then prefill chunks, then admissions."""
         run = self.running
         cap = self.kv_capacity_tokens
-        out = self._outcome = StepOutcome(now) if not self.fast else None
+        out = self._outcome = StepOutcome(now) if self._per_step else None
         preempted = False
         batch = self.decode_batch
         if batch:
@@ -251,7 +266,7 @@ class InstanceScheduler:
         wq = self.waiting
         if not preempted:
             if self.refill is not None and not wq and not run:
-                self.refill(self, now)  # type: ignore[operator]
+                self.refill(self, now)
             if wq:
                 max_seqs = self.max_num_seqs
                 n_run = len(run)
@@ -278,25 +293,20 @@ class InstanceScheduler:
                         s.finish_step = fs = sd + s.output_tokens - s.tokens_emitted
                         _heappush(self.finish_heap, (fs, hk, s))
                         self.kv_admitted.append(s)
+                        if out is not None:
+                            out.admitted.append(s)
                     else:
                         demand = s.tokens_to_compute
                         if cap - used < demand:
                             break
                         wq.popleft()
-                        run.append(s)
                         n_run += 1
-                        self.prefilling.append(s)
+                        self._start_prefill(s, demand, now)
                         used += demand
-                        s.kv_reserved_tokens = demand
-                        if not s.prefill_started:
-                            s.prefill_started = True
-                            self.events.prefill_started(self, s, now)
                         c = demand if demand < budget else budget
                         chunks.append((s, c))
                         budget -= c
                         new_tokens += c
-                    if out is not None:
-                        out.admitted.append(s)
                 self.kv_used_tokens = used
                 self.decode_batch = batch
         self.segment_start_s = now
@@ -360,19 +370,13 @@ class InstanceScheduler:
                 self._first_token(s, t_end)
             else:
                 gap = t_end - s.last_token_s
-                pc.itl.observe(gap)
+                observe_pending(pc.itl, self.itl_pending, gap)
                 if gaps is not None:
                     gaps.add(t_end, gap, 1.0)
                 s.max_itl_s = max(s.max_itl_s, gap)
             s.last_token_s = t_end
             if s.emitted_at_base == s.output_tokens:
-                s.decoding = False
-                self.decode_batch -= 1
-                self.decode_context_tokens -= kv
-                self.kv_used_tokens -= kv
-                self.running.remove(s)
-                s.tokens_emitted = s.output_tokens
-                self._finish(s, t_end)
+                self._finish_decoding(s, kv, t_end)
         admitted.clear()
         if self.prefill_chunks:
             self._commit_chunks(t_end)
@@ -457,8 +461,8 @@ class InstanceScheduler:
         """How many identical-membership decode steps to run before the next formation: one, step by step."""
         return 1
 
-    def form_prefill_step(self, now: float) -> float | None:
-        """``form_step`` for a disaggregated prefill instance (no decoding requests): the hot path, kept lean."""
+    def _form_prefill_step(self, now: float) -> float | None:
+        """``form_step`` of a prefill instance (no decoding requests): prefill chunks and admissions, kept lean."""
         budget = self.max_num_batched_tokens
         chunks: list[tuple[Request, int]] = []
         new_tokens = 0
@@ -473,8 +477,8 @@ class InstanceScheduler:
         wq = self.waiting
         run = self.running
         if self.refill is not None and not wq and not run:
-            self.refill(self, now)  # type: ignore[operator]
-        out = self._outcome = StepOutcome(now) if not self.fast else None
+            self.refill(self, now)
+        self._outcome = StepOutcome(now) if self._per_step else None
         used = self.kv_used_tokens
         cap = self.kv_capacity_tokens
         if wq:
@@ -485,19 +489,12 @@ class InstanceScheduler:
                 if cap - used < demand:
                     break
                 wq.popleft()
-                run.append(s)
-                pf.append(s)
+                self._start_prefill(s, demand, now)
                 used += demand
-                s.kv_reserved_tokens = demand
-                if not s.prefill_started:
-                    s.prefill_started = True
-                    self.events.prefill_started(self, s, now)
                 c = demand if demand < budget else budget
                 chunks.append((s, c))
                 budget -= c
                 new_tokens += c
-                if out is not None:
-                    out.admitted.append(s)
             self.kv_used_tokens = used
         self.segment_start_s = now
         self.prefill_chunks = chunks
@@ -514,6 +511,17 @@ class InstanceScheduler:
         self.step_growth_s = 0.0
         self.segment_steps = 1
         return now + d
+
+    def _start_prefill(self, s: Request, demand: int, now: float) -> None:
+        """Admit ``s`` to compute ``demand`` prompt tokens: it joins the batch and holds their KV slots."""
+        self.running.append(s)
+        self.prefilling.append(s)
+        s.kv_reserved_tokens = demand
+        if not s.prefill_started:
+            s.prefill_started = True
+            self.events.prefill_started(self, s, now)
+        if self._outcome is not None:
+            self._outcome.admitted.append(s)
 
     def _preempt(self, s: Request, now: float) -> None:
         self.running.pop()  # s is the tail
@@ -595,7 +603,11 @@ class InstanceScheduler:
     # ------------------------------------------------------------------ request milestones
     def _prefill_done(self, s: Request, now: float) -> None:
         c = self.counters
-        observe_pending(c.ttft, self.ttft_pending, now - s.pod_arrival_s)
+        h = c.ttft  # observe_pending, inlined on the hot path
+        ttft = now - s.pod_arrival_s
+        self.ttft_pending[bisect_left(h.edges_s, ttft)] += 1
+        h.sum += ttft
+        h.count += 1
         c.prompt_tokens_total += s.prompt_tokens
         c.generation_tokens_total += 1  # the one token a prefill worker samples (the P/D proxy discards it)
         c.request_success_total += 1
@@ -610,11 +622,25 @@ class InstanceScheduler:
             return
         s.first_token_s = t
         c = self.counters
-        observe_pending(c.ttft, self.ttft_pending, t - s.pod_arrival_s)
+        h = c.ttft  # observe_pending, inlined on the hot path
+        ttft = t - s.pod_arrival_s
+        self.ttft_pending[bisect_left(h.edges_s, ttft)] += 1
+        h.sum += ttft
+        h.count += 1
         c.prompt_tokens_total += s.prompt_tokens
         if self._outcome is not None:
             self._outcome.first_token.append(s)
         self.events.first_token(self, s, t)
+
+    def _finish_decoding(self, s: Request, kv: int, t: float) -> None:
+        """A decoding request emitted its last token at ``t``: it leaves the batch and frees its ``kv`` slots."""
+        s.decoding = False
+        self.decode_batch -= 1
+        self.decode_context_tokens -= kv
+        self.kv_used_tokens -= kv
+        self.running.remove(s)
+        s.tokens_emitted = s.output_tokens
+        self._finish(s, t)
 
     def _finish(self, s: Request, t: float) -> None:
         self.counters.request_success_total += 1

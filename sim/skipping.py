@@ -83,20 +83,26 @@ class SkippingScheduler(InstanceScheduler):
         if self.step_ends_s is not None:
             m = bisect_left(self.step_ends_s, t)
             return m if m < k else k
-        elapsed = t - self.segment_start_s
+        t0 = self.segment_start_s
+        elapsed = t - t0
         if elapsed <= 0:
             return 0
-        d0, a = self.first_step_s, self.step_growth_s / 2
+        d0, growth = self.first_step_s, self.step_growth_s
+        a = growth / 2
         if a > 1e-300:
             b = d0 - a
             guess = (-b + math.sqrt(b * b + 4 * a * elapsed)) / (2 * a)
         else:
             guess = elapsed / d0
         m = k if guess >= k else max(0, int(guess))
-        while m > 0 and self.step_end_s(m) >= t:
+        # correct the guess against the exact step ends (step_end_s, inlined: this runs at every arrival)
+        while m > 0 and t0 + m * d0 + growth * (m * (m - 1) / 2) >= t:
             m -= 1
-        while m < k and self.step_end_s(m + 1) < t:
-            m += 1
+        while m < k:
+            j = m + 1
+            if not t0 + j * d0 + growth * (j * (j - 1) / 2) < t:
+                break
+            m = j
         return m
 
     def kv_used_at(self, t_s: float) -> int:
@@ -134,7 +140,7 @@ class SkippingScheduler(InstanceScheduler):
             self.segment_max_step_s.append(d0 if d0 > d_last else d_last)
             self.steps_done = sd = self.steps_done + j
             pc = self.counters
-            grow = batch * (j - 1)
+            grow = batch * (j - 1)  # one more KV slot per request per step after the first (allocated at formation)
             self.kv_used_tokens += grow
             self.decode_context_tokens += grow
             self.decode_seq_s += batch * (t_end - t0)
@@ -221,14 +227,7 @@ class SkippingScheduler(InstanceScheduler):
                 m = max(sm[s.segment_index :])
                 if m > s.max_itl_s:
                     s.max_itl_s = m
-            kv = s.kv_tokens_at_base + sd - s.base_step
-            s.decoding = False
-            self.decode_batch -= 1
-            self.decode_context_tokens -= kv
-            self.kv_used_tokens -= kv
-            self.running.remove(s)
-            s.tokens_emitted = s.output_tokens
-            self._finish(s, t_end)
+            self._finish_decoding(s, s.kv_tokens_at_base + sd - s.base_step, t_end)
 
     def _commit_generic(self, j: int) -> None:
         """``commit_segment`` for a pure-decode segment of a generic step model (explicit step times)."""
@@ -242,7 +241,7 @@ class SkippingScheduler(InstanceScheduler):
         self.segment_max_step_s.append(max(durations))
         self.steps_done += j
         pc = self.counters
-        grow = batch * (j - 1)
+        grow = batch * (j - 1)  # as in commit_segment (kept inline: the hot path)
         self.kv_used_tokens += grow
         self.decode_context_tokens += grow
         self.decode_seq_s += batch * (t_end - t0)

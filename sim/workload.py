@@ -88,6 +88,30 @@ class SpecError(ValueError):
     """A generator spec string is malformed; the message names the offending part."""
 
 
+# Input bounds: what a run may hold before it is refused up front, with the numbers, instead of exhausting memory.
+# The simulator keeps ~0.5 KB per request (engine records and queues; measured: +152 MB of peak RSS for +300k
+# requests, ``pdscale sim run`` static policy), so 10 million requests is about 5 GiB. 50x the Azure conv trace's
+# hour is ~1 million requests.
+MAX_REQUESTS = 10_000_000
+BYTES_PER_REQUEST = 520
+# Longer than any model's context (the largest are ~10M tokens); keeps token arithmetic far from int64 overflow.
+MAX_TOKENS_PER_REQUEST = 100_000_000
+
+
+def check_request_count(n: float, what: str) -> None:
+    """Refuse a workload of ``n`` requests (expected or actual) above ``MAX_REQUESTS``, naming the numbers."""
+    if not n <= MAX_REQUESTS:  # also catches NaN
+        gib = n * BYTES_PER_REQUEST / 2**30
+        raise ValueError(
+            f"{what}: {n:,.0f} requests exceed the limit of {MAX_REQUESTS:,} per run (about {gib:,.0f} GiB of "
+            f"simulator memory at ~{BYTES_PER_REQUEST} bytes per request); shorten the duration or lower the rate"
+        )
+
+
+def _too_long(value: float, field: str) -> str:
+    return f"{field}: {value:g} tokens; at most {MAX_TOKENS_PER_REQUEST:,} per request"
+
+
 @dataclass(frozen=True)
 class Workload:
     """Requests sorted by arrival. ``horizon_s`` (optional) is the generated span, which may exceed the last arrival."""
@@ -118,6 +142,9 @@ class Workload:
                 raise ValueError(f"workload {self.name!r}: prompt_tokens must be >= 1")
             if output.min() < 1:
                 raise ValueError(f"workload {self.name!r}: output_tokens must be >= 1")
+            for label, tokens in (("prompt_tokens", prompt), ("output_tokens", output)):
+                if tokens.max() > MAX_TOKENS_PER_REQUEST:
+                    raise ValueError(f"workload {self.name!r}: {_too_long(float(tokens.max()), label)}")
         # Keep private read-only arrays (a caller's writable array is copied, never frozen under its feet).
         for attr, arr in (("arrival_s", arrival), ("prompt_tokens", prompt), ("output_tokens", output)):
             if arr.flags.writeable:
@@ -227,6 +254,7 @@ def merge(workloads: Sequence[Workload], name: str | None = None) -> Workload:
     """Superpose streams (stable merge by arrival time)."""
     if not workloads:
         raise ValueError("merge needs at least one workload")
+    check_request_count(sum(len(w) for w in workloads), "the merged streams")
     arrival = np.concatenate([w.arrival_s for w in workloads])
     order = np.argsort(arrival, kind="stable")
     horizons = [w.duration_s for w in workloads]
@@ -267,6 +295,7 @@ def replicate(workload: Workload, k: float, *, spread_s: float = REPLICATE_SPREA
     A fractional K adds a seeded random subset as the last copy."""
     if not (k > 0 and math.isfinite(k)):
         raise ValueError(f"rate scale must be a positive number, got {k}")
+    check_request_count(k * len(workload), f"{k:g} copies of {len(workload):,} requests")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xBE7C]))
     span_s = max(workload.duration_s, float(workload.arrival_s[-1]) if len(workload) else 0.0, 1e-9)
     n_full = math.floor(k)
@@ -403,6 +432,8 @@ def _parse_column(
             np.array([s.strip()]).astype(dtype)
         except (ValueError, OverflowError):
             what = "an integer" if dtype is np.int64 else "a number"
+            if dtype is np.int64 and s.strip().isdigit():
+                raise TraceError(f"{p}:{ln}: {_too_long(float(s), f'field {name!r}')}") from None
             raise TraceError(f"{p}:{ln}: field {name!r}: not {what}: {s!r}") from None
     raise TraceError(f"{p}: field {name!r}: unparseable column")  # pragma: no cover - defensive
 
@@ -412,6 +443,10 @@ def _check_lengths(p: Path, name: str, arr: np.ndarray, linenos: Sequence[int]) 
     if bad.any():
         i = int(np.argmax(bad))
         raise TraceError(f"{p}:{linenos[i]}: field {name!r}: must be >= 1, got {int(arr[i])}")
+    big = arr > MAX_TOKENS_PER_REQUEST
+    if big.any():
+        i = int(np.argmax(big))
+        raise TraceError(f"{p}:{linenos[i]}: {_too_long(float(arr[i]), f'field {name!r}')}")
 
 
 def _read_mooncake(p: Path, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -439,6 +474,10 @@ def _read_mooncake(p: Path, text: str) -> tuple[np.ndarray, np.ndarray, np.ndarr
                     raise TraceError(f"{p}:{lineno}: field {key!r}: not an integer: {v!r}")
                 if v < 1:
                     raise TraceError(f"{p}:{lineno}: field {key!r}: must be >= 1, got {v!r}")
+                if v > MAX_TOKENS_PER_REQUEST:
+                    raise TraceError(
+                        f"{p}:{lineno}: field {key!r}: {int(v)} tokens; at most {MAX_TOKENS_PER_REQUEST:,} per request"
+                    )
             vals.append(v)
         arrival.append(vals[0] / 1000.0)
         prompt.append(int(vals[1]))
@@ -597,6 +636,7 @@ def renewal_arrivals(
         raise ValueError("rate must be finite and >= 0 everywhere")
     cum = np.concatenate([[0.0], np.cumsum((lam[1:] + lam[:-1]) * 0.5 * np.diff(t))])
     total = float(cum[-1])
+    check_request_count(total, f"mean rate {total / duration_s:g}/s over {duration_s:g} s")
     if total <= 0:
         return np.zeros(0)
     shape = 1.0 / (cv * cv)
@@ -791,14 +831,23 @@ def _generate_stream(text: str, rng: np.random.Generator, index: int) -> Workloa
         else:
             prompt_s = _parse_dist(texts.get("prompt", "azure_conv()"), "prompt", f"{where} prompt")
             output_s = _parse_dist(texts.get("output", "azure_conv()"), "output", f"{where} output")
-            prompt = np.maximum(np.rint(prompt_s(rng, arrival.size)), 1).astype(np.int64)
-            output = np.maximum(np.rint(output_s(rng, arrival.size)), 1).astype(np.int64)
+            prompt = _token_counts(prompt_s(rng, arrival.size), f"{where} prompt")
+            output = _token_counts(output_s(rng, arrival.size), f"{where} output")
     start = nums.get("start", 0.0)
     w = Workload(texts.get("name", kind), arrival + start, prompt, output, horizon + start)
     if "max_prompt" in nums or "max_output" in nums:
         mp, mo = nums.get("max_prompt"), nums.get("max_output")
         w = w.capped(None if mp is None else int(mp), None if mo is None else int(mo))
     return w
+
+
+def _token_counts(samples: np.ndarray, where: str) -> np.ndarray:
+    """Sampled lengths as whole tokens >= 1; a sample beyond ``MAX_TOKENS_PER_REQUEST`` (or not finite) is refused
+    before the integer cast could wrap it around."""
+    bad = ~(samples <= MAX_TOKENS_PER_REQUEST)
+    if bad.any():
+        raise SpecError(f"{where} length {_too_long(float(samples[int(np.argmax(bad))]), 'sampled')}")
+    return np.asarray(np.maximum(np.rint(samples), 1).astype(np.int64))
 
 
 def generate(spec: str, *, seed: int) -> Workload:

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from workers.tokens import chat_prompt_tokens, count_text_tokens
 
 log = logging.getLogger("pdscale.proxy.endpoints")
 
@@ -274,13 +275,10 @@ class EndpointsFileWatcher:
 # Request size, for least-outstanding-tokens picking
 
 
-def _text_tokens(text: str) -> int:
-    """Token estimate of plain text: ~4 characters per token (the BPE rule of thumb)."""
-    return max(1, math.ceil(len(text) / 4))
-
-
 def prompt_tokens_of(body: Mapping[str, object]) -> int:
-    """Prompt size of a completions or chat request body: exact for token-id prompts, estimated for text."""
+    """Prompt size of a completions or chat request body: exact for token-id prompts; text is counted by the
+    emulated worker's rule (``workers/tokens.py``), an estimate for a real tokenizer, which is all that picking
+    the least-loaded endpoint needs."""
     prompt = body.get("prompt")
     if isinstance(prompt, list):
         if prompt and all(isinstance(t, int) for t in prompt):
@@ -290,22 +288,13 @@ def prompt_tokens_of(body: Mapping[str, object]) -> int:
             if isinstance(p, list):
                 total += len(p)
             elif isinstance(p, str):
-                total += _text_tokens(p)
+                total += count_text_tokens(p)
         return max(total, 1)
     if isinstance(prompt, str):
-        return _text_tokens(prompt)
+        return max(count_text_tokens(prompt), 1)
     messages = body.get("messages")
     if isinstance(messages, list):
-        total = 0
-        for m in messages:
-            content = m.get("content") if isinstance(m, Mapping) else None
-            if isinstance(content, str):
-                total += _text_tokens(content)
-            elif isinstance(content, list):
-                total += sum(
-                    _text_tokens(str(part.get("text", ""))) for part in content if isinstance(part, Mapping)
-                )
-        return max(total, 1)
+        return max(chat_prompt_tokens([m for m in messages if isinstance(m, Mapping)]), 1)
     return 1
 
 

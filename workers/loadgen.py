@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import json
 import logging
 import math
@@ -96,7 +97,14 @@ def build_plan(
                 raise LoadgenError(
                     "--rate-scale and --duration-s apply to open-loop workloads, not closed:..."
                 )
-            closed = wl.parse_closed_loop(generator, seed=seed)
+            # the simulator's closed-loop grammar (sim.workload, issue 15's closed loop); looked up so that a
+            # checkout without it still runs open-loop workloads and says what is missing
+            parse_closed_loop: Callable[..., Any] | None = getattr(wl, "parse_closed_loop", None)
+            if parse_closed_loop is None:
+                raise LoadgenError(
+                    "closed:... workloads need sim.workload.parse_closed_loop, not in this checkout"
+                )
+            closed = parse_closed_loop(generator, seed=seed)
             prompt, output = np.asarray(closed.prompt_tokens), np.asarray(closed.output_tokens)
             if max_requests is not None:
                 prompt, output = prompt[:max_requests], output[:max_requests]
@@ -161,6 +169,16 @@ class Sender:
         self.client = client
         self.clock = clock
         self.t0 = t0
+        # the send time of the request the current task is making, stamped by the HTTP client's request hook
+        self._wire: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("wire", default=None)
+
+    async def on_request(self, request: object) -> None:
+        """httpx request hook: the request is about to go on the wire. Latencies are timed from here, as aiperf
+        and vLLM's bench time them from their send, so the openai client's own request building (a few ms per
+        request on a busy core) is not counted into TTFT."""
+        box = self._wire.get()
+        if box is not None:
+            box[0] = self.clock()
 
     def _model_s(self, real_s: float) -> float:
         return real_s / self.target.time_scale
@@ -176,8 +194,8 @@ class Sender:
             "extra_body": {"ignore_eos": t.ignore_eos},
             "temperature": 0.0,
         }
-        start = self.clock()
-        rec.sent_s = self._model_s(start - self.t0)
+        box = [self.clock()]  # replaced by the wire time when the client's request hook runs
+        self._wire.set(box)
         last: float | None = None
         try:
             if t.endpoint == "chat":
@@ -195,6 +213,8 @@ class Sender:
                     max_tokens=rec.max_tokens,
                     **{**common, "extra_body": {**common["extra_body"], "prompt": prompt}},
                 )
+            start = box[0]
+            rec.sent_s = self._model_s(start - self.t0)
             events = 0
             async for chunk in stream:
                 now = self.clock()
@@ -218,10 +238,12 @@ class Sender:
         except openai.APIStatusError as exc:
             rec.status = exc.status_code
             rec.error = f"HTTP {exc.status_code}: {_message(exc)}"
-            rec.e2e_s = self._model_s(self.clock() - start)
+            rec.sent_s = self._model_s(box[0] - self.t0)
+            rec.e2e_s = self._model_s(self.clock() - box[0])
         except (openai.APIError, OSError) as exc:  # connection errors, timeouts, SSE error events
             rec.error = f"{type(exc).__name__}: {_message(exc)}"
-            rec.e2e_s = self._model_s(self.clock() - start)
+            rec.sent_s = self._model_s(box[0] - self.t0)
+            rec.e2e_s = self._model_s(self.clock() - box[0])
         return rec
 
 
@@ -300,17 +322,19 @@ async def run_plan(
         chat_text(int(n)) if target.endpoint == "chat" else token_id_prompt(int(n), rng)
         for n in plan.prompt_tokens
     ]
-    own_client = client is None
-    if client is None:
-        client = openai.AsyncOpenAI(
-            base_url=target.base_url,
-            api_key=target.api_key,
-            max_retries=0,
-            timeout=target.timeout_s,  # the client's own pool: up to 1,000 connections
-        )
     clock = time.perf_counter
     t0 = clock()
     sender = Sender(target, client, clock, t0)
+    own_client = client is None
+    if client is None:
+        client = sender.client = openai.AsyncOpenAI(
+            base_url=target.base_url,
+            api_key=target.api_key,
+            max_retries=0,
+            timeout=target.timeout_s,
+            # the client's own connection pool (up to 1,000), plus the hook that stamps each request's send time
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [sender.on_request]}),
+        )
     records = [
         RequestRecord(
             index=i,

@@ -16,14 +16,16 @@ API::
                                               #   last_token_s, finished_s, preemptions (model times)
     stream.cancel()                           # the client went away: finish_reason "abort"
     engine.snapshot()                         # EngineSnapshot: running, waiting, kv_usage_frac, ...
+    engine.counters                           # the simulator's PodCounters for this engine (TTFT/ITL histograms
+                                              #   with vLLM's buckets, token totals), brought up to date by snapshot()
     await engine.drain()                      # stop accepting; returns when everything in flight finished
     await engine.stop()
 
 Roles: ``agg`` computes prompts and decodes; ``prefill`` ends a request after its prefill with ONE token
-(finish_reason "length"), as a vLLM prefill worker does with max_tokens=1; ``decode`` with ``remote_kv=True``
-first waits the emulated KV transfer (``prompt × kv_bytes_per_token / kv_link_bytes_per_s + kv_base_latency_s``),
-then joins the waiting queue with its prompt computed (the simulator's decode path); without ``remote_kv`` a decode
-instance computes the prompt itself.
+(finish_reason "length"; ``max_tokens`` is taken as 1), as a vLLM prefill worker does with max_tokens=1; ``decode``
+with ``remote_kv=True`` first waits the emulated KV transfer (``prompt × kv_bytes_per_token / kv_link_bytes_per_s +
+kv_base_latency_s``), then joins the waiting queue with its prompt computed (the simulator's decode path); without
+``remote_kv`` a decode instance computes the prompt itself.
 
 Time. All times are ``time.monotonic()`` seconds. The model runs on its own timeline: a step formed at model time t
 ends at t + its duration, the next step is formed exactly there, and a request that arrives while a step runs joins

@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from workers.protocol import GenerationRequest
+from workers.tokens import OUTPUT_WORDS
 
 VLLM_VERSION = "0.32.0"  # the vLLM release whose surface the emulated worker reproduces
 
 DONE_EVENT = b"data: [DONE]\n\n"
+_ESCAPED = {w: json.dumps(w)[1:-1].encode() for w in OUTPUT_WORDS}  # the synthetic output words, JSON-ready
 
 
 def system_fingerprint(model_root: str) -> str:
@@ -78,7 +80,10 @@ class ChunkWriter:
 
     def token_chunk(self, text: str, finish_reason: str | None, completion_tokens: int) -> bytes:
         if finish_reason is None and not self.req.continuous_usage_stats:
-            return self._before_text + json.dumps(text, ensure_ascii=False)[1:-1].encode() + self._after_text
+            escaped = _ESCAPED.get(text)
+            if escaped is None:
+                escaped = json.dumps(text, ensure_ascii=False)[1:-1].encode()
+            return self._before_text + escaped + self._after_text
         chunk: dict[str, Any] = {**self.head, "choices": [self._choice(text, finish_reason)]}
         if self.req.continuous_usage_stats:
             chunk["usage"] = usage(self.req.prompt_tokens, completion_tokens, details=False)

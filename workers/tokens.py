@@ -25,7 +25,7 @@ MAX_WORD_CHARS = 16
 TOKEN_PATTERN = re.compile(r"\w{1,16}|[^\w\s]")  # 16 = MAX_WORD_CHARS
 CHAT_TEMPLATE_MESSAGE = "<|{role}|>\n{content}\n"
 CHAT_GENERATION_PROMPT = "<|assistant|>\n"
-_OUTPUT_WORDS = tuple(f" w{k}" for k in range(64))
+OUTPUT_WORDS = tuple(f" w{k}" for k in range(64))
 
 
 def count_text_tokens(text: str) -> int:
@@ -74,7 +74,7 @@ def detokenize(token_ids: list[int]) -> str:
 
 def output_token_text(index: int) -> str:
     """The synthetic text of output token ``index`` (0-based): one word, so it re-counts as one token."""
-    return _OUTPUT_WORDS[index % len(_OUTPUT_WORDS)]
+    return OUTPUT_WORDS[index % len(OUTPUT_WORDS)]
 
 
 def output_text(start: int, stop: int) -> str:

@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,6 +278,10 @@ def run_from_worker_args(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    # A pair is only useful whole: when one instance exits, stop the other too.
+    while all(proc.poll() is None for proc in procs):
+        time.sleep(0.5)
+    forward(signal.SIGTERM, None)
     codes = [proc.wait() for proc in procs]
     return max((abs(c) for c in codes), default=0)
 

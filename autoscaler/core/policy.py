@@ -23,7 +23,9 @@ Per pool, every tick:
      count, made gradual by the behavior below;
   6. the spec's HPA ``behavior`` (``behavior.py``: stabilization windows and rate limits, by timestamps) and
      min/max bounds, then the GPU budget split by SLO pressure (``budget.py``).
-Missing, NaN, stale or errored signals never scale down (reason MetricsUnavailable). Pure: no I/O, no clock;
+Missing, NaN, stale or errored signals never scale down (reason MetricsUnavailable), nor do signals that understate
+the load: requests failing above ``spec.metrics.max_failure_ratio`` (RequestsFailing) or fewer pods reporting than
+are ready (PartialMetrics); both may still scale up. Pure: no I/O, no clock;
 time comes from the observation. The state is a frozen value that round-trips through JSON (CR status).
 """
 
@@ -247,8 +249,9 @@ class PdscalePolicy:
         if missing is None and self._decode_backlog(observation) is not None:
             state = replace(state, decode_backlog_time_s=now_s)
 
+        hold = None if missing is not None else _scale_down_hold(observation, spec)
         outcomes = {
-            pool: self._decide_pool(pool, observation, state, spec, missing, load_now, load_ahead)
+            pool: self._decide_pool(pool, observation, state, spec, missing, load_now, load_ahead, hold)
             for pool in (Pool.PREFILL, Pool.DECODE)
         }
         split = split_budget(
@@ -495,6 +498,7 @@ class PdscalePolicy:
         missing: str | None,
         load_now: Load | None,
         load_ahead: Load | None,
+        hold: tuple[Reason, str] | None = None,
     ) -> _PoolOutcome:
         now_s = obs.time_s
         reps = obs.replicas(pool)
@@ -658,6 +662,11 @@ class PdscalePolicy:
             proposed, reason, msg = current, Reason.WITHIN_TARGET, model_text
             if fb_text:
                 msg = f"{fb_text}; {model_text}"
+        if hold is not None and proposed < current:  # bad data may add capacity, never remove it
+            held_reason, why = hold
+            msg = f"{why}: holding {current} replicas (would be {proposed}); {msg}"
+            return self._normalize(pool, current, current, held_reason, msg, pressure, pst, spec, now_s,
+                                   keep_reason=True)
         return self._normalize(pool, proposed, current, reason, msg, pressure, pst, spec, now_s)
 
     def _hold_missing(
@@ -775,6 +784,30 @@ def _missing_reason(signals: Signals, now_s: float, stale_after_s: float) -> str
             return f"{name} missing"
         if not math.isfinite(v) or v < 0:
             return f"{name} is {v}"
+    return None
+
+
+def _scale_down_hold(obs: Observation, spec: AutoscalerSpec) -> tuple[Reason, str] | None:
+    """Why the signals, though present, may understate the load, so that no pool may shrink on them: too many
+    requests failing (a failing request shows no tokens and no latency, so the load looks small), or fewer pods
+    reporting than are ready (a partial scrape shows part of the load). HPA's rule for partial metrics: they may
+    scale up, never down."""
+    sig = obs.signals
+    rate, failed = _finite(sig.request_rate_per_s), _finite(sig.failed_request_rate_per_s)
+    if rate is not None and failed is not None and rate > 0:
+        ratio = min(1.0, failed / rate)
+        if ratio > spec.metrics.max_failure_ratio:
+            return Reason.REQUESTS_FAILING, (
+                f"{ratio:.0%} of requests failing ({failed:.3g}/s of {rate:.3g}/s, "
+                f"above maxFailureRatio {spec.metrics.max_failure_ratio:g})"
+            )
+    partial = []
+    for pool in (Pool.PREFILL, Pool.DECODE):
+        pods, ready = _finite(obs.pool_signals(pool).pods_reporting), obs.replicas(pool).ready
+        if pods is not None and pods < ready:
+            partial.append(f"{pods:.0f} of {ready} ready {pool.value} pods report metrics")
+    if partial:
+        return Reason.PARTIAL_METRICS, "partial scrape: " + ", ".join(partial)
     return None
 
 

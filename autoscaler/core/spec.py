@@ -135,6 +135,9 @@ class MetricsSpec:
     window_s: float = 60.0  # rate()/histogram window
     proxy: bool = True  # prefer proxy/gateway histograms for user-visible TTFT
     custom_queries: tuple[tuple[str, str], ...] = ()  # signal name -> PromQL template (source == custom)
+    # above this share of requests failing (5xx, no upstream, engine errors) replicas are held (RequestsFailing):
+    # a healthy LLM service fails well under 1 %, and failing requests say nothing about the capacity needed
+    max_failure_ratio: float = 0.05
 
 
 @dataclass(frozen=True)

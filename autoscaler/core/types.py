@@ -32,6 +32,9 @@ class Reason(StrEnum):
     TOO_FEW_REPLICAS = "TooFewReplicas"
     TOO_MANY_REPLICAS = "TooManyReplicas"
     METRICS_UNAVAILABLE = "MetricsUnavailable"
+    REQUESTS_FAILING = "RequestsFailing"  # scale-down held: failing requests say nothing about capacity needed
+    PARTIAL_METRICS = "PartialMetrics"  # scale-down held: fewer pods report metrics than are ready
+    SCALING_DISABLED = "ScalingDisabled"  # a target scaled to 0 by hand: hands off, as the HPA does
     WITHIN_TARGET = "WithinTarget"
     STATIC = "Static"
 
@@ -44,6 +47,7 @@ class PoolSignals:
     running_requests: float | None = None
     kv_usage_fraction: float | None = None  # mean over the pool's pods, 0..1
     request_rate_per_s: float | None = None
+    pods_reporting: float | None = None  # distinct pods with fresh series (None: the source cannot tell)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class Signals:
     ``ttft_s``/``itl_s`` are the user-visible percentiles at the SLO's percentile (proxy/gateway histograms
     when configured, worker histograms otherwise). Means are kept for baselines that use them (Dynamo's planner).
     ``error`` is set when the whole source failed (Prometheus unreachable): every field is then missing.
+    ``request_rate_per_s`` counts every request (served, failed, aborted): failing traffic is demand.
+    ``failed_request_rate_per_s`` is the part of it that failed on the server side (5xx, no upstream, engine
+    errors; not client aborts or 4xx), from the same source.
     """
 
     time_s: float
@@ -63,6 +70,7 @@ class Signals:
     request_rate_per_s: float | None = None
     prompt_tokens_per_s: float | None = None
     output_tokens_per_s: float | None = None
+    failed_request_rate_per_s: float | None = None
     prefill: PoolSignals = PoolSignals()
     decode: PoolSignals = PoolSignals()
     error: str | None = None

@@ -201,17 +201,35 @@ _DELETE = object()
         # unknown fields are pruned by a structural schema (kubectl --validate=strict rejects them); the loader
         # rejects them when it sees them
         (_bad(spec__prefill__maxReplica=3), {"loader"}),
+        (_bad(spec__decode__minReplicas=0), {"schema", "loader"}),  # and the CEL rule says why: below
+        (_bad(spec__decode__scaleTargetRef={"apiVersion": "apps/v1", "kind": "Deployment", "name": "llama-8b-prefill"}),
+         {"cel", "loader"}),
+        (_bad(spec__metrics__maxFailureRatio=0), {"schema", "loader"}),
+        (_bad(spec__metrics__maxFailureRatio=1.5), {"schema", "loader"}),
     ],
     ids=[
         "min-gt-max", "min-gt-default-max", "negative-ttft-target", "zero-itl-target", "percentile-100",
         "percentile-1-ambiguous", "percentile-string", "mode-enum", "forecaster-enum", "metric-source-enum",
         "selector-key-not-a-prom-label", "queries-without-custom", "budget-below-minimums", "budget-zero",
         "no-scale-target", "empty-policies", "policy-missing-period", "select-policy-enum", "negative-startup",
-        "unknown-field",
+        "unknown-field", "scale-to-zero", "one-target-for-both-pools", "failure-ratio-zero", "failure-ratio-above-one",
     ],
 )
 def test_bad_autoscalers_are_rejected(doc: dict[str, Any], rejecters: set[str]) -> None:
     assert rejected_by(doc) == rejecters
+
+
+def test_scale_to_zero_is_refused_with_the_same_reason_everywhere() -> None:
+    """The schema says "minimum 1"; the CEL rule and the loader say why, in the same words."""
+    doc = _bad(spec__prefill__minReplicas=0)
+    schema = SCHEMA["properties"]["spec"]["properties"]["prefill"]
+    (cel,) = cel_violations(schema, doc["spec"]["prefill"], ".spec.prefill")
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(doc["spec"])
+    for text in (cel, str(err.value), schema["properties"]["minReplicas"]["description"]):
+        assert "scale to zero" in text.lower() or "scale-to-zero" in text.lower(), text
+    for words in ("minutes to start", "no activation signal exists while a pool is at zero", "never wake it"):
+        assert words in cel and words in str(err.value)
 
 
 # ---------------------------------------------------------------- RBAC and the controller Deployment
@@ -231,7 +249,7 @@ def _rules() -> set[tuple[str, str, str]]:
 
 
 def test_rbac_is_exactly_what_the_controller_calls() -> None:
-    """Each grant maps to a call in autoscaler/kube.py or autoscaler/leader.py; nothing more, no wildcards."""
+    """Each grant maps to a call in autoscaler/kube.py, leader.py or owners.py; nothing more, no wildcards."""
     expected = {
         ("pdscale.io", "disaggregatedautoscalers", v) for v in ("get", "list", "watch")
     } | {
@@ -246,6 +264,7 @@ def test_rbac_is_exactly_what_the_controller_calls() -> None:
         ("leaderworkerset.x-k8s.io", "leaderworkersets", "get"),
         ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "patch"),
         ("", "events", "create"), ("", "events", "patch"),
+        ("autoscaling", "horizontalpodautoscalers", "list"), ("keda.sh", "scaledobjects", "list"),
         ("coordination.k8s.io", "leases", "create"), ("coordination.k8s.io", "leases", "get"),
         ("coordination.k8s.io", "leases", "update"),
     }
@@ -338,7 +357,7 @@ def test_any_status_fits_the_crd(ttft: float | None, itl: float | None, rate: fl
     status = build_status(obj, result=result, scaled=bool(applied))
     assert schema_errors({**example, "status": status}) == []
     conds = {c["type"]: c for c in status["conditions"]}
-    assert set(conds) == {"AbleToScale", "ScalingActive", "ScalingLimited", "SLOMet"}
+    assert set(conds) == {"AbleToScale", "ScalingActive", "ScalingLimited", "SLOMet", "ExclusiveOwner"}
     if error is not None or (ttft is None and itl is None):
         assert conds["ScalingActive"]["status"] == "False"
     if errors:

@@ -140,7 +140,8 @@ class Stack:
             self.exporter.add_pod(ExportedPod(name=f"{namespace}-d{i}", role="decode", model_name=m.model,
                                               namespace=namespace, load=d))
         self.exporter.add_frontend(ExportedFrontend(name=f"{namespace}-proxy", model_name=m.model,
-                                                    namespace=namespace, load=fe))
+                                                    namespace=namespace, load=fe,
+                                                    requests_metric="pdscale_proxy_requests"))
         self.kube.add_deployment(namespace, "prefill", replicas)
         self.kube.add_deployment(namespace, "decode", replicas)
         return m

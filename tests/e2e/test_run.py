@@ -129,7 +129,9 @@ def test_faults_and_prometheus_outage_over_many_ticks(stack: Stack) -> None:
         stack.prometheus.start()
         wait_for(lambda: m.replicas("prefill") > 2, 30, "prefill scale-up after Prometheus returned")
         assert conflict.hits == 1
-        assert (m.condition("llama", "ScalingActive") or {}).get("status") == "True"
+        # the same pass writes the status right after the scale (and its event): wait for it, do not race it
+        wait_for(lambda: (m.condition("llama", "ScalingActive") or {}).get("status") == "True", 10,
+                 "ScalingActive=True in the status written after the scale")
         assert any(e["reason"] == "SuccessfulRescale" for e in m.events())
     finally:
         rc = proc.stop(timeout_s=10)

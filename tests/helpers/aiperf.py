@@ -49,10 +49,20 @@ def word_prompt(n_tokens: int, seed: int) -> str:
     return " ".join(f"t{(seed * 31 + j) % 97}" for j in range(n_tokens))
 
 
-def write_dataset(path: Path, prompt_tokens: Sequence[int], output_tokens: Sequence[int]) -> Path:
+def write_dataset(
+    path: Path,
+    prompt_tokens: Sequence[int],
+    output_tokens: Sequence[int],
+    send_times_s: Sequence[float] | None = None,
+) -> Path:
+    """One single-turn record per request; with ``send_times_s`` each carries its ``timestamp`` (ms) for aiperf's
+    fixed-schedule replay."""
     with path.open("w") as f:
         for i, (p, o) in enumerate(zip(prompt_tokens, output_tokens, strict=True)):
-            f.write(json.dumps({"text": word_prompt(int(p), i), "output_length": int(o)}) + "\n")
+            row: dict[str, Any] = {"text": word_prompt(int(p), i), "output_length": int(o)}
+            if send_times_s is not None:
+                row["timestamp"] = round(float(send_times_s[i]) * 1000.0, 3)
+            f.write(json.dumps(row) + "\n")
     return path
 
 
@@ -63,14 +73,20 @@ def run_aiperf(
     model: str,
     dataset: Path,
     requests: int,
-    concurrency: int,
     out_dir: Path,
+    concurrency: int | None = None,
     timeout_s: float = 600.0,
 ) -> dict[str, Any]:
-    """One ``aiperf profile`` run (streaming completions); returns profile_export_aiperf.json."""
+    """One ``aiperf profile`` run (streaming completions); returns profile_export_aiperf.json. Without
+    ``concurrency`` the dataset's timestamps are replayed (``--fixed-schedule``)."""
+    pacing = (
+        ["--concurrency", str(concurrency)]
+        if concurrency
+        else ["--fixed-schedule", "--fixed-schedule-auto-offset"]
+    )
     argv = [
         tool.binary, "profile", "--model", model, "--url", url, "--endpoint-type", "completions", "--streaming",
-        "--concurrency", str(concurrency), "--request-count", str(requests),
+        *pacing, "--request-count", str(requests),
         "--input-file", str(dataset), "--custom-dataset-type", "single_turn",
         "--extra-inputs", "ignore_eos:true", "--use-server-token-count",
         "--tokenizer", tool.tokenizer, "--ui-type", "none", "--output-artifact-dir", str(out_dir),
@@ -85,3 +101,59 @@ def run_aiperf(
         )
     result: dict[str, Any] = json.loads(export.read_text())
     return result
+
+
+def same_run(
+    tool: Aiperf,
+    *,
+    worker_url: str,
+    model: str,
+    requests: int,
+    rate_per_s: float,
+    prompt_tokens: int,
+    output_tokens: int,
+    out_dir: Path,
+    seed: int = 7,
+    aiperf_first: bool = False,
+) -> dict[str, tuple[float, float]]:
+    """Send the same Poisson schedule (wall-clock ``rate_per_s``) of fixed-length requests with loadgen, then with
+    aiperf (``--fixed-schedule``), or aiperf first; returns ``{metric: (loadgen_ms, aiperf_ms)}`` for TTFT mean/p50, TPOT mean/p50
+    and ITL mean."""
+    import asyncio
+
+    import numpy as np
+
+    from workers.loadgen import Plan, Target, run_plan
+    from workers.loadgen_report import summarize
+
+    prompts = np.full(requests, prompt_tokens)
+    outputs = np.full(requests, output_tokens)
+    send_s = np.cumsum(np.random.default_rng(seed).exponential(1.0 / rate_per_s, requests))
+    send_s -= send_s[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = write_dataset(out_dir / "dataset.jsonl", prompts, outputs, send_s)
+
+    def run_theirs() -> dict[str, Any]:
+        return run_aiperf(tool, url=worker_url, model=model, dataset=dataset, requests=requests,
+                          out_dir=out_dir / "aiperf")  # fmt: skip
+
+    theirs = run_theirs() if aiperf_first else {}
+    plan = Plan("poisson", prompts, outputs, send_s)
+    ours = summarize(asyncio.run(run_plan(plan, Target(f"{worker_url}/v1", model))), percentiles=(50,))
+    if ours["failed"]:
+        raise RuntimeError(f"loadgen: {ours['failed']} requests failed: {ours['errors']}")
+    if not aiperf_first:
+        theirs = run_theirs()
+    if (
+        theirs["request_count"]["avg"] != requests
+        or theirs["usage_completion_tokens"]["avg"] != output_tokens
+    ):
+        raise RuntimeError(f"aiperf did not complete the run as sent: {theirs['request_count']}, "
+                           f"{theirs['usage_completion_tokens']}")  # fmt: skip
+    return {
+        "TTFT mean": (ours["ttft"]["mean_ms"], theirs["time_to_first_token"]["avg"]),
+        "TTFT p50": (ours["ttft"]["p50_ms"], theirs["time_to_first_token"]["p50"]),
+        "TPOT mean": (ours["tpot"]["mean_ms"], theirs["inter_token_latency"]["avg"]),
+        "TPOT p50": (ours["tpot"]["p50_ms"], theirs["inter_token_latency"]["p50"]),
+        "ITL mean": (ours["itl"]["mean_ms"], theirs["inter_chunk_latency"]["avg"]),
+    }

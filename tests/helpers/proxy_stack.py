@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from workers.local.net import LOOPBACK, free_port
 from workers.local.processes import ManagedProcess, ProcessRunner
+from tests.helpers.workers import scrape
 
 
 @dataclass
@@ -38,13 +36,7 @@ class ProxyHandle:
 
 def proxy_samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample of ``url``/metrics keyed by (sample name, labels)."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5.0) as resp:
-        text = resp.read().decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    return scrape(url)
 
 
 def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
@@ -75,7 +67,9 @@ def wait_endpoints(handle: ProxyHandle, *, prefill: int, decode: int, timeout_s:
         except OSError as exc:
             last = repr(exc)
         time.sleep(0.05)
-    raise TimeoutError(f"proxy {handle.url}: wanted {prefill}/{decode} ready endpoints, {last}:\n{handle.proc.tail()}")
+    raise TimeoutError(
+        f"proxy {handle.url}: wanted {prefill}/{decode} ready endpoints, {last}:\n{handle.proc.tail()}"
+    )
 
 
 def start_proxy(

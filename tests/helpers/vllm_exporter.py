@@ -83,6 +83,13 @@ class Load:
     waiting: float = 0.0
     running: float = 0.0
     kv_usage: float = 0.0
+    # share of ``requests_per_s`` that fails: counted as requests (vLLM ``finished_reason="error"``, the proxy's
+    # failure outcome) but with no latency samples and no tokens, as a failing request leaves no trace there
+    failure_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.failure_fraction <= 1.0:
+            raise ValueError(f"failure_fraction must be in [0, 1], got {self.failure_fraction}")
 
 
 @dataclass
@@ -98,7 +105,8 @@ class _Accumulator:
     ) -> dict[str, list[float]]:
         dt = max(0.0, t_s - self.since_s)
         ld = self.load
-        req = ld.requests_per_s * dt
+        total = ld.requests_per_s * dt
+        req = total * (1.0 - ld.failure_fraction)  # served: latency samples and tokens
         itl_n = req * ld.itl_samples_per_request
         ttft_cum = ld.ttft.cumulative_fractions(ttft_edges) if ld.ttft else [0.0] * (len(ttft_edges) + 1)
         itl_cum = ld.itl.cumulative_fractions(itl_edges) if ld.itl else [0.0] * (len(itl_edges) + 1)
@@ -108,6 +116,7 @@ class _Accumulator:
             "itl_buckets": [itl_n * f for f in itl_cum] if ld.itl else itl_cum,
             "itl_sum": [itl_n * ld.itl.mean_s if ld.itl else 0.0],
             "requests": [req],
+            "failed": [total - req],
             "prompt_tokens": [req * ld.prompt_tokens_per_request],
             "output_tokens": [req * ld.output_tokens_per_request],
         }
@@ -150,7 +159,11 @@ class ExportedFrontend:
     namespace: str = "default"
     ttft_metric: str = "pdscale_proxy_time_to_first_token_seconds"
     itl_metric: str = "pdscale_proxy_inter_token_latency_seconds"
-    requests_metric: str | None = "pdscale_proxy_requests"  # counter name without _total (pdscale proxy: by outcome)
+    requests_metric: str | None = None  # a counter name without _total, e.g. "dynamo_frontend_requests"
+    # the requests counter's outcome label and its (success, failure) values: the pdscale proxy's
+    # ``outcome="ok"|"5xx"``, Dynamo's ``status="success"|"error"``; None: one series, no outcome
+    outcome_label: str | None = "outcome"
+    outcome_values: tuple[str, str] = ("ok", "5xx")
     model_label: str = "model_name"  # Dynamo's frontend says "model"
     extra_labels: Mapping[str, str] = field(default_factory=dict)
 
@@ -187,8 +200,11 @@ class VllmExporter:
     # -- content ------------------------------------------------------------------------------------------------
 
     def add_pod(self, pod: ExportedPod) -> ExportedPod:
+        """Export ``pod``; a second engine of the same pod (same name, another ``engine``) is kept beside the
+        first under the key ``name#engine``."""
+        key = pod.name if pod.engine == "0" else f"{pod.name}#{pod.engine}"
         with self._lock:
-            self._pods[pod.name] = (pod, _Accumulator(self.clock(), pod.load))
+            self._pods[key] = (pod, _Accumulator(self.clock(), pod.load))
         return pod
 
     def add_frontend(self, frontend: ExportedFrontend) -> ExportedFrontend:
@@ -285,6 +301,7 @@ class VllmExporter:
             )
             itl.add_metric(lv, _buckets(self.itl_edges_s, v["itl_buckets"]), v["itl_sum"][0], timestamp=ts)
             success.add_metric([*lv, "stop"], v["requests"][0], timestamp=ts)
+            success.add_metric([*lv, "error"], v["failed"][0], timestamp=ts)
             prompt.add_metric(lv, v["prompt_tokens"][0], timestamp=ts)
             gen.add_metric(lv, v["output_tokens"][0], timestamp=ts)
             running.add_metric(lv, acc.load.running, timestamp=ts)
@@ -311,12 +328,17 @@ class VllmExporter:
                 assert isinstance(fam, HistogramMetricFamily)
                 fam.add_metric(lv, _buckets(edges, b), s)
             if front.requests_metric:
+                outcome = [front.outcome_label] if front.outcome_label else []
                 fam = families.setdefault(
-                    key(front.requests_metric),
-                    CounterMetricFamily(front.requests_metric, "Requests.", labels=names),
+                    key(front.requests_metric, [*names, *outcome]),
+                    CounterMetricFamily(front.requests_metric, "Requests.", labels=[*names, *outcome]),
                 )
                 assert isinstance(fam, CounterMetricFamily)
-                fam.add_metric(lv, v["requests"][0])
+                if front.outcome_label:
+                    fam.add_metric([*lv, front.outcome_values[0]], v["requests"][0])
+                    fam.add_metric([*lv, front.outcome_values[1]], v["failed"][0])
+                else:
+                    fam.add_metric(lv, v["requests"][0] + v["failed"][0])
         yield from families.values()
 
     # -- serving ------------------------------------------------------------------------------------------------

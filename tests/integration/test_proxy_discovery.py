@@ -50,7 +50,9 @@ def test_endpoints_file_changes_move_the_traffic(
     w1, w2 = workers
     path = tmp_path / "endpoints.json"
     write_atomic(path, {"decode": [w1.url]})
-    proxy = start_proxy(process_runner, extra_args=["--aggregated", "--endpoints-file", str(path)], wait=False)
+    proxy = start_proxy(
+        process_runner, extra_args=["--aggregated", "--endpoints-file", str(path)], wait=False
+    )
     wait_endpoints(proxy, prefill=0, decode=1)
     before = served(w1), served(w2)
     for _ in range(3):

@@ -59,7 +59,9 @@ def worker_total(handle: WorkerHandle, name: str, **labels: str) -> float:
 def test_streaming_completion_goes_prefill_then_decode(stack: Stack) -> None:
     before_p = worker_total(stack.prefill, "vllm:generation_tokens_total")
     before_pp = worker_total(stack.prefill, "vllm:prompt_tokens_total")
-    before_kv = worker_total(stack.decode, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer")
+    before_kv = worker_total(
+        stack.decode, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer"
+    )
     before_d = worker_total(stack.decode, "vllm:generation_tokens_total")
     before_ttft = sample(proxy_samples(stack.proxy.url), "pdscale_proxy_time_to_first_token_seconds_count",
                          model_name=MODEL)  # fmt: skip
@@ -77,10 +79,15 @@ def test_streaming_completion_goes_prefill_then_decode(stack: Stack) -> None:
     # the prefill worker ran the whole prompt and sampled one token; the decode worker pulled the KV
     assert worker_total(stack.prefill, "vllm:generation_tokens_total") - before_p == 1
     assert worker_total(stack.prefill, "vllm:prompt_tokens_total") - before_pp == 300
-    assert worker_total(stack.decode, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer") > before_kv
+    assert (
+        worker_total(stack.decode, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer")
+        > before_kv
+    )
     assert worker_total(stack.decode, "vllm:generation_tokens_total") - before_d == 20
     after = proxy_samples(stack.proxy.url)
-    assert sample(after, "pdscale_proxy_time_to_first_token_seconds_count", model_name=MODEL) == before_ttft + 1
+    assert (
+        sample(after, "pdscale_proxy_time_to_first_token_seconds_count", model_name=MODEL) == before_ttft + 1
+    )
 
 
 def test_non_streaming_answer_is_one_body_and_still_timed(stack: Stack) -> None:
@@ -89,7 +96,10 @@ def test_non_streaming_answer_is_one_body_and_still_timed(stack: Stack) -> None:
         model=MODEL, prompt=PROMPT, max_tokens=12, extra_body={"ignore_eos": True}
     )
     assert answer.object == "text_completion"
-    assert answer.usage is not None and (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (300, 12)
+    assert answer.usage is not None and (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (
+        300,
+        12,
+    )
     assert len(answer.choices[0].text.split()) == 12 and answer.choices[0].finish_reason == "length"
     after = proxy_samples(stack.proxy.url)
     for name, more in (
@@ -114,12 +124,17 @@ def test_chat_streaming_and_not(stack: Stack) -> None:
     answer = c.chat.completions.create(model=MODEL, messages=messages, max_completion_tokens=4,
                                        extra_body={"ignore_eos": True})  # fmt: skip
     assert answer.object == "chat.completion"
-    assert answer.choices[0].message.role == "assistant" and len((answer.choices[0].message.content or "").split()) == 4
+    assert (
+        answer.choices[0].message.role == "assistant"
+        and len((answer.choices[0].message.content or "").split()) == 4
+    )
     assert answer.usage is not None and answer.usage.completion_tokens == 4
 
 
 def test_bad_requests_come_back_in_vllms_shape_and_count_as_4xx(stack: Stack) -> None:
-    before = sample(proxy_samples(stack.proxy.url), "pdscale_proxy_requests_total", model_name=MODEL, outcome="4xx")
+    before = sample(
+        proxy_samples(stack.proxy.url), "pdscale_proxy_requests_total", model_name=MODEL, outcome="4xx"
+    )
     before_unknown = sample(proxy_samples(stack.proxy.url), "pdscale_proxy_requests_total", model_name="unknown",
                             outcome="4xx")  # fmt: skip
     with pytest.raises(openai.BadRequestError) as info:
@@ -135,7 +150,10 @@ def test_bad_requests_come_back_in_vllms_shape_and_count_as_4xx(stack: Stack) ->
     assert json.loads(raw.value.read())["error"]["type"] == "BadRequestError"
     after = proxy_samples(stack.proxy.url)
     assert sample(after, "pdscale_proxy_requests_total", model_name=MODEL, outcome="4xx") == before + 1
-    assert sample(after, "pdscale_proxy_requests_total", model_name="unknown", outcome="4xx") == before_unknown + 1
+    assert (
+        sample(after, "pdscale_proxy_requests_total", model_name="unknown", outcome="4xx")
+        == before_unknown + 1
+    )
 
 
 def test_aggregated_mode_has_no_prefill_leg(stack: Stack) -> None:

@@ -23,7 +23,7 @@ from workers.local.processes import ProcessRunner
 from workers.local.prometheus import PrometheusServer
 
 WINDOW_S = 60.0
-WORKLOAD = "poisson:rate=6,duration=15,prompt=const(1500),output=const(40)"
+WORKLOAD = "poisson:rate=6,duration=8,prompt=const(1500),output=const(40)"
 
 
 def bucket_of(value: float, edges: tuple[float, ...]) -> tuple[float, float]:
@@ -32,7 +32,9 @@ def bucket_of(value: float, edges: tuple[float, ...]) -> tuple[float, float]:
     return (edges[i - 1] if i else 0.0, edges[i] if i < len(edges) else float("inf"))
 
 
-def assert_within_a_bucket(read: float | None, measured_ms: float, edges: tuple[float, ...], what: str) -> None:
+def assert_within_a_bucket(
+    read: float | None, measured_ms: float, edges: tuple[float, ...], what: str
+) -> None:
     assert read is not None, f"{what}: Prometheus gave no value"
     measured = measured_ms / 1000.0
     lo, hi = bucket_of(measured, edges)

@@ -28,6 +28,8 @@ from tests.helpers.workers import MODEL, json_shape, sample, scrape, start_worke
 from workers.local.processes import ProcessRunner
 
 MAX_MODEL_LEN = 512
+# The module's first test carries the real servers' start-up (tests/helpers/real_vllm.py START_TIMEOUT_S).
+pytestmark = pytest.mark.timeout(600)
 
 
 @dataclass
@@ -120,20 +122,30 @@ STREAMS = {
 }
 
 
+def runs(items: list[Any]) -> list[Any]:
+    """Consecutive repeats collapsed: a loaded vLLM may bundle two tokens into one chunk (vllm-on-cpu.md)."""
+    out: list[Any] = []
+    for item in items:
+        if not out or out[-1] != item:
+            out.append(item)
+    return out
+
+
 @pytest.mark.parametrize("name", list(STREAMS))
 def test_streaming_chunks(pair: Servers, name: str) -> None:
     path, body = STREAMS[name]
     (rs, rct, rb), (es, ect, eb) = both(pair, path, body)
     assert (es, ect) == (rs, rct)
     real, emu = sse_events(rb), sse_events(eb)
-    assert [json_shape(e) for e in emu] == [json_shape(e) for e in real]
+    assert runs([json_shape(e) for e in emu]) == runs([json_shape(e) for e in real])
     assert real[-1] == emu[-1] == "[DONE]"
-    finish = [[c.get("finish_reason") for c in e["choices"]] for e in real[:-1]]
-    assert [[c.get("finish_reason") for c in e["choices"]] for e in emu[:-1]] == finish
-    for r, e in zip(real[:-1], emu[:-1], strict=True):
-        assert e["object"] == r["object"]
-        if "usage" in r and r["usage"] is not None and "prompt" in body:
-            assert e["usage"] == r["usage"]
+    finish = runs([[c.get("finish_reason") for c in e["choices"]] for e in real[:-1]])
+    assert runs([[c.get("finish_reason") for c in e["choices"]] for e in emu[:-1]]) == finish
+    assert {e["object"] for e in emu[:-1]} == {e["object"] for e in real[:-1]}
+    if "prompt" in body and "usage" in real[-2]:  # the totals (token-id prompts: both count exactly)
+        assert emu[-2]["usage"] == real[-2]["usage"]
+    token_chunks = [e for e in emu[:-1] if e["choices"] and e["choices"][0].get("delta", {}).get("role") is None]
+    assert len(token_chunks) == body["max_tokens"]  # the emulator sends one chunk per token
 
 
 BAD = {

@@ -158,14 +158,20 @@ def test_count_identities_like_vllms_own_test(client: openai.OpenAI, worker: Wor
     assert sample(after, "vllm:num_requests_running") == 0
 
 
-def test_client_leaving_mid_stream_frees_the_slot_and_counts_an_abort(worker: WorkerHandle) -> None:
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "not-streaming"])
+def test_client_leaving_mid_request_frees_the_slot_and_counts_an_abort(worker: WorkerHandle, stream: bool) -> None:
     before = scrape(worker.url)
     conn = http.client.HTTPConnection("127.0.0.1", worker.port, timeout=10)
-    body = json.dumps({"model": MODEL, "prompt": [1] * 10, "max_tokens": 1500, "stream": True})
+    body = json.dumps({"model": MODEL, "prompt": [1] * 10, "max_tokens": 1500, "stream": stream})
     conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
-    resp = conn.getresponse()
-    assert resp.status == 200
-    assert resp.read(6) == b"data: "  # streaming has begun (chunked decoding by http.client)
+    if stream:
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.read(6) == b"data: "  # streaming has begun (chunked decoding by http.client)
+    else:
+        deadline = time.monotonic() + 10
+        while sample(scrape(worker.url), "vllm:num_requests_running") == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the request is running
     conn.sock.close()  # type: ignore[union-attr]
     conn.close()
     deadline = time.monotonic() + 10

@@ -64,9 +64,10 @@ def test_per_step_outcomes_follow_the_rules() -> None:
     out2 = (sched.form_step(out.end_s), sched.commit_step())[1]
     assert out2.finished == [a] and sched.kv_used_tokens == 0 and not sched.running
     assert sched.form_step(out2.end_s) is None and not sched.busy
+    sched.flush_counters()
     c = sched.counters
-    c_itl = c.itl.count + sum(sched.itl_pending)
-    assert (c.generation_tokens_total, c.request_success_total, c_itl) == (5, 2, 3)
+    assert (c.generation_tokens_total, c.request_success_total, c.itl.count, int(c.itl.counts.sum())) == (5, 2, 3, 3)
+    assert (c.ttft.count, c.num_requests_running, c.kv_cache_usage_perc) == (2, 0, 0.0)
 
 
 def test_preemption_by_recompute_and_abort_free_kv() -> None:

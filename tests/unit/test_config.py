@@ -58,7 +58,7 @@ GOOD: list[tuple[str, dict[str, Any] | None, dict[str, Any]]] = [
         {
             "prefill": {"minReplicas": 2, "maxReplicas": 8, "gpusPerReplica": 1},
             "decode": {
-                "minReplicas": 0,
+                "minReplicas": 1,
                 "maxReplicas": 4,
                 "gpusPerReplica": 4,
                 "scaleTargetRef": {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "name": "d"},
@@ -66,7 +66,7 @@ GOOD: list[tuple[str, dict[str, Any] | None, dict[str, Any]]] = [
         },
         {
             "prefill": PoolSpec(2, 8, 1, None),
-            "decode": PoolSpec(0, 4, 4, TargetRef("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "d")),
+            "decode": PoolSpec(1, 4, 4, TargetRef("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "d")),
         },
     ),
     ("percentile-fraction", {"slo": {"ttft": {"percentile": 0.95, "targetSeconds": 0.5}}}, {"ttft": SLO(0.95, 0.5)}),
@@ -138,7 +138,11 @@ BAD: list[tuple[str, Any, str, str]] = [
     ("min-above-max", {"decode": {"minReplicas": 5, "maxReplicas": 3}}, "spec.decode.minReplicas", "must be <= maxReplicas (got 5 > 3)"),
     ("min-above-default-max", {"prefill": {"minReplicas": 65}}, "spec.prefill.minReplicas", "(got 65 > 64)"),
     ("negative-min", {"prefill": {"minReplicas": -1}}, "spec.prefill.minReplicas", "must be >= 0"),
-    ("zero-max", {"prefill": {"minReplicas": 0, "maxReplicas": 0}}, "spec.prefill.maxReplicas", "must be >= 1"),
+    ("zero-max", {"prefill": {"minReplicas": 1, "maxReplicas": 0}}, "spec.prefill.maxReplicas", "must be >= 1"),
+    ("scale-to-zero-refused", {"decode": {"minReplicas": 0}}, "spec.decode.minReplicas", "scale to zero is not supported (GPU pods take minutes to start, no activation signal exists while a pool is at zero"),
+    ("one-target-for-both-pools", {"prefill": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"}}, "decode": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"}}}, "spec.decode.scaleTargetRef", "must differ from prefill.scaleTargetRef"),
+    ("failure-ratio-zero", {"metrics": {"maxFailureRatio": 0}}, "spec.metrics.maxFailureRatio", "must be > 0"),
+    ("failure-ratio-above-one", {"metrics": {"maxFailureRatio": 5}}, "spec.metrics.maxFailureRatio", "must be <= 1"),
     ("replicas-string", {"decode": {"maxReplicas": "4"}}, "spec.decode.maxReplicas", "must be an integer, got str '4'"),
     ("replicas-bool", {"decode": {"maxReplicas": True}}, "spec.decode.maxReplicas", "must be an integer"),
     ("replicas-fraction", {"decode": {"maxReplicas": 2.5}}, "spec.decode.maxReplicas", "must be an integer"),
@@ -329,8 +333,8 @@ _seconds = st.floats(min_value=1e-3, max_value=1e4, allow_nan=False, allow_infin
 
 @st.composite
 def pools(draw: st.DrawFn) -> PoolSpec:
-    lo = draw(st.integers(0, 50))
-    hi = draw(st.integers(max(lo, 1), 200))
+    lo = draw(st.integers(1, 50))  # 0 is refused (no scale to zero)
+    hi = draw(st.integers(lo, 200))
     target = draw(st.none() | st.builds(TargetRef, st.sampled_from(["apps/v1", "leaderworkerset.x-k8s.io/v1"]), st.sampled_from(["Deployment", "StatefulSet", "LeaderWorkerSet"]), _names))
     return PoolSpec(lo, hi, draw(st.integers(1, 8)), target)
 
@@ -353,12 +357,15 @@ def metrics(draw: st.DrawFn) -> MetricsSpec:
     if source == "custom":
         signals = draw(st.lists(st.sampled_from(["ttft_s", "itl_s", "request_rate_per_s", "decode_waiting_requests"]), min_size=1, max_size=3, unique=True))
         queries = tuple(sorted((s, f"sum(rate(m_{i}{{{{selector}}}}[{{window}}]))") for i, s in enumerate(signals)))
-    return MetricsSpec(source, tuple(sorted(labels.items())), draw(_seconds), draw(st.booleans()), queries)
+    return MetricsSpec(source, tuple(sorted(labels.items())), draw(_seconds), draw(st.booleans()), queries,
+                       draw(st.floats(min_value=1e-4, max_value=1.0)))
 
 
 @st.composite
 def specs(draw: st.DrawFn) -> AutoscalerSpec:
     prefill, decode = draw(pools()), draw(pools())
+    if prefill.target is not None and prefill.target == decode.target:  # refused: one target, two pools
+        decode = PoolSpec(decode.min_replicas, decode.max_replicas, decode.gpus_per_replica, None)
     floor = prefill.min_replicas * prefill.gpus_per_replica + decode.min_replicas * decode.gpus_per_replica
     budget = draw(st.none() | st.integers(max(floor, 1), max(floor, 1) + 500))
     return AutoscalerSpec(

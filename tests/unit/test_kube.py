@@ -347,7 +347,7 @@ def test_status_conditions(
     status = build_status(_obj(emu, "conds"), result=result, scaled=bool(result.applied), now_iso="T1")
     got = _conds(status)
     assert {k: got[k] for k in expected} == expected
-    assert set(got) == {"AbleToScale", "ScalingActive", "ScalingLimited", "SLOMet"}
+    assert set(got) == {"AbleToScale", "ScalingActive", "ScalingLimited", "SLOMet", "ExclusiveOwner"}
     assert status["prefill"]["desiredReplicas"] == result.decision.prefill.desired_replicas
     assert status["decode"] == {
         "currentReplicas": 3,

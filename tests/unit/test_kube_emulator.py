@@ -50,3 +50,25 @@ async def test_kmock_fixture_serves_scale_and_conflicts(kmock: PdscaleKubeEmulat
     assert stored["spec"]["replicas"] == 3 and stored["metadata"]["generation"] == 2
     assert stored["status"]["readyReplicas"] == 3  # auto_ready stands in for the Deployment controller
     assert [v["spec"]["replicas"] for v in stored.history if v is not None] == [1, 3]
+
+
+def test_a_write_whose_client_gave_up_is_dropped_and_who_wrote_is_recorded() -> None:
+    """A delayed write answered within the client's timeout lands (late); one whose client hung up never does,
+    as the API server drops a request whose context was canceled before storage."""
+    import time
+
+    from workers.local.kube_emulator import KubeEmulator
+
+    with KubeEmulator() as emu:
+        emu.add_deployment("ns", "web", 1)
+        cfg = k8s.Configuration()
+        cfg.host, cfg.retries, cfg.api_key = emu.url, False, {"authorization": "Bearer writer-a"}
+        apps = k8s.AppsV1Api(k8s.ApiClient(cfg))
+        emu.add_fault("PATCH", r"/deployments/web/scale$", status=None, delay_s=0.3)
+        apps.patch_namespaced_deployment_scale("web", "ns", {"spec": {"replicas": 2}}, _request_timeout=2.0)
+        emu.add_fault("PATCH", r"/deployments/web/scale$", status=None, delay_s=1.0)
+        with pytest.raises(Exception, match="timed out"):
+            apps.patch_namespaced_deployment_scale("web", "ns", {"spec": {"replicas": 5}}, _request_timeout=0.3)
+        time.sleep(1.2)  # the delay is over
+        assert emu.get("apps/v1/deployments", "ns", "web")["spec"]["replicas"] == 2  # type: ignore[index]
+        assert [(m, p, who) for _, m, p, who in emu.applied()] == [("PATCH", "deployments/web/scale", "writer-a")]

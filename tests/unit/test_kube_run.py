@@ -193,6 +193,8 @@ def calls_during(emu: KubeEmulator, action: Callable[[], Any]) -> Counter[str]:
             what = "list-deployments"
         elif path.endswith("/disaggregatedautoscalers"):
             what = "list-autoscalers"
+        elif path.endswith(("/horizontalpodautoscalers", "/scaledobjects")):
+            what = "list-owners"
         else:
             what = path.rsplit("/", 2)[-2]
         out[f"{method} {what}"] += 1
@@ -205,11 +207,12 @@ def test_one_list_per_kind_and_status_only_on_change(emu: KubeEmulator, kube: Ku
     runner = Runner(options("informer", workers=4), kube, metrics, policy_factory=lambda spec: HoldPolicy())
     first = calls_during(emu, runner.run_pass)
     # replicas of 6 Deployments from ONE list, no GET of /scale or of the objects; a new status for each CR
-    assert first == {"GET list-autoscalers": 1, "GET list-deployments": 1, "PATCH status": 3}, first
+    # plus one LIST of HPAs and one of ScaledObjects for the owner check, whatever the number of autoscalers
+    assert first == {"GET list-autoscalers": 1, "GET list-deployments": 1, "GET list-owners": 2, "PATCH status": 3}, first
     assert (runner.last_pass.target_lists, runner.last_pass.status_writes) == (1, 3)
 
     second = calls_during(emu, runner.run_pass)  # nothing but the evaluation time changed: HPA writes nothing
-    assert second == {"GET list-autoscalers": 1, "GET list-deployments": 1}, second
+    assert second == {"GET list-autoscalers": 1, "GET list-deployments": 1, "GET list-owners": 2}, second
     assert (runner.last_pass.status_writes, runner.last_pass.status_unchanged) == (0, 3)
 
     metrics.error = "prometheus http://p:9090: connection refused"  # a condition changes: written

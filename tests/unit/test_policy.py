@@ -226,6 +226,21 @@ CASES = {
         Reason.METRICS_UNAVAILABLE,
         desired=P_NEED + 5,
     ),
+    # signals that understate the load: the model says "fewer", the policy holds
+    "requests-failing-holds": Case(
+        (),
+        obs(0, replace(sig(0, SMALL), failed_request_rate_per_s=0.5 * SMALL.request_rate_per_s)),
+        Pool.PREFILL,
+        Reason.REQUESTS_FAILING,
+        desired=P_NEED,
+    ),
+    "partial-scrape-holds": Case(
+        (),
+        obs(0, replace(sig(0, SMALL), decode=PoolSignals(running_requests=50.0, pods_reporting=D_NEED - 1))),
+        Pool.PREFILL,
+        Reason.PARTIAL_METRICS,
+        desired=P_NEED,
+    ),
     "metrics-nan": Case(
         (),
         obs(0, replace(sig(0, SMALL), request_rate_per_s=math.nan), p=(9, 9)),
@@ -257,8 +272,29 @@ def test_reason_table(case: Case) -> None:
 
 
 def test_every_reason_but_static_is_covered() -> None:
+    """ScalingDisabled is the Controller's (a target at 0 is never handed to the policy): test_controller.py."""
     emitted = {c.reason for c in CASES.values()}
-    assert emitted == set(Reason) - {Reason.STATIC}
+    assert emitted == set(Reason) - {Reason.STATIC, Reason.SCALING_DISABLED}
+
+
+@pytest.mark.parametrize(
+    ("failed_fraction", "pods", "held"),
+    [(0.04, None, False), (0.06, None, True), (1.0, None, True), (0.0, D_NEED, False), (0.0, D_NEED - 1, True)],
+    ids=["failing-4pct-below-threshold", "failing-6pct", "all-failing", "all-pods-report", "one-pod-missing"],
+)
+def test_scale_down_hold_threshold(failed_fraction: float, pods: int | None, held: bool) -> None:
+    s = replace(sig(0, SMALL), failed_request_rate_per_s=failed_fraction * SMALL.request_rate_per_s,
+                decode=PoolSignals(running_requests=50.0, pods_reporting=pods))
+    d, _ = POLICY.decide(obs(0, s), POLICY.initial_state(SPEC), SPEC)
+    assert (d.prefill.desired_replicas == P_NEED) == held, d.prefill.message
+    assert (d.decode.desired_replicas == D_NEED) == held, d.decode.message
+
+
+def test_failing_requests_still_scale_up() -> None:
+    """The hold forbids shrinking only: a breach on the requests that are served still adds replicas."""
+    s = replace(sig(0, ttft=2.5), failed_request_rate_per_s=0.5 * LOAD.request_rate_per_s)
+    d, _ = POLICY.decide(obs(0, s), POLICY.initial_state(SPEC), SPEC)
+    assert d.prefill.desired_replicas > P_NEED and d.prefill.reason == Reason.TTFT_ABOVE_TARGET
 
 
 @pytest.mark.parametrize("observed_s", [1.2, 3.0, 80.0], ids=["mild", "bad", "overloaded"])

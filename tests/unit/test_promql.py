@@ -183,7 +183,11 @@ DYNAMO_ITL_Q = (
     "histogram_quantile(0.9, sum by (le, model) "
     '(rate(dynamo_frontend_inter_token_latency_seconds_bucket{model="a"}[60s])))'
 )
-LLMD_REQUESTS = 'sum by (model_name) (rate(inference_objective_request_total{model_name="a"}[60s]))'
+LLMD_REQUESTS = (  # all requests, and beside them the failed ones (llm-d counts them in a second counter)
+    'sum by (model_name) (rate(inference_objective_request_total{model_name="a"}[60s])) or label_replace('
+    'sum by (model_name) (rate(inference_objective_request_error_total{model_name="a"}[60s])), "pdscale_part", '
+    '"failed", "", "")'
+)
 VLLM_WAITING = (
     'sum by (model_name, role) ({__name__=~"vllm:num_requests_waiting|vllm_num_requests_waiting",'
     'model_name="a",role=~"decode|prefill"} and (time() - timestamp({__name__=~"vllm:num_requests_waiting|'
@@ -227,6 +231,8 @@ def test_profile_without_escaped_names_uses_plain_selector() -> None:
     key = query_keys(spec_for("a"), {"vllm": profile})[W_REQUESTS]
     assert build_query(key, profile, {"model_name": ["a"]}) == (
         'sum by (model_name, role) (rate(vllm:request_success_total{model_name="a",role=~"decode|prefill"}[60s]))'
+        ' or label_replace(sum by (model_name, role) (rate(vllm:request_success_total{model_name="a",'
+        'role=~"decode|prefill",finished_reason="error"}[60s])), "role", "$1#failed", "role", "(.+)")'
     )
 
 
@@ -738,3 +744,40 @@ def test_promql_command(
         assert needle in out
     for needle in stderr_has:
         assert needle in err
+
+
+def test_failures_and_pods_reporting_ride_in_the_same_queries() -> None:
+    """The frontend rate query also answers its failed part (``pdscale_part="failed"``), the worker rate query its
+    ``finished_reason="error"`` part and the running gauge the pods reporting (pool ``prefill#pods``): no query
+    is added (still 15), and every autoscaler gets its own numbers."""
+    answers = dict(CANNED)
+    answers[FE_REQUESTS] = vec(({"model_name": "a"}, "10"), ({"model_name": "a", "pdscale_part": "failed"}, "4"))
+    answers[W_REQUESTS] = vec(
+        ({"model_name": "a", **P}, "9"), ({"model_name": "a", **D}, "9.5"), ({"model_name": "b", **D}, "4"),
+        ({"model_name": "b", "role": "decode#failed"}, "1"),
+    )
+    answers[W_RUNNING] = vec(
+        ({"model_name": "a", **D}, "12"), ({"model_name": "a", "role": "decode#pods"}, "3"),
+        ({"model_name": "a", "role": "prefill#pods"}, "2"), ({"model_name": "b", "role": "decode#pods"}, "1"),
+    )
+    source, session = canned_source(SPECS, answers=lambda role: ok(answers[role]))
+    source.refresh(SPECS, now_s=7.0)
+    assert source.queries_last_refresh == len(session.calls) == 15
+    a = source.view("ns/a").observe(SPECS["ns/a"], 7.0)
+    assert (a.request_rate_per_s, a.failed_request_rate_per_s) == (10.0, 4.0), "the proxy's count, failures in it"
+    assert (a.prefill.pods_reporting, a.decode.pods_reporting, a.decode.running_requests) == (2.0, 3.0, 12.0)
+    b = source.view("ns/b").observe(SPECS["ns/b"], 7.0)
+    assert (b.request_rate_per_s, b.failed_request_rate_per_s) == (4.0, 1.0), "no proxy: decode workers' errors"
+    assert (b.prefill.pods_reporting, b.decode.pods_reporting) == (0.0, 1.0), "no prefill pod reports: 0, not None"
+    c = source.view("ns/c").observe(SPECS["ns/c"], 7.0)
+    assert c.request_rate_per_s is None and c.failed_request_rate_per_s is None, "no rate: no failure ratio"
+
+
+@pytest.mark.parametrize("source", ["vllm", "dynamo", "llm-d"])
+def test_every_builtin_profile_reads_failures(source: str) -> None:
+    key = query_keys(spec_for("a", source=source), BUILTIN_PROFILES)[FE_REQUESTS]
+    text = build_query(key, BUILTIN_PROFILES[source], {"model_name": ["a"]})
+    total, failed = text.split(" or ")
+    assert '"pdscale_part", "failed"' in failed and "pdscale_part" not in total
+    assert {"vllm": 'outcome=~"5xx|no_upstream"', "dynamo": 'status="error"',
+            "llm-d": "inference_objective_request_error_total"}[source] in failed

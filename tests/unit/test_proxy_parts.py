@@ -158,8 +158,10 @@ def test_file_watcher_reads_changes_and_keeps_the_last_good_snapshot(tmp_path: P
 def test_request_sizes() -> None:
     assert prompt_tokens_of({"prompt": [1, 2, 3]}) == 3
     assert prompt_tokens_of({"prompt": [[1, 2], [3]]}) == 3
-    assert prompt_tokens_of({"prompt": "x" * 40}) >= 1
-    assert prompt_tokens_of({"messages": [{"role": "user", "content": "hello"}]}) >= 1
+    assert prompt_tokens_of({"prompt": "one two three, four"}) == 5  # the emulated worker's rule
+    assert prompt_tokens_of({"prompt": ["a b", [1, 2, 3]]}) == 5
+    assert prompt_tokens_of({"messages": [{"role": "user", "content": "a b c"}]}) == 3 + 5 + 5
+    assert prompt_tokens_of({"prompt": ""}) == 1 and prompt_tokens_of({}) == 1
     assert max_output_tokens_of({"max_tokens": 7}) == 7
     assert max_output_tokens_of({"max_completion_tokens": 9, "max_tokens": 7}) == 9
     assert max_output_tokens_of({}, default=5) == 5

@@ -14,9 +14,14 @@ discovery documents and its WATCH streams for everything else:
   (``spec.replicas``, ``status.replicas``, the selector from ``status.selector`` or ``spec.selector``), as an
   ``autoscaling/v1`` ``Scale`` sharing the parent's resourceVersion.
 - ``/status`` PATCH and PUT that touch only ``status``.
-- LIST served from the store directly (kmock's own gets slower with every stored version), with label selectors
+- GET and LIST served from the store directly (kmock's own get slower with every stored version: a Lease GET took
+  130 ms after 300 renewals), LIST with label selectors
   (equality, inequality, set-based and existence terms) and the server's current resourceVersion.
-- faults injected on chosen requests: an HTTP status (409, 500, ...) or a delay (a client timeout).
+- faults injected on chosen requests: an HTTP status (409, 500, ...) or a delay (a client timeout). A request
+  whose client hung up during its delay is dropped unapplied, as the API server does when a request's context is
+  canceled before it reaches storage; one answered within the client's timeout is applied after the delay.
+  ``applied`` records when each write took effect, and who sent it (the bearer token).
+- ``absent``: resources the server does not serve (404), e.g. KEDA's ScaledObject CRD not installed.
 - ``auto_ready``: a stand-in for the workload controllers, which makes every replica ready at once when
   ``spec.replicas`` changes (tests that need starting pods turn it off and set ``status`` themselves).
 - delegated authentication and authorization, for aggregated API servers (the External Metrics adapter):
@@ -78,6 +83,9 @@ RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "v1/events": ("Event", True, ()),
     "v1/pods": ("Pod", True, ("status",)),
     "pdscale.io/v1alpha1/disaggregatedautoscalers": ("DisaggregatedAutoscaler", True, ("status",)),
+    # other writers of scale targets (pdscale's ownership check lists them)
+    "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, ("status",)),
+    "keda.sh/v1alpha1/scaledobjects": ("ScaledObject", True, ("status",)),
     "v1/configmaps": ("ConfigMap", True, ()),
     "discovery.k8s.io/v1/endpointslices": ("EndpointSlice", True, ()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, ("status",)),
@@ -246,13 +254,23 @@ class Conflict(KubernetesError):
     pass
 
 
+def _client_gone(request: rendering.Request) -> bool:
+    """Whether the client hung up (e.g. its timeout ran out while an injected delay held the request)."""
+    raw = getattr(request, "_raw_request", None)
+    transport = getattr(raw, "transport", None)
+    return raw is not None and (transport is None or transport.is_closing())
+
+
 @attrs.define(kw_only=True)
 class PdscaleKubeEmulator(kmock.KubernetesEmulator):
     """kmock's emulator plus resourceVersion, PUT, /scale, /status, selectors and faults (see module doc)."""
 
     auto_ready: bool = True
+    absent: frozenset[str] = frozenset()  # RESOURCES keys not served (404), e.g. a CRD not installed
     faults: list[Fault] = attrs.field(factory=list)
     served: list[tuple[str, str]] = attrs.field(factory=list)  # (method, path) of every request
+    # (monotonic time, method, "plural/name[/sub]", bearer token) of every write the store applied, after any delay
+    applied: list[tuple[float, str, str, str]] = attrs.field(factory=list)
     busy_s: float = 0.0  # wall time spent inside the request hook (server-side cost, for benchmarks)
     tokens: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # bearer token -> TokenReview status.user
     access_rules: list[AccessRule] = attrs.field(factory=list)  # what SubjectAccessReview allows
@@ -263,6 +281,8 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         for key, (kind, namespaced, subs) in RESOURCES.items():
+            if key in self.absent:
+                continue
             self.resources[key] = kmock.ResourceInfo(
                 kind=kind,
                 namespaced=namespaced,
@@ -358,12 +378,15 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
     async def _handle_timed(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         method = request.method.value if request.method is not None else ""
         path = request.url.path
+        who = str(request.headers.get("Authorization", "")).removeprefix("Bearer ")
         self.served.append((method, path))
         for fault in self.faults:
             if fault.matches(method, path):
                 fault.hits += 1
                 if fault.delay_s:
                     await asyncio.sleep(fault.delay_s)
+                    if _client_gone(request):  # like the API server's canceled request context: never applied
+                        return aiohttp.web.Response(status=499)
                 if fault.status is not None:
                     raise KubernetesError(
                         status=fault.status,
@@ -376,6 +399,9 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
         if res is None or res.plural is None or res.group is None:
             return await super()._handle(request)
         res = kmock.resource(res.group, res.version, res.plural)
+        if "/".join(p for p in (res.group, res.version, res.plural) if p) in self.absent:
+            raise KubernetesObjectNotFoundError(message="the server could not find the requested resource",
+                                                details={})
         if res.plural in REVIEWS and method == "POST":
             return aiohttp.web.json_response(self._review(res.plural, request.data), status=201)
         ns, name, sub = request.namespace, request.name, request.subresource
@@ -385,13 +411,18 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
                 kmock.action.UPDATE,
                 kmock.action.CREATE,
             ):
-                payload, status = await self._mutate_or_read(res, ns, name, sub, method, request.data)
+                payload, status = await self._mutate_or_read(res, ns, name, sub, method, request.data, who)
                 if _key(res) == CRDS and sub is None and method in ("POST", "PUT"):
                     self.register_crd(payload)
                 return aiohttp.web.json_response(payload, status=status)
             if method == "DELETE" and res.plural == "pods" and name is not None:
                 payload = await self._delete_pod(res, ns, name, request)
                 return aiohttp.web.json_response(payload)
+            if method == "GET" and name is not None and sub is None and not as_table:  # kmock's own GET slows down
+                found = self._get(res, ns, name)
+                if found is None:
+                    raise KubernetesObjectNotFoundError(message=f'{res.plural} "{name}" not found', details={})
+                return aiohttp.web.json_response(found)
             if request.action == kmock.action.LIST:  # kmock's own LIST slows down as objects gain history
                 labels, fields = request.params.get("labelSelector", ""), request.params.get("fieldSelector", "")
                 items = [
@@ -503,7 +534,8 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
         return review
 
     async def _mutate_or_read(
-        self, res: kmock.resource, ns: str | None, name: str | None, sub: str | None, method: str, body: Any
+        self, res: kmock.resource, ns: str | None, name: str | None, sub: str | None, method: str, body: Any,
+        who: str = "",
     ) -> tuple[dict[str, Any], int]:
         if method == "POST" and name is None:
             meta = (body or {}).get("metadata") or {}
@@ -516,6 +548,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
             obj["metadata"].pop("resourceVersion", None)
             self._stamp(obj, old=None)
             await self._store(res, ns, name, obj, "ADDED")
+            self.applied.append((time.monotonic(), method, f"{res.plural}/{name}", who))
             return obj, 201
         assert name is not None
         current = self._get(res, ns, name)
@@ -554,14 +587,15 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
             return current, 200
         self._stamp(new, old=current)
         await self._store(res, ns, name, new, "MODIFIED")
+        self.applied.append((time.monotonic(), method, f"{res.plural}/{name}" + (f"/{sub}" if sub else ""), who))
         return (self._scale_of(new) if sub == "scale" else new), 200
 
 
 class KubeEmulator:
     """Runs a ``PdscaleKubeEmulator`` on 127.0.0.1 in a background thread; thread-safe helpers for tests."""
 
-    def __init__(self, *, auto_ready: bool = True) -> None:
-        self.handler = PdscaleKubeEmulator(auto_ready=auto_ready)
+    def __init__(self, *, auto_ready: bool = True, absent: frozenset[str] = frozenset()) -> None:
+        self.handler = PdscaleKubeEmulator(auto_ready=auto_ready, absent=absent)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="kube-emulator", daemon=True)
         self._stop: asyncio.Event | None = None
@@ -657,13 +691,15 @@ class KubeEmulator:
     async def _register(self, crd: dict[str, Any]) -> None:
         self.handler.register_crd(crd)
 
-    def history(self, resource: str, namespace: str | None, name: str) -> list[dict[str, Any]]:
-        """Every stored version of one object, oldest first (deletions skipped)."""
+    def history(self, resource: str, namespace: str | None, name: str, start: int = 0) -> list[dict[str, Any]]:
+        """Every stored version of one object, oldest first (deletions skipped); from the ``start``-th one on (a
+        checker polling a long-lived object reads only what is new)."""
 
         async def go() -> list[dict[str, Any]]:
             async with self.handler._lock:
                 obj = self.handler.objects[kmock.resource(resource), namespace, name]
-                return [copy.deepcopy(v.raw) for v in obj.history if v is not None]
+                versions = [v for v in obj.history.raw if v is not None]
+                return [copy.deepcopy(v.raw) for v in versions[start:]]
 
         return self._call(go())  # type: ignore[no-any-return]
 
@@ -676,6 +712,11 @@ class KubeEmulator:
         fault = Fault(method=method, path=path, status=status, delay_s=delay_s, times=times)
         self._loop.call_soon_threadsafe(self.handler.faults.append, fault)
         return fault
+
+    def applied(self) -> list[tuple[float, str, str, str]]:
+        """(monotonic time, method, "plural/name[/sub]", bearer token of the writer) of every write applied so
+        far, in order, after any injected delay."""
+        return list(self.handler.applied)
 
     def busy_s(self) -> float:
         """Seconds the server has spent handling requests so far (inside its request hook)."""
