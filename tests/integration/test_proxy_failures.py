@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterator
 import openai
 import pytest
 
-from workers.local.net import LOOPBACK, free_port
-from workers.local.processes import ProcessRunner
 from tests.helpers.proxy_stack import ProxyHandle, outcome, proxy_samples, sample, start_proxy, wait_endpoints
 from tests.helpers.workers import MODEL, WorkerHandle, scrape, start_worker
 from workers.local.net import LOOPBACK, free_port
