@@ -199,8 +199,8 @@ class WorkloadControllers:
             status["updatedReplicas"] = len([p for p in updated or () if not terminating(p)])
             status["unavailableReplicas"] = max(0, want - len(available))
             ok = len(available) >= want
-            old_cond = next((c for c in (obj.get("status") or {}).get("conditions") or []
-                             if c.get("type") == "Available"), {})  # fmt: skip
+            old_cond: dict[str, Any] = next((c for c in (obj.get("status") or {}).get("conditions") or []
+                                             if c.get("type") == "Available"), {})  # fmt: skip
             cond_status = "True" if ok else "False"
             status["conditions"] = [{
                 "type": "Available", "status": cond_status,
@@ -225,7 +225,7 @@ class WorkloadControllers:
     # ---------------------------------------------------------------- ReplicaSet
     def _replicaset(self, rs: dict[str, Any], snap: Snapshot) -> None:
         spec = rs.get("spec") or {}
-        ns = meta(rs).get("namespace")
+        ns = str(meta(rs).get("namespace"))
         want = int(spec.get("replicas") or 0)
         pods = self._owned(snap.pods, rs)
         active = [p for p in pods if not terminating(p)]
@@ -242,7 +242,7 @@ class WorkloadControllers:
     # ---------------------------------------------------------------- StatefulSet
     def _statefulset(self, sts: dict[str, Any], snap: Snapshot) -> None:
         spec = sts.get("spec") or {}
-        ns, name = meta(sts).get("namespace"), str(meta(sts).get("name"))
+        ns, name = str(meta(sts).get("namespace")), str(meta(sts).get("name"))
         want = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
         parallel = spec.get("podManagementPolicy") == "Parallel"
         pods = {str(meta(p).get("name")): p for p in self._owned(snap.pods, sts)}

@@ -51,6 +51,7 @@ Two ways to run it:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import datetime
 import re
@@ -434,7 +435,8 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
                 if as_table:
                     return aiohttp.web.json_response(self._table(res, items))
                 info = self.resources.get(_key(res))  # typed Go clients (kubectl) decode by the list's own kind
-                kind = f"{info.kind}List" if info is not None and info.kind else "List"
+                kind_name = getattr(info, "kind", None)
+                kind = f"{kind_name}List" if kind_name else "List"
                 version = f"{res.group}/{res.version}" if res.group else str(res.version)
                 return aiohttp.web.json_response(
                     {"kind": kind, "apiVersion": version, "metadata": {"resourceVersion": str(self._rv)},
@@ -652,7 +654,7 @@ class KubeEmulator:
         return self._call(go())  # type: ignore[no-any-return]
 
     def list(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        async def go() -> list[dict[str, Any]]:
+        async def go() -> builtins.list[dict[str, Any]]:
             res = kmock.resource(resource)
             async with self.handler._lock:
                 return [
@@ -677,10 +679,10 @@ class KubeEmulator:
 
         self._call(go())
 
-    def apply_crds(self, path: Path) -> list[str]:
+    def apply_crds(self, path: Path) -> builtins.list[str]:
         """Store every CustomResourceDefinition of a YAML file (e.g. ``manifests/base/crd.yaml``) and serve the
         resources they define; returns their names."""
-        names = []
+        names: builtins.list[str] = []
         for doc in yaml.safe_load_all(path.read_text()):
             if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
                 stored = self.put(CRDS, doc)
@@ -691,11 +693,11 @@ class KubeEmulator:
     async def _register(self, crd: dict[str, Any]) -> None:
         self.handler.register_crd(crd)
 
-    def history(self, resource: str, namespace: str | None, name: str, start: int = 0) -> list[dict[str, Any]]:
+    def history(self, resource: str, namespace: str | None, name: str, start: int = 0) -> builtins.list[dict[str, Any]]:
         """Every stored version of one object, oldest first (deletions skipped); from the ``start``-th one on (a
         checker polling a long-lived object reads only what is new)."""
 
-        async def go() -> list[dict[str, Any]]:
+        async def go() -> builtins.list[dict[str, Any]]:
             async with self.handler._lock:
                 obj = self.handler.objects[kmock.resource(resource), namespace, name]
                 versions = [v for v in obj.history.raw if v is not None]
@@ -713,7 +715,7 @@ class KubeEmulator:
         self._loop.call_soon_threadsafe(self.handler.faults.append, fault)
         return fault
 
-    def applied(self) -> list[tuple[float, str, str, str]]:
+    def applied(self) -> builtins.list[tuple[float, str, str, str]]:
         """(monotonic time, method, "plural/name[/sub]", bearer token of the writer) of every write applied so
         far, in order, after any injected delay."""
         return list(self.handler.applied)

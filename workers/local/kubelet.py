@@ -277,7 +277,8 @@ class Kubelet:
             self._event(pod, "Started", f"Started container {(pod.get('spec') or {}).get('containers', [{}])[0].get('name', '')}")
 
     def _backoff_s(self, c: _Container) -> float:
-        return min(self.options.max_restart_backoff_s, self.options.restart_backoff_s * 2 ** max(0, c.restarts - 1))
+        return float(min(self.options.max_restart_backoff_s,
+                         self.options.restart_backoff_s * 2.0 ** max(0, c.restarts - 1)))
 
     def _step(self, c: _Container) -> None:
         now = time.time()

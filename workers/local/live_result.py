@@ -48,7 +48,7 @@ class LiveRecords:
 
     @property
     def ttft_s(self) -> np.ndarray:
-        return self.first_token_s - self.arrival_s
+        return np.asarray(self.first_token_s - self.arrival_s, dtype=np.float64)
 
 
 def live_records(records: Sequence[RequestRecord]) -> LiveRecords:

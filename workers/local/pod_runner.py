@@ -26,7 +26,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ def _sanitize(name: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
 
-def file_sd_groups(pods: list[Mapping[str, Any]], ports: Mapping[str, int]) -> list[dict[str, Any]]:
+def file_sd_groups(pods: Sequence[Mapping[str, Any]], ports: Mapping[str, int]) -> list[dict[str, Any]]:
     """``file_sd`` target groups of ``pods`` (those whose uid is in ``ports``), labelled as Kubernetes pod
     discovery labels a pod (``__meta_kubernetes_*``), for the PodMonitor's relabelling."""
     groups = []
