@@ -308,8 +308,8 @@ class LocalCluster:
         return [sys.executable, "-m", "autoscaler.cli", "run", "--kubeconfig", str(self.kubeconfig_path),
                 "--namespace", self.ns, "--lease-namespace", self.ns, "--prometheus-url", self.prometheus_url,
                 "--tick-s", f"{s.tick_s:g}", "--lease-duration-s", f"{s.lease_s:g}", "--identity", identity,
-                "--metrics-port", str(self.controller_ports[identity]), "--kube-timeout-s", "2",
-                "--prometheus-timeout-s", "2", "--status-refresh-s", f"{max(1.0, s.tick_s):g}"]  # fmt: skip
+                "--metrics-port", str(self.controller_ports[identity]),
+                "--kube-timeout-s", f"{max(1.0, s.lease_s / 4):g}", "--prometheus-timeout-s", "2", "--status-refresh-s", f"{max(1.0, s.tick_s):g}"]  # fmt: skip
 
     def start_controller(self, identity: str) -> ManagedProcess:
         proc = self.runner.start(self.controller_argv(identity), name=identity, cwd=REPO)

@@ -6,8 +6,8 @@ Per pod (the first container; every pod is scheduled on the one node ``local``):
   container's ``env`` (``value`` and the downward API's ``metadata.name``, ``metadata.namespace``,
   ``status.podIP``), ``$(VAR)`` references expanded as the kubelet expands them, and these variables added:
   ``POD_NAME``, ``POD_NAMESPACE``, ``POD_IP`` (127.0.0.1), ``POD_PORT`` and ``PDSCALE_PYTHON`` (this
-  interpreter), ``POD_PORT_<NAME>`` per named container port and ``POD_TMPDIR`` (a directory of its own, like
-  an emptyDir). On one machine every pod shares 127.0.0.1, so each container port gets a port of its own: its
+  interpreter), ``POD_PORT_<NAME>`` per named container port and ``POD_TMPDIR`` (a directory of its own under the system temp dir, like
+  an emptyDir, removed with the pod). On one machine every pod shares 127.0.0.1, so each container port gets a port of its own: its
   ``hostPort`` when the template sets one, else a free port; the pod's container ports are rewritten to them,
   so the proxy and Prometheus find the pod at ``POD_IP:port`` (``POD_PORT``: the port named ``http``, else the
   first). Output goes to ``<log dir>/<namespace>_<pod>.log``.
@@ -41,9 +41,11 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -116,6 +118,7 @@ class _Container:
     next_probe_s: float = 0.0
     probe: Future[bool] | None = None
     admitted_iso: str = ""
+    tmpdir: Path | None = None  # POD_TMPDIR, removed with the pod
 
     @property
     def loaded(self) -> bool:
@@ -210,6 +213,8 @@ class Kubelet:
                     self._record(c, "sigkill", "pod deleted without a grace period")
                 c.gone = True
                 self._record(c, "deleted")
+                if c.tmpdir is not None:
+                    shutil.rmtree(c.tmpdir, ignore_errors=True)
 
     def _admit(self, pod: dict[str, Any]) -> _Container | None:
         containers = (pod.get("spec") or {}).get("containers") or []
@@ -224,8 +229,8 @@ class Kubelet:
         port = assigned[ports.index(named[0])] if named else assigned[0]
         extra_ports = {f"POD_PORT_{str(p.get('name', i)).upper().replace('-', '_')}": str(a)
                        for i, (p, a) in enumerate(zip(ports, assigned, strict=False))}  # fmt: skip
-        pod_tmp = self.options.log_dir / "pods" / f"{meta(pod).get('namespace')}_{meta(pod).get('name')}"
-        pod_tmp.mkdir(parents=True, exist_ok=True)
+        # short, under the system temp dir: servers put Unix sockets there (108-byte path limit)
+        pod_tmp = Path(tempfile.mkdtemp(prefix="pdscale-pod-"))
         annotations = meta(pod).get("annotations") or {}
         try:
             delay = float(annotations.get(STARTUP_ANNOTATION, self.options.startup_delay_s))
@@ -243,6 +248,7 @@ class Kubelet:
             role=str((meta(pod).get("labels") or {}).get(ROLE_LABEL, "")), port=port, startup_delay_s=delay,
             probe_path=str(probe.get("path", "/health")), argv=argv, env=env,
             probe_period_s=float(period) if period else self.options.probe_period_s, admitted_iso=now_iso(),
+            tmpdir=pod_tmp,
         )  # fmt: skip
         self.containers[c.uid] = c
         self._record(c, "admitted", f"port {port}")
@@ -426,6 +432,9 @@ class Kubelet:
         """Stop every container (SIGTERM, then SIGKILL after ``timeout_s``) without touching the API."""
         self._probes.shutdown(wait=False, cancel_futures=True)
         self.runner.stop_all(timeout_s)
+        for c in self.containers.values():
+            if c.tmpdir is not None:
+                shutil.rmtree(c.tmpdir, ignore_errors=True)
         for thread in self._threads:
             thread.join(timeout=1.0)
 

@@ -59,7 +59,8 @@ class LoadProcess:
     live demo). ``started_s`` is the wall clock of the plan's t = 0, as that process read it."""
 
     def __init__(self, runner: Any, workdir: Path, *, url: str, model: str, generator: str, seed: int = 0,
-                 timeout_s: float = 300.0) -> None:  # fmt: skip
+                 timeout_s: float = 300.0, max_requests: int | None = None,
+                 max_concurrency: int | None = None) -> None:  # fmt: skip
         self.records_path = workdir / "load-records.jsonl"
         self.t0_path = workdir / "load-t0.txt"
         for path in (self.records_path, self.t0_path):
@@ -67,6 +68,10 @@ class LoadProcess:
         argv = [sys.executable, "-m", "workers.local.load", "--url", url, "--model", model, "--generator", generator,
                 "--seed", str(seed), "--timeout-s", f"{timeout_s:g}", "--records", str(self.records_path),
                 "--t0-file", str(self.t0_path)]  # fmt: skip
+        if max_requests is not None:
+            argv += ["--max-requests", str(max_requests)]
+        if max_concurrency is not None:
+            argv += ["--max-concurrency", str(max_concurrency)]
         self.proc = runner.start(argv, name="load")
 
     @property
@@ -104,14 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout-s", type=float, default=300.0)
     ap.add_argument("--records", required=True)
     ap.add_argument("--t0-file", required=True)
+    ap.add_argument("--max-requests", type=int)
+    ap.add_argument("--max-concurrency", type=int)
     args = ap.parse_args(argv)
-    plan = build_plan(generator=args.generator, seed=args.seed)
+    plan = build_plan(generator=args.generator, seed=args.seed, max_requests=args.max_requests)
     target = Target(f"{args.url.rstrip('/')}/v1", args.model, timeout_s=args.timeout_s)
 
     async def go() -> list[RequestRecord]:
         t0_file = Path(args.t0_file)
         t0_file.write_text(repr(time.time()))  # run_plan's own t = 0 follows within microseconds
-        return await run_plan(plan, target, seed=args.seed)
+        return await run_plan(plan, target, seed=args.seed, max_concurrency=args.max_concurrency)
 
     records = asyncio.run(go())
     write_records(records, Path(args.records))
