@@ -47,7 +47,7 @@ def deployment(config: VLLMConfig, role: str, *, name: str, namespace: str, repl
         "ports": [{"name": "http", "containerPort": port_for(config, role), "protocol": "TCP"},
                   {"name": "nixl", "containerPort": side_channel_port_for(config, role), "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5,
-                           "failureThreshold": 1},
+                           "timeoutSeconds": 5, "failureThreshold": 3},
         "startupProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10,
                          "failureThreshold": 60},
         "lifecycle": {"preStop": {"sleep": {"seconds": pre_stop_s}}},

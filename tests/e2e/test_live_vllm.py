@@ -36,8 +36,9 @@ def vllm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClus
         namespace="vllm", model="tiny", engine="vllm", vllm_python=vllm_python(), vllm_model_dir=tiny_model_dir(),
         vllm_max_model_len=512, max_num_seqs=4,
         # the controller's capacity model: 8B/H100 step times x2 ~ the tiny model on one busy CPU core
-        time_scale=2.0, startup_s=120.0, tick_s=2.0, scrape_s=1.0, window_s=8.0, lease_s=15.0, controllers=1,
+        time_scale=2.0, startup_s=120.0, tick_s=2.0, scrape_s=1.0, window_s=15.0, lease_s=15.0, controllers=1,
         ttft_target_s=5.0, itl_target_s=0.5, max_replicas=2, pre_stop_s=2, grace_s=40, probe_period_s=1.0,
+        probe_timeout_s=5.0,
         autoscaler={"prefill": {"maxReplicas": 1},
                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 20,
                                                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 2}]}}},
@@ -92,9 +93,10 @@ def test_real_vllm_decode_scales_1_to_2_and_back_without_losing_a_request(vllm_c
     trickle = _load(c, 1.0, 60, 1, seed=99)
     wait_for(lambda: c.replicas("decode") == 1, 120, "the controller to scale decode back to 1")
     wait_for(lambda: c.pool_state()["decode"].draining == 0, 90, "the removed vLLM pod to drain and exit")
+    writes = c.scale_writes("decode")
     records += trickle.result(timeout_s=180)
     assert failures(records) == []
-    assert c.scale_writes("decode") == [1, 2, 1]
+    assert writes == [1, 2, 1], writes
     assert c.pods is not None
     stops = [e for e in c.pods.history if e.role == "decode" and e.event in ("prestop", "sigterm", "sigkill", "exited")]
     assert [e.event for e in stops] == ["prestop", "sigterm", "exited"], [(e.event, e.detail) for e in stops]

@@ -77,6 +77,7 @@ class ClusterSpec:
     pre_stop_s: int = 2  # preStop sleep: endpoints are gone before SIGTERM
     grace_s: int = 60  # terminationGracePeriodSeconds: preStop + the worker's drain must fit
     probe_period_s: float = 0.5
+    probe_timeout_s: float = 1.0  # the kubelet's readiness probes and the proxy's /health probes
     autoscaler: Mapping[str, Any] = field(default_factory=dict)  # merged into the DisaggregatedAutoscaler spec
     worker_args: Sequence[str] = ()  # added to every emulated worker's command line
     engine: str = "emulated"  # or "vllm": pods are real vLLM (workers/vllm.py), see vllm_*
@@ -272,7 +273,7 @@ class LocalCluster:
         self.pods = PodRunner(PodRunnerOptions(
             api_url=self.kube.url, namespace=self.ns, file_sd_path=self.file_sd_path,
             kubelet=KubeletOptions(log_dir=self.workdir / "pods", startup_delay_s=s.loading_s,
-                                   probe_period_s=s.probe_period_s, cwd=REPO),
+                                   probe_period_s=s.probe_period_s, probe_timeout_s=s.probe_timeout_s, cwd=REPO),
         )).start()  # fmt: skip
         self.proxy_port = free_port()
         self.controller_ports = {f"controller-{chr(ord('a') + i)}": free_port() for i in range(s.controllers)}
@@ -301,6 +302,7 @@ class LocalCluster:
                 "--k8s-namespace", self.ns, "--k8s-kind", "pods", "--kubeconfig", str(self.kubeconfig_path),
                 "--k8s-prefill-selector", selector + "prefill", "--k8s-decode-selector", selector + "decode",
                 "--model-name", self.spec.model, "--health-interval-s", f"{min(1.0, self.spec.probe_period_s):g}",
+                "--health-timeout-s", f"{self.spec.probe_timeout_s:g}",
                 "--drain-timeout-s", f"{self.spec.drain_s:g}"]  # fmt: skip
 
     def controller_argv(self, identity: str) -> list[str]:

@@ -17,9 +17,10 @@ Per pod (the first container; every pod is scheduled on the one node ``local``):
   probes it nor publishes it to Prometheus before the delay has passed, as a real vLLM answers neither
   ``/health`` nor ``/metrics`` while it loads.
 * **Readiness.** After that, ``readinessProbe.httpGet`` (default ``GET /health`` on the pod's port) every
-  ``readinessProbe.periodSeconds`` (else the runner's probe period): Ready follows the last probe (one
-  failure is enough, ``failureThreshold`` 1). The pod's ``Ready`` condition carries ``lastTransitionTime`` (the
-  ReplicaSet's victim order and ``availableReplicas`` read it).
+  ``readinessProbe.periodSeconds`` (else the runner's probe period), each within ``timeoutSeconds`` (else the
+  runner's probe timeout): one success makes the pod Ready, ``failureThreshold`` (default 3) failures in a row
+  make it not Ready, as the kubelet counts them. The pod's ``Ready`` condition carries ``lastTransitionTime``
+  (the ReplicaSet's victim order and ``availableReplicas`` read it).
 * **Crash.** A process that exits while its pod is not terminating is restarted in place (restartPolicy
   Always): ``restartCount`` + 1, ``CrashLoopBackOff`` for the back-off (``restart_backoff_s`` doubling per
   restart up to ``max_restart_backoff_s``), then a new process on the same port, loading again.
@@ -119,6 +120,9 @@ class _Container:
     probe: Future[bool] | None = None
     admitted_iso: str = ""
     tmpdir: Path | None = None  # POD_TMPDIR, removed with the pod
+    probe_timeout_s: float = 1.0
+    failure_threshold: int = 3  # consecutive failed probes before Ready turns False (Kubernetes' default)
+    probe_failures: int = 0
 
     @property
     def loaded(self) -> bool:
@@ -236,8 +240,9 @@ class Kubelet:
             delay = float(annotations.get(STARTUP_ANNOTATION, self.options.startup_delay_s))
         except ValueError:
             delay = self.options.startup_delay_s
-        probe = ((container.get("readinessProbe") or {}).get("httpGet")) or {}
-        period = (container.get("readinessProbe") or {}).get("periodSeconds")
+        readiness = container.get("readinessProbe") or {}
+        probe = readiness.get("httpGet") or {}
+        period = readiness.get("periodSeconds")
         base = {**os.environ, **self.options.env, "POD_NAME": str(meta(pod).get("name")),
                 "POD_NAMESPACE": str(meta(pod).get("namespace")), "POD_IP": LOOPBACK, "POD_PORT": str(port),
                 **extra_ports, "POD_TMPDIR": str(pod_tmp), "PDSCALE_PYTHON": sys.executable}  # fmt: skip
@@ -248,7 +253,8 @@ class Kubelet:
             role=str((meta(pod).get("labels") or {}).get(ROLE_LABEL, "")), port=port, startup_delay_s=delay,
             probe_path=str(probe.get("path", "/health")), argv=argv, env=env,
             probe_period_s=float(period) if period else self.options.probe_period_s, admitted_iso=now_iso(),
-            tmpdir=pod_tmp,
+            tmpdir=pod_tmp, probe_timeout_s=float(readiness.get("timeoutSeconds") or self.options.probe_timeout_s),
+            failure_threshold=int(readiness.get("failureThreshold") or 3),
         )  # fmt: skip
         self.containers[c.uid] = c
         self._record(c, "admitted", f"port {port}")
@@ -310,15 +316,19 @@ class Kubelet:
             c.serving = True
             self._record(c, "loaded")
         if c.probe is not None and c.probe.done():
-            self._set_ready(c, bool(c.probe.result()) and c.process is not None and c.process.running)
+            ok = bool(c.probe.result()) and c.process is not None and c.process.running
+            c.probe_failures = 0 if ok else c.probe_failures + 1
+            if ok or c.probe_failures >= c.failure_threshold:
+                self._set_ready(c, ok)
             c.probe = None
         if c.probe is None and now >= c.next_probe_s:
             c.next_probe_s = now + c.probe_period_s
-            c.probe = self._probes.submit(self._probe_once, f"http://{LOOPBACK}:{c.port}{c.probe_path}")
+            c.probe = self._probes.submit(self._probe_once, f"http://{LOOPBACK}:{c.port}{c.probe_path}",
+                                          c.probe_timeout_s)  # fmt: skip
 
-    def _probe_once(self, url: str) -> bool:
+    def _probe_once(self, url: str, timeout_s: float) -> bool:
         try:
-            with urllib.request.urlopen(url, timeout=self.options.probe_timeout_s) as resp:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
                 return 200 <= int(resp.status) < 400
         except (urllib.error.URLError, OSError, ValueError):
             return False
