@@ -238,3 +238,25 @@ def test_kubectl_shows_the_story(live: LocalCluster, tmp_path: Path) -> None:
     assert "1/1" in pods and "Running" in pods
     described_deploy = run("describe", "deploy", live.deployment_name("decode"))
     assert "ScalingReplicaSet" in described_deploy
+
+
+def test_the_live_demo_view_reads_the_cluster(live: LocalCluster) -> None:
+    """``pdscale demo --live``'s frame: load and p99s from Prometheus, replicas from the pod runner, the
+    controller's scale events as its decision log; rendered by the same code as the simulated demo."""
+    from rich.console import Console
+
+    from sim.demo import live_frame, render
+
+    load = _load(live, f"poisson:rate={BASE_RATE:g},duration=12,{LENGTHS}", seed=5)
+    time.sleep(10.0)
+    frame = live_frame(live, t_s=10.0, end_s=12.0, t0=time.time() - 10.0, window_s=WINDOW_S)
+    load.result(timeout_s=60)
+    assert set(frame.pools) == {"prefill", "decode"}
+    assert frame.pools["decode"][2] == live.replicas("decode")  # desired
+    assert frame.load is not None and frame.load[0] > 0
+    assert frame.latency["ttft"][1] == SPEC.ttft_target_s and frame.latency["ttft"][0] > 0
+    assert any("decode" in line for line in frame.log)  # the surge's scale events
+    console = Console(record=True, width=160)
+    console.print(render(frame))
+    text = console.export_text()
+    assert "decode replicas" in text and "TTFT p99" in text and "req/s" in text
