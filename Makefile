@@ -5,20 +5,27 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports pytest prometheus kubectl vllm aiperf clean bench-dynamo bench-speed
+VERSION := $(shell sed -n 's/^version = //p' setup.cfg)
+IMAGE ?= pdscale:$(VERSION)
+
+.PHONY: demo test lint typecheck imports pytest prometheus kubectl image vllm aiperf clean bench-dynamo bench-speed bench-aic-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,local]'
+	$(BIN)/python -m pip install --quiet -e '.[test,profile,local]'
 	touch $(STAMP)
 
 prometheus:
 	./scripts/ensure-prometheus.sh
 
-# Debian's kubectl (the e2e tests drive the Kubernetes emulator with it; the manifest tests build kustomizations).
 kubectl:
 	./scripts/ensure-kubectl.sh
+
+# The controller image (Dockerfile: controller dependencies only, non-root, read-only root filesystem).
+# `make image IMAGE=registry.example.com/pdscale:0.1.0`, then push it and set it in manifests/base.
+image:
+	docker build -t $(IMAGE) .
 
 # Real vLLM on CPU (.venv-vllm, ~3 min and 2.7 GB the first time) and a tiny local Llama, for the tests that diff
 # the emulated worker against it. Idempotent.
@@ -60,6 +67,13 @@ bench-dynamo: $(DYNAMO_STAMP)
 
 bench-speed: $(STAMP) $(DYNAMO_STAMP)
 	$(BIN)/python bench/bench_sim_speed.py --dynamo-python $(VENV_DYNAMO)/bin/python $(BENCH_ARGS)
+
+# AIConfigurator for bench/bench_vs_aiconfigurator.py only: its own environment, never the product's install.
+bench-aic-venv: .venv-aic/.installed
+.venv-aic/.installed:
+	$(PYTHON) -m venv .venv-aic
+	.venv-aic/bin/python -m pip install --quiet 'aiconfigurator==0.12.0'
+	touch .venv-aic/.installed
 
 clean:
 	rm -rf $(VENV) $(VENV_DYNAMO) build *.egg-info .mypy_cache .pytest_cache .ruff_cache .venv-vllm .cache/pdscale

@@ -576,16 +576,57 @@ def load_spec_file(path: str | Path) -> AutoscalerSpec:
 
     Errors name the file, the line and the field: ``autoscaler.yaml:12: spec.decode.minReplicas: ...``.
     """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError("", f"cannot read: {exc.strerror or exc}", source=str(path)) from None
+    documents = _read_documents(Path(path), single=True)
+    if not documents:
+        return AutoscalerSpec()
+    node, data = documents[0]
+    return _spec_of_document(node, data, str(path))
+
+
+def load_spec_documents(path: str | Path, text: str | None = None) -> list[tuple[str, AutoscalerSpec]]:
+    """Every DisaggregatedAutoscaler in a (multi-document) YAML file, as (name, spec): ``namespace/name`` from
+    the object's metadata (``path#N`` for a bare spec or an unnamed object). Documents of other kinds (the
+    Deployments of an example, ``kubectl kustomize`` output) are skipped; a stream without any autoscaler is an
+    error. ``text`` replaces reading ``path`` (``-`` is standard input for the caller)."""
+    documents = _read_documents(Path(path), single=False, text=text)
+    out: list[tuple[str, AutoscalerSpec]] = []
+    for i, (node, data) in enumerate(documents):
+        if isinstance(data, Mapping) and ("kind" in data or "apiVersion" in data) and data.get("kind") != KIND:
+            continue
+        spec = _spec_of_document(node, data, str(path))  # lines count from the top of the file
+        meta = data.get("metadata") if isinstance(data, Mapping) else None
+        name = meta.get("name") if isinstance(meta, Mapping) else None
+        namespace = meta.get("namespace") if isinstance(meta, Mapping) else None
+        key = f"{namespace or 'default'}/{name}" if name else (f"{path}#{i}" if len(documents) > 1 else str(path))
+        if any(k == key for k, _ in out):
+            raise ConfigError("metadata.name", f"{key} appears twice", source=str(path), line=_line_index(node).get(
+                ("metadata", "name")))
+        out.append((key, spec))
+    if not out:
+        raise ConfigError("", f"no {KIND} in {len(documents)} YAML document(s)", source=str(path))
+    return out
+
+
+def _read_documents(path: Path, *, single: bool, text: str | None = None) -> list[tuple[yaml.Node, Any]]:
+    """(node, data) per non-empty YAML document; ``single`` rejects a stream of several."""
+    if text is None:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError("", f"cannot read: {exc.strerror or exc}", source=str(path)) from None
+    out: list[tuple[yaml.Node, Any]] = []
     try:
         loader = _UniqueKeyLoader(text)
         try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
+            if single:
+                node = loader.get_single_node()
+                if node is not None:
+                    out.append((node, loader.construct_document(node)))
+            else:
+                while loader.check_node():
+                    node = loader.get_node()
+                    if node is not None:
+                        out.append((node, loader.construct_document(node)))
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
@@ -594,20 +635,22 @@ def load_spec_file(path: str | Path) -> AutoscalerSpec:
         raise ConfigError("", f"invalid YAML: {exc.problem or exc}", source=str(path), line=line) from None
     except yaml.YAMLError as exc:
         raise ConfigError("", f"invalid YAML: {exc}", source=str(path)) from None
+    return [(n, d) for n, d in out if d is not None]
+
+
+def _spec_of_document(node: yaml.Node, data: Any, source: str) -> AutoscalerSpec:
     lines = _line_index(node)
-    if data is None:
-        return AutoscalerSpec()
     if not isinstance(data, Mapping):
-        raise ConfigError("", f"must hold a mapping, got {type(data).__name__}", source=str(path), line=1)
+        raise ConfigError("", f"must hold a mapping, got {type(data).__name__}", source=source, line=1)
     if "kind" in data or "apiVersion" in data:
         kind = data.get("kind")
         if kind != KIND:
-            raise ConfigError("kind", f"must be {KIND}, got {kind!r}", source=str(path), line=lines.get(("kind",)))
+            raise ConfigError("kind", f"must be {KIND}, got {kind!r}", source=source, line=lines.get(("kind",)))
         spec_lines = {k[1:]: v for k, v in lines.items() if k[:1] == ("spec",)}
         return spec_from_dict(
-            data.get("spec") or {}, source=str(path), path="spec", line_of=lambda parts: _nearest(spec_lines, parts)
+            data.get("spec") or {}, source=source, path="spec", line_of=lambda parts: _nearest(spec_lines, parts)
         )
-    return spec_from_dict(data, source=str(path), path="", line_of=lambda parts: _nearest(lines, parts))
+    return spec_from_dict(data, source=source, path="", line_of=lambda parts: _nearest(lines, parts))
 
 
 def _nearest(lines: Mapping[tuple[PathPart, ...], int], parts: tuple[PathPart, ...]) -> int | None:
@@ -639,6 +682,7 @@ __all__ = [
     "METRIC_SOURCES",
     "ConfigError",
     "format_path",
+    "load_spec_documents",
     "load_spec_file",
     "parse_percentile",
     "spec_from_dict",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -120,17 +121,15 @@ class KubeClient:
         self._plurals: dict[tuple[str, str, str], str] = {}
 
     @classmethod
-    def from_config(cls, kubeconfig: str | None = None, settings: KubeSettings | None = None) -> KubeClient:
-        """In-cluster service account by default; a kubeconfig file when given."""
-        configuration = k8s.Configuration()
-        if kubeconfig:
-            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]  # untyped upstream
-                config_file=kubeconfig, client_configuration=configuration
-            )
-        else:
-            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        configuration.retries = False  # our retry policy only
-        return cls(k8s.ApiClient(configuration), settings)
+    def from_config(
+        cls, kubeconfig: str | None = None, settings: KubeSettings | None = None, *, context: str | None = None
+    ) -> KubeClient:
+        """Connect as kubectl would (see ``load_kube_connection``)."""
+        return cls.from_connection(load_kube_connection(kubeconfig, context), settings)
+
+    @classmethod
+    def from_connection(cls, connection: KubeConnection, settings: KubeSettings | None = None) -> KubeClient:
+        return cls(k8s.ApiClient(connection.configuration), settings)
 
     @property
     def timeout(self) -> float:
@@ -164,6 +163,106 @@ class KubeClient:
             raise ScaleError(f"discovery GET {path}: HTTP {response.status}")
         body: Any = response.data
         return as_dict(json.loads(body or b"{}"), f"discovery GET {path}")
+
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+@dataclass(frozen=True)
+class KubeConnection:
+    """Where the API server is and who we are, resolved like kubectl; ``namespace`` is the context's (or the
+    pod's) namespace, None when the source names none."""
+
+    configuration: k8s.Configuration
+    namespace: str | None
+    source: str  # for the start-up log: "kubeconfig PATH (context C)" or "in-cluster service account"
+
+
+def load_kube_connection(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    service_account_dir: str = SERVICE_ACCOUNT_DIR,
+) -> KubeConnection:
+    """kubectl's order (client-go ``clientcmd``): ``--kubeconfig`` alone when given; else the files of
+    ``$KUBECONFIG`` (a ``:``-separated list, merged, missing files skipped, the first file to set
+    ``current-context`` wins); else ``~/.kube/config``; else, when none of those exists, the pod's service
+    account (in-cluster config). ``context`` picks a kubeconfig context. The kubernetes client's loaders do the
+    loading (exec and auth-provider plugins, token refresh); this only picks the source. Raises ValueError
+    naming what was tried."""
+    env = os.environ if environ is None else environ
+    configuration = k8s.Configuration()
+    configuration.retries = False  # our retry policy only
+    if kubeconfig:
+        if not os.path.exists(os.path.expanduser(kubeconfig)):
+            raise ValueError(f"--kubeconfig {kubeconfig}: no such file")
+        paths = [os.path.expanduser(kubeconfig)]
+        tried = f"--kubeconfig {kubeconfig}"
+    elif env.get("KUBECONFIG"):
+        listed = [os.path.expanduser(p) for p in env["KUBECONFIG"].split(os.pathsep) if p]
+        paths = [p for p in listed if os.path.exists(p)]
+        tried = f"$KUBECONFIG ({env['KUBECONFIG']})"
+    else:
+        home = os.path.join(env.get("HOME") or os.path.expanduser("~"), ".kube", "config")
+        paths = [home] if os.path.exists(home) else []
+        tried = home
+    if paths:
+        merged = k8s_config.kube_config.KubeConfigMerger(os.pathsep.join(paths)).config  # type: ignore[no-untyped-call]
+        items = [getattr(c, "value", c) for c in (merged.value.get("contexts") or [])] if merged else []
+        contexts = {c["name"]: c for c in items if isinstance(c, dict) and c.get("name")}
+        name = context or _first_current_context(paths)
+        if not name:
+            raise ValueError(f"{tried}: no current-context set; pass --context (one of {sorted(contexts)})")
+        if name not in contexts:
+            raise ValueError(f"{tried}: context {name!r} not found (have {sorted(contexts)})")
+        try:
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]  # untyped upstream
+                config_file=os.pathsep.join(paths), context=name, client_configuration=configuration
+            )
+        except k8s_config.ConfigException as exc:
+            raise ValueError(f"{tried}: {exc}") from None
+        configuration.retries = False
+        namespace = (contexts[name].get("context") or {}).get("namespace") or None
+        return KubeConnection(configuration, namespace, f"kubeconfig {os.pathsep.join(paths)} (context {name})")
+    token = os.path.join(service_account_dir, "token")
+    if not (env.get("KUBERNETES_SERVICE_HOST") and env.get("KUBERNETES_SERVICE_PORT") and os.path.isfile(token)):
+        raise ValueError(
+            f"no Kubernetes configuration: {tried} not found, and not in a pod (no KUBERNETES_SERVICE_HOST/PORT "
+            f"or no {token}); pass --kubeconfig or set $KUBECONFIG"
+        )
+    if context:
+        raise ValueError(f"--context {context}: no kubeconfig found ({tried}) to take it from")
+    loader = k8s_config.incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
+        token_filename=token, cert_filename=os.path.join(service_account_dir, "ca.crt"), environ=env
+    )
+    try:
+        loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException as exc:
+        raise ValueError(f"in-cluster config: {exc}") from None
+    configuration.retries = False
+    namespace = env.get("POD_NAMESPACE") or _read_text(os.path.join(service_account_dir, "namespace"))
+    return KubeConnection(configuration, namespace or None, "in-cluster service account")
+
+
+def _first_current_context(paths: Sequence[str]) -> str | None:
+    """kubectl takes ``current-context`` from the first file that sets it (the client's merger: the last)."""
+    import yaml
+
+    for path in paths:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+        if isinstance(data, dict) and data.get("current-context"):
+            return str(data["current-context"])
+    return None
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
 
 
 def as_dict(value: object, where: str) -> dict[str, Any]:

@@ -22,7 +22,12 @@ passed by path wherever a built-in name is accepted. Format::
                                          #   decode {a_s, b_s_per_context_token, c_s_per_seq}
       type: table                        #   prefill {tokens: [...], step_s: [...]}
                                          #   decode {batch: [...], context_per_seq: [...], step_s: [[...], ...]}
-      type: roofline                     #   mfu, bw_efficiency, overhead_s, per_seq_s (model: and hardware: used)
+      type: roofline                     #   mfu, bw_efficiency, kv_bw_efficiency, overhead_s, per_seq_s
+                                         #   (model: and hardware: used)
+    host:                                # optional, all >= 0, default 0 (BLIS alpha terms, HostOverheads)
+      request_s: 2.3e-4                  #   alpha0: per request, arrival -> engine queue (not engine time)
+      request_per_prompt_token_s: 1.75e-6  # alpha1: per prompt token, same place
+      output_token_s: 0.0                #   alpha2: per output token, added to TTFT and every client ITL gap
 
 Errors raise ``ProfileError`` naming the file and the dotted field.
 """
@@ -37,6 +42,8 @@ from typing import Any
 import yaml
 
 from autoscaler.core.latency import (
+    NO_HOST_OVERHEADS,
+    HostOverheads,
     LatencyProfile,
     PolyModel,
     RooflineModel,
@@ -158,7 +165,8 @@ class _Fields:
         return tuple(row.num(str(i)) for i in range(len(value)))
 
 
-_TOP_KEYS = {"name", "description", "source", "model", "hardware", "engine", "kv", "step"}
+_TOP_KEYS = {"name", "description", "source", "model", "hardware", "engine", "kv", "step", "host"}
+_HOST_KEYS = {"request_s", "request_per_prompt_token_s", "output_token_s"}
 
 
 def parse_profile(doc: object, where: str) -> LatencyProfile:
@@ -207,6 +215,7 @@ def parse_profile(doc: object, where: str) -> LatencyProfile:
         kv_capacity_tokens=capacity,
         max_num_seqs=engine.integer("max_num_seqs", default=256),
         max_num_batched_tokens=engine.integer("max_num_batched_tokens", default=8192),
+        host=_host(top.sub("host", required=False)),
     )
     _sanity(profile, where)
     return profile
@@ -220,6 +229,19 @@ def _source(top: _Fields) -> str:
     if not items or not all(isinstance(s, str) and s.strip() for s in items):
         raise top.fail("source", "expected a non-empty string or list of strings")
     return " | ".join(" ".join(s.split()) for s in items)
+
+
+def _host(host: _Fields | None) -> HostOverheads:
+    if host is None:
+        return NO_HOST_OVERHEADS
+    unknown = sorted(set(host.data) - _HOST_KEYS)
+    if unknown:
+        raise host.fail(unknown[0], f"unknown field; expected one of {', '.join(sorted(_HOST_KEYS))}")
+    return HostOverheads(
+        request_s=host.num("request_s", default=0.0),
+        request_per_prompt_token_s=host.num("request_per_prompt_token_s", default=0.0),
+        output_token_s=host.num("output_token_s", default=0.0),
+    )
 
 
 def _kv_capacity(kv: _Fields, kv_bytes: int) -> int:
@@ -295,6 +317,7 @@ def _step_model(step: _Fields, model: _Fields | None, hardware: _Fields, gpus: i
             hbm_bytes_per_s=hardware.num("hbm_bytes_per_s", strict=True),
             mfu=_fraction(step, "mfu", 0.55),
             bw_efficiency=_fraction(step, "bw_efficiency", 0.8),
+            kv_bw_efficiency=_fraction(step, "kv_bw_efficiency", 1.0) if step.has("kv_bw_efficiency") else None,
             overhead_s=step.num("overhead_s", default=0.004),
             per_seq_s=step.num("per_seq_s", default=0.0),
             num_gpus=gpus,
@@ -341,5 +364,8 @@ def profile_summary(p: LatencyProfile) -> dict[str, Any]:
         "kv_capacity_tokens": p.kv_capacity_tokens,
         "max_num_seqs": p.max_num_seqs,
         "max_num_batched_tokens": p.max_num_batched_tokens,
+        "host_request_s": p.host.request_s,
+        "host_request_per_prompt_token_s": p.host.request_per_prompt_token_s,
+        "host_output_token_s": p.host.output_token_s,
         "source": p.source,
     }

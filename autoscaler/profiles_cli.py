@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
-from autoscaler.profiles import ProfileError, builtin_profiles, load_profile, profile_path, profile_summary
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def register(subparsers: Any) -> None:
@@ -30,6 +28,10 @@ def register(subparsers: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from autoscaler.profiles import ProfileError, builtin_profiles, load_profile, profile_summary
+
     rows = []
     for name in builtin_profiles():
         try:
@@ -60,11 +62,15 @@ def _list(args: argparse.Namespace) -> int:
 
 def _console() -> Console:
     """A console that does not squeeze tables to 80 columns when stdout is a pipe."""
+    from rich.console import Console
+
     console = Console()
     return console if console.is_terminal else Console(width=160)
 
 
 def _show(args: argparse.Namespace) -> int:
+    from autoscaler.profiles import ProfileError, load_profile, profile_path, profile_summary
+
     try:
         path = profile_path(args.profile)
         summary = profile_summary(load_profile(args.profile))

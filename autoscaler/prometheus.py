@@ -515,27 +515,60 @@ def build_query(
         raise ValueError(
             f"build_query: values for {sorted(label_values)} but key has {list(key.label_names)}"
         )
-
-    esc = profile.accept_escaped_names
     if key.kind in FRONTEND_KINDS:
         rename = profile.frontend_label
         sel = ",".join(_matchers(label_values, rename))
-        by = ", ".join(rename(n) for n in key.label_names)
-        if key.kind == FE_TTFT_Q:
-            assert profile.frontend_ttft_histogram is not None and key.quantile is not None
-            return _quantile(key.quantile, profile.frontend_ttft_histogram, sel, by, w, esc)
-        if key.kind == FE_ITL_Q:
-            assert profile.frontend_itl_histogram is not None and key.quantile is not None
-            return _quantile(key.quantile, profile.frontend_itl_histogram, sel, by, w, esc)
-        if key.kind == FE_TTFT_MEAN:
+        names = [rename(n) for n in key.label_names]
+    else:
+        pools = label_matcher(profile.pool_label, (profile.prefill_value, profile.decode_value))
+        sel = ",".join([*_matchers(label_values), pools])
+        names = [*key.label_names, profile.pool_label]
+    return _expression(key.kind, profile, sel, names, key.window_s, key.quantile)
+
+
+def aggregate_query(
+    kind: str, profile: MetricProfile, by: Sequence[str], window_s: float, quantile: float | None = None
+) -> str:
+    """Query ``kind`` over every deployment at once, grouped by ``by`` (frontend label names are mapped as for
+    an autoscaler) plus, for worker kinds, the pool label: the expression the controller evaluates for one
+    autoscaler, without its selector and without the second answers (failed part, pods reporting). The
+    monitoring overlay's recording rules are built from it, so the dashboards show what the controller sees."""
+    for name in by:
+        validate_label_name(name, "aggregate_query: by")
+    if kind in FRONTEND_KINDS:
+        names = [profile.frontend_label(n) for n in by]
+        return _expression(kind, profile, "", names, window_s, quantile, parts=False)
+    pools = label_matcher(profile.pool_label, (profile.prefill_value, profile.decode_value))
+    return _expression(kind, profile, pools, [*by, profile.pool_label], window_s, quantile, parts=False)
+
+
+def _expression(
+    kind: str, profile: MetricProfile, sel: str, names: Sequence[str], window_s: float, quantile: float | None,
+    *, parts: bool = True,
+) -> str:
+    """The PromQL of a built-in query ``kind`` for matcher list ``sel`` grouped by the label ``names``; with
+    ``parts`` the second answers some kinds carry (see ``PART_LABEL``)."""
+    w = promql_duration(window_s)
+    esc = profile.accept_escaped_names
+    by = ", ".join(names)
+    if kind in FRONTEND_KINDS:
+        if kind == FE_TTFT_Q:
+            assert profile.frontend_ttft_histogram is not None and quantile is not None
+            return _quantile(quantile, profile.frontend_ttft_histogram, sel, by, w, esc)
+        if kind == FE_ITL_Q:
+            assert profile.frontend_itl_histogram is not None and quantile is not None
+            return _quantile(quantile, profile.frontend_itl_histogram, sel, by, w, esc)
+        if kind == FE_TTFT_MEAN:
             assert profile.frontend_ttft_histogram is not None
             return _mean(profile.frontend_ttft_histogram, sel, by, w, esc)
-        if key.kind == FE_ITL_MEAN:
+        if kind == FE_ITL_MEAN:
             assert profile.frontend_itl_histogram is not None
             return _mean(profile.frontend_itl_histogram, sel, by, w, esc)
-        if key.kind == FE_REQUESTS:
+        if kind == FE_REQUESTS:
             assert profile.frontend_requests_counter is not None
             total = _rate(profile.frontend_requests_counter, sel, by, w, esc)
+            if not parts:
+                return total
             if profile.frontend_failures_counter is not None:
                 failed = _rate(profile.frontend_failures_counter, sel, by, w, esc)
             elif profile.frontend_failure_label is not None:
@@ -544,44 +577,40 @@ def build_query(
             else:
                 return total
             return f'{total} or label_replace({failed}, "{PART_LABEL}", "{FAILED}", "", "")'
-        raise AssertionError(key.kind)
-
-    pools = label_matcher(profile.pool_label, (profile.prefill_value, profile.decode_value))
-    sel = ",".join([*_matchers(label_values), pools])
-    by = ", ".join([*key.label_names, profile.pool_label])
-    if key.kind == W_TTFT_Q:
-        assert key.quantile is not None
-        return _quantile(key.quantile, profile.ttft_histogram, sel, by, w, esc)
-    if key.kind == W_ITL_Q:
-        assert key.quantile is not None
-        return _quantile(key.quantile, profile.itl_histogram, sel, by, w, esc)
-    if key.kind == W_TTFT_MEAN:
+        raise AssertionError(kind)
+    if kind == W_TTFT_Q:
+        assert quantile is not None
+        return _quantile(quantile, profile.ttft_histogram, sel, by, w, esc)
+    if kind == W_ITL_Q:
+        assert quantile is not None
+        return _quantile(quantile, profile.itl_histogram, sel, by, w, esc)
+    if kind == W_TTFT_MEAN:
         return _mean(profile.ttft_histogram, sel, by, w, esc)
-    if key.kind == W_ITL_MEAN:
+    if kind == W_ITL_MEAN:
         return _mean(profile.itl_histogram, sel, by, w, esc)
-    if key.kind == W_REQUESTS:
+    if kind == W_REQUESTS:
         total = _rate(profile.requests_counter, sel, by, w, esc)
-        if profile.worker_failure_label is None:
+        if profile.worker_failure_label is None or not parts:
             return total
         fsel = ",".join([sel, label_matcher(profile.worker_failure_label, profile.worker_failure_values)])
         return f"{total} or {_pool_part(_rate(profile.requests_counter, fsel, by, w, esc), profile, FAILED)}"
-    if key.kind == W_PROMPT:
+    if kind == W_PROMPT:
         return _rate(profile.prompt_tokens_counter, sel, by, w, esc)
-    if key.kind == W_OUTPUT:
+    if kind == W_OUTPUT:
         return _rate(profile.output_tokens_counter, sel, by, w, esc)
-    if key.kind == W_WAITING:
-        return _gauge("sum", profile.waiting_gauge, sel, by, key.window_s, esc)
-    if key.kind == W_RUNNING:
+    if kind == W_WAITING:
+        return _gauge("sum", profile.waiting_gauge, sel, by, window_s, esc)
+    if kind == W_RUNNING:
+        running = _gauge("sum", profile.running_gauge, sel, by, window_s, esc)
+        if not parts:
+            return running
         # plus the pods reporting per pool (distinct pod label values), in the same query
-        running = _gauge("sum", profile.running_gauge, sel, by, key.window_s, esc)
-        per_pod = ", ".join(dict.fromkeys([*key.label_names, profile.pool_label, profile.pod_label]))
-        inner = _gauge("count", profile.running_gauge, sel, per_pod, key.window_s, esc)
+        per_pod = ", ".join(dict.fromkeys([*names, profile.pod_label]))
+        inner = _gauge("count", profile.running_gauge, sel, per_pod, window_s, esc)
         return f"{running} or {_pool_part(f'count by ({by}) ({inner})', profile, PODS)}"
-    if key.kind == W_KV:
-        return " or ".join(
-            _gauge("avg", name, sel, by, key.window_s, esc) for name in profile.kv_usage_gauges
-        )
-    raise ValueError(f"build_query: unknown query kind {key.kind!r}")
+    if kind == W_KV:
+        return " or ".join(_gauge("avg", name, sel, by, window_s, esc) for name in profile.kv_usage_gauges)
+    raise ValueError(f"build_query: unknown query kind {kind!r}")
 
 
 # A query may carry a second answer beside its main one: the frontend request rate its failed part (rows keyed by
@@ -1211,6 +1240,14 @@ def _connection_reason(exc: requests.exceptions.ConnectionError) -> str:
     text = str(exc)
     lowered = text.lower()
     for needle, reason in (
+        ("certificate verify failed", "TLS: server certificate not trusted (--prometheus-ca-file names the CA "
+         "that signed it)"),
+        ("certificate required", "TLS: the server requires a client certificate (--prometheus-cert-file)"),
+        ("bad certificate", "TLS: the server rejected the client certificate"),
+        ("eof occurred in violation of protocol", "TLS: the server closed the handshake (does it require a "
+         "client certificate? --prometheus-cert-file)"),
+        ("unknown ca", "TLS: the server does not trust the client certificate's CA"),
+        ("wrong version number", "TLS: the server does not speak TLS (an http:// URL?)"),
         ("connection refused", "connection refused"),
         ("name or service not known", "host not found"),
         ("nodename nor servname", "host not found"),
@@ -1241,51 +1278,3 @@ def load_metric_profiles(path: str) -> dict[str, MetricProfile]:
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: invalid YAML: {exc}") from None
     return profiles_from_mapping(data or {}, where=path)
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "promql",
-        help="print the PromQL pdscale sends for autoscaler specs; with --prometheus-url, run it",
-        description="Print every PromQL query one tick sends for the given DisaggregatedAutoscaler files "
-        "(grouped as the controller groups them). With --prometheus-url, run one refresh and print each "
-        "autoscaler's signals as JSON (missing values are null).",
-    )
-    p.add_argument(
-        "specs", nargs="+", metavar="FILE", help="DisaggregatedAutoscaler YAML (object or bare spec)"
-    )
-    p.add_argument("--prometheus-url", metavar="URL", help="run the queries against this Prometheus")
-    p.add_argument("--timeout-s", type=float, default=5.0, metavar="S", help="per query (5)")
-    p.add_argument("--metric-profiles", metavar="FILE", help="YAML of metric profile overrides")
-    p.set_defaults(func=_cmd_promql)
-
-
-def _cmd_promql(args: Any) -> int:
-    import dataclasses
-    import json
-    import sys
-
-    from autoscaler.config import load_spec_file
-
-    try:
-        profiles = dict(BUILTIN_PROFILES)
-        if args.metric_profiles:
-            profiles.update(load_metric_profiles(args.metric_profiles))
-        specs = {path: load_spec_file(path) for path in args.specs}
-    except ValueError as exc:  # ConfigError is a ValueError and names file, line and field
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    plan = plan_queries(specs, profiles)
-    for name, error in plan.spec_errors.items():
-        print(f"error: {name}: {error}", file=sys.stderr)
-    for key, values in plan.values_by_key.items():
-        note = "  # only for autoscalers without frontend series" if key.kind in WORKER_LATENCY_KINDS else ""
-        print(f"# {key.kind}{note}\n{build_query(key, profiles.get(key.profile), values)}\n")
-    if not args.prometheus_url:
-        return 1 if plan.spec_errors else 0
-    source = PrometheusMetricsSource(args.prometheus_url, timeout_s=args.timeout_s, profiles=profiles)
-    now = time.time()
-    source.refresh(specs, now)
-    report = {name: dataclasses.asdict(source.signals(name, now)) for name in specs}
-    print(json.dumps({"queries": source.queries_last_refresh, "signals": report}, indent=2))
-    return 1 if plan.spec_errors or any(r["error"] for r in report.values()) else 0

@@ -25,8 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from autoscaler.argtypes import positive_float as _positive
-from autoscaler.argtypes import positive_int as _positive_int
 from autoscaler.controller import Controller, TickResult
 from autoscaler.core.spec import AutoscalerSpec, Mode
 from autoscaler.core.types import Pool
@@ -55,10 +53,12 @@ from autoscaler.kube import (
 )
 from autoscaler.leader import LeaderElector, LeaseConfig, LeaseFence
 from autoscaler.owners import OwnerChecker
+from autoscaler.run_cli import (
+    CONSENT_ANNOTATION,  # spelled where --help can say it without importing this module
+)
 from autoscaler.telemetry import ControllerTelemetry, JsonLogFormatter
 
 log = logging.getLogger("pdscale.run")
-CONSENT_ANNOTATION = "pdscale.io/autoscaler"
 
 
 class WallClock:
@@ -502,12 +502,16 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def options_from_args(args: argparse.Namespace) -> RunOptions:
+def options_from_args(
+    args: argparse.Namespace, *, prometheus_url: str = "", default_namespace: str | None = None
+) -> RunOptions:
+    """``default_namespace``: the kubeconfig context's (or the pod's) namespace, used without ``--namespace``."""
     identity = args.identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    lease_ns = args.lease_namespace or os.environ.get("POD_NAMESPACE") or args.namespace or "default"
+    namespace = args.namespace or default_namespace or os.environ.get("POD_NAMESPACE") or "default"
+    lease_ns = args.lease_namespace or os.environ.get("POD_NAMESPACE") or namespace
     return RunOptions(
-        namespace=None if args.all_namespaces else (args.namespace or os.environ.get("POD_NAMESPACE") or "default"),
-        prometheus_url=args.prometheus_url,
+        namespace=None if args.all_namespaces else namespace,
+        prometheus_url=prometheus_url,
         tick_s=args.tick_s,
         once=args.once,
         dry_run=args.dry_run,
@@ -527,22 +531,31 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
 
 def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    options = options_from_args(args)
     _setup_logging(getattr(args, "verbose", False))
+    from autoscaler import prometheus_connection
+    from autoscaler.kube import load_kube_connection
     from autoscaler.prometheus import PrometheusMetricsSource
 
     try:
-        kube = KubeClient.from_config(args.kubeconfig, KubeSettings(timeout_s=options.kube_timeout_s))
+        connection = load_kube_connection(args.kubeconfig, args.context)
     except Exception as exc:
         print(f"pdscale run: cannot load Kubernetes config: {exc}", file=sys.stderr)
         return 2
     serve_external = getattr(args, "serve_external_metrics", False)
     try:
-        metrics = PrometheusMetricsSource(options.prometheus_url, timeout_s=options.prometheus_timeout_s,
-                                          extra_percentiles=_external_quantiles() if serve_external else ())
+        prometheus = prometheus_connection.from_args(args)
+        assert prometheus is not None  # require_url
     except ValueError as exc:
-        print(f"pdscale run: --prometheus-url: {exc}", file=sys.stderr)
+        print(f"pdscale run: {exc}", file=sys.stderr)
         return 2
+    options = options_from_args(args, prometheus_url=prometheus.url, default_namespace=connection.namespace)
+    log.info("connecting", extra={"kubernetes": connection.source, "prometheus": prometheus.url,
+                                  "prometheusAuth": prometheus.authentication})
+    kube = KubeClient.from_connection(connection, KubeSettings(timeout_s=options.kube_timeout_s))
+    metrics = PrometheusMetricsSource(
+        prometheus.url, timeout_s=options.prometheus_timeout_s, session=prometheus.session(),
+        extra_percentiles=_external_quantiles() if serve_external else (),
+    )
     elector = None
     if not options.dry_run:
         lease = LeaseConfig(
@@ -641,38 +654,3 @@ def _run(runner: Runner, options: RunOptions, elector: LeaderElector | None, out
     runner.serve()
     log.info("pdscale run stopped", extra={"identity": options.identity})
     return 0
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("run", help="run the live controller against a Kubernetes cluster",
-                              description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster service account)")
-    scope = p.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", "-n", metavar="NS", help="watch one namespace (default: the pod's own)")
-    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
-    p.add_argument("--prometheus-url", required=True, metavar="URL", help="Prometheus base URL")
-    p.add_argument("--tick-s", type=_positive, default=15.0, metavar="S", help="seconds between ticks (15)")
-    p.add_argument("--once", action="store_true", help="one tick, then exit")
-    p.add_argument("--dry-run", action="store_true", help="compute and report; write nothing")
-    p.add_argument("--json", action="store_true", help="with --once: print observations and decisions as JSON")
-    p.add_argument("--metrics-port", type=int, metavar="P", help="serve /metrics, /healthz, /readyz on this port")
-    p.add_argument("--lease-name", default="pdscale-controller", metavar="N", help="leader-election Lease name")
-    p.add_argument("--lease-namespace", metavar="NS", help="namespace of the Lease (default: the pod's own)")
-    p.add_argument("--lease-duration-s", type=_positive, default=15.0, metavar="S", help="Lease duration (15)")
-    p.add_argument("--identity", metavar="ID", help="this replica's identity (default: $POD_NAME or host-pid)")
-    p.add_argument("--kube-timeout-s", type=_positive, default=5.0, metavar="S", help="per API call (5)")
-    p.add_argument("--prometheus-timeout-s", type=_positive, default=5.0, metavar="S", help="per query (5)")
-    p.add_argument("--workers", type=_positive_int, default=8, metavar="N",
-                   help="autoscalers ticked at once; bounds concurrent API writes (8)")
-    p.add_argument("--require-target-annotation", action="store_true",
-                   help=f"scale only targets annotated {CONSENT_ANNOTATION}=<autoscaler name>, so an autoscaler "
-                   "cannot take over any Deployment of its namespace")
-    p.add_argument("--status-refresh-s", type=_positive, default=60.0, metavar="S",
-                   help="re-write observed values and policy state in status at most this often; replica, reason "
-                   "and condition changes are written at once (60)")
-    p.add_argument("--serve-external-metrics", action="store_true",
-                   help="also serve external.metrics.k8s.io from this process's ticks (one replica; see README)")
-    from metrics_adapter.command import add_serving_args
-
-    add_serving_args(p, title="external metrics API (with --serve-external-metrics)")
-    p.set_defaults(func=run_command)

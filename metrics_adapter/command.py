@@ -12,6 +12,7 @@ import sys
 import threading
 from typing import Any
 
+from autoscaler import prometheus_connection
 from autoscaler.argtypes import positive_float as _positive
 
 log = logging.getLogger("pdscale.adapter")
@@ -85,11 +86,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(written by the leading controller); requests are answered from that cache over HTTPS, with "
         "authentication and authorization delegated to the Kubernetes API server.",
     )
-    p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig file (default: in-cluster service account)")
+    p.add_argument("--kubeconfig", metavar="PATH",
+                   help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster service account)")
+    p.add_argument("--context", metavar="NAME", help="kubeconfig context (default: its current-context)")
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("--namespace", "-n", metavar="NS", help="serve one namespace's autoscalers")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="serve every namespace (default)")
-    p.add_argument("--prometheus-url", required=True, metavar="URL", help="Prometheus base URL")
+    prometheus_connection.add_arguments(p)
     p.add_argument("--refresh-s", type=_positive, default=15.0, metavar="S", help="seconds between refreshes (15)")
     p.add_argument("--controller-lease", default=DEFAULT_LEASE, metavar="NS/NAME",
                    help=f"the controller's Lease: desired replicas are served while it is held ({DEFAULT_LEASE})")
@@ -113,13 +116,16 @@ def run_adapter(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     try:
-        kube = KubeClient.from_config(args.kubeconfig, KubeSettings(timeout_s=args.kube_timeout_s))
+        kube = KubeClient.from_config(args.kubeconfig, KubeSettings(timeout_s=args.kube_timeout_s),
+                                      context=args.context)
     except Exception as exc:
         print(f"pdscale adapter: cannot load Kubernetes config: {exc}", file=sys.stderr)
         return 2
     try:
-        source = PrometheusMetricsSource(args.prometheus_url, timeout_s=args.prometheus_timeout_s,
-                                         extra_percentiles=QUANTILES)  # fmt: skip
+        prometheus = prometheus_connection.from_args(args)
+        assert prometheus is not None  # require_url
+        source = PrometheusMetricsSource(prometheus.url, timeout_s=args.prometheus_timeout_s,
+                                         extra_percentiles=QUANTILES, session=prometheus.session())
         cache = ExternalMetricsCache()
         server = build_server(args, kube, cache, timeout_s=args.kube_timeout_s)
     except ValueError as exc:

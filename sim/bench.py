@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
@@ -34,6 +33,7 @@ import numpy as np
 
 from autoscaler.core.latency import LatencyProfile
 from autoscaler.core.spec import SLO, AutoscalerSpec, PoolSpec
+from sim.bench_cli import ALL_POLICIES, DEFAULT_TRACES, default_rate_scale
 from sim.oracle import (
     DEFAULT_COMPLIANCE_TARGET,
     OracleSchedule,
@@ -46,8 +46,6 @@ from sim.oracle import (
 from sim.scenario import Scenario
 from sim.workload import REPLICATE_SPREAD_S, Workload, generate, load_trace, replicate
 
-ALL_POLICIES = ("static-best", "hpa", "keda-queue", "dynamo-sla", "pdscale", "oracle")
-DEFAULT_TRACES = ("azure_llm_2023_conv.csv", "azure_llm_2023_code.csv")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_TRACE_DIR = REPO_ROOT.parent / "shared" / "traces"
 TIMELINE_KEEP = ("time_s", "prefill_desired", "prefill_ready", "decode_desired", "decode_ready")
@@ -610,64 +608,10 @@ def write_plots(result: BenchResult, out_dir: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated seconds, got {text!r}") from None
-    if not values or any(not (math.isfinite(v) and v >= 0) for v in values):
-        raise argparse.ArgumentTypeError(f"expected non-negative seconds, got {text!r}")
-    return values
-
-
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(x.strip() for x in text.split(",") if x.strip())
-    if not names:
-        raise argparse.ArgumentTypeError("expected at least one policy")
-    return names
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "bench",
-        help="compare every policy (static-best, hpa, keda-queue, dynamo-sla, pdscale, oracle) on traces",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    p.add_argument("--traces", nargs="+", default=(), metavar="FILE",
-                   help=f"trace files (default: {', '.join(DEFAULT_TRACES)} in ../shared/traces)")  # fmt: skip
-    p.add_argument(
-        "--generator", action="append", default=[], metavar="SPEC", help="generated workload (repeatable)"
-    )
-    p.add_argument(
-        "--rate-scale", type=float, default=50.0, metavar="K", help="K × the request rate (default 50)"
-    )
-    p.add_argument("--scale-mode", choices=("replicate", "compress"), default="replicate",
-                   help="replicate: K shifted copies, same length (default); compress: time / K")  # fmt: skip
-    p.add_argument("--replicate-spread-s", type=float, default=REPLICATE_SPREAD_S, metavar="S",
-                   help=f"replicate: each copy shifted within ±S/2 seconds (default {REPLICATE_SPREAD_S:g})")  # fmt: skip
-    p.add_argument(
-        "--duration-s", type=float, metavar="S", help="keep only the first S seconds (after scaling)"
-    )
-    p.add_argument("--profile", default="llama-3.1-8b-h100-tp1", metavar="NAME|PATH", help="latency profile")
-    p.add_argument("--ttft-p99", type=float, default=1.0, metavar="S", help="TTFT p99 target (default 1.0 s)")
-    p.add_argument("--itl-p99", type=float, default=0.05, metavar="S", help="ITL p99 target (default 0.05 s)")
-    p.add_argument("--startup-s", type=_floats, default=(120.0,), metavar="S[,S...]",
-                   help="pod startup time(s); several give a sweep (default 120)")  # fmt: skip
-    p.add_argument("--policies", type=_names, default=ALL_POLICIES, metavar="P[,P...]",
-                   help=f"subset of {', '.join(ALL_POLICIES)}")  # fmt: skip
-    p.add_argument("--max-replicas", type=int, default=64, metavar="N", help="per-pool maximum (default 64)")
-    p.add_argument(
-        "--seed", type=int, default=0, metavar="N", help="seed for scaling, generators and the engine"
-    )
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N", help="worker processes")
-    p.add_argument("--json", action="store_true", help='print {"runs": [...]} instead of tables')
-    p.add_argument("--out", metavar="DIR", help="write bench.json and one PNG per trace here")
-    p.set_defaults(func=bench_command)
-
-
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    rate_scale = default_rate_scale(args.rate_scale, args.traces, args.generator)
     for name in ("rate_scale", "ttft_p99", "itl_p99"):
-        value = getattr(args, name)
+        value = rate_scale if name == "rate_scale" else getattr(args, name)
         if not (math.isfinite(value) and value > 0):
             raise BenchError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
     if args.duration_s is not None and not args.duration_s > 0:
@@ -679,7 +623,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     return BenchConfig(
         traces=tuple(args.traces),
         generators=tuple(args.generator),
-        rate_scale=args.rate_scale,
+        rate_scale=rate_scale,
         scale_mode=args.scale_mode,
         replicate_spread_s=args.replicate_spread_s,
         duration_s=args.duration_s,

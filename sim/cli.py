@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
+
+from sim import validate_cli
 
 PROG = "pdscale sim run"
 
@@ -61,10 +61,10 @@ def register(subparsers: Any) -> None:
         "--out", metavar="DIR", help="write requests.csv, windows.csv, summary.json and plots here"
     )
     run.set_defaults(func=run_command)
-    if importlib.util.find_spec("sim.validate") is not None:
-        validate = importlib.import_module("sim.validate")
-        if hasattr(validate, "register_validate"):
-            validate.register_validate(sim_sub)
+    validate_cli.register_validate(sim_sub)
+    from sim.fidelity import register_fidelity  # light: its work is imported by its handler
+
+    register_fidelity(sim_sub)
 
 
 def _help(parser: argparse.ArgumentParser) -> int:

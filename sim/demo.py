@@ -304,21 +304,3 @@ def demo_command(args: argparse.Namespace) -> int:
     for path in write_plots(result, out):
         console.print(f"plot: {path}")
     return 0
-
-
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "demo",
-        help="watch pdscale scale a simulated P/D deployment through two surges (no cluster, no files)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second (default 60)")
-    p.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
-    p.add_argument("--no-live", action="store_true", help="print decision lines instead of the live view")
-    p.add_argument("--out", metavar="DIR", help="folder for the PNG plots (default: a new temporary folder)")
-    p.add_argument("--live", action="store_true",
-                   help="run a 6-minute surge scenario live on this machine (pdscale up's cluster: Kubernetes "
-                        "emulator, pods, Prometheus, proxy, controller) instead of simulating; about 8 minutes")
-    p.add_argument("--workdir", metavar="DIR", help="--live: logs and data (default: a new temporary folder)")
-    p.set_defaults(func=demo_command)

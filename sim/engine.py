@@ -29,7 +29,8 @@ yet wait at the proxy (``central-fcfs``: that queue is the router).
 Counters (``SimPod.counters``, ``Engine.proxy``; exact whenever ``run_until``/``finish`` return): TTFT as each role's
 vLLM defines it (prefill pod: arrival at the pod -> prefill end; decode pod: arrival at the pod, i.e. prefill end ->
 first token, so it includes the KV transfer and admission wait; agg pod: arrival -> first token; proxy: user
-arrival -> first token), ITL per output token after the first (decode/agg pods and proxy), prompt tokens (prefill
+arrival -> first token, with the profile's host overheads: a request reaches the pods α0 + α1·prompt after it
+arrives, and the proxy's TTFT adds α2), ITL per output token after the first (decode/agg pods and proxy), prompt tokens (prefill
 pod at prefill end, decode/agg pod and proxy at the first token), generation tokens (the prefill pod's one discarded
 token included), request_success, preemptions, gauges running / waiting (decode: + inbound KV transfers) / KV usage;
 the proxy's gauges are requests in flight and requests no pod has taken yet.
@@ -103,12 +104,13 @@ class EngineConfig:
 class _Milestones(SchedulerEvents):
     """The engine's side of its schedulers' milestones: request records, proxy counters, routing load, hand-off."""
 
-    __slots__ = ("_engine", "inflight_requests", "log", "proxy", "proxy_ttft_pending")
+    __slots__ = ("_engine", "client_token_delay_s", "inflight_requests", "log", "proxy", "proxy_ttft_pending")
 
-    def __init__(self, engine: Engine, log: RequestLog, proxy: PodCounters) -> None:
+    def __init__(self, engine: Engine, log: RequestLog, proxy: PodCounters, client_token_delay_s: float) -> None:
         self._engine = engine
         self.log = log
         self.proxy = proxy
+        self.client_token_delay_s = client_token_delay_s  # α2: the client sees the first token this much later
         self.proxy_ttft_pending = [0] * (len(proxy.ttft.edges_s) + 1)
         self.inflight_requests = 0  # arrived at the proxy, not yet finished
 
@@ -128,7 +130,7 @@ class _Milestones(SchedulerEvents):
         self.log.first_token_s[rid] = t_s
         px = self.proxy
         h = px.ttft  # observe_pending, inlined on the hot path
-        ttft = t_s - self.log.arrival_s[rid]
+        ttft = t_s - self.log.arrival_s[rid] + self.client_token_delay_s
         self.proxy_ttft_pending[bisect_left(h.edges_s, ttft)] += 1
         h.sum += ttft
         h.count += 1
@@ -188,9 +190,20 @@ class Engine:
             )
         self._log = RequestLog(arr.tolist(), pr.tolist(), out.tolist())
         self._arrival_s = self._log.arrival_s
+        # Host overheads (BLIS α0 + α1·prompt, ``HostOverheads``): a request reaches the pods that much after the
+        # client sent it. The delay depends on the prompt, so requests are dispatched in the order they get through
+        # (``_dispatch_id``; None when there is no delay and the order is the workload's).
+        host = prof.host
+        self._dispatch_s: list[float] = self._arrival_s
+        self._dispatch_id: list[int] | None = None
+        if host.request_s > 0 or host.request_per_prompt_token_s > 0:
+            at_pods = arr + host.request_s + host.request_per_prompt_token_s * pr.astype(np.float64)  # α0 + α1·L
+            order = np.argsort(at_pods, kind="stable")
+            self._dispatch_s = at_pods[order].tolist()
+            self._dispatch_id = order.tolist()
         self._n = n
-        self._next = 0  # next arrival index
-        self._milestones = _Milestones(self, self._log, self.proxy)
+        self._next = 0  # next dispatch index
+        self._milestones = _Milestones(self, self._log, self.proxy, host.output_token_s)
         self._events = EventQueue()
         self._pending_front: deque[Request] = deque()  # arrived, no pod to take them (or the central queue)
         self._pending_decode: deque[Request] = deque()  # prefilled, no decode pod ready
@@ -322,7 +335,8 @@ class Engine:
     # ------------------------------------------------------------------ event loop
     def _run(self, t_end: float) -> None:
         heap = self._events.heap
-        arr = self._arrival_s
+        arr = self._dispatch_s
+        ids = self._dispatch_id
         n = self._n
         nxt = self._next
         ta = arr[nxt] if nxt < n else _INF
@@ -335,7 +349,7 @@ class Engine:
                     return
                 self._next = nxt + 1
                 self.now_s = ta
-                self._arrive(nxt, ta)
+                self._arrive(nxt if ids is None else ids[nxt], ta)
                 nxt += 1
                 ta = arr[nxt] if nxt < n else _INF
             else:

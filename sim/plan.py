@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -40,7 +39,9 @@ from sim.bench import (
     finite_json,
     load_workloads,
 )
+from sim.bench_cli import default_rate_scale
 from sim.oracle import OracleSchedule, SimSettings, StaticSearch, judge, lowest_passing
+from sim.plan_cli import DEFAULT_PROFILE
 from sim.workload import Workload
 
 HEADROOM_STEP = 0.05
@@ -281,44 +282,14 @@ def write_plot(result: dict[str, Any], out_dir: Path) -> Path:
     return path
 
 
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "plan",
-        help="cheapest static P/D, aggregated size and autoscaled GPU-hours for a workload and SLO",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-    )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--trace", metavar="FILE", help="trace file (Azure CSV, Mooncake JSONL, plain CSV)")
-    src.add_argument(
-        "--generator", metavar="SPEC", help='workload generator, e.g. "poisson:rate=20,duration=600"'
-    )
-    p.add_argument(
-        "--rate-scale", type=float, default=1.0, metavar="K", help="K × the request rate (default 1)"
-    )
-    p.add_argument("--scale-mode", choices=("replicate", "compress"), default="replicate")
-    p.add_argument("--duration-s", type=float, metavar="S", help="keep only the first S seconds")
-    p.add_argument("--profile", action="append", metavar="NAME|PATH",
-                   help="latency profile; repeat to compare (default llama-3.1-8b-h100-tp1)")  # fmt: skip
-    p.add_argument("--ttft-p99", type=float, default=1.0, metavar="S")
-    p.add_argument("--itl-p99", type=float, default=0.05, metavar="S")
-    p.add_argument(
-        "--startup-s", type=float, default=120.0, metavar="S", help="pod startup for the autoscaled run"
-    )
-    p.add_argument("--gpu-price-per-hour", type=float, metavar="USD", help="adds a cost column")
-    p.add_argument("--max-replicas", type=int, default=64, metavar="N")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--out", metavar="DIR", help="write plan.json and plan.png here")
-    p.set_defaults(func=plan_command)
-
-
 def plan_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     try:
+        rate_scale = default_rate_scale(args.rate_scale, [args.trace] if args.trace else [],
+                                        [args.generator] if args.generator else [])
         for name in ("rate_scale", "ttft_p99", "itl_p99"):
-            v = getattr(args, name)
+            v = rate_scale if name == "rate_scale" else getattr(args, name)
             if not (math.isfinite(v) and v > 0):
                 raise BenchError(f"--{name.replace('_', '-')} must be a positive number, got {v}")
         if args.gpu_price_per_hour is not None and not args.gpu_price_per_hour >= 0:
@@ -328,7 +299,7 @@ def plan_command(args: argparse.Namespace) -> int:
         wcfg = BenchConfig(
             traces=(args.trace,) if args.trace else (),
             generators=(args.generator,) if args.generator else (),
-            rate_scale=args.rate_scale,
+            rate_scale=rate_scale,
             scale_mode=args.scale_mode,
             duration_s=args.duration_s,
             ttft_p99_s=args.ttft_p99,
@@ -337,7 +308,7 @@ def plan_command(args: argparse.Namespace) -> int:
             max_replicas=args.max_replicas,
             jobs=args.jobs,
         )
-        cfg = PlanConfig(wcfg, tuple(args.profile or ("llama-3.1-8b-h100-tp1",)), args.gpu_price_per_hour,
+        cfg = PlanConfig(wcfg, tuple(args.profile or (DEFAULT_PROFILE,)), args.gpu_price_per_hour,
                          args.startup_s, args.jobs)  # fmt: skip
         result = run_plan(cfg)
     except BenchError as exc:

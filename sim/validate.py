@@ -36,10 +36,9 @@ from autoscaler.core.latency import LatencyProfile, PolyModel
 from autoscaler.core.types import Pool
 from sim import analytic
 from sim.engine import Engine, EngineConfig
+from sim.validate_cli import CASES, DEFAULT_REQUESTS
 from sim.workload import Workload
 
-CASES: tuple[str, ...] = ("md1", "mm4", "mg1-lognormal", "decode-fixed-point")
-DEFAULT_REQUESTS = 1_000_000
 TOKENS_PER_S = float(2**20)  # K: prompt tokens per second of service
 TOL_MEAN, TOL_P99, TOL_FIXED_POINT = 0.03, 0.05, 0.02
 N_BATCHES = 20
@@ -194,30 +193,7 @@ def run_validation(
     return rows
 
 
-# ------------------------------------------------------------------ CLI
-def register_validate(sim_subparsers: Any) -> None:
-    """Add ``validate`` under ``pdscale sim`` (called by sim/cli.py)."""
-    p = sim_subparsers.add_parser(
-        "validate",
-        help="check the simulator engine against exact queueing theory",
-        description="Configure the engine as M/D/1, M/M/4, M/G/1 (lognormal) queues and a continuously batched "
-        "decode instance and compare with closed forms (queueing.md). Exit status 1 when a result is outside "
-        "its tolerance.",
-    )
-    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p.add_argument(
-        "--requests",
-        type=int,
-        default=DEFAULT_REQUESTS,
-        metavar="N",
-        help=f"arrivals per case (default {DEFAULT_REQUESTS})",
-    )
-    p.add_argument("--seeds", type=int, default=1, metavar="N", help="independent runs per case (default 1)")
-    p.add_argument("--case", action="append", choices=CASES, help="run only this case (repeatable)")
-    p.set_defaults(func=validate_command)
-
-
-register = register_validate
+# ------------------------------------------------------------------ CLI (arguments: sim/validate_cli.py)
 
 
 def validate_command(args: argparse.Namespace) -> int:

@@ -37,6 +37,10 @@ default 1 = Poisson; other values give a Gamma renewal process with that CV)):
     piecewise: rates (slash-separated, e.g. 2/5/3), every (seconds per segment)
     trace:     path, plus optional rate_scale, window_start, window_end, max_prompt, max_output
 
+Closed-loop kind (``parse_closed_loop``; no arrival times of its own, see :class:`ClosedLoopSpec`)::
+
+    closed:    users, requests, think_s (default 0), plus the length keys below
+
 Time-varying rates are realised exactly by time rescaling: a unit-rate renewal process in operational time is
 mapped through the inverse of the cumulative rate Λ(t) (for cv=1 this is the non-homogeneous Poisson process,
 equivalent to thinning).
@@ -745,28 +749,15 @@ def _generate_stream(text: str, rng: np.random.Generator, index: int) -> Workloa
         raise SpecError(f"{where}: expected KIND:key=value,...; kinds: {', '.join(_KINDS)}")
     kind, _, rest = text.partition(":")
     kind = kind.strip().lower()
+    if kind == CLOSED_KIND:
+        raise SpecError(
+            f"{where}: a closed-loop stream ({CLOSED_KIND}:users=N,...) has no arrival times of its own: each "
+            "request leaves when an earlier one finishes, so it runs through sim.closed_loop.run_closed_loop "
+            "(pdscale sim fidelity), not as an open-loop workload"
+        )
     if kind not in _KINDS:
-        raise SpecError(f"{where}: unknown arrival kind {kind!r}; kinds: {', '.join(_KINDS)}")
-    nums: dict[str, float] = {}
-    texts: dict[str, str] = {}
-    for item in _split_top(rest, ","):
-        if not item.strip():
-            raise SpecError(f"{where}: empty parameter")
-        key, eq, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not eq or not value:
-            raise SpecError(f"{where}: parameter {item.strip()!r} is not key=value")
-        if key in nums or key in texts:
-            raise SpecError(f"{where}: parameter {key!r} given twice")
-        if key in _NUMERIC_KEYS:
-            try:
-                nums[key] = float(value)
-            except ValueError:
-                raise SpecError(f"{where}: {key}={value!r} is not a number") from None
-        elif key in _TEXT_KEYS:
-            texts[key] = value
-        else:
-            raise SpecError(f"{where}: unknown parameter {key!r}")
+        raise SpecError(f"{where}: unknown arrival kind {kind!r}; kinds: {', '.join((*_KINDS, CLOSED_KIND))}")
+    nums, texts = _parse_params(rest, where, _NUMERIC_KEYS, _TEXT_KEYS)
     if kind == "trace":
         if "path" not in texts:
             raise SpecError(f"{where}: trace needs path=FILE")
@@ -819,20 +810,7 @@ def _generate_stream(text: str, rng: np.random.Generator, index: int) -> Workloa
             rate_fn = _rate_fn(kind, nums, where)
         arrival = renewal_arrivals(rng, rate_fn, duration, cv)
         horizon = duration
-        if "lengths" in texts:
-            if "prompt" in texts or "output" in texts:
-                raise SpecError(f"{where}: give either lengths= or prompt=/output=, not both")
-            m = _DIST_RE.match(texts["lengths"])
-            if not m or m.group(1) != "empirical":
-                raise SpecError(f"{where}: lengths= takes empirical(PATH)")
-            src = _load_for_spec(m.group(2).strip(), where)
-            idx = rng.integers(0, len(src), arrival.size)
-            prompt, output = src.prompt_tokens[idx], src.output_tokens[idx]
-        else:
-            prompt_s = _parse_dist(texts.get("prompt", "azure_conv()"), "prompt", f"{where} prompt")
-            output_s = _parse_dist(texts.get("output", "azure_conv()"), "output", f"{where} output")
-            prompt = _token_counts(prompt_s(rng, arrival.size), f"{where} prompt")
-            output = _token_counts(output_s(rng, arrival.size), f"{where} output")
+        prompt, output = _sample_lengths(texts, rng, arrival.size, where)
     start = nums.get("start", 0.0)
     w = Workload(texts.get("name", kind), arrival + start, prompt, output, horizon + start)
     if "max_prompt" in nums or "max_output" in nums:
@@ -841,6 +819,138 @@ def _generate_stream(text: str, rng: np.random.Generator, index: int) -> Workloa
     return w
 
 
+def _sample_lengths(
+    texts: dict[str, str], rng: np.random.Generator, n: int, where: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` (prompt, output) pairs from ``lengths=empirical(PATH)`` (joint) or ``prompt=``/``output=`` DISTs."""
+    if "lengths" in texts:
+        if "prompt" in texts or "output" in texts:
+            raise SpecError(f"{where}: give either lengths= or prompt=/output=, not both")
+        m = _DIST_RE.match(texts["lengths"])
+        if not m or m.group(1) != "empirical":
+            raise SpecError(f"{where}: lengths= takes empirical(PATH)")
+        src = _load_for_spec(m.group(2).strip(), where)
+        idx = rng.integers(0, len(src), n)
+        return src.prompt_tokens[idx], src.output_tokens[idx]
+    prompt_s = _parse_dist(texts.get("prompt", "azure_conv()"), "prompt", f"{where} prompt")
+    output_s = _parse_dist(texts.get("output", "azure_conv()"), "output", f"{where} output")
+    return _token_counts(prompt_s(rng, n), f"{where} prompt"), _token_counts(output_s(rng, n), f"{where} output")
+
+
+def _parse_params(
+    rest: str, where: str, numeric_keys: set[str], text_keys: set[str]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """``key=value,...`` -> (numbers, texts); unknown or repeated keys and non-numbers are errors."""
+    nums: dict[str, float] = {}
+    texts: dict[str, str] = {}
+    for item in _split_top(rest, ","):
+        if not item.strip():
+            raise SpecError(f"{where}: empty parameter")
+        key, eq, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not value:
+            raise SpecError(f"{where}: parameter {item.strip()!r} is not key=value")
+        if key in nums or key in texts:
+            raise SpecError(f"{where}: parameter {key!r} given twice")
+        if key in numeric_keys:
+            try:
+                nums[key] = float(value)
+            except ValueError:
+                raise SpecError(f"{where}: {key}={value!r} is not a number") from None
+        elif key in text_keys:
+            texts[key] = value
+        else:
+            raise SpecError(f"{where}: unknown parameter {key!r}")
+    return nums, texts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Closed-loop workloads
+# ---------------------------------------------------------------------------------------------------------------
+
+CLOSED_KIND = "closed"
+_CLOSED_NUMERIC_KEYS = {"users", "requests", "think_s", "max_prompt", "max_output"}
+_CLOSED_TEXT_KEYS = {"prompt", "output", "lengths", "name"}
+
+
+@dataclass(frozen=True)
+class ClosedLoopSpec:
+    """N users, each sending its next request when its previous one has finished (plus ``think_s``).
+
+    Semantics of ``vllm bench serve --max-concurrency N --num-prompts M`` (a semaphore of N over one list of
+    prompts): the first ``users`` requests leave at t = 0; every client-side completion frees a slot, and the next
+    request of the list leaves ``think_s`` later. Request j (0-based, in list order) has ``prompt_tokens[j]`` and
+    ``output_tokens[j]``; the lengths are drawn once, from the seed, so they do not depend on the timing.
+
+    Grammar: ``closed:users=N,requests=M[,think_s=S][,prompt=DIST,output=DIST | lengths=empirical(PATH)]
+    [,max_prompt=K,max_output=K][,name=NAME]`` (DIST as for the open-loop kinds; default azure_conv()).
+    """
+
+    name: str
+    users: int
+    think_s: float
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.users < 1:
+            raise SpecError(f"closed-loop workload {self.name!r}: users must be >= 1, got {self.users}")
+        if not (math.isfinite(self.think_s) and self.think_s >= 0):
+            raise SpecError(f"closed-loop workload {self.name!r}: think_s must be >= 0, got {self.think_s}")
+        n = np.asarray(self.prompt_tokens).size
+        if n < 1 or np.asarray(self.output_tokens).size != n:
+            raise SpecError(f"closed-loop workload {self.name!r}: needs >= 1 request and one output per prompt")
+
+    @property
+    def requests(self) -> int:
+        return int(np.asarray(self.prompt_tokens).size)
+
+    def arrivals_from_completions(self, completion_s: np.ndarray) -> np.ndarray:
+        """Send times given every request's client-side completion time (request order): the first ``users``
+        leave at 0, request j >= users leaves at the (j − users)-th earliest completion + ``think_s``."""
+        n = self.requests
+        out = np.zeros(n, dtype=np.float64)
+        if n > self.users:
+            done = np.sort(np.asarray(completion_s, dtype=np.float64))
+            out[self.users :] = done[: n - self.users] + self.think_s
+        return out
+
+
+def is_closed_loop(spec: str) -> bool:
+    """True when ``spec`` is a (single-stream) closed-loop generator spec."""
+    return spec.strip().lower().startswith(CLOSED_KIND + ":")
+
+
+def parse_closed_loop(spec: str, *, seed: int) -> ClosedLoopSpec:
+    """Parse ``closed:users=N,requests=M,...`` (see :class:`ClosedLoopSpec`); same seed, same lengths."""
+    text = spec.strip()
+    where = f"closed-loop spec ({text!r})"
+    if len(_split_top(text, "+")) != 1:
+        raise SpecError(f"{where}: a closed-loop spec is one stream; superpose open-loop streams instead")
+    kind, _, rest = text.partition(":")
+    if kind.strip().lower() != CLOSED_KIND:
+        raise SpecError(f"{where}: expected {CLOSED_KIND}:users=N,requests=M,...")
+    nums, texts = _parse_params(rest, where, _CLOSED_NUMERIC_KEYS, _CLOSED_TEXT_KEYS)
+    for key in ("users", "requests"):
+        if key not in nums:
+            raise SpecError(f"{where}: {key}= is required")
+        if nums[key] != int(nums[key]) or nums[key] < 1:
+            raise SpecError(f"{where}: {key} must be an integer >= 1, got {nums[key]:g}")
+    users, n = int(nums["users"]), int(nums["requests"])
+    think = nums.get("think_s", 0.0)
+    if not think >= 0:
+        raise SpecError(f"{where}: think_s must be >= 0")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC105ED]))
+    prompt, output = _sample_lengths(texts, rng, n, where)
+    for key, arr in (("max_prompt", "prompt"), ("max_output", "output")):
+        if key in nums:
+            if nums[key] < 1:
+                raise SpecError(f"{where}: {key} must be >= 1")
+            if arr == "prompt":
+                prompt = np.minimum(prompt, int(nums[key]))
+            else:
+                output = np.minimum(output, int(nums[key]))
+    return ClosedLoopSpec(texts.get("name", CLOSED_KIND), users, think, prompt, output)
 def _token_counts(samples: np.ndarray, where: str) -> np.ndarray:
     """Sampled lengths as whole tokens >= 1; a sample beyond ``MAX_TOKENS_PER_REQUEST`` (or not finite) is refused
     before the integer cast could wrap it around."""
@@ -906,16 +1016,17 @@ DEMO_DECODE_SURGE_S = (900.0, 1260.0)
 
 
 def demo_workload(seed: int = 0) -> Workload:
-    """A 25-minute demo sized for Llama-3.1-8B on H100 (TP1; ~55k prefill tok/s per replica).
+    """A 25-minute demo sized for Llama-3.1-8B on H100 (TP1; ~42k prefill tok/s per replica).
 
     * baseline 25 req/s, prompts lognormal(mean 3000, σ 0.8), outputs exponential(mean 300):
       ≈ 75k prompt tok/s and 7.5k output tok/s, about 2–3 replicas in each pool;
     * prompt-heavy surge (300–660 s): +25 req/s with prompts lognormal(8000, 0.5) and outputs exp(30):
       ≈ +200k prompt tok/s, needing ~6–8 prefill replicas in total;
-    * generation-heavy surge (900–1260 s): +36 req/s with prompts lognormal(300, 0.5) and outputs
-      lognormal(1600, 0.4): ≈ +58k output tok/s, needing ~6–8 decode replicas in total.
+    * generation-heavy surge (900–1260 s): +30 req/s with prompts lognormal(300, 0.5) and outputs
+      lognormal(1600, 0.4): ≈ +48k output tok/s, needing ~6–8 decode replicas in total (36 req/s before the
+      profile's decode step was calibrated on vLLM's measured step times, which made decode ~30 % slower).
     Sizing by sim.analytic (M/M/c on prefill times for TTFT p99 <= 1 s; decode Little's-law fixed point with
-    mean ITL <= 30 ms and KV <= 90%): prefill 2 / 7 / 3 and decode 2 / 2 / 6 replicas for baseline / prompt
+    mean ITL <= 30 ms and KV <= 90%): prefill 3 / 8 / 3 and decode 3 / 3 / 8 replicas for baseline / prompt
     surge / generation surge (tests/unit/test_workload.py checks these bands).
     Prompts are capped at 16k tokens and outputs at 4k.
     """
@@ -926,7 +1037,7 @@ def demo_workload(seed: int = 0) -> Workload:
     surges = []
     for (start, end), peak, lengths in (
         (DEMO_PROMPT_SURGE_S, 25.0, "prompt=lognormal(8000,0.5),output=exp(30)"),
-        (DEMO_DECODE_SURGE_S, 36.0, "prompt=lognormal(300,0.5),output=lognormal(1600,0.4)"),
+        (DEMO_DECODE_SURGE_S, 30.0, "prompt=lognormal(300,0.5),output=lognormal(1600,0.4)"),
     ):
         span = end - start
         surges.append(

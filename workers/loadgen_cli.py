@@ -42,13 +42,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--percentiles", default="50,90,99", metavar="LIST", help="reported percentiles (50,90,99)"
     )
     p.add_argument("--timeout-s", type=float, default=600.0, metavar="S", help="per-request client timeout")
-    p.add_argument("--api-key", default="EMPTY")
+    p.add_argument("--api-key", default="EMPTY", help="API key the client sends (EMPTY)")
     p.add_argument("--no-ignore-eos", action="store_true", help="do not send ignore_eos")
     p.add_argument("--records", metavar="FILE", help="write one JSON line per request here")
     p.add_argument(
         "--json", action="store_true", help="print the summary as JSON (no table, no progress bar)"
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
 def register(subparsers: Any) -> None:

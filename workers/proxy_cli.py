@@ -35,8 +35,9 @@ def register(subparsers: Any) -> None:
     k.add_argument(
         "--k8s-decode-selector", metavar="SELECTOR", help="label selector of the decode pods/slices"
     )
-    k.add_argument("--k8s-namespace", default="default", metavar="NS")
-    k.add_argument("--k8s-kind", choices=("pods", "endpointslices"), default="pods")
+    k.add_argument("--k8s-namespace", default="default", metavar="NS", help="namespace of the pods/slices (default)")
+    k.add_argument("--k8s-kind", choices=("pods", "endpointslices"), default="pods",
+                   help="discover Pods or EndpointSlices (pods)")
     k.add_argument("--k8s-port", type=int, metavar="PORT", help="target port (default: the named port)")
     k.add_argument("--k8s-port-name", default="http", metavar="NAME", help="container/slice port name (http)")
     k.add_argument(
@@ -55,7 +56,8 @@ def register(subparsers: Any) -> None:
         "--health-timeout-s", type=float, default=1.0, metavar="S",
         help="a /health probe slower than this counts as failed (1)",
     )
-    p.add_argument("--connect-timeout-s", type=float, default=5.0, metavar="S")
+    p.add_argument("--connect-timeout-s", type=float, default=5.0, metavar="S",
+                   help="TCP connect timeout to a worker, seconds (5)")
     p.add_argument("--upstream-timeout-s", type=float, default=600.0, metavar="S",
                    help="longest silence of an upstream before it counts as failed (600)")  # fmt: skip
     p.add_argument("--drain-timeout-s", type=float, default=60.0, metavar="S",

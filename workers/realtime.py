@@ -34,6 +34,11 @@ model timeline never drifts, whatever the event loop's lateness: it is exactly t
 times. A step's tokens are released when its end (``deadline_s``) has passed; ``time_s`` is when that happened.
 ``RequestTimes`` hold model times (what vLLM's engine-side timestamps would say).
 
+Host overheads (the profile's ``HostOverheads``, BLIS's α terms): a request that computes its own prompt joins the
+waiting queue α0 + α1·prompt after it was submitted, as in the simulator (whose front pod applies the same delay).
+The per-token α2 is not added to the stream (every shipped profile has α2 = 0; the simulator's client views and the
+capacity model apply it).
+
 Time compression: run a profile scaled by ``autoscaler.core.latency.scale_profile(profile, k)`` (and the KV link by
 ``KvLink.scaled(k)``); the simulator given the same scaled profile is the run's twin.
 """
@@ -273,7 +278,10 @@ class RealtimeEngine:
         rid = next(self._ids)
         req = _LiveRequest(rid, prompt_tokens, output_tokens, remote_kv)
         req.pod_arrival_s = now
-        ready_s = self._sched.start_kv_transfer(req, now) if remote_kv else now
+        if remote_kv:
+            ready_s = self._sched.start_kv_transfer(req, now)
+        else:  # host overheads (α0 + α1·prompt): tokenization and input processing before the waiting queue
+            ready_s = now + self.profile.host.admission_delay_s(prompt_tokens)
         stream = RequestStream(self, req, RequestTimes(arrival_s=now))
         req.stream = stream
         self._streams[rid] = stream

@@ -136,7 +136,9 @@ def predict_ttft_s(
     percentile: float,
     model: PrefillModel = PrefillModel(),
 ) -> float:
-    """TTFT at ``percentile``: the queue's wait quantile plus the service time of a tail-length prompt.
+    """TTFT at ``percentile``: the queue's wait quantile plus the service time of a tail-length prompt, plus the
+    host overheads the client sees on top of the engine (α0 + α1·prompt + α2, ``HostOverheads``), as the
+    simulator and the workers charge them.
 
     Summing the two over-estimates the true convolution slightly; the online correction absorbs the rest.
     """
@@ -145,7 +147,8 @@ def predict_ttft_s(
         model.arrival_scv + prefill_service_scv(profile, load.mean_prompt_tokens, model.prompt_scv)
     ) / 2
     wait = wait_quantile_s(percentile, replicas, load.request_rate_per_s, mean_service, variability)
-    return wait + prefill_service_s(profile, load.mean_prompt_tokens * model.prompt_tail_factor)
+    tail_prompt = load.mean_prompt_tokens * model.prompt_tail_factor
+    return wait + prefill_service_s(profile, tail_prompt) + profile.host.first_token_delay_s(tail_prompt)
 
 
 def decode_batch(
@@ -208,7 +211,7 @@ def predict_decode(profile: LatencyProfile, load: Load, replicas: int, percentil
     if mean_batch is None:
         return DecodePrediction(None, math.inf, math.inf, math.inf)
     tail = batch_quantile(mean_batch, percentile)
-    itl = _step_s(profile, max(tail, 1.0), ctx)
+    itl = profile.host.client_gap_s(_step_s(profile, max(tail, 1.0), ctx))  # + α2: what the client sees
     return DecodePrediction(mean_batch, tail, itl, tail * ctx / profile.kv_capacity_tokens)
 
 

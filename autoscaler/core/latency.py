@@ -11,6 +11,10 @@ Implementations: ``PolyModel`` (DistServe-style polynomials), ``TableModel`` (in
 points), ``RooflineModel`` (from model and GPU datasheet numbers). Profiles (files citing their sources) are
 loaded by ``autoscaler.profiles``; this module is pure.
 
+Host work outside the engine's steps is ``HostOverheads`` (BLIS's α terms, same semantics): a per-request delay
+before the request reaches the engine queue, and a per-output-token delay added to what the client sees of every
+token, neither of which occupies the engine.
+
 ``PolyModel`` and ``RooflineModel`` use only arithmetic, ``max`` aside, so ``PolyModel`` methods also accept numpy
 arrays elementwise (vectorised use in the simulator); ``RooflineModel`` and ``TableModel`` are scalar.
 """
@@ -67,6 +71,54 @@ class PolyModel:
 
 
 @dataclass(frozen=True)
+class HostOverheads:
+    """Host (CPU) work around the engine's steps, as BLIS models it (its α coefficients), in seconds.
+
+    * ``request_s`` + ``request_per_prompt_token_s`` × prompt (BLIS α0 + α1·L_in, ``QueueingTime``): HTTP parsing,
+      tokenization and input processing between the request's arrival and its entry into the engine's waiting
+      queue. It delays admission (so it is part of TTFT and can change the batch a request lands in) but holds no
+      engine resource: requests overlap in it.
+    * ``output_token_s`` (BLIS α2, ``OutputTokenProcessingTime``): detokenization and streaming of one output
+      token. BLIS adds it to the first token's time and to every inter-token gap the client sees, and never to the
+      engine clock (the next step starts when the previous one ends). A request's client-visible end is therefore
+      its engine end + α0 + α1·L_in + output_tokens × α2.
+    Sources: inference-sim/inference-sim ``sim/latency`` (BlackboxLatencyModel.QueueingTime,
+    OutputTokenProcessingTime), ``sim/event.go`` (ArrivalEvent.Execute schedules QueuedEvent after QueueingTime),
+    ``sim/simulator.go`` (executeBatchStep: ITL entry = step + α2, FirstTokenTime = now + step + α2 − arrival;
+    recordRequestCompletion: E2E = TTFT + Σ ITL).
+    """
+
+    request_s: float = 0.0
+    request_per_prompt_token_s: float = 0.0
+    output_token_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("request_s", "request_per_prompt_token_s", "output_token_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"HostOverheads.{name} must be a finite number >= 0, got {value!r}")
+
+    @property
+    def is_zero(self) -> bool:
+        return self.request_s == 0 and self.request_per_prompt_token_s == 0 and self.output_token_s == 0
+
+    def admission_delay_s(self, prompt_tokens: float) -> float:
+        """Arrival -> engine waiting queue (α0 + α1·L_in)."""
+        return self.request_s + self.request_per_prompt_token_s * prompt_tokens
+
+    def first_token_delay_s(self, prompt_tokens: float) -> float:
+        """What the client's TTFT adds to the engine's (arrival -> first step end): admission delay + α2."""
+        return self.admission_delay_s(prompt_tokens) + self.output_token_s
+
+    def client_gap_s(self, engine_gap_s: float) -> float:
+        """An inter-token gap as the client sees it: the engine's gap + α2."""
+        return engine_gap_s + self.output_token_s
+
+
+NO_HOST_OVERHEADS = HostOverheads()
+
+
+@dataclass(frozen=True)
 class LatencyProfile:
     """One model on one GPU arrangement (one replica), with its engine limits and where its numbers come from."""
 
@@ -78,6 +130,7 @@ class LatencyProfile:
     kv_capacity_tokens: int  # per replica
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
+    host: HostOverheads = NO_HOST_OVERHEADS  # α terms (BLIS); zero for offline (LLM-class) use
 
 
 def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, dtype_bytes: float) -> int:
@@ -165,8 +218,10 @@ class RooflineModel:
     """Step times from model shape and GPU datasheet numbers, derated by efficiency factors.
 
     prefill(T) = overhead + max((2·P·T + 2·layers·d·T²) / (FLOP/s·MFU), weights / (HBM B/s·bw_eff))
-    decode(B, Σctx) = overhead + max((weights + Σctx·kv_bytes) / (HBM B/s·bw_eff),
+    decode(B, Σctx) = overhead + max(weights / (HBM B/s·bw_eff) + Σctx·kv_bytes / (HBM B/s·kv_bw_eff),
                                      (2·P·B + 4·layers·d·Σctx) / (FLOP/s·MFU)) + per_seq_s·B
+    ``kv_bw_efficiency`` (default: ``bw_efficiency``) is the fraction of HBM bandwidth the paged decode-attention
+    kernels reach reading the KV cache, which is lower than dense weight GEMVs reach (block tables, small pages).
     FLOP/s and bandwidth are per GPU, multiplied by ``num_gpus`` (tensor parallel; communication belongs in
     ``overhead_s``). Formulas: performance-anchors.md §1 (roofline and memory).
     """
@@ -184,6 +239,7 @@ class RooflineModel:
     overhead_s: float = 0.004
     per_seq_s: float = 0.0
     num_gpus: int = 1
+    kv_bw_efficiency: float | None = None  # None: bw_efficiency
 
     def __post_init__(self) -> None:
         for name in ("params", "layers", "hidden_size", "kv_heads", "head_dim", "dtype_bytes",
@@ -193,6 +249,8 @@ class RooflineModel:
         for name in ("mfu", "bw_efficiency"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1]")
+        if self.kv_bw_efficiency is not None and not 0 < self.kv_bw_efficiency <= 1:
+            raise ValueError("kv_bw_efficiency must be in (0, 1]")
         if self.overhead_s < 0 or self.per_seq_s < 0:
             raise ValueError("overhead_s and per_seq_s must be >= 0")
 
@@ -212,6 +270,11 @@ class RooflineModel:
     def _bw(self) -> float:
         return self.hbm_bytes_per_s * self.bw_efficiency * self.num_gpus
 
+    @property
+    def _kv_bw(self) -> float:
+        eff = self.bw_efficiency if self.kv_bw_efficiency is None else self.kv_bw_efficiency
+        return self.hbm_bytes_per_s * eff * self.num_gpus
+
     def prefill_step_s(self, new_tokens: float) -> float:
         t = max(0.0, new_tokens)
         flops = 2.0 * self.params * t + 2.0 * self.layers * self.hidden_size * t * t
@@ -220,7 +283,7 @@ class RooflineModel:
     def decode_step_s(self, batch: int, context_tokens: float) -> float:
         b = max(0, batch)
         ctx = max(0.0, context_tokens)
-        memory_s = (self.weight_bytes + ctx * self.kv_bytes_per_token) / self._bw
+        memory_s = self.weight_bytes / self._bw + ctx * self.kv_bytes_per_token / self._kv_bw
         compute_s = (2.0 * self.params * b + 4.0 * self.layers * self.hidden_size * ctx) / self._flops
         return self.overhead_s + max(memory_s, compute_s) + self.per_seq_s * b
 
@@ -236,7 +299,7 @@ class RooflineModel:
             + 2.0 * self.layers * self.hidden_size * t * t
             + 4.0 * self.layers * self.hidden_size * ctx
         )
-        memory_s = (self.weight_bytes + ctx * self.kv_bytes_per_token) / self._bw
+        memory_s = self.weight_bytes / self._bw + ctx * self.kv_bytes_per_token / self._kv_bw
         return self.overhead_s + max(flops / self._flops, memory_s) + self.per_seq_s * b
 
 
@@ -311,7 +374,8 @@ def scale_profile(profile: LatencyProfile, factor: float) -> LatencyProfile:
     """The profile with every modelled step duration multiplied by ``factor`` (< 1: a compressed-time live run).
 
     Emulated workers and the simulator given the same scaled profile run the same model, so a compressed live run
-    and its simulated twin stay comparable. Engine limits and KV sizes are unchanged. The P/D KV transfer time is a
+    and its simulated twin stay comparable; the host overheads (α terms) scale with the steps. Engine limits and
+    KV sizes are unchanged. The P/D KV transfer time is a
     property of the link, not the profile: scale it with ``KvLink.scaled(factor)``.
     """
     return replace(
@@ -319,6 +383,11 @@ def scale_profile(profile: LatencyProfile, factor: float) -> LatencyProfile:
         name=f"{profile.name}@x{factor:g}",
         source=f"{profile.source} (every step time x {factor:g})",
         step=scale_step_model(profile.step, factor),
+        host=HostOverheads(
+            profile.host.request_s * factor,
+            profile.host.request_per_prompt_token_s * factor,
+            profile.host.output_token_s * factor,
+        ),  # host work is modelled time too: a compressed run compresses it with the steps
     )
 
 

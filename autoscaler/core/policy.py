@@ -745,7 +745,7 @@ class PdscalePolicy:
         )
         if desired != proposed and hpa_reason in _HPA_REASONS and not (keep_reason and desired == current):
             mapped = _HPA_REASONS[hpa_reason]
-            message = f"{mapped.value}: {desired} instead of {proposed} (behavior/bounds); {message}"
+            message = f"{desired} instead of {proposed} (behavior/bounds); {message}"
             reason = mapped
         elif desired != proposed and not keep_reason:  # clamped without an HPA reason: report the bound
             reason = Reason.TOO_MANY_REPLICAS if desired < proposed else Reason.TOO_FEW_REPLICAS

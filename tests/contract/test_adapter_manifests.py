@@ -75,6 +75,9 @@ def test_the_pieces_fit(plain: list[dict[str, Any]]) -> None:
     assert pod["spec"]["serviceAccountName"] == one(plain, "ServiceAccount")["metadata"]["name"]
     args = build_parser().parse_args(container["args"])  # the real CLI accepts them
     assert args.command == "adapter" and args.all_namespaces
+    # Prometheus from the controller's ConfigMap (manifests/base/config.yaml), not from a flag
+    assert container["envFrom"] == [{"configMapRef": {"name": "pdscale-controller"}}]
+    assert not any(a.startswith("--prometheus") for a in container["args"])
     assert args.secure_port == next(p["containerPort"] for p in container["ports"] if p["name"] == "https")
     lease_ns, lease_name = args.controller_lease.split("/")
     role = one(plain, "Role", "pdscale-metrics-adapter-lease-reader")

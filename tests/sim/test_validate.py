@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from sim import validate
+from sim import validate, validate_cli
 from sim.validate import CASES, TOKENS_PER_S, _queue_case, run_validation
 
 
@@ -72,7 +72,7 @@ def test_validation_agrees_with_theory() -> None:
 
 def _cli(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pdscale sim")
-    validate.register_validate(parser.add_subparsers(dest="sim_command"))
+    validate_cli.register_validate(parser.add_subparsers(dest="sim_command"))
     return parser.parse_args(argv)
 
 

@@ -184,3 +184,22 @@ def test_prefill_needs_monotone_in_rate(rate: float, prompt: float, more: int) -
 def test_decode_needs_monotone_in_rate(rate: float, out: float, more: int) -> None:
     base = decode_replicas_needed(PROFILE, Load(rate, 1000, out), 0.05, 0.99, 256)
     assert decode_replicas_needed(PROFILE, Load(rate * (1 + more / 10), 1000, out), 0.05, 0.99, 256) >= base
+
+
+def test_capacity_model_charges_the_profiles_host_overheads() -> None:
+    """The policy plans on the model the simulator runs: α0 + α1·prompt + α2 on TTFT, α2 on every ITL gap."""
+    from dataclasses import replace
+
+    from autoscaler.core.capacity import Load, PrefillModel, predict_itl_s, predict_ttft_s
+    from autoscaler.core.latency import HostOverheads
+    from autoscaler.profiles import load_profile
+
+    base = replace(load_profile("llama-3.1-8b-h100-tp1"), host=HostOverheads())
+    host = HostOverheads(request_s=0.01, request_per_prompt_token_s=2e-6, output_token_s=0.003)
+    with_host = replace(base, host=host)
+    load = Load(request_rate_per_s=20.0, mean_prompt_tokens=1000.0, mean_output_tokens=150.0)
+    tail_prompt = 1000.0 * PrefillModel().prompt_tail_factor
+    assert predict_ttft_s(with_host, load, 3, 0.99) == pytest.approx(
+        predict_ttft_s(base, load, 3, 0.99) + 0.01 + 2e-6 * tail_prompt + 0.003
+    )
+    assert predict_itl_s(with_host, load, 2, 0.99) == pytest.approx(predict_itl_s(base, load, 2, 0.99) + 0.003)

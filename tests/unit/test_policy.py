@@ -269,6 +269,8 @@ def test_reason_table(case: Case) -> None:
     else:
         assert (desired > current) - (desired < current) == case.direction, message
     assert any(ch.isdigit() for ch in message)
+    # events, logs and the demo print "reason: message"; the message must not say the reason again
+    assert reason not in message, message
 
 
 def test_every_reason_but_static_is_covered() -> None:

@@ -746,6 +746,55 @@ def test_promql_command(
         assert needle in err
 
 
+def test_promql_reads_the_repos_multi_document_example(capsys: pytest.CaptureFixture[str]) -> None:
+    """manifests/examples holds two autoscalers in one file: both are planned, named namespace/name."""
+    import json
+    from pathlib import Path
+
+    from autoscaler.cli import main
+
+    example = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "disaggregatedautoscaler.yaml"
+    assert main(["promql", "--json", str(example)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["errors"] == {}
+    text = "\n".join(q["promql"] for q in out["queries"])
+    assert "llama-3.1-8b-instruct" in text and "llama-3.3-70b-instruct" in text
+    assert all(set(q) == {"kind", "promql", "onlyWithoutFrontend"} for q in out["queries"])
+
+
+def test_promql_skips_other_kinds_and_reads_stdin(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import json
+
+    from autoscaler.cli import main
+
+    stream = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: p}\n---\n" + SPEC_YAML
+    monkeypatch.setattr("sys.stdin", io.StringIO(stream))
+    assert main(["promql", "--json", "-"]) == 0
+    assert 'model_name="llama"' in json.loads(capsys.readouterr().out)["queries"][0]["promql"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: p}\n", "no DisaggregatedAutoscaler in 1"),
+        ("kind: DisaggregatedAutoscaler\nmetadata: {name: a}\nspec: {}\n---\n"
+         "kind: DisaggregatedAutoscaler\nmetadata: {name: a}\nspec: {}\n", "default/a appears twice"),
+        ("kind: DisaggregatedAutoscaler\nmetadata: {name: a}\nspec: {}\n---\n"
+         "kind: DisaggregatedAutoscaler\nmetadata: {name: b}\nspec:\n  prefill: {minReplicas: -1}\n", "a.yaml:8: spec.prefill.minReplicas"),
+    ],
+    ids=["no-autoscaler", "duplicate-name", "bad-second-document-names-its-line"],
+)
+def test_promql_multi_document_errors(tmp_path: Any, capsys: pytest.CaptureFixture[str], text: str,
+                                      message: str) -> None:
+    from autoscaler.cli import main
+
+    (tmp_path / "a.yaml").write_text(text)
+    assert main(["promql", str(tmp_path / "a.yaml")]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_failures_and_pods_reporting_ride_in_the_same_queries() -> None:
     """The frontend rate query also answers its failed part (``pdscale_part="failed"``), the worker rate query its
     ``finished_reason="error"`` part and the running gauge the pods reporting (pool ``prefill#pods``): no query

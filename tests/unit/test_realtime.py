@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from autoscaler.core.latency import LatencyProfile, scale_profile
+from autoscaler.core.latency import HostOverheads, LatencyProfile, scale_profile
 from autoscaler.profiles import load_profile
 from sim.engine import Engine, EngineConfig
 from sim.workload import Workload
@@ -23,7 +23,8 @@ from workers.realtime import RealtimeEngine, RequestStream, TokenEvent
 
 MODEL_TOL_S = 1e-6  # model timelines: equal up to float rounding of absolute vs relative times
 RELEASE_SLACK_S = 0.15  # a token's release after its deadline (event-loop lateness on a loaded 2-core machine)
-BASE = load_profile("llama-3.1-8b-h100-tp1")
+# host overheads off: these tests pin the scheduler's order, which α1 (per prompt token) may change on purpose
+BASE = replace(load_profile("llama-3.1-8b-h100-tp1"), host=HostOverheads())
 PROFILE = scale_profile(BASE, 2.0)  # decode steps ~12 ms: few steps, so timing holds up under load
 
 
@@ -239,3 +240,25 @@ async def test_bad_requests_are_refused_with_a_reason(role: str, kwargs: dict, m
 def test_bad_role() -> None:
     with pytest.raises(ValueError, match="role"):
         RealtimeEngine(PROFILE, role="aggregated")
+
+
+async def test_host_admission_delay_matches_the_simulator() -> None:
+    """α0 + α1·prompt: the request joins the waiting queue that much after submit, in both clocks."""
+    host = HostOverheads(request_s=0.02, request_per_prompt_token_s=1e-5)
+    profile = replace(PROFILE, host=host)
+    engine = RealtimeEngine(profile, role="agg")
+    await engine.start()
+    stream = engine.submit(2000, 2)
+    _ = [ev async for ev in stream]
+    t = stream.times
+    assert t.scheduled_s is not None
+    assert t.scheduled_s - t.arrival_s == pytest.approx(host.admission_delay_s(2000), abs=MODEL_TOL_S)
+    await engine.stop()
+    sim = Engine(Workload("one", np.zeros(1), np.array([2000]), np.array([2])),
+                 EngineConfig(profile, mode="agg", router="round-robin"), 0, 1)  # fmt: skip
+    sim.finish()
+    rec = sim.records()
+    assert rec.prefill_start_s[0] - rec.arrival_s[0] == pytest.approx(host.admission_delay_s(2000))
+    assert rec.first_token_s[0] - rec.arrival_s[0] == pytest.approx(
+        (t.first_token_s or 0.0) - t.arrival_s, abs=MODEL_TOL_S
+    )

@@ -270,6 +270,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
     absent: frozenset[str] = frozenset()  # RESOURCES keys not served (404), e.g. a CRD not installed
     faults: list[Fault] = attrs.field(factory=list)
     served: list[tuple[str, str]] = attrs.field(factory=list)  # (method, path) of every request
+    queries: list[str] = attrs.field(factory=list)  # the query string of every request, in the same order
     # (monotonic time, method, "plural/name[/sub]", bearer token) of every write the store applied, after any delay
     applied: list[tuple[float, str, str, str]] = attrs.field(factory=list)
     busy_s: float = 0.0  # wall time spent inside the request hook (server-side cost, for benchmarks)
@@ -381,6 +382,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
         path = request.url.path
         who = str(request.headers.get("Authorization", "")).removeprefix("Bearer ")
         self.served.append((method, path))
+        self.queries.append(request.url.query_string)
         for fault in self.faults:
             if fault.matches(method, path):
                 fault.hits += 1
@@ -708,6 +710,11 @@ class KubeEmulator:
     def requests(self) -> Iterator[tuple[str, str]]:
         """(method, path) of every request served so far."""
         yield from list(self.handler.served)
+
+    def request_log(self) -> list[tuple[str, str, str]]:
+        """(method, path, query string) of every request served so far (tests/helpers/rbac.py reads it)."""
+        served, queries = list(self.handler.served), list(self.handler.queries)
+        return [(m, p, q) for (m, p), q in zip(served, queries, strict=False)]
 
     def add_fault(self, method: str, path: str, *, status: int | None = 500, delay_s: float = 0.0,
                   times: int = 1) -> Fault:

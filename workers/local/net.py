@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 
 LOOPBACK = "127.0.0.1"
 
@@ -17,10 +19,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_http_ok(url: str, timeout_s: float, *, interval_s: float = 0.1, alive: object = None) -> None:
+def wait_http_ok(
+    url: str,
+    timeout_s: float,
+    *,
+    interval_s: float = 0.1,
+    alive: object = None,
+    context: ssl.SSLContext | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> None:
     """Poll ``url`` until it answers 2xx; raise TimeoutError (with the last error) after ``timeout_s``.
 
-    ``alive`` may be a callable returning False once the server process has died, to fail fast.
+    ``alive`` may be a callable returning False once the server process has died, to fail fast. ``context`` and
+    ``headers`` are for servers behind TLS or auth.
     """
     deadline = time.monotonic() + timeout_s
     last_error = "no attempt"
@@ -28,7 +39,8 @@ def wait_http_ok(url: str, timeout_s: float, *, interval_s: float = 0.1, alive: 
         if callable(alive) and not alive():
             raise RuntimeError(f"server exited before {url} answered (last error: {last_error})")
         try:
-            with urllib.request.urlopen(url, timeout=2.0) as resp:
+            request = urllib.request.Request(url, headers=dict(headers or {}))
+            with urllib.request.urlopen(request, timeout=2.0, context=context) as resp:
                 if 200 <= resp.status < 300:
                     return
                 last_error = f"HTTP {resp.status}"

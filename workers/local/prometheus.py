@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -45,6 +46,16 @@ def prometheus_binary() -> str:
     return path
 
 
+def require_prometheus() -> None:
+    """Fail the calling test (never skip it) when the prometheus binary is missing."""
+    import pytest
+
+    try:
+        prometheus_binary()
+    except PrometheusMissingError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
 def _selector(job_or_target: str) -> str:
     """``host:port`` selects an instance, anything else a job."""
     label = "instance" if ":" in job_or_target else "job"
@@ -65,7 +76,13 @@ class PrometheusServer:
         scrape_interval_s: float = 1.0,
         evaluation_interval_s: float | None = None,
         extra_args: Sequence[str] = (),
+        web_config: Mapping[str, Any] | None = None,
+        rule_files: Sequence[Path] = (),
+        client_context: ssl.SSLContext | None = None,
+        client_headers: Mapping[str, str] | None = None,
     ) -> None:
+        """``web_config``: Prometheus' ``--web.config.file`` (TLS, basic auth); the URL is then https when it
+        has ``tls_server_config``, and the fixture's own requests use ``client_context``/``client_headers``."""
         self.runner = runner
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -74,8 +91,15 @@ class PrometheusServer:
         self.file_sd_dir = workdir / "file_sd"
         self.scrape_interval_s = scrape_interval_s
         self.port = free_port()
-        self.url = f"http://{LOOPBACK}:{self.port}"
+        scheme = "https" if web_config and "tls_server_config" in web_config else "http"
+        self.url = f"{scheme}://{LOOPBACK}:{self.port}"
         self.extra_args = list(extra_args)
+        self.client_context = client_context
+        self.client_headers = dict(client_headers or {})
+        if web_config is not None:
+            web_path = workdir / "web.yml"
+            web_path.write_text(yaml.safe_dump(dict(web_config), sort_keys=False))
+            self.extra_args.append(f"--web.config.file={web_path}")
         self.process: ManagedProcess | None = None
 
         interval = _duration(scrape_interval_s)
@@ -97,6 +121,8 @@ class PrometheusServer:
             },
             "scrape_configs": jobs,
         }
+        if rule_files:
+            config["rule_files"] = [str(path) for path in rule_files]
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     # ---- lifecycle -------------------------------------------------------------------------------------
@@ -116,7 +142,8 @@ class PrometheusServer:
         self.process = self.runner.start(argv, name="prometheus", cwd=self.workdir)
         proc = self.process
         try:
-            wait_http_ok(f"{self.url}/-/ready", ready_timeout_s, alive=lambda: proc.running)
+            wait_http_ok(f"{self.url}/-/ready", ready_timeout_s, alive=lambda: proc.running,
+                         context=self.client_context, headers=self.client_headers)
         except (TimeoutError, RuntimeError) as exc:
             tail = proc.tail(30)
             proc.stop()
@@ -139,8 +166,8 @@ class PrometheusServer:
 
     def reload(self) -> None:
         """Re-read the config file (POST /-/reload)."""
-        req = urllib.request.Request(f"{self.url}/-/reload", method="POST")
-        with urllib.request.urlopen(req, timeout=10.0) as resp:
+        req = urllib.request.Request(f"{self.url}/-/reload", method="POST", headers=self.client_headers)
+        with urllib.request.urlopen(req, timeout=10.0, context=self.client_context) as resp:
             if resp.status != 200:
                 raise PrometheusQueryError(f"reload failed: HTTP {resp.status}")
 
@@ -169,7 +196,8 @@ class PrometheusServer:
     def _get(self, path: str, params: Mapping[str, str]) -> Any:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
         try:
-            with urllib.request.urlopen(url, timeout=10.0) as resp:
+            request = urllib.request.Request(url, headers=self.client_headers)
+            with urllib.request.urlopen(request, timeout=10.0, context=self.client_context) as resp:
                 body = json.load(resp)
         except urllib.error.HTTPError as exc:  # 400/422 carry a JSON error body
             body = json.loads(exc.read() or b"{}")
