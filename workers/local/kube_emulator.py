@@ -711,7 +711,7 @@ class KubeEmulator:
         """(method, path) of every request served so far."""
         yield from list(self.handler.served)
 
-    def request_log(self) -> list[tuple[str, str, str]]:
+    def request_log(self) -> builtins.list[tuple[str, str, str]]:
         """(method, path, query string) of every request served so far (tests/helpers/rbac.py reads it)."""
         served, queries = list(self.handler.served), list(self.handler.queries)
         return [(m, p, q) for (m, p), q in zip(served, queries, strict=False)]

@@ -100,7 +100,9 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "up",
         help="pdscale on this machine: Kubernetes emulator, pods, Prometheus, proxy, controllers (no cluster)",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        description="pdscale on one machine, no cluster: the Kubernetes emulator, pods that start and drain, a real "
+                    "Prometheus, the P/D proxy and two leader-elected controllers. Prints where everything is; "
+                    "Ctrl-C stops every process it started.",
     )
     add_cluster_arguments(p)
     p.set_defaults(func=up_command)
