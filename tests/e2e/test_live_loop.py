@@ -39,8 +39,11 @@ SPEC = ClusterSpec(
 LENGTHS = "prompt=const(256),output=const(32)"
 # req/s. A request holds a decode slot ~1.5 s (32 tokens x ~47 ms), a pod has 8 and the policy sizes for the p99
 # batch (mean + 2.33 sd): one pod holds ~2.4 req/s, the baseline fits it even with the headroom the policy keeps
-# for the load's recent swing (up to 2x); the surge needs three or four.
+# for the load's recent swing (up to 2x); the surge needs three or four. With the corrected latency model (host
+# overheads) and a noisy output-length estimate from a 4 s window, the baseline's start-up forecast may keep a second
+# pod: the surge is what orders a third.
 BASE_RATE, SURGE_RATE = 0.5, 5.0
+SURGE_PODS = 3
 CRASH_RATE = 0.3  # low enough that even the policy's start-up trend forecast stays within one pod
 SURGE_AT_S, SURGE_S, CAP_AT_S, LOAD_S = 20.0, 35.0, 65.0, 85.0
 
@@ -116,7 +119,7 @@ def surge(live: LocalCluster) -> dict[str, Any]:
             if not decode_writes or decode_writes[-1][1] != n:
                 decode_writes.append((time.time() - t0, n))
             state = live.pool_state()["decode"]
-            if ready_at is None and n > 1 and state.ready >= n:
+            if ready_at is None and n >= SURGE_PODS and state.ready >= n:
                 ready_at = time.time() - t0
             slo = live.condition("SLOMet") or {}
             if ready_at is not None and slo_met_again is None and slo.get("status") == "True" and \
@@ -141,12 +144,12 @@ def surge(live: LocalCluster) -> dict[str, Any]:
 
 def test_surge_scales_decode_up_within_ticks_and_the_slo_recovers(live: LocalCluster, surge: dict[str, Any]) -> None:
     writes = surge["decode_writes"]
-    ups = [(t, n) for t, n in writes if n > 1]
-    assert ups, f"decode never scaled up during the surge: {writes}"
-    first_up_s, peak = ups[0][0], max(n for _, n in writes)
+    ups = [(t, n) for t, n in writes if n >= SURGE_PODS]
+    assert ups, f"decode never scaled up to {SURGE_PODS} during the surge: {writes}"
+    first_up_s = ups[0][0]
+    assert all(n < SURGE_PODS for t, n in writes if t <= SURGE_AT_S), f"the baseline ordered the surge's pods: {writes}"
     # the rate window, a few ticks and this loaded machine's lag, generously
     assert SURGE_AT_S < first_up_s <= SURGE_AT_S + WINDOW_S + 12 * TICK_S, writes
-    assert peak >= 2
     assert surge["ready_at"] is not None, "the new decode pods never became ready"
     assert surge["slo_met_again"] is not None, "SLOMet never came back to True during the surge"
     # what users saw: requests that arrived once the new pods were ready (plus one window) met the TTFT target
