@@ -7,7 +7,8 @@ passed by path wherever a built-in name is accepted. Format::
     name: my-model-h100-tp1
     description: free text (optional)
     source: [citation, ...]              # or one string; required, non-empty
-    model: {name, params, layers, hidden_size, kv_heads, head_dim, dtype_bytes}   # shape; needed for roofline
+    model: {name, params, layers, hidden_size, kv_heads, head_dim, dtype_bytes,   # shape; needed for roofline
+            vocab_size}                  # optional: the input-embedding rows, which a step gathers, not streams
     hardware: {gpu, gpus_per_replica, flops_per_s, hbm_bytes_per_s}                # the last two for roofline
     engine: {max_num_seqs: 256, max_num_batched_tokens: 8192}
     kv:
@@ -321,6 +322,7 @@ def _step_model(step: _Fields, model: _Fields | None, hardware: _Fields, gpus: i
             overhead_s=step.num("overhead_s", default=0.004),
             per_seq_s=step.num("per_seq_s", default=0.0),
             num_gpus=gpus,
+            vocab_size=model.integer("vocab_size", default=0, minimum=0),
         )
     raise step.fail("type", f"unknown step model {kind!r}; expected poly, table or roofline")
 

@@ -9,7 +9,14 @@ scales), and the fast mode's records on that prefix are compared with the refere
     .venv/bin/python bench/bench_sim_speed.py [--rate-scale 20] [--instances 10] [--reference-requests 10000]
 
 Numbers, not pass/fail: one core; rates per CPU second of this process (fair on a shared machine) and per
-wall-clock second.
+wall-clock second. Two figures for pdscale:
+
+* **engine** (``fast``): the bare engine (``Engine(...).finish()``), fixed pools of ``--instances`` pods each;
+* **replay**: the full closed loop as ``pdscale sim run`` / ``pdscale bench`` run it (``sim.replay.replay``): the
+  engine, the simulated Prometheus scraping every pod every 15 s, the real ``Controller`` and ``--replay-policy``
+  (default pdscale) ticking every 15 s and scaling the pools (starting from ``--instances`` pods each, pods start
+  in 120 s), the timeline and the summary. The same workload; CPU seconds of the ``replay()`` call (no imports,
+  no trace reading).
 
 Side by side with another checkout (e.g. main before a change: ``git worktree add --detach ../base main``):
 
@@ -32,6 +39,7 @@ for the policy's simulated Prometheus. Ratio = pdscale fast mode's requests per 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -92,10 +100,45 @@ def records_digest(e: Engine) -> str:
     return h.hexdigest()
 
 
+def timed_replay(w: Workload, profile_name: str, instances: int, policy: str) -> tuple[Any, float, float]:
+    """(SimResult, wall seconds, CPU seconds) of the closed-loop replay of ``w`` under ``policy``."""
+    import sim.summary  # noqa: F401  (imported by replay on its first call: not part of the timing)
+    from sim.policies import make_policy
+    from sim.replay import replay
+    from sim.scenario import build_scenario
+
+    scenario = build_scenario(
+        {"name": "speed", "profile": profile_name, "policy": policy, "prefill": instances, "decode": instances}
+    )
+    scenario = dataclasses.replace(scenario, workload=w)
+    make_policy(scenario.policy, scenario.profile, scenario.spec)  # the policy registry's imports, untimed
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = replay(scenario)
+    return result, time.perf_counter() - t0, time.process_time() - c0
+
+
+def replay_digest(result: Any) -> str:
+    """sha256 of the replay's per-request records, decisions and timeline (what must not change)."""
+    h = hashlib.sha256()
+    r = result.records
+    for f in ("first_token_s", "last_token_s", "itl_max_s", "prefill_pod", "decode_pod", "preemptions"):
+        h.update(np.ascontiguousarray(getattr(r, f)).tobytes())
+    for t, d in result.decisions:
+        h.update(repr((t, d)).encode())
+    for k in sorted(result.timeline):
+        h.update(np.ascontiguousarray(result.timeline[k]).tobytes())
+    return h.hexdigest()
+
+
 def child(args: argparse.Namespace, w: Workload) -> None:
-    """One timed fast run; prints JSON for the parent."""
-    e, wall, cpu = timed_run(w, EngineConfig(load_profile(args.profile)), args.instances)
-    print(json.dumps({"cpu_s": cpu, "wall_s": wall, "requests": len(w), "digest": records_digest(e)}))
+    """One timed fast run (``--measure engine``) or closed-loop replay (``replay``); prints JSON for the parent."""
+    if args.measure == "replay":
+        result, wall, cpu = timed_replay(w, args.profile, args.instances, args.replay_policy)
+        digest = replay_digest(result)
+    else:
+        e, wall, cpu = timed_run(w, EngineConfig(load_profile(args.profile)), args.instances)
+        digest = records_digest(e)
+    print(json.dumps({"cpu_s": cpu, "wall_s": wall, "requests": len(w), "digest": digest}))
 
 
 def compare(args: argparse.Namespace, n_requests: int) -> None:
@@ -107,7 +150,7 @@ def compare(args: argparse.Namespace, n_requests: int) -> None:
     del argv[i : i + 2]
     rates: dict[str, list[float]] = {k: [] for k in sides}
     digests: dict[str, set[str]] = {k: set() for k in sides}
-    print(f"{len(sides) * args.repeats} runs of {n_requests} requests, alternating "
+    print(f"{len(sides) * args.repeats} {args.measure} runs of {n_requests} requests, alternating "
           f"(baseline = {sides['baseline']}, this = {this_root})", flush=True)  # fmt: skip
     for rep in range(args.repeats):
         for name, root in sides.items():
@@ -127,7 +170,8 @@ def compare(args: argparse.Namespace, n_requests: int) -> None:
         print(f"{k:<10} {med[k]:>9,.0f} req/CPU-s median of {args.repeats}, best {best[k]:,.0f}")
     print(f"ratio      {med['this'] / med['baseline']:>9.3f} median, {best['this'] / best['baseline']:.3f} best "
           "(this / baseline; > 1 is faster)")  # fmt: skip
-    print(f"records    {'identical' if same else 'DIFFER'} (sha256 of the per-request records)")
+    what = "records, decisions and timeline" if args.measure == "replay" else "records"
+    print(f"records    {'identical' if same else 'DIFFER'} (sha256 of the per-request {what})")
     if not same:
         sys.exit(1)
 
@@ -178,6 +222,11 @@ def main() -> None:
     ap.add_argument("--no-dynamo", action="store_true", help="do not time Dynamo's mocker")
     ap.add_argument("--compare-with", type=Path, metavar="CHECKOUT", help="time this checkout's engine against it")
     ap.add_argument("--repeats", type=int, default=5, help="runs per side with --compare-with")
+    ap.add_argument(
+        "--measure", choices=("engine", "replay"), default="engine", help="what --compare-with times"
+    )
+    ap.add_argument("--replay-policy", default="pdscale", help="the closed-loop replay's policy")
+    ap.add_argument("--no-replay", action="store_true", help="do not time the closed-loop replay")
     ap.add_argument("--child-root", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -202,6 +251,18 @@ def main() -> None:
     fast_p, _, _ = timed_run(wp, fast_cfg, args.instances)
     rr, rf = ref.records(), fast_p.records()
     max_diff = max(float(np.nanmax(np.abs(getattr(rr, f) - getattr(rf, f)))) for f in FIELDS)
+    replayed: dict[str, Any] = {}
+    if not args.no_replay:
+        result, rp_wall, rp_cpu = timed_replay(w, args.profile, args.instances, args.replay_policy)
+        replayed = {
+            "replay_policy": args.replay_policy,
+            "replay_wall_s": rp_wall,
+            "replay_cpu_s": rp_cpu,
+            "replay_req_per_s": len(w) / rp_wall,
+            "replay_req_per_cpu_s": len(w) / rp_cpu,
+            "replay_gpu_hours": result.summary["gpu_hours"],
+            "replay_scale_events": result.summary["scale_events"],
+        }
 
     out = {
         "requests": len(w),
@@ -223,6 +284,7 @@ def main() -> None:
         "ttft_p99_s": float(np.nanpercentile(r.ttft_s, 99)),
         "itl_mean_s": float(np.nanmean(r.itl_mean_s)),
         "preemptions": int(r.preemptions.sum()),
+        **replayed,
     }
     if not args.no_dynamo:
         routers = [x.strip() for x in args.dynamo_routers.split(",") if x.strip()]
@@ -241,6 +303,12 @@ def main() -> None:
         f"fast       {out['fast_req_per_cpu_s']:>9,.0f} req/CPU-s {out['fast_req_per_s']:>9,.0f} req/wall-s  "
         f"({fast_cpu:.2f} CPU s, {fast_wall:.2f} wall s, {out['completed']} completed)"
     )
+    if replayed:
+        print(
+            f"replay     {out['replay_req_per_cpu_s']:>9,.0f} req/CPU-s {out['replay_req_per_s']:>9,.0f} req/wall-s  "
+            f"({out['replay_cpu_s']:.2f} CPU s, {out['replay_wall_s']:.2f} wall s; closed loop, policy "
+            f"{args.replay_policy}: {out['replay_scale_events']} scale events, {out['replay_gpu_hours']:.2f} GPU-h)"
+        )
     print(
         f"reference  {out['reference_req_per_cpu_s']:>9,.0f} req/CPU-s {out['reference_req_per_s']:>9,.0f} "
         f"req/wall-s  ({ref_cpu:.2f} CPU s, {ref_wall:.2f} wall s, first {n_ref} requests)"

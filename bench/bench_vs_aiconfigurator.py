@@ -30,7 +30,7 @@ import numpy as np
 from autoscaler.core.latency import prefill_time_s
 from autoscaler.profiles import load_profile
 from sim.closed_loop import run_closed_loop
-from sim.engine import Engine, EngineConfig
+from sim.engine import EngineConfig
 from sim.workload import parse_closed_loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def pdscale_sim(isl: int, osl: int, batch: int) -> dict[str, float]:
     spec = parse_closed_loop(
         f"closed:users={batch},requests={batch * 6},prompt=const({isl}),output=const({osl})", seed=0
     )
-    run = run_closed_loop(spec, lambda w: Engine(w, cfg, 0, 1))
+    run = run_closed_loop(spec, cfg)
     return {"ttft_s": float(np.mean(run.ttft_s)), "tpot_s": float(np.nanmean(run.tpot_s))}
 
 

@@ -23,7 +23,7 @@ from scipy import optimize
 
 from autoscaler.core.capacity import erlang_b as erlang_b  # re-exported: the oracles share the recursion
 from autoscaler.core.capacity import erlang_c as capacity_erlang_c
-from autoscaler.core.latency import LatencyProfile, StepModel
+from autoscaler.core.latency import LatencyProfile, StepModel, prefill_time_s
 
 # ---------------------------------------------------------------------------------------------------------------
 # M/G/1 and M/D/1
@@ -336,17 +336,17 @@ def prefill_service_times_s(
 ) -> np.ndarray:
     """Per-request prefill time alone on a replica, chunked at ``chunk_tokens`` (default max_num_batched_tokens).
 
-    Equals ``autoscaler.core.latency.prefill_time_s`` elementwise; evaluates the step model once per distinct
-    chunk size, so a 20k-row trace costs milliseconds. Use it as the M/G/1 service law for TTFT oracles.
+    Equals ``autoscaler.core.latency.prefill_time_s`` elementwise (later chunks attend to earlier ones); evaluates it
+    once per distinct prompt length, so a 20k-row trace costs milliseconds. Use it as the M/G/1 service law for
+    TTFT oracles.
     """
     chunk = profile.max_num_batched_tokens if chunk_tokens is None else chunk_tokens
     if chunk <= 0:
         raise ValueError(f"chunk_tokens must be > 0, got {chunk}")
     prompts = np.asarray(prompt_tokens, dtype=np.int64)
-    full, rest = np.divmod(prompts, chunk)
-    values, inverse = np.unique(rest, return_inverse=True)
-    rest_s = np.array([profile.step.prefill_step_s(float(v)) if v > 0 else 0.0 for v in values])
-    return np.asarray(full * profile.step.prefill_step_s(float(chunk)) + rest_s[inverse.ravel()], dtype=np.float64)
+    values, inverse = np.unique(prompts, return_inverse=True)
+    per_value = np.array([prefill_time_s(profile, float(v), chunk) for v in values], dtype=np.float64)
+    return np.asarray(per_value[inverse.ravel()], dtype=np.float64)
 
 
 def prefill_ttft_distribution(

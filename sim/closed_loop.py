@@ -7,11 +7,10 @@ The engine (``sim.engine``) simulates the vLLM engine's steps. Two things happen
   token than the engine emitted it (first token + α2, each gap + α2; never on the engine clock): ``run_open`` adds
   that to the records.
 * A closed loop (``ClosedLoopSpec``: ``vllm bench serve --max-concurrency N``): request j leaves when the
-  (j − N)-th earliest client-side completion happens. Send times depend on completions, which depend on send
-  times; ``run_closed_loop`` solves that exactly by fixed-point iteration over whole engine runs: simulate with the
-  current send times, recompute send times from the completions, repeat until they no longer change. The system
-  is causal (a send time depends only on earlier completions), so the fixed point is the closed-loop run itself;
-  the number of iterations is bounded by the number of "rounds" (requests / users) plus a few.
+  (j − N)-th earliest client-side completion happens (plus think time). ``run_closed_loop`` runs it in one engine
+  run: the engine schedules each send at the completion that frees its client (``ClosedLoopArrivals``, events of
+  ``sim.events``), so the run is causal by construction and fast mode equals the per-step reference as for any
+  workload.
 """
 
 from __future__ import annotations
@@ -21,14 +20,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sim.engine import Engine
+from sim.engine import ClosedLoopArrivals, Engine, EngineConfig
 from sim.workload import ClosedLoopSpec, Workload
 
 EngineFactory = Callable[[Workload], Engine]
 
 
 class ClosedLoopError(RuntimeError):
-    """The closed-loop fixed point was not reached (or a request never finished)."""
+    """A request never finished (no pod could take it)."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,6 @@ class ClientRun:
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     engine: Engine
-    iterations: int = 1
 
     @property
     def ttft_s(self) -> np.ndarray:
@@ -63,7 +61,10 @@ class ClientRun:
 def run_open(workload: Workload, make_engine: EngineFactory) -> ClientRun:
     """Replay an open-loop workload (send times fixed) through a fresh engine; client view with its profile's
     host overheads (the engine itself delays dispatch by α0 + α1·prompt; α2 is added here per token)."""
-    engine = make_engine(workload)
+    return _client_view(make_engine(workload), workload)
+
+
+def _client_view(engine: Engine, workload: Workload) -> ClientRun:
     engine.finish()
     rec = engine.records()
     if not rec.finished.all():
@@ -79,29 +80,17 @@ def run_open(workload: Workload, make_engine: EngineFactory) -> ClientRun:
     )  # fmt: skip
 
 
-def run_closed_loop(spec: ClosedLoopSpec, make_engine: EngineFactory, max_iterations: int | None = None) -> ClientRun:
-    """Run ``spec`` to its exact closed-loop fixed point (see the module docstring)."""
-    n = spec.requests
-    limit = max_iterations if max_iterations is not None else 2 * (n // spec.users) + 20
-    workload_of = _workload_maker(spec)
-    send = np.zeros(n, dtype=np.float64)  # first guess: everything leaves at once
-    for iteration in range(1, limit + 1):
-        run = run_open(workload_of(send), make_engine)
-        nxt = spec.arrivals_from_completions(run.last_token_s)
-        if np.array_equal(nxt, send):
-            return replace(run, name=spec.name, iterations=iteration)
-        send = nxt
-    raise ClosedLoopError(
-        f"closed-loop workload {spec.name!r}: send times still changing after {limit} engine runs"
-    )
-
-
-def _workload_maker(spec: ClosedLoopSpec) -> Callable[[np.ndarray], Workload]:
-    prompt = np.asarray(spec.prompt_tokens, dtype=np.int64)
-    output = np.asarray(spec.output_tokens, dtype=np.int64)
-
-    def make(send: np.ndarray) -> Workload:
-        # send times are non-decreasing in request order by construction (sorted completions + a constant)
-        return Workload(spec.name, send, prompt, output)
-
-    return make
+def run_closed_loop(
+    spec: ClosedLoopSpec, config: EngineConfig, initial_prefill: int = 0, initial_decode: int = 1
+) -> ClientRun:
+    """Run ``spec`` through one engine (``config``, the given pods) as a closed loop; the client view."""
+    workload = Workload(
+        spec.name, np.zeros(spec.requests), np.asarray(spec.prompt_tokens, dtype=np.int64),
+        np.asarray(spec.output_tokens, dtype=np.int64),
+    )  # fmt: skip
+    engine = Engine(
+        workload, config, initial_prefill, initial_decode,
+        closed_loop=ClosedLoopArrivals(spec.users, spec.think_s),
+    )  # fmt: skip
+    run = _client_view(engine, workload)
+    return replace(run, arrival_s=engine.records().arrival_s)  # the send times the loop chose

@@ -18,6 +18,7 @@ import numpy as np
 from autoscaler.core.types import Pool, PoolReplicas
 from sim.counters import PodCounters
 from sim.events import EventQueue
+from sim.router import PoolLoads
 from sim.scheduler import InstanceScheduler
 
 
@@ -72,6 +73,7 @@ class Cluster:
         self.ready: dict[Pool, list[InstanceScheduler]] = {Pool.PREFILL: [], Pool.DECODE: []}  # in pod order
         self.starting: dict[Pool, list[InstanceScheduler]] = {Pool.PREFILL: [], Pool.DECODE: []}
         self.draining: dict[Pool, list[InstanceScheduler]] = {Pool.PREFILL: [], Pool.DECODE: []}
+        self.loads: dict[Pool, PoolLoads] = {Pool.PREFILL: PoolLoads(), Pool.DECODE: PoolLoads()}  # routing load
         self._startup_s = startup_s
         self._jitter = parse_startup_jitter(startup_jitter)
         self._rng = np.random.default_rng(seed)
@@ -98,6 +100,7 @@ class Cluster:
         inst.pod = pod
         self.pods.append(pod)
         self.instances.append(inst)
+        self.loads[pool].add(inst, taking_work=ready_now)
         if ready_now:
             self._insert_ready(pool, inst)
         else:
@@ -128,6 +131,7 @@ class Cluster:
         pod.state = "ready"
         pod.ready_s = now_s
         self._insert_ready(pod.pool, inst)
+        self.loads[pod.pool].set_taking_work(inst, True)
         self._capacity_added(now_s)
 
     def retire_if_drained(self, inst: InstanceScheduler, now_s: float) -> None:
@@ -140,30 +144,36 @@ class Cluster:
             pod.state = "gone"
             pod.gone_s = now_s
             self.draining[pod.pool].remove(inst)
+            self.loads[pod.pool].remove(inst)
 
     def scale(self, pool: Pool, replicas: int, now_s: float) -> None:
         """Order ``replicas`` pods (starting + ready) in ``pool`` at ``now_s`` (see the module docstring)."""
         current = len(self.ready[pool]) + len(self.starting[pool])
+        loads = self.loads[pool]
         while current < replicas and self.draining[pool]:
             inst = self.draining[pool].pop()
             self.pod_of(inst).state = "ready"
             self._insert_ready(pool, inst)
+            loads.set_taking_work(inst, True)
             current += 1
             self._capacity_added(now_s)
         while current < replicas:
             self.add_pod(pool, now_s, ready_now=False)
             current += 1
         while current > replicas and self.starting[pool]:
-            pod = self.pod_of(self.starting[pool].pop())
+            inst = self.starting[pool].pop()
+            loads.remove(inst)
+            pod = self.pod_of(inst)
             pod.state = "gone"
             pod.gone_s = now_s
             pod.ready_s = math.inf
             current -= 1
         while current > replicas and self.ready[pool]:
             cands = self.ready[pool]
-            victim = min(reversed(cands), key=lambda x: x.outstanding_tokens)
+            victim = min(reversed(cands), key=loads.load_of)
             cands.remove(victim)
             self.pod_of(victim).state = "draining"
+            loads.set_taking_work(victim, False)
             self.draining[pool].append(victim)
             current -= 1
             self.retire_if_drained(victim, now_s)

@@ -38,6 +38,13 @@ the proxy's gauges are requests in flight and requests no pod has taken yet.
 Records (``records()``): per request, in workload order (``sim.records``). With ``record_itl_gaps=True``,
 ``itl_gaps()`` returns every inter-token gap exactly (token time, gap, how many sequences), compressed per decode step.
 
+Closed loop (``closed_loop=ClosedLoopArrivals(users, think_s)``; ``vllm bench serve --max-concurrency N``): the
+first ``users`` requests of the workload are sent at t = 0 (its arrival times are ignored) and request j >= users is
+sent ``think_s`` after the (j − users)-th client-side completion (engine end + α2 per output token), then reaches the
+pods α0 + α1·prompt later like any request. Completions and the sends they trigger are events of the queue
+(``sim.events``: a completion is seen before anything else at its instant, a dynamic arrival next, as the workload's
+arrivals are), so a closed loop is one causal run; its records' ``arrival_s`` are the send times.
+
 Modes: fast (default) skips events over runs of identical decode steps (``sim.skipping``); ``reference=True`` drives
 every instance's ``InstanceScheduler`` one step at a time (``form_step`` / ``commit_step``) and accounts every token
 one by one. Tests require identical per-request results from both.
@@ -57,7 +64,7 @@ from autoscaler.core.latency import KvLink, LatencyProfile
 from autoscaler.core.types import Pool, PoolReplicas
 from sim.cluster import Cluster, SimPod, parse_startup_jitter
 from sim.counters import ItlGapLog, PodCounters, flush_pending
-from sim.events import KV_ARRIVAL, STEP_END, EventQueue
+from sim.events import CLIENT_DONE, KV_ARRIVAL, READY, STEP_END, EventQueue
 from sim.records import RequestLog, RequestRecords
 from sim.request import Request
 from sim.router import ROUTERS, Router
@@ -65,7 +72,7 @@ from sim.scheduler import InstanceScheduler, SchedulerEvents, check_engine_limit
 from sim.skipping import SkippingScheduler
 from sim.workload import Workload
 
-__all__ = ["MODES", "ROUTERS", "Engine", "EngineConfig", "RequestRecords", "SimPod"]
+__all__ = ["MODES", "ROUTERS", "ClosedLoopArrivals", "Engine", "EngineConfig", "RequestRecords", "SimPod"]
 
 MODES = ("disagg", "agg")
 _INF = math.inf
@@ -101,13 +108,32 @@ class EngineConfig:
         check_engine_limits(self.profile)
 
 
+@dataclass(frozen=True)
+class ClosedLoopArrivals:
+    """``users`` concurrent clients, each sending its next request ``think_s`` after its last one completed."""
+
+    users: int
+    think_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.users < 1:
+            raise ValueError(f"ClosedLoopArrivals.users must be >= 1, got {self.users}")
+        if not (math.isfinite(self.think_s) and self.think_s >= 0):
+            raise ValueError(f"ClosedLoopArrivals.think_s must be a finite number >= 0, got {self.think_s}")
+
+
 class _Milestones(SchedulerEvents):
     """The engine's side of its schedulers' milestones: request records, proxy counters, routing load, hand-off."""
 
-    __slots__ = ("_engine", "client_token_delay_s", "inflight_requests", "log", "proxy", "proxy_ttft_pending")
+    __slots__ = (
+        "_closed_loop", "_dispatch_decode", "_engine", "client_token_delay_s", "inflight_requests", "log", "proxy",
+        "proxy_ttft_pending",
+    )  # fmt: skip
 
     def __init__(self, engine: Engine, log: RequestLog, proxy: PodCounters, client_token_delay_s: float) -> None:
         self._engine = engine
+        self._closed_loop = engine._closed is not None  # read at every finish: one slot, not two attribute hops
+        self._dispatch_decode = engine._dispatch_decode
         self.log = log
         self.proxy = proxy
         self.client_token_delay_s = client_token_delay_s  # α2: the client sees the first token this much later
@@ -120,8 +146,8 @@ class _Milestones(SchedulerEvents):
     def prefill_finished(self, sched: InstanceScheduler, req: Request, t_s: float) -> None:
         self.log.prefill_end_s[req.index] = t_s
         if sched.role == "prefill":
-            sched.outstanding_tokens -= req.prompt_tokens
-            self._engine._dispatch_decode(req, t_s)
+            sched.routing_loads[sched.routing_slot] -= req.prompt_tokens
+            self._dispatch_decode(req, t_s)
         else:
             self.log.kv_ready_s[req.index] = t_s
 
@@ -142,9 +168,11 @@ class _Milestones(SchedulerEvents):
         log.last_token_s[rid] = t_s
         log.itl_max_s[rid] = req.max_itl_s
         log.finished[rid] = True
-        sched.outstanding_tokens -= req.prompt_tokens + req.output_tokens
+        sched.routing_loads[sched.routing_slot] -= req.prompt_tokens + req.output_tokens
         self.proxy.request_success_total += 1
         self.inflight_requests -= 1
+        if self._closed_loop:  # the client sees its last token α2 per output token later
+            self._engine._events.push_client_done(t_s + self.client_token_delay_s * req.output_tokens)
 
     def preempted(self, sched: InstanceScheduler, req: Request, t_s: float) -> None:
         self.log.preemptions[req.index] += 1
@@ -154,7 +182,13 @@ class Engine:
     """The simulated cluster. Drive it with ``run_until``/``set_desired``; read ``pods()``, ``proxy``, ``records()``."""
 
     def __init__(
-        self, workload: Workload, config: EngineConfig, initial_prefill: int, initial_decode: int
+        self,
+        workload: Workload,
+        config: EngineConfig,
+        initial_prefill: int,
+        initial_decode: int,
+        *,
+        closed_loop: ClosedLoopArrivals | None = None,
     ) -> None:
         prof = config.profile
         if config.mode == "agg" and initial_prefill != 0:
@@ -174,7 +208,11 @@ class Engine:
         n = arr.size
         if pr.size != n or out.size != n:
             raise ValueError(f"workload {workload.name!r}: arrays differ in length")
-        if n and (np.any(np.diff(arr) < 0) or not np.all(np.isfinite(arr))):
+        self._closed = closed_loop
+        first = n if closed_loop is None else min(n, closed_loop.users)  # requests whose send time is known now
+        if closed_loop is not None:  # the first `users` leave at 0, the others when a client is free
+            arr = np.concatenate([np.zeros(first), np.full(n - first, math.nan)])
+        elif n and (np.any(np.diff(arr) < 0) or not np.all(np.isfinite(arr))):
             raise ValueError(f"workload {workload.name!r}: arrival_s must be finite and sorted")
         bad = np.flatnonzero((pr < 1) | (out < 1))
         if bad.size:
@@ -196,13 +234,16 @@ class Engine:
         host = prof.host
         self._dispatch_s: list[float] = self._arrival_s
         self._dispatch_id: list[int] | None = None
+        if closed_loop is not None:
+            self._dispatch_s = self._arrival_s[:first]
         if host.request_s > 0 or host.request_per_prompt_token_s > 0:
-            at_pods = arr + host.request_s + host.request_per_prompt_token_s * pr.astype(np.float64)  # α0 + α1·L
-            order = np.argsort(at_pods, kind="stable")
+            at_pods = arr[:first] + host.request_s + host.request_per_prompt_token_s * pr[:first].astype(np.float64)
+            order = np.argsort(at_pods, kind="stable")  # α0 + α1·L
             self._dispatch_s = at_pods[order].tolist()
             self._dispatch_id = order.tolist()
-        self._n = n
+        self._n = first
         self._next = 0  # next dispatch index
+        self._unsent = n - first  # closed loop: requests waiting for a free client
         self._milestones = _Milestones(self, self._log, self.proxy, host.output_token_s)
         self._events = EventQueue()
         self._pending_front: deque[Request] = deque()  # arrived, no pod to take them (or the central queue)
@@ -218,6 +259,13 @@ class Engine:
             events=self._events, make_instance=self._make_instance, capacity_added=self._flush_pending,
         )  # fmt: skip
         self._ready = self._cluster.ready
+        # the ready lists are kept in place by the cluster: bound once for the hot paths (an enum-keyed lookup each
+        # time costs more than the rest of a dispatch)
+        self._ready_front = self._ready[self._front_pool]
+        self._ready_decode = self._ready[Pool.DECODE]
+        loads = self._cluster.loads
+        self._pick_front = self._router.picker(self._front_pool, self._ready_front, loads[self._front_pool])
+        self._pick_decode = self._router.picker(Pool.DECODE, self._ready_decode, loads[Pool.DECODE])
         for _ in range(initial_prefill):
             self._cluster.add_pod(Pool.PREFILL, 0.0, ready_now=True)
         for _ in range(initial_decode):
@@ -280,7 +328,7 @@ class Engine:
 
     @property
     def all_done(self) -> bool:
-        return self._next >= self._n and self._milestones.inflight_requests == 0
+        return self._next >= self._n and self._unsent == 0 and self._milestones.inflight_requests == 0
 
     # ------------------------------------------------------------------ instances
     def _make_instance(self, role: str, counters: PodCounters) -> InstanceScheduler:
@@ -342,6 +390,7 @@ class Engine:
         ta = arr[nxt] if nxt < n else _INF
         fast = self._fast
         pop = _heappop
+        arrive, plan, after_prefill_step = self._arrive, self._plan, self._after_prefill_step
         while True:
             te = heap[0][0] if heap else _INF
             if ta <= te:  # arrivals first at equal times
@@ -349,7 +398,7 @@ class Engine:
                     return
                 self._next = nxt + 1
                 self.now_s = ta
-                self._arrive(nxt if ids is None else ids[nxt], ta)
+                arrive(nxt if ids is None else ids[nxt], ta)
                 nxt += 1
                 ta = arr[nxt] if nxt < n else _INF
             else:
@@ -361,16 +410,20 @@ class Engine:
                     if ver == obj.version:
                         if not fast:
                             obj.commit_step()
-                            self._plan(obj, t)
+                            plan(obj, t)
                         elif obj.role == "prefill":
-                            self._after_prefill_step(obj, t)
+                            after_prefill_step(obj, t)
                         else:
                             obj.commit_segment(obj.segment_steps)
-                            self._plan(obj, t)
+                            plan(obj, t)
                 elif kind == KV_ARRIVAL:
                     self._on_kv_arrival(obj, t)
-                else:
+                elif kind == READY:
                     self._cluster.on_ready(obj, t)
+                elif kind == CLIENT_DONE:
+                    self._send_next(t)
+                else:  # ARRIVAL: a closed-loop request reaches the pods
+                    self._arrive(obj, t)
 
     def _after_prefill_step(self, inst: InstanceScheduler, now: float) -> None:
         """A prefill instance's step ended: finished prompts go to KV transfer; form the next step or go idle."""
@@ -386,13 +439,27 @@ class Engine:
             inst.segment_start_s = now
 
     # ------------------------------------------------------------------ request flow
+    def _send_next(self, now: float) -> None:
+        """Closed loop: a client saw its request complete at ``now``; it sends the next one of the list."""
+        if not self._unsent:
+            return
+        loop = self._closed
+        assert loop is not None
+        log = self._log
+        j = len(log.arrival_s) - self._unsent
+        self._unsent -= 1
+        send_s = now + loop.think_s
+        log.arrival_s[j] = send_s
+        host = self.profile.host
+        self._events.push_arrival(send_s + host.admission_delay_s(log.prompt_tokens[j]), j)
+
     def _arrive(self, i: int, now: float) -> None:
         self._milestones.inflight_requests += 1
         log = self._log
         s = Request(i, log.prompt_tokens[i], log.output_tokens[i])
         if self._central:
             self._pending_front.append(s)
-            for inst in self._ready[self._front_pool]:
+            for inst in self._ready_front:
                 if not inst.busy:
                     self._plan(inst, now)
                     break
@@ -409,25 +476,25 @@ class Engine:
         self._log.prefill_pod[s.index] = idx
         if inst.role == "agg":
             self._log.decode_pod[s.index] = idx
-            inst.outstanding_tokens += s.prompt_tokens + s.output_tokens
+            inst.routing_loads[inst.routing_slot] += s.prompt_tokens + s.output_tokens
         else:
-            inst.outstanding_tokens += s.prompt_tokens
+            inst.routing_loads[inst.routing_slot] += s.prompt_tokens
         inst.waiting.append(s)
 
     def _flush_pending(self, now: float) -> None:
         """Capacity appeared: requests waiting at the proxy go to pods."""
         if self._central:
-            for inst in self._ready[self._front_pool]:
+            for inst in self._ready_front:
                 if not inst.busy and self._pending_front:
                     self._plan(inst, now)
         else:
-            while self._pending_front and self._ready[self._front_pool]:
+            while self._pending_front and self._ready_front:
                 self._dispatch_front(self._pending_front.popleft(), now)
-        while self._pending_decode and self._ready[Pool.DECODE]:
+        while self._pending_decode and self._ready_decode:
             self._dispatch_decode(self._pending_decode.popleft(), now)
 
     def _dispatch_front(self, s: Request, now: float) -> None:
-        inst = self._router.pick(self._ready[self._front_pool], self._front_pool, self.now_s)
+        inst = self._pick_front(self.now_s)
         if inst is None:
             self._pending_front.append(s)
             return
@@ -435,21 +502,21 @@ class Engine:
         s.pod_arrival_s = now
         self._log.prefill_pod[s.index] = idx
         if inst.role == "prefill":
-            inst.outstanding_tokens += s.prompt_tokens
+            inst.routing_loads[inst.routing_slot] += s.prompt_tokens
             inst.waiting.append(s)
             if not inst.busy:
                 self._plan(inst, now)
             return
-        inst.outstanding_tokens += s.prompt_tokens + s.output_tokens
+        inst.routing_loads[inst.routing_slot] += s.prompt_tokens + s.output_tokens
         self._log.decode_pod[s.index] = idx
         self._enqueue(inst, s, now)
 
     def _dispatch_decode(self, s: Request, now: float) -> None:
-        inst = self._router.pick(self._ready[Pool.DECODE], Pool.DECODE, self.now_s)
+        inst = self._pick_decode(self.now_s)
         if inst is None:
             self._pending_decode.append(s)
             return
-        inst.outstanding_tokens += s.prompt_tokens + s.output_tokens
+        inst.routing_loads[inst.routing_slot] += s.prompt_tokens + s.output_tokens
         self._log.decode_pod[s.index] = inst.pod.index  # type: ignore[attr-defined]
         self._events.push_kv_arrival(inst.start_kv_transfer(s, now), inst, s)
 
@@ -464,6 +531,9 @@ class Engine:
         inst.waiting.append(s)
         if not inst.busy:
             self._plan(inst, now)
-        elif was_empty and inst.segment_steps > 1 and inst.end_segment_for_admission(now):  # type: ignore[attr-defined]
+        elif was_empty and inst.segment_steps > 1:
             # the head may be admitted at the next step boundary: the skipped segment now ends there
-            self._events.push_step_end(inst.step_end_s(inst.segment_steps), inst)  # type: ignore[attr-defined]
+            end_s = inst.end_segment_for_admission(now)  # type: ignore[attr-defined]
+            if end_s is not None:  # EventQueue.push_step_end, inlined on the hot path
+                inst.version = v = inst.version + 1
+                _heappush(self._events.heap, (end_s, STEP_END, inst.pod.index, STEP_END, inst, v))  # type: ignore[attr-defined]

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from autoscaler.core.latency import LatencyProfile
+from autoscaler.core.latency import LatencyProfile, prefill_tokens_per_s
 from autoscaler.core.spec import AutoscalerSpec
 from autoscaler.core.types import Decision, Observation, Pool, PoolDecision
 from sim.scenario import Scenario
@@ -130,9 +130,9 @@ def lowest_passing(ok: Callable[[int], bool], guess: int, lo: int, hi: int) -> i
 
 
 def prefill_guess(workload: Workload, profile: LatencyProfile, span_s: float) -> int:
-    """Replicas whose prefill throughput (full 8k-token chunks) covers the prompt tokens at 85 % utilisation."""
-    chunk = profile.max_num_batched_tokens
-    per_token_s = profile.step.prefill_step_s(chunk) / chunk
+    """Replicas whose prefill throughput (full chunks of packed prompts) covers the prompt tokens at 85 % utilisation."""
+    mean_prompt = float(np.mean(workload.prompt_tokens)) if len(workload) else 1.0
+    per_token_s = 1.0 / prefill_tokens_per_s(profile, prompt_tokens=mean_prompt)  # full chunks of packed prompts
     busy_s = float(np.sum(workload.prompt_tokens)) * per_token_s
     return max(1, math.ceil(busy_s / max(span_s, 1e-9) / 0.85))
 

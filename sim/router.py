@@ -4,41 +4,105 @@
 prompt+output tokens of unfinished requests); ``least-kv`` (KV slots in use, as a per-step engine would show them,
 plus slots reserved by inbound transfers); ``central-fcfs`` (one shared FCFS queue: the engine dispatches a request
 when an instance is idle; its decode side uses least-outstanding-tokens). Ties go to the oldest pod.
+
+The outstanding tokens of a pool's pods live in one ``PoolLoads`` (a plain list of ints in pod order), so the
+least-loaded pod is one ``min()`` over ints: picking through each instance's attribute cost about a tenth of the
+engine's time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from operator import attrgetter
+from collections.abc import Callable, Sequence
 
 from autoscaler.core.types import Pool
 from sim.scheduler import InstanceScheduler
 
 ROUTERS = ("round-robin", "least-outstanding-tokens", "least-kv", "central-fcfs")
-_outstanding_tokens = attrgetter("outstanding_tokens")
+NOT_TAKING_WORK = 1 << 62  # added to the load of a pod that is starting or draining: never the least loaded
+
+Picker = Callable[[float], InstanceScheduler | None]  # now_s -> the instance that takes the next request, or None
+
+
+class PoolLoads:
+    """Outstanding tokens of every live pod of one pool (starting, ready, draining), in pod order.
+
+    An instance adds to and subtracts from its own entry, ``inst.routing_loads[inst.routing_slot]``; the cluster
+    says when a pod starts or stops taking new work (``set_taking_work``) and when it is gone (``remove``).
+    """
+
+    __slots__ = ("instances", "loads")
+
+    def __init__(self) -> None:
+        self.instances: list[InstanceScheduler] = []
+        self.loads: list[int] = []
+
+    def add(self, inst: InstanceScheduler, *, taking_work: bool) -> None:
+        inst.routing_loads = self.loads
+        inst.routing_slot = len(self.loads)
+        self.instances.append(inst)
+        self.loads.append(0 if taking_work else NOT_TAKING_WORK)
+
+    def set_taking_work(self, inst: InstanceScheduler, taking_work: bool) -> None:
+        was = self.loads[inst.routing_slot] < NOT_TAKING_WORK
+        if was != taking_work:
+            self.loads[inst.routing_slot] += -NOT_TAKING_WORK if taking_work else NOT_TAKING_WORK
+
+    def remove(self, inst: InstanceScheduler) -> None:
+        """The pod is gone (it has no work left): later pods move up one slot."""
+        i = inst.routing_slot
+        del self.instances[i]
+        del self.loads[i]
+        for later in self.instances[i:]:
+            later.routing_slot -= 1
+        inst.routing_loads = [0]
+        inst.routing_slot = 0
+
+    def load_of(self, inst: InstanceScheduler) -> int:
+        """The pod's outstanding tokens."""
+        load = self.loads[inst.routing_slot]
+        return load - NOT_TAKING_WORK if load >= NOT_TAKING_WORK else load
+
+    def least_loaded(self, now_s: float = 0.0) -> InstanceScheduler | None:
+        """The pod taking work with the fewest outstanding tokens (the oldest on ties), or None."""
+        loads = self.loads
+        if not loads:
+            return None
+        least = min(loads)
+        if least >= NOT_TAKING_WORK:
+            return None
+        return self.instances[loads.index(least)]
 
 
 class Router:
-    __slots__ = ("_least_outstanding", "_next_index", "policy")
+    __slots__ = ("_next_index", "policy")
 
     def __init__(self, policy: str) -> None:
         if policy not in ROUTERS:
             raise ValueError(f"router {policy!r} is not one of {ROUTERS}")
         self.policy = policy
-        self._least_outstanding = policy in ("least-outstanding-tokens", "central-fcfs")
         self._next_index = {Pool.PREFILL: 0, Pool.DECODE: 0}  # round-robin position per pool
 
-    def pick(self, ready: Sequence[InstanceScheduler], pool: Pool, now_s: float) -> InstanceScheduler | None:
-        """The ready instance (in pod order) that takes the next request of ``pool``; None when there is none."""
+    def picker(self, pool: Pool, ready: Sequence[InstanceScheduler], loads: PoolLoads) -> Picker:
+        """How this policy picks a pod of ``pool``: ``ready`` (in pod order) and ``loads`` are the cluster's, kept
+        up to date in place."""
+        if self.policy in ("least-outstanding-tokens", "central-fcfs"):
+            return loads.least_loaded
+        if self.policy == "round-robin":
+            return lambda now_s: self._round_robin(ready, pool)
+        return lambda now_s: self._least_kv(ready, now_s)
+
+    def _round_robin(self, ready: Sequence[InstanceScheduler], pool: Pool) -> InstanceScheduler | None:
         if not ready:
             return None
-        if self._least_outstanding:
-            return min(ready, key=_outstanding_tokens)
-        if self.policy == "round-robin":
-            i = self._next_index[pool] % len(ready)
-            self._next_index[pool] += 1
-            return ready[i]
-        best = ready[0]  # least-kv
+        i = self._next_index[pool] % len(ready)
+        self._next_index[pool] += 1
+        return ready[i]
+
+    @staticmethod
+    def _least_kv(ready: Sequence[InstanceScheduler], now_s: float) -> InstanceScheduler | None:
+        if not ready:
+            return None
+        best = ready[0]
         best_kv = best.kv_used_at(now_s) + best.inbound_kv_tokens
         for c in ready[1:]:
             kv = c.kv_used_at(now_s) + c.inbound_kv_tokens

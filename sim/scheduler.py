@@ -12,7 +12,9 @@ Rules, per step (vLLM V1-like, decode first):
   step that preempted). KV for a prompt is reserved in full at admission (two half-prefilled prompts cannot
   deadlock). A request whose KV arrived from a prefill instance (``tokens_to_compute == 0``) needs ``prompt + 1``
   slots and decodes at once.
-* step time: ``profile.step.mixed_step_s(prefill_tokens, decode_batch, decode_context)``; a pure decode step is
+* step time: ``profile.step.mixed_step_s(prefill_tokens, decode_batch, decode_context, attention)`` where attention is
+  each chunk's causal attention work summed (``latency.causal_attention_token2``: a chunk attends to its request's
+  computed tokens, and requests do not attend to each other); a pure decode step is
   ``decode_step_s(batch, Σcontext)`` where Σcontext counts the decoding sequences' KV slots after this step's
   allocation; a prefill instance's step is ``prefill_step_s(tokens)``.
 * roles: ``agg`` (prefill chunks and decodes share steps), ``prefill`` (a request leaves after its prefill, having
@@ -136,6 +138,8 @@ class InstanceScheduler:
         "gap_log",
         "inbound_kv_tokens",
         "inbound_kv_transfers",
+        "itl_bucket",
+        "itl_bucket_bounds_s",
         "itl_pending",
         "kv_admitted",
         "kv_capacity_tokens",
@@ -143,17 +147,20 @@ class InstanceScheduler:
         "lookahead_steps",
         "max_num_batched_tokens",
         "max_num_seqs",
-        "outstanding_tokens",
         "pod",
         "prefill_chunks",
         "prefilling",
         "profile_name",
         "refill",
         "role",
+        "routing_loads",
+        "routing_slot",
         "running",
-        "segment_max_step_s",
+        "segment_peak_index",
+        "segment_peaks_s",
         "segment_start_s",
         "segment_steps",
+        "segments_committed",
         "step_durations_s",
         "step_ends_s",
         "step_growth_s",
@@ -214,16 +221,25 @@ class InstanceScheduler:
         self.step_ends_s: list[float] | None = None  # generic step models: end time of each step of the run
         self.step_durations_s: list[float] = []  # generic step models: duration of each step of the run
         self.lookahead_steps = 8  # generic step models: steps evaluated ahead (adapts to how often runs are cut)
-        self.segment_max_step_s: list[float] = []  # longest step of each committed segment (per-request ITL max)
+        # per-request ITL max in fast mode: the longest step of every committed segment from a request's
+        # ``segment_index`` on. Kept as a monotonic stack (segment ordinal, longest step) of the segments whose longest
+        # step is longer than every later segment's, so that the longest since any segment is one bisection.
+        self.segments_committed = 0
+        self.segment_peak_index: list[int] = []
+        self.segment_peaks_s: list[float] = []
         self.kv_admitted: list[Request] = []  # KV-arrived requests admitted in this step: first token at its end
         # counters
         self.decode_seq_s = 0.0  # ∫ decoding requests dt over committed steps (time-average batch)
         self.itl_pending = [0] * (len(self.counters.itl.edges_s) + 1)
+        self.itl_bucket = 0  # fast mode: the ITL bucket of the last committed segment, and its (lo, hi] bounds
+        self.itl_bucket_bounds_s = (math.inf, -math.inf)
         self.ttft_pending = [0] * (len(self.counters.ttft.edges_s) + 1)
         # kept by the driver: KV transfers heading here, routing load, the owner pod, the event version
         self.inbound_kv_transfers = 0
         self.inbound_kv_tokens = 0
-        self.outstanding_tokens = 0
+        # routing load (outstanding tokens): this instance's entry in its pool's list (sim.router.PoolLoads)
+        self.routing_loads = [0]
+        self.routing_slot = 0
         self.pod: object = None
         self.version = 0
         # asked for work (refill(sched, now_s)) when the instance has none: the engine's central FCFS queue
@@ -255,6 +271,7 @@ class InstanceScheduler:
         budget = self.max_num_batched_tokens - batch
         chunks: list[tuple[Request, int]] = []
         new_tokens = 0
+        attn = 0  # causal attention work of the chunks, token² (latency.causal_attention_token2)
         if self.prefilling:
             for s in self.prefilling:
                 if budget <= 0:
@@ -263,6 +280,7 @@ class InstanceScheduler:
                 chunks.append((s, c))
                 budget -= c
                 new_tokens += c
+                attn += c * (c + 2 * (s.kv_reserved_tokens - s.tokens_to_compute))  # after its computed tokens
         wq = self.waiting
         if not preempted:
             if self.refill is not None and not wq and not run:
@@ -307,13 +325,14 @@ class InstanceScheduler:
                         chunks.append((s, c))
                         budget -= c
                         new_tokens += c
+                        attn += c * c
                 self.kv_used_tokens = used
                 self.decode_batch = batch
         self.segment_start_s = now
         self.prefill_chunks = chunks
         self.step_ends_s = None
         if chunks:
-            d = self.step_model.mixed_step_s(new_tokens, batch, self.decode_context_tokens)
+            d = self.step_model.mixed_step_s(new_tokens, batch, self.decode_context_tokens, attn)
             k = 1
             growth = 0.0
         elif batch:
@@ -352,7 +371,7 @@ class InstanceScheduler:
             self._outcome = None
             return out
         self.steps_done += 1
-        self.segment_max_step_s.append(self.first_step_s)
+        self.segments_committed += 1  # the reference sees every gap: no segment peaks needed
         pc = self.counters
         self.decode_seq_s += self.decode_batch * self.first_step_s
         gaps = self.gap_log
@@ -384,16 +403,33 @@ class InstanceScheduler:
         return out
 
     def commit_prefill_step(self, now_s: float) -> None:
-        """``commit_step`` for a prefill-role instance: prompts whose last chunk ran leave (the engine's hot path)."""
+        """``commit_step`` for a prefill-role instance: prompts whose last chunk ran sample their one token (which
+        the P/D proxy discards) and leave (the engine's hot path, kept in one frame)."""
         self.steps_done += 1
-        for s, c in self.prefill_chunks:
-            s.tokens_to_compute -= c
+        c = self.counters
+        h = c.ttft
+        edges = h.edges_s
+        pending = self.ttft_pending
+        out = self._outcome
+        for s, n in self.prefill_chunks:
+            s.tokens_to_compute -= n
             if s.tokens_to_compute <= 0:
                 self.prefilling.remove(s)
                 self.running.remove(s)
                 self.kv_used_tokens -= s.kv_reserved_tokens
                 s.kv_reserved_tokens = 0
-                self._prefill_done(s, now_s)
+                ttft = now_s - s.pod_arrival_s  # observe_pending, inlined
+                pending[bisect_left(edges, ttft)] += 1
+                h.sum += ttft
+                h.count += 1
+                c.prompt_tokens_total += s.prompt_tokens
+                c.generation_tokens_total += 1
+                c.request_success_total += 1
+                s.pod_arrival_s = now_s
+                s.tokens_to_compute = 0
+                if out is not None:
+                    out.prefilled.append(s)
+                self.events.prefill_finished(self, s, now_s)
         self.prefill_chunks = []
 
     def abort(self, req: Request) -> bool:
@@ -456,6 +492,24 @@ class InstanceScheduler:
     def cap(self) -> int:
         return self.kv_capacity_tokens
 
+    # ------------------------------------------------------------------ segment peaks (fast mode's ITL max)
+    def note_segment_peak(self, longest_step_s: float) -> None:
+        """A segment was committed whose longest step lasted ``longest_step_s``."""
+        peaks = self.segment_peaks_s
+        index = self.segment_peak_index
+        while peaks and peaks[-1] <= longest_step_s:  # no longer the longest of any suffix
+            peaks.pop()
+            index.pop()
+        peaks.append(longest_step_s)
+        index.append(self.segments_committed)
+        self.segments_committed += 1
+
+    def longest_step_since(self, segment_index: int) -> float:
+        """The longest step of the committed segments from ``segment_index`` on (-inf when there is none)."""
+        index = self.segment_peak_index
+        p = bisect_left(index, segment_index)
+        return self.segment_peaks_s[p] if p < len(index) else -math.inf
+
     # ------------------------------------------------------------------ step formation
     def _decode_run_steps(self, now: float, batch: int, first_step_s: float) -> int:
         """How many identical-membership decode steps to run before the next formation: one, step by step."""
@@ -466,6 +520,7 @@ class InstanceScheduler:
         budget = self.max_num_batched_tokens
         chunks: list[tuple[Request, int]] = []
         new_tokens = 0
+        attn = 0  # causal attention work of the chunks, token²
         pf = self.prefilling
         for s in pf:
             if budget <= 0:
@@ -474,6 +529,7 @@ class InstanceScheduler:
             chunks.append((s, c))
             budget -= c
             new_tokens += c
+            attn += c * (c + 2 * (s.kv_reserved_tokens - s.tokens_to_compute))
         wq = self.waiting
         run = self.running
         if self.refill is not None and not wq and not run:
@@ -495,6 +551,7 @@ class InstanceScheduler:
                 chunks.append((s, c))
                 budget -= c
                 new_tokens += c
+                attn += c * c
             self.kv_used_tokens = used
         self.segment_start_s = now
         self.prefill_chunks = chunks
@@ -503,7 +560,7 @@ class InstanceScheduler:
             self.segment_steps = 0
             self._outcome = None
             return None
-        d = self.step_model.prefill_step_s(new_tokens)
+        d = self.step_model.prefill_step_s(new_tokens, attn)
         if not d > 0:
             raise ValueError(f"profile {self.profile_name!r}: non-positive step time {d} s")
         self.busy = True
@@ -535,11 +592,9 @@ class InstanceScheduler:
             if s.tokens_emitted > 0:
                 s.last_token_s = now
                 if self.fast:  # the steps since the last segment this request saw bound its largest gap
-                    sm = self.segment_max_step_s
-                    if s.segment_index < len(sm):
-                        m = max(sm[s.segment_index :])
-                        if m > s.max_itl_s:
-                            s.max_itl_s = m
+                    m = self.longest_step_since(s.segment_index)
+                    if m > s.max_itl_s:
+                        s.max_itl_s = m
         else:
             self.prefilling.remove(s)
             self.kv_used_tokens -= s.kv_reserved_tokens
@@ -595,28 +650,12 @@ class InstanceScheduler:
             s.heap_key = self._heap_key
             s.finish_step = self.steps_done + s.output_tokens - s.tokens_emitted
             _heappush(self.finish_heap, (s.finish_step, s.heap_key, s))
-            s.segment_index = len(self.segment_max_step_s)
+            s.segment_index = self.segments_committed
             self.decode_batch += 1
             self.decode_context_tokens += s.kv_tokens_at_base
         self.prefill_chunks = []
 
     # ------------------------------------------------------------------ request milestones
-    def _prefill_done(self, s: Request, now: float) -> None:
-        c = self.counters
-        h = c.ttft  # observe_pending, inlined on the hot path
-        ttft = now - s.pod_arrival_s
-        self.ttft_pending[bisect_left(h.edges_s, ttft)] += 1
-        h.sum += ttft
-        h.count += 1
-        c.prompt_tokens_total += s.prompt_tokens
-        c.generation_tokens_total += 1  # the one token a prefill worker samples (the P/D proxy discards it)
-        c.request_success_total += 1
-        s.pod_arrival_s = now
-        s.tokens_to_compute = 0
-        if self._outcome is not None:
-            self._outcome.prefilled.append(s)
-        self.events.prefill_finished(self, s, now)
-
     def _first_token(self, s: Request, t: float) -> None:
         if s.first_token_s == s.first_token_s:  # not NaN: a recompute after preemption before any token
             return
@@ -640,7 +679,10 @@ class InstanceScheduler:
         self.kv_used_tokens -= kv
         self.running.remove(s)
         s.tokens_emitted = s.output_tokens
-        self._finish(s, t)
+        self.counters.request_success_total += 1  # _finish, inlined: the one path every decoded request takes
+        if self._outcome is not None:
+            self._outcome.finished.append(s)
+        self.events.finished(self, s, t)
 
     def _finish(self, s: Request, t: float) -> None:
         self.counters.request_success_total += 1

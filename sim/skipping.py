@@ -42,9 +42,11 @@ class SkippingScheduler(InstanceScheduler):
         """Steps until the next membership change: the earliest finish, or the step whose KV slots do not fit."""
         h = self.finish_heap
         top = h[0]
-        while not (top[2].decoding and top[2].heap_key == top[1]):  # drop stale entries (preempted, aborted)
+        s = top[2]
+        while not (s.decoding and s.heap_key == top[1]):  # drop stale entries (preempted, aborted)
             _heappop(h)
             top = h[0]
+            s = top[2]
         if self._poly:
             k = top[0] - self.steps_done
             k_kv = 1 + (self.kv_capacity_tokens - self.kv_used_tokens) // batch
@@ -112,18 +114,21 @@ class SkippingScheduler(InstanceScheduler):
         m = min(self.steps_before(t_s), self.segment_steps - 1)
         return self.kv_used_tokens + self.decode_batch * m
 
-    def end_segment_for_admission(self, now_s: float) -> bool:
+    def end_segment_for_admission(self, now_s: float) -> float | None:
         """A request joined an empty waiting queue at ``now_s``: end the segment at the first step boundary at or
-        after ``now_s``, where the request may be admitted. True when the segment end moved (reschedule it)."""
+        after ``now_s``, where the request may be admitted. Returns the segment's new end (reschedule it), or None
+        when it did not move."""
         if len(self.running) >= self.max_num_seqs:
-            return False
+            return None
         j = self.steps_before(now_s) + 1
         if j >= self.segment_steps:
-            return False
-        if self.step_ends_s is not None:  # cut short: evaluate fewer steps ahead next time
-            self.lookahead_steps = max(4, self.lookahead_steps // 2)
+            return None
         self.segment_steps = j
-        return True
+        ends = self.step_ends_s
+        if ends is not None:  # cut short: evaluate fewer steps ahead next time
+            self.lookahead_steps = max(4, self.lookahead_steps // 2)
+            return ends[j - 1]
+        return self.segment_start_s + j * self.first_step_s + self.step_growth_s * (j * (j - 1) / 2)
 
     # ------------------------------------------------------------------ commit
     def commit_segment(self, steps: int) -> None:
@@ -137,7 +142,7 @@ class SkippingScheduler(InstanceScheduler):
             t0, d0, dl = self.segment_start_s, self.first_step_s, self.step_growth_s
             t_end = t0 + j * d0 + dl * (j * (j - 1) / 2)
             d_last = d0 + dl * (j - 1)
-            self.segment_max_step_s.append(d0 if d0 > d_last else d_last)
+            self.note_segment_peak(d0 if d0 > d_last else d_last)
             self.steps_done = sd = self.steps_done + j
             pc = self.counters
             grow = batch * (j - 1)  # one more KV slot per request per step after the first (allocated at formation)
@@ -152,9 +157,17 @@ class SkippingScheduler(InstanceScheduler):
             n_itl = tokens - n_admitted
             if n_itl:
                 total = batch * (j * d0 + dl * (j * (j - 1) / 2)) - n_admitted * d0
-                b0 = bisect_left(_ITL_EDGES_S, d0)
-                if j == 1 or b0 == bisect_left(_ITL_EDGES_S, d_last):
-                    self.itl_pending[b0] += n_itl
+                # the ITL bucket (lo, hi] of the last segment's first step: step times change slowly, so this
+                # segment's steps usually fall in it too (two bisections saved)
+                lo, hi = self.itl_bucket_bounds_s
+                if not lo < d0 <= hi:
+                    b = bisect_left(_ITL_EDGES_S, d0)
+                    lo = _ITL_EDGES_S[b - 1] if b else -_INF
+                    hi = _ITL_EDGES_S[b] if b < len(_ITL_EDGES_S) else _INF
+                    self.itl_bucket = b
+                    self.itl_bucket_bounds_s = (lo, hi)
+                if lo < d_last <= hi:  # every step of the segment in one bucket
+                    self.itl_pending[self.itl_bucket] += n_itl
                     h = pc.itl
                     h.sum += total
                     h.count += n_itl
@@ -207,7 +220,7 @@ class SkippingScheduler(InstanceScheduler):
     def _kv_admitted_first_tokens(self, t1: float, excl: float) -> None:
         """KV-admitted sequences emitted their first token at the end of the segment's first step; their largest
         gap so far is the segment's longest step after the first (``excl``)."""
-        nxt = len(self.segment_max_step_s)
+        nxt = self.segments_committed
         for s in self.kv_admitted:
             self._first_token(s, t1)
             s.max_itl_s = excl
@@ -217,16 +230,14 @@ class SkippingScheduler(InstanceScheduler):
     def _finish_due(self, t_end: float) -> None:
         """Sequences whose last token was emitted by the committed steps leave the batch."""
         h = self.finish_heap
-        sm = self.segment_max_step_s
         sd = self.steps_done
         while h and h[0][0] <= sd:
             _, key, s = _heappop(h)
             if not s.decoding or s.heap_key != key:
                 continue
-            if s.segment_index < len(sm):
-                m = max(sm[s.segment_index :])
-                if m > s.max_itl_s:
-                    s.max_itl_s = m
+            m = self.longest_step_since(s.segment_index)
+            if m > s.max_itl_s:
+                s.max_itl_s = m
             self._finish_decoding(s, s.kv_tokens_at_base + sd - s.base_step, t_end)
 
     def _commit_generic(self, j: int) -> None:
@@ -238,7 +249,7 @@ class SkippingScheduler(InstanceScheduler):
         ends: list[float] = self.step_ends_s  # type: ignore[assignment]
         t0 = self.segment_start_s
         t_end = ends[j - 1]
-        self.segment_max_step_s.append(max(durations))
+        self.note_segment_peak(max(durations))
         self.steps_done += j
         pc = self.counters
         grow = batch * (j - 1)  # as in commit_segment (kept inline: the hot path)

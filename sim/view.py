@@ -220,6 +220,9 @@ class SimPrometheus:
         self._targets: dict[str, _Target] = {}
         self._proxy = _Target("proxy", PROXY_JOB, None, engine.proxy)
         self._targets["proxy"] = self._proxy
+        # rate() of every counter column of a target's rows over one range, computed once per (target, range)
+        # between scrapes: a controller tick asks a dozen counters over the same window (None: < 2 samples)
+        self._counter_rates: dict[tuple[str, float, float], np.ndarray | None] = {}
 
     # -- scraping -------------------------------------------------------------------------------------------
 
@@ -248,6 +251,7 @@ class SimPrometheus:
         if self.last_scrape_s == t_s:
             return  # one scrape per instant, as Prometheus stores one sample per timestamp
         self.last_scrape_s = t_s
+        self._counter_rates.clear()
         if self._due("proxy", t_s):
             self._proxy.append(t_s, self.retention_s)
         for pod in self.engine.pods():
@@ -294,14 +298,28 @@ class SimPrometheus:
         col = self._column(metric)
         out: dict[str, np.ndarray] = {}
         start_s = at_s - window_s
+        left_open = self.prometheus_major >= 3
+        if metric in _GAUGES:
+            for target in self._select(job, pool):
+                times, rows = target.window(start_s, at_s, left_open=left_open)
+                r = extrapolated_rate(
+                    times, rows[:, col], start_s, at_s, is_counter=False, prometheus_major=self.prometheus_major
+                )
+                if r is not None:
+                    out[target.name] = r
+            return out
+        cache = self._counter_rates
         for target in self._select(job, pool):
-            times, rows = target.window(start_s, at_s, left_open=self.prometheus_major >= 3)
-            r = extrapolated_rate(
-                times, rows[:, col], start_s, at_s, is_counter=metric not in _GAUGES,
-                prometheus_major=self.prometheus_major,
-            )  # fmt: skip
-            if r is not None:
-                out[target.name] = r
+            key = (target.name, start_s, at_s)
+            if key in cache:
+                rates = cache[key]
+            else:  # every column at once: the computation is column by column, so each column's rate is the same
+                times, rows = target.window(start_s, at_s, left_open=left_open)
+                rates = cache[key] = extrapolated_rate(
+                    times, rows, start_s, at_s, is_counter=True, prometheus_major=self.prometheus_major
+                )
+            if rates is not None:
+                out[target.name] = rates[col]
         return out
 
     def rate(

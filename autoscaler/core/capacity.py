@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from autoscaler.core.latency import LatencyProfile, prefill_time_s
+from autoscaler.core.latency import LatencyProfile, prefill_time_s, prefill_tokens_per_s
 
 _FIXED_POINT_ITERATIONS = 80
 PredictFn = Callable[["Load", int], float]  # (load, replicas) -> predicted percentile, seconds
@@ -115,9 +115,9 @@ def prefill_service_s(profile: LatencyProfile, prompt_tokens: float) -> float:
 def prefill_queue_service_s(profile: LatencyProfile, mean_prompt_tokens: float) -> float:
     """Mean time a prompt occupies a prefill replica *when a queue exists*: vLLM then packs waiting prompts into
     full ``max_num_batched_tokens`` steps, so the replica drains at the full-chunk token rate, which is faster
-    than one prompt per step (one fixed step overhead shared by several prompts). Never slower than alone."""
-    chunk = float(profile.max_num_batched_tokens)
-    per_token_s = profile.step.prefill_step_s(chunk) / chunk
+    than one prompt per step (one fixed step overhead shared by several prompts, and each prompt attending only to
+    itself, as the simulator's steps charge it). Never slower than alone."""
+    per_token_s = 1.0 / prefill_tokens_per_s(profile, prompt_tokens=max(mean_prompt_tokens, 1.0))
     return min(prefill_service_s(profile, mean_prompt_tokens), max(mean_prompt_tokens, 1.0) * per_token_s)
 
 

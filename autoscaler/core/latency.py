@@ -1,11 +1,15 @@
 """Per-step latency models of a vLLM engine, shared by the policy, the simulator and the emulated workers.
 
 A model answers two questions, in seconds:
-  * ``prefill_step_s(new_tokens)``: one scheduler step that processes ``new_tokens`` prompt tokens
-    (summed over the requests chunked into that step);
+  * ``prefill_step_s(new_tokens, attention_token2)``: one scheduler step that processes ``new_tokens`` prompt tokens
+    (summed over the requests chunked into that step) whose causal attention work is ``attention_token2``
+    (``causal_attention_token2``: Σ c·(c + 2p) over the step's chunks of c new tokens after p computed ones; the
+    default, ``new_tokens²``, is one prompt's chunk from its start);
   * ``decode_step_s(batch, context_tokens)``: one decode step of ``batch`` sequences whose KV context
     sums to ``context_tokens``;
 and ``mixed_step_s`` for aggregated serving, where prefill chunks ride in the same step as decodes.
+Attention is per sequence: two 1024-token prompts in one step cost 2·1024² of attention, not 2048² (FlashAttention's
+variable-length kernels attend within each sequence only), and a prompt's later chunks attend to its earlier ones.
 
 Implementations: ``PolyModel`` (DistServe-style polynomials), ``TableModel`` (interpolation over profiled
 points), ``RooflineModel`` (from model and GPU datasheet numbers). Profiles (files citing their sources) are
@@ -30,16 +34,27 @@ from typing import Protocol
 
 
 class StepModel(Protocol):
-    def prefill_step_s(self, new_tokens: float) -> float: ...
+    def prefill_step_s(self, new_tokens: float, attention_token2: float | None = None) -> float: ...
 
     def decode_step_s(self, batch: int, context_tokens: float) -> float: ...
 
-    def mixed_step_s(self, new_tokens: float, batch: int, context_tokens: float) -> float: ...
+    def mixed_step_s(
+        self, new_tokens: float, batch: int, context_tokens: float, attention_token2: float | None = None
+    ) -> float: ...
+
+
+def causal_attention_token2(chunk_tokens: float, computed_tokens: float = 0.0) -> float:
+    """Causal attention work of a chunk of ``chunk_tokens`` new tokens after ``computed_tokens`` already in the KV
+    cache, in token² (query-key pairs × 2): every new token attends to the computed ones and, on average, to half of
+    the chunk, so c·(c + 2p); a whole prompt of L tokens alone gives L². Step models charge their quadratic prefill
+    term on the sum of this over the step's chunks."""
+    return chunk_tokens * (chunk_tokens + 2.0 * computed_tokens)
 
 
 @dataclass(frozen=True)
 class PolyModel:
-    """prefill = a + b·T + c·T²;  decode = a + b·Σctx + c·B  (seconds; T new tokens, B sequences)."""
+    """prefill = a + b·T + c·U;  decode = a + b·Σctx + c·B  (seconds; T new tokens, U their causal attention work
+    in token², T² for one prompt from its start (``causal_attention_token2``), B sequences)."""
 
     prefill_a_s: float
     prefill_b_s_per_token: float
@@ -48,9 +63,10 @@ class PolyModel:
     decode_b_s_per_context_token: float
     decode_c_s_per_seq: float
 
-    def prefill_step_s(self, new_tokens: float) -> float:
+    def prefill_step_s(self, new_tokens: float, attention_token2: float | None = None) -> float:
         t = new_tokens
-        return self.prefill_a_s + self.prefill_b_s_per_token * t + self.prefill_c_s_per_token2 * t * t
+        u = t * t if attention_token2 is None else attention_token2
+        return self.prefill_a_s + self.prefill_b_s_per_token * t + self.prefill_c_s_per_token2 * u
 
     def decode_step_s(self, batch: int, context_tokens: float) -> float:
         return (
@@ -59,13 +75,15 @@ class PolyModel:
             + self.decode_c_s_per_seq * batch
         )
 
-    def mixed_step_s(self, new_tokens: float, batch: int, context_tokens: float) -> float:
+    def mixed_step_s(
+        self, new_tokens: float, batch: int, context_tokens: float, attention_token2: float | None = None
+    ) -> float:
         """Prefill chunk and decodes share one forward pass: one fixed overhead, both variable parts."""
         if new_tokens <= 0:
             return self.decode_step_s(batch, context_tokens)
         if batch <= 0:
-            return self.prefill_step_s(new_tokens)
-        return self.prefill_step_s(new_tokens) + self.decode_step_s(batch, context_tokens) - min(
+            return self.prefill_step_s(new_tokens, attention_token2)
+        return self.prefill_step_s(new_tokens, attention_token2) + self.decode_step_s(batch, context_tokens) - min(
             self.prefill_a_s, self.decode_a_s
         )
 
@@ -193,7 +211,9 @@ class TableModel:
         if any(not (v > 0 and math.isfinite(v)) for v in values):
             raise ValueError("step times must be finite and > 0")
 
-    def prefill_step_s(self, new_tokens: float) -> float:
+    def prefill_step_s(self, new_tokens: float, attention_token2: float | None = None) -> float:
+        """Interpolated over profiled steps of one fresh prompt; ``attention_token2`` is not used (the table holds
+        no separate attention term)."""
         return _interp_extrap(self.prefill_tokens, self.prefill_s, new_tokens)
 
     def decode_step_s(self, batch: int, context_tokens: float) -> float:
@@ -204,7 +224,9 @@ class TableModel:
         column = [_interp_extrap(self.decode_context_per_seq, row, per_seq) for row in self.decode_s]
         return _interp_extrap(self.decode_batch, column, float(batch))
 
-    def mixed_step_s(self, new_tokens: float, batch: int, context_tokens: float) -> float:
+    def mixed_step_s(
+        self, new_tokens: float, batch: int, context_tokens: float, attention_token2: float | None = None
+    ) -> float:
         if new_tokens <= 0:
             return self.decode_step_s(batch, context_tokens)
         if batch <= 0:
@@ -217,13 +239,22 @@ class TableModel:
 class RooflineModel:
     """Step times from model shape and GPU datasheet numbers, derated by efficiency factors.
 
-    prefill(T) = overhead + max((2·P·T + 2·layers·d·T²) / (FLOP/s·MFU), weights / (HBM B/s·bw_eff))
-    decode(B, Σctx) = overhead + max(weights / (HBM B/s·bw_eff) + Σctx·kv_bytes / (HBM B/s·kv_bw_eff),
-                                     (2·P·B + 4·layers·d·Σctx) / (FLOP/s·MFU)) + per_seq_s·B
-    ``kv_bw_efficiency`` (default: ``bw_efficiency``) is the fraction of HBM bandwidth the paged decode-attention
-    kernels reach reading the KV cache, which is lower than dense weight GEMVs reach (block tables, small pages).
+    A step runs its kernels one after another, each bound by its own roofline, so the step is the sum over kernel
+    classes (not one max over the step's total bytes and total FLOPs, which would let the memory-bound attention of
+    the decodes hide under the compute-bound GEMMs of a prefill chunk):
+
+        linear layers  max(streamed weights / (HBM B/s·bw_eff), 2·P·(T + B) / (FLOP/s·MFU))
+        prefill attn   2·layers·d·U / (FLOP/s·MFU)                      U: causal attention work, token²
+        decode attn    max(Σctx·kv_bytes / (HBM B/s·kv_bw_eff), 4·layers·d·Σctx / (FLOP/s·MFU))
+        + overhead_s + per_seq_s·B
+
+    (T new prompt tokens, B decoding sequences.) ``streamed weights`` are the parameters a forward pass reads in full:
+    all of them but the input-embedding table (a gather of one row per token, when ``vocab_size`` is given; the
+    untied output head is a GEMM and is read). ``kv_bw_efficiency`` (default: ``bw_efficiency``) is the fraction of
+    HBM bandwidth the paged decode-attention kernels reach reading the KV cache, lower than dense weight GEMVs reach.
     FLOP/s and bandwidth are per GPU, multiplied by ``num_gpus`` (tensor parallel; communication belongs in
-    ``overhead_s``). Formulas: performance-anchors.md §1 (roofline and memory).
+    ``overhead_s``). Formulas: performance-anchors.md §1 (roofline and memory); the per-operator sum is how Vidur
+    (MLSys 2024) composes a step from profiled operators.
     """
 
     params: float  # parameter count
@@ -240,6 +271,7 @@ class RooflineModel:
     per_seq_s: float = 0.0
     num_gpus: int = 1
     kv_bw_efficiency: float | None = None  # None: bw_efficiency
+    vocab_size: int = 0  # input-embedding rows, not streamed per step; 0: count every parameter as streamed
 
     def __post_init__(self) -> None:
         for name in ("params", "layers", "hidden_size", "kv_heads", "head_dim", "dtype_bytes",
@@ -253,10 +285,17 @@ class RooflineModel:
             raise ValueError("kv_bw_efficiency must be in (0, 1]")
         if self.overhead_s < 0 or self.per_seq_s < 0:
             raise ValueError("overhead_s and per_seq_s must be >= 0")
+        if self.vocab_size < 0 or self.vocab_size * self.hidden_size >= self.params:
+            raise ValueError("vocab_size must be >= 0 and its embedding table smaller than the model")
 
     @property
     def weight_bytes(self) -> float:
         return self.params * self.dtype_bytes
+
+    @property
+    def streamed_weight_bytes(self) -> float:
+        """Bytes a forward pass reads in full: every weight but the input-embedding table."""
+        return (self.params - self.vocab_size * self.hidden_size) * self.dtype_bytes
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -275,32 +314,39 @@ class RooflineModel:
         eff = self.bw_efficiency if self.kv_bw_efficiency is None else self.kv_bw_efficiency
         return self.hbm_bytes_per_s * eff * self.num_gpus
 
-    def prefill_step_s(self, new_tokens: float) -> float:
+    def _linear_s(self, tokens: float) -> float:
+        """The linear layers (and output head) over ``tokens`` rows: weight-stream or FLOP bound."""
+        return max(self.streamed_weight_bytes / self._bw, 2.0 * self.params * tokens / self._flops)
+
+    def _decode_attention_s(self, context_tokens: float) -> float:
+        ctx = max(0.0, context_tokens)
+        return max(ctx * self.kv_bytes_per_token / self._kv_bw, 4.0 * self.layers * self.hidden_size * ctx / self._flops)
+
+    def _prefill_attention_s(self, new_tokens: float, attention_token2: float | None) -> float:
+        u = new_tokens * new_tokens if attention_token2 is None else max(0.0, attention_token2)
+        return 2.0 * self.layers * self.hidden_size * u / self._flops
+
+    def prefill_step_s(self, new_tokens: float, attention_token2: float | None = None) -> float:
         t = max(0.0, new_tokens)
-        flops = 2.0 * self.params * t + 2.0 * self.layers * self.hidden_size * t * t
-        return self.overhead_s + max(flops / self._flops, self.weight_bytes / self._bw)
+        return self.overhead_s + self._linear_s(t) + self._prefill_attention_s(t, attention_token2)
 
     def decode_step_s(self, batch: int, context_tokens: float) -> float:
         b = max(0, batch)
-        ctx = max(0.0, context_tokens)
-        memory_s = self.weight_bytes / self._bw + ctx * self.kv_bytes_per_token / self._kv_bw
-        compute_s = (2.0 * self.params * b + 4.0 * self.layers * self.hidden_size * ctx) / self._flops
-        return self.overhead_s + max(memory_s, compute_s) + self.per_seq_s * b
+        return self.overhead_s + self._linear_s(b) + self._decode_attention_s(context_tokens) + self.per_seq_s * b
 
-    def mixed_step_s(self, new_tokens: float, batch: int, context_tokens: float) -> float:
-        """One forward pass: weights read once; compute and KV reads of both parts add up."""
+    def mixed_step_s(
+        self, new_tokens: float, batch: int, context_tokens: float, attention_token2: float | None = None
+    ) -> float:
+        """One forward pass: weights streamed once for prompt and decode rows; both attentions; their sum."""
         if new_tokens <= 0:
             return self.decode_step_s(batch, context_tokens)
         if batch <= 0:
-            return self.prefill_step_s(new_tokens)
-        t, b, ctx = new_tokens, batch, max(0.0, context_tokens)
-        flops = (
-            2.0 * self.params * (t + b)
-            + 2.0 * self.layers * self.hidden_size * t * t
-            + 4.0 * self.layers * self.hidden_size * ctx
-        )
-        memory_s = self.weight_bytes / self._bw + ctx * self.kv_bytes_per_token / self._kv_bw
-        return self.overhead_s + max(flops / self._flops, memory_s) + self.per_seq_s * b
+            return self.prefill_step_s(new_tokens, attention_token2)
+        t, b = new_tokens, batch
+        return (
+            self.overhead_s + self._linear_s(t + b) + self._prefill_attention_s(t, attention_token2)
+            + self._decode_attention_s(context_tokens) + self.per_seq_s * b
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -329,14 +375,16 @@ class ScaledStepModel:
     inner: StepModel
     factor: float
 
-    def prefill_step_s(self, new_tokens: float) -> float:
-        return self.inner.prefill_step_s(new_tokens) * self.factor
+    def prefill_step_s(self, new_tokens: float, attention_token2: float | None = None) -> float:
+        return self.inner.prefill_step_s(new_tokens, attention_token2) * self.factor
 
     def decode_step_s(self, batch: int, context_tokens: float) -> float:
         return self.inner.decode_step_s(batch, context_tokens) * self.factor
 
-    def mixed_step_s(self, new_tokens: float, batch: int, context_tokens: float) -> float:
-        return self.inner.mixed_step_s(new_tokens, batch, context_tokens) * self.factor
+    def mixed_step_s(
+        self, new_tokens: float, batch: int, context_tokens: float, attention_token2: float | None = None
+    ) -> float:
+        return self.inner.mixed_step_s(new_tokens, batch, context_tokens, attention_token2) * self.factor
 
 
 def _check_factor(factor: float) -> None:
@@ -394,29 +442,41 @@ def scale_profile(profile: LatencyProfile, factor: float) -> LatencyProfile:
 # ---- helpers shared by the policy and the simulator ----
 
 
-def prefill_tokens_per_s(profile: LatencyProfile, chunk_tokens: int | None = None) -> float:
-    """Prefill throughput (tokens/s) of one replica running back-to-back full chunks of ``chunk_tokens``
-    (default: the engine's max_num_batched_tokens)."""
+def prefill_tokens_per_s(
+    profile: LatencyProfile, chunk_tokens: int | None = None, prompt_tokens: float | None = None
+) -> float:
+    """Prefill throughput (tokens/s) of one replica running back-to-back full chunks of ``chunk_tokens`` (default:
+    the engine's max_num_batched_tokens) packed with fresh prompts of ``prompt_tokens`` each (default: one prompt
+    filling the chunk); shorter prompts cost less attention per token (``causal_attention_token2``)."""
     chunk = profile.max_num_batched_tokens if chunk_tokens is None else chunk_tokens
     if chunk <= 0:
         raise ValueError(f"chunk_tokens must be > 0, got {chunk}")
-    return chunk / profile.step.prefill_step_s(chunk)
+    return chunk / profile.step.prefill_step_s(chunk, packed_attention_token2(chunk, prompt_tokens))
+
+
+def packed_attention_token2(chunk_tokens: float, prompt_tokens: float | None) -> float:
+    """Attention work of a chunk filled with fresh prompts of ``prompt_tokens`` each (None or longer than the chunk:
+    one prompt's chunk from its start): chunk/L prompts of L² each = chunk·L."""
+    if prompt_tokens is None or prompt_tokens >= chunk_tokens:
+        return causal_attention_token2(chunk_tokens)
+    return chunk_tokens * max(prompt_tokens, 1.0)
 
 
 def prefill_time_s(profile: LatencyProfile, prompt_tokens: float, chunk_tokens: int | None = None) -> float:
-    """Time to prefill one prompt alone, split into chunks of at most ``chunk_tokens`` (vLLM chunked prefill).
-
-    Attention over earlier chunks is not charged separately (the step models are per-step fits).
-    """
+    """Time to prefill one prompt alone, split into chunks of at most ``chunk_tokens`` (vLLM chunked prefill); each
+    chunk attends to the ones before it (``causal_attention_token2``)."""
     chunk = profile.max_num_batched_tokens if chunk_tokens is None else chunk_tokens
     if chunk <= 0:
         raise ValueError(f"chunk_tokens must be > 0, got {chunk}")
     if prompt_tokens <= 0:
         return 0.0
+    step = profile.step
     full, rest = divmod(prompt_tokens, chunk)
-    total = full * profile.step.prefill_step_s(chunk)
+    total = 0.0
+    for k in range(int(full)):
+        total += step.prefill_step_s(chunk, causal_attention_token2(chunk, k * chunk))
     if rest > 0:
-        total += profile.step.prefill_step_s(rest)
+        total += step.prefill_step_s(rest, causal_attention_token2(rest, full * chunk))
     return float(total)
 
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from autoscaler.core.latency import LatencyProfile, PolyModel
+from autoscaler.core.latency import HostOverheads, LatencyProfile, PolyModel
 from autoscaler.core.types import Pool
-from sim.engine import Engine, EngineConfig
+from sim.engine import ClosedLoopArrivals, Engine, EngineConfig
 from sim.workload import Workload
 
 FIELDS = (
@@ -27,15 +27,17 @@ class CurvedModel:
 
     poly: PolyModel
 
-    def prefill_step_s(self, new_tokens: float) -> float:
-        return self.poly.prefill_step_s(new_tokens)
+    def prefill_step_s(self, new_tokens: float, attention_token2: float | None = None) -> float:
+        return self.poly.prefill_step_s(new_tokens, attention_token2)
 
     def decode_step_s(self, batch: int, context_tokens: float) -> float:
         return self.poly.decode_step_s(batch, context_tokens) + 2e-5 * math.sqrt(context_tokens)
 
-    def mixed_step_s(self, new_tokens: float, batch: int, context_tokens: float) -> float:
+    def mixed_step_s(
+        self, new_tokens: float, batch: int, context_tokens: float, attention_token2: float | None = None
+    ) -> float:
         extra = 2e-5 * math.sqrt(context_tokens) if batch > 0 else 0.0
-        return self.poly.mixed_step_s(new_tokens, batch, context_tokens) + extra
+        return self.poly.mixed_step_s(new_tokens, batch, context_tokens, attention_token2) + extra
 
 
 def profile(
@@ -105,13 +107,18 @@ CASES = {
 }
 
 
-def run_case(c: Case, seed: int, reference: bool, n: int = 150, probe: list[float] | None = None) -> Engine:
+def run_case(
+    c: Case, seed: int, reference: bool, n: int = 150, probe: list[float] | None = None,
+    closed: ClosedLoopArrivals | None = None,
+) -> Engine:  # fmt: skip
     w = workload(n, seed, c.rate, 300, c.max_out)
+    prof = profile(cap=c.cap, seqs=16, budget=128, step=c.step)
+    if closed is not None:  # clients see host overheads too: sends depend on them
+        prof = replace(prof, host=HostOverheads(request_s=3e-4, request_per_prompt_token_s=1e-6, output_token_s=2e-4))
     cfg = EngineConfig(
-        profile(cap=c.cap, seqs=16, budget=128, step=c.step), mode=c.mode, router=c.router, reference=reference,
-        startup_s=5.0, startup_jitter=c.jitter, seed=seed,
+        prof, mode=c.mode, router=c.router, reference=reference, startup_s=5.0, startup_jitter=c.jitter, seed=seed,
     )  # fmt: skip
-    e = Engine(w, cfg, 0 if c.mode == "agg" else 1, 2)
+    e = Engine(w, cfg, 0 if c.mode == "agg" else 1, 2, closed_loop=closed)
     if c.scale:
         e.set_desired(Pool.DECODE, 3, 1.3)
         e.set_desired(Pool.DECODE, 1, 4.7)
@@ -157,6 +164,32 @@ def test_fast_equals_reference(name: str, seed: int) -> None:
         assert ca.request_success_total == cb.request_success_total
     ga, gb = ref.gpu_seconds(100.0), fast.gpu_seconds(100.0)
     assert ga == pytest.approx(gb, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", list(CASES), ids=list(CASES))
+def test_closed_loop_fast_equals_reference(name: str) -> None:
+    """Closed-loop sends are events scheduled at client completions: both modes see the same loop."""
+    loop = ClosedLoopArrivals(users=12, think_s=0.05)
+    c = CASES[name]
+    ref = run_case(c, 4, reference=True, closed=loop)
+    fast = run_case(c, 4, reference=False, closed=loop)
+    assert ref.records().finished.all()
+    assert_same_records(ref, fast)
+    np.testing.assert_allclose(ref.records().arrival_s, fast.records().arrival_s, rtol=0, atol=1e-9)
+    assert np.array_equal(ref.proxy.ttft.counts, fast.proxy.ttft.counts)
+
+
+def test_closed_loop_keeps_users_requests_in_flight() -> None:
+    loop = ClosedLoopArrivals(users=5, think_s=0.0)
+    e = run_case(CASES["agg-basic"], 1, reference=False, closed=loop)
+    r = e.records()
+    host = e.profile.host
+    done = r.last_token_s + host.output_token_s * r.output_tokens  # what the client sees
+    sends = np.sort(r.arrival_s)
+    assert np.count_nonzero(r.arrival_s == 0.0) == 5
+    np.testing.assert_allclose(sends[5:], np.sort(done)[: r.arrival_s.size - 5], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="users"):
+        ClosedLoopArrivals(users=0)
 
 
 def test_preemption_cases_do_preempt() -> None:

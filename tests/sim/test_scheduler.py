@@ -151,3 +151,46 @@ def test_bad_role_and_limits() -> None:
         InstanceScheduler("colocated", profile())
     with pytest.raises(ValueError, match="max_num_seqs"):
         InstanceScheduler("agg", profile(seqs=300, budget=256))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_longest_step_since_any_segment_is_the_max_of_that_suffix(seed: int) -> None:
+    """The fast mode's per-request ITL max reads the longest step of the segments committed since the request's
+    admission from a monotonic stack: it must be the plain maximum of that suffix (ties and repeats included)."""
+    sched = InstanceScheduler("decode", profile())
+    rng = np.random.default_rng(seed)
+    longest: list[float] = []
+    for value in [*rng.choice([0.005, 0.006, 0.007, 0.008], size=120).tolist(), 0.009, 0.004, 0.009]:
+        sched.note_segment_peak(value)
+        longest.append(value)
+        for since in range(len(longest) + 1):
+            want = max(longest[since:], default=-math.inf)
+            assert sched.longest_step_since(since) == want
+    assert sched.segments_committed == len(longest)
+    assert len(sched.segment_peaks_s) < len(longest)  # only the suffix maxima are kept
+
+
+@pytest.mark.parametrize("role", ["agg", "prefill"])
+def test_steps_charge_causal_attention_per_request(role: str) -> None:
+    """Two prompts in one step attend within themselves (c1² + c2², not (c1 + c2)²); a prompt's second chunk attends
+    to its first (c·(c + 2p))."""
+    step = PolyModel(0.01, 1e-4, 1e-6, 0.005, 1e-6, 1e-4)
+    prof = LatencyProfile("attn", "unit test", step, 1, 1000, 4000, 8, 256)
+    sched = InstanceScheduler(role, prof)
+    a, b = Request(0, 100, 10), Request(1, 60, 10)  # agg: they keep decoding beside the long prompt
+    sched.waiting.extend([a, b])
+    assert sched.form_step(0.0) == pytest.approx(0.01 + 1e-4 * 160 + 1e-6 * (100**2 + 60**2))
+    t = sched.commit_step().end_s
+    long = Request(2, 400, 2)  # 256 tokens now, then 144 after them
+    sched.waiting.append(long)
+    end = sched.form_step(t)
+    busy = 0 if role == "prefill" else 2  # agg: a and b decode in the same steps
+    first = step.mixed_step_s(256 - busy, busy, sched.decode_context_tokens, (256 - busy) ** 2)
+    assert end - t == pytest.approx(first)
+    t = sched.commit_step().end_s
+    end = sched.form_step(t)
+    done = 256 - busy
+    rest = 400 - done
+    assert end - t == pytest.approx(
+        step.mixed_step_s(rest, busy, sched.decode_context_tokens, rest * (rest + 2 * done))
+    )

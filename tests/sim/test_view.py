@@ -147,6 +147,38 @@ def test_view_rate_through_scrapes(major, times, values, at, window, expected):
     assert prom.rate(REQUEST_SUCCESS, window, at, pool=Pool.PREFILL) is None  # no series: absent, not 0
 
 
+def test_counter_rates_read_once_per_range_are_each_columns_own_rate():
+    """A tick's many rate() reads over one range share one computation over the whole sample row: each must still
+    be exactly the column's own extrapolated rate, counter resets included, and a scrape must bring new values."""
+    pod = FakePod("p0", Pool.DECODE)
+    prom = SimPrometheus(FakeEngine([pod]))
+    rng = np.random.default_rng(3)
+    times: list[float] = []
+    cols: dict[str, list[float]] = {REQUEST_SUCCESS: [], f"{TTFT}_count": [], f"{ITL}_sum": []}
+    for k in range(12):
+        c = pod.counters
+        c.request_success_total += int(rng.integers(0, 40))
+        if k == 6:
+            c.request_success_total = 3  # a reset
+        c.ttft.observe(float(rng.uniform(0.01, 2.0)), int(rng.integers(1, 9)))
+        c.itl.observe(float(rng.uniform(0.001, 0.1)), int(rng.integers(1, 99)))
+        c.num_requests_waiting = int(rng.integers(0, 5))  # a gauge column in the same rows
+        t = 15.0 * k
+        prom.rate(REQUEST_SUCCESS, 60.0, t)  # read before this scrape: what the scrape adds must show after it
+        prom.scrape(t)
+        times.append(t)
+        cols[REQUEST_SUCCESS].append(c.request_success_total)
+        cols[f"{TTFT}_count"].append(c.ttft.count)
+        cols[f"{ITL}_sum"].append(c.itl.sum)
+        for window in (30.0, 60.0, 120.0):
+            start = t - window
+            sel = [i for i, x in enumerate(times) if start <= x <= t]
+            for metric, values in cols.items():
+                want = extrapolated_rate(np.array(times)[sel], np.array(values)[sel], start, t)
+                got = prom.rate(metric, window, t)
+                assert got == (None if want is None else float(want[0]))
+
+
 def test_sum_by_pool_adds_series_of_that_pool_only():
     pods = [FakePod("p0", Pool.PREFILL), FakePod("p1", Pool.PREFILL), FakePod("d0", Pool.DECODE)]
     prom = SimPrometheus(FakeEngine(pods))

@@ -14,6 +14,7 @@ from autoscaler.core.latency import (
     ScaledStepModel,
     StepModel,
     TableModel,
+    causal_attention_token2,
     decode_tokens_per_s,
     kv_bytes_per_token,
     max_decode_batch,
@@ -96,6 +97,45 @@ def test_roofline_compute_bound_prefill_and_attention_share() -> None:
     assert r.prefill_step_s(8192) / linear == pytest.approx(1 + 8192 / 61264, rel=1e-3)
 
 
+def test_attention_is_per_sequence_and_causal() -> None:
+    # one prompt from its start: L² (the old default); two prompts of 1024 in one step: 2·1024², not 2048²
+    assert causal_attention_token2(4096) == 4096**2
+    two = POLY.prefill_step_s(2048, 2 * causal_attention_token2(1024))
+    assert two == pytest.approx(0.00575 + 17.3e-6 * 2048 + 2.82e-10 * 2 * 1024**2)
+    assert two < POLY.prefill_step_s(2048)
+    # a second chunk of a prompt attends to the first: more work than a fresh chunk of the same size
+    assert causal_attention_token2(1024, 4096) == 1024 * (1024 + 2 * 4096)
+    for model in (POLY, ROOF_H100):
+        assert model.prefill_step_s(1024, causal_attention_token2(1024, 4096)) > model.prefill_step_s(1024)
+    assert TABLE.prefill_step_s(1024, 1.0) == TABLE.prefill_step_s(1024)  # no attention term to scale
+
+
+def test_roofline_sums_kernel_classes() -> None:
+    r = RooflineModel(8.03e9, 32, 4096, 8, 128, 2, 989e12, 3.35e12, mfu=0.7, bw_efficiency=0.8, overhead_s=0.0)
+    weights_s = 16.06e9 / (3.35e12 * 0.8)
+    kv_s = 256 * 1000 * 131072 / (3.35e12 * 0.8)
+    # 2048 prompt tokens + 256 decodes: the compute-bound GEMMs do not hide the decodes' KV reads
+    linear_s = 2 * 8.03e9 * (2048 + 256) / (989e12 * 0.7)
+    attn_s = 2 * 32 * 4096 * 2048**2 / (989e12 * 0.7)
+    assert linear_s > weights_s
+    assert r.mixed_step_s(2048, 256, 256 * 1000) == pytest.approx(linear_s + attn_s + kv_s)
+    # a small decode batch stays weight-stream bound: weights + KV, as before
+    assert r.decode_step_s(8, 8000) == pytest.approx(weights_s + 8000 * 131072 / (3.35e12 * 0.8))
+    # a decode batch past the ridge is FLOP bound in its GEMMs
+    assert r.decode_step_s(512, 0) == pytest.approx(2 * 8.03e9 * 512 / (989e12 * 0.7))
+
+
+def test_roofline_streams_every_weight_but_the_input_embedding() -> None:
+    full = RooflineModel(8.03e9, 32, 4096, 8, 128, 2, 989e12, 3.35e12, overhead_s=0.0)
+    gathered = RooflineModel(8.03e9, 32, 4096, 8, 128, 2, 989e12, 3.35e12, overhead_s=0.0, vocab_size=128256)
+    assert gathered.streamed_weight_bytes == pytest.approx((8.03e9 - 128256 * 4096) * 2)
+    assert gathered.decode_step_s(1, 0) / full.decode_step_s(1, 0) == pytest.approx(
+        gathered.streamed_weight_bytes / full.weight_bytes
+    )
+    with pytest.raises(ValueError, match="vocab_size"):
+        RooflineModel(1e6, 1, 4096, 8, 128, 2, 1e12, 1e12, vocab_size=128256)
+
+
 def test_mixed_step_shares_one_overhead() -> None:
     both = POLY.mixed_step_s(2048, 32, 32 * 1000)
     assert both == pytest.approx(POLY.prefill_step_s(2048) + POLY.decode_step_s(32, 32000) - 0.00575)
@@ -152,7 +192,10 @@ def test_helpers(model: StepModel) -> None:
     p = _profile(model)
     assert prefill_tokens_per_s(p) == pytest.approx(8192 / model.prefill_step_s(8192))
     assert prefill_tokens_per_s(p, 2048) == pytest.approx(2048 / model.prefill_step_s(2048))
-    assert prefill_time_s(p, 20000) == pytest.approx(2 * model.prefill_step_s(8192) + model.prefill_step_s(3616))
+    # later chunks of one prompt attend to its earlier chunks
+    chunks = [(8192, 0), (8192, 8192), (3616, 16384)]
+    expected = sum(model.prefill_step_s(c, causal_attention_token2(c, done)) for c, done in chunks)
+    assert prefill_time_s(p, 20000) == pytest.approx(expected)
     assert prefill_time_s(p, 0) == 0.0
     assert decode_tokens_per_s(p, 64, 1000) == pytest.approx(64 / model.decode_step_s(64, 64000))
     b = max_decode_batch(p, 1000, itl_target_s=0.012)
@@ -183,13 +226,15 @@ def test_prefill_chunk_validation() -> None:
 class _OpaqueModel:
     """A step model scale_step_model does not know: scaled by wrapping."""
 
-    def prefill_step_s(self, new_tokens: float) -> float:
+    def prefill_step_s(self, new_tokens: float, attention_token2: float | None = None) -> float:
         return 0.01 + 1e-5 * new_tokens
 
     def decode_step_s(self, batch: int, context_tokens: float) -> float:
         return 0.005 + 1e-4 * batch + 1e-7 * context_tokens
 
-    def mixed_step_s(self, new_tokens: float, batch: int, context_tokens: float) -> float:
+    def mixed_step_s(
+        self, new_tokens: float, batch: int, context_tokens: float, attention_token2: float | None = None
+    ) -> float:
         return self.prefill_step_s(new_tokens) + self.decode_step_s(batch, context_tokens)
 
 
