@@ -13,7 +13,7 @@ IMAGE ?= pdscale:$(VERSION)
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,profile]'
+	$(BIN)/python -m pip install --quiet -e '.[test,profile,local]'
 	touch $(STAMP)
 
 prometheus:

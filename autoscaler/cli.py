@@ -63,6 +63,10 @@ COMMANDS: dict[str, Command] = {
         "workers.loadgen_cli",
         "replay a trace, generator or closed loop against an OpenAI-compatible server (vllm bench-style report)",
     ),
+    "up": Command(
+        "workers.local.up_cli",
+        "pdscale on this machine: Kubernetes emulator, pods, Prometheus, proxy, controllers (no cluster)",
+    ),
 }
 
 

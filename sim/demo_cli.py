@@ -14,6 +14,9 @@ built-in llama-3.1-8b-h100-tp1 profile, pods that take 120 s to start, and the p
 Controller. The simulation itself takes a few seconds; the terminal view then plays the recorded run back at
 --speed simulated seconds per wall second (live panels on a terminal, one line per decision otherwise), and
 ends with a summary table and the paths of the PNG plots.
+
+--live runs a surge scenario on this machine instead (pdscale up's stack: Kubernetes emulator, pods as processes,
+Prometheus, proxy, controller) and shows the same view and plots from what the live cluster does.
 """
 
 
@@ -28,6 +31,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
     p.add_argument("--no-live", action="store_true", help="print decision lines instead of the live view")
     p.add_argument("--out", metavar="DIR", help="folder for the PNG plots (default: a new temporary folder)")
+    p.add_argument("--live", action="store_true",
+                   help="run a 6-minute surge scenario live on this machine (pdscale up's cluster: Kubernetes "
+                        "emulator, pods, Prometheus, proxy, controller) instead of simulating; about 8 minutes")
+    p.add_argument("--workdir", metavar="DIR", help="--live: logs and data (default: a new temporary folder)")
     p.set_defaults(func=_run)
 
 

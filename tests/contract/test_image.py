@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.kube_emulator import KubeEmulator
 from tests.helpers.live import bare_autoscaler
+from workers.local.kube_emulator import KubeEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"

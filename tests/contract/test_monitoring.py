@@ -25,12 +25,12 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import wait_for
-from tests.helpers.kube_emulator import KubeEmulator
 from tests.helpers.live import DEPLOYMENT, export_model, put_autoscaler
-from tests.helpers.net import free_port, wait_http_ok
-from tests.helpers.processes import ProcessRunner
-from tests.helpers.prometheus import PrometheusServer, require_prometheus
 from tests.helpers.vllm_exporter import VllmExporter
+from workers.local.kube_emulator import KubeEmulator
+from workers.local.net import free_port, wait_http_ok
+from workers.local.processes import ProcessRunner
+from workers.local.prometheus import PrometheusServer, require_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "mon"
