@@ -31,6 +31,25 @@ def grace_period_s(pre_stop_s: int, shutdown_timeout_s: int, margin_s: int = 5) 
     return pre_stop_s + shutdown_timeout_s + margin_s
 
 
+def pod_deployment(container: dict[str, Any], *, name: str, namespace: str, labels: dict[str, str],
+                   replicas: int, grace_s: int, pod_spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Deployment of one container whose pods carry ``labels`` (the pool's role among them) and the grace period
+    that lets them drain; ``pod_spec`` adds pod-level fields (security context, volumes, service account)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(labels)},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {"terminationGracePeriodSeconds": grace_s, **(pod_spec or {}), "containers": [container]},
+            },
+        },
+    }
+
+
 def deployment(config: VLLMConfig, role: str, *, name: str, namespace: str, replicas: int = 1,
                image: str = "vllm/vllm-openai:v0.32.0", pre_stop_s: int = 10, gpus: int = 1,
                app: str | None = None) -> dict[str, Any]:  # fmt: skip
@@ -53,22 +72,8 @@ def deployment(config: VLLMConfig, role: str, *, name: str, namespace: str, repl
         "lifecycle": {"preStop": {"sleep": {"seconds": pre_stop_s}}},
         "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
     }  # fmt: skip
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": dict(labels)},
-            "template": {
-                "metadata": {"labels": dict(labels)},
-                "spec": {
-                    "terminationGracePeriodSeconds": grace_period_s(pre_stop_s, config.shutdown_timeout_s),
-                    "containers": [container],
-                },
-            },
-        },
-    }
+    return pod_deployment(container, name=name, namespace=namespace, labels=labels, replicas=replicas,
+                          grace_s=grace_period_s(pre_stop_s, config.shutdown_timeout_s))
 
 
 def render_example() -> str:
