@@ -84,6 +84,8 @@ class ClusterSpec:
     vllm_python: str = ""
     vllm_model_dir: str = ""
     vllm_max_model_len: int = 512
+    # Prometheus rule files (e.g. the monitoring overlay's PrometheusRule groups), evaluated every ``scrape_s``
+    rule_files: Sequence[str] = ()
 
     @property
     def loading_s(self) -> float:
@@ -285,7 +287,8 @@ class LocalCluster:
                                  {"namespace": self.ns}, s.scrape_s),
         ]  # fmt: skip
         self.prometheus = PrometheusServer(self.runner, self.workdir / "prometheus", scrape_configs=scrape,
-                                           scrape_interval_s=s.scrape_s).start()  # fmt: skip
+                                           scrape_interval_s=s.scrape_s,
+                                           rule_files=[Path(f) for f in s.rule_files]).start()  # fmt: skip
         self.proxy = self.runner.start(self._proxy_argv(), name="proxy", cwd=REPO)
         self.kube.put(CR, {"apiVersion": "pdscale.io/v1alpha1", "kind": "DisaggregatedAutoscaler",
                            "metadata": {"name": self.autoscaler_name, "namespace": self.ns},
