@@ -2,6 +2,9 @@
 # The pdscale controller image: `pdscale run` and `pdscale promql` with the controller's dependencies only
 # (`pip install .`: kubernetes, requests, pyyaml, prometheus-client, aiohttp; no simulator stack).
 #   make image IMAGE=registry.example.com/pdscale:0.1.0
+# The emulated-worker image (manifests/examples/emulated: `pdscale worker` and `pdscale proxy`) is the same file
+# with the `worker` extra (numpy, which the emulated engine's histograms use):
+#   make image-worker WORKER_IMAGE=registry.example.com/pdscale-worker:0.1.0   (--build-arg PDSCALE_EXTRAS=worker)
 # Runs as uid/gid 65532 (non-root) and writes nothing outside /tmp, so it runs with readOnlyRootFilesystem: true
 # (manifests/base/controller.yaml mounts an emptyDir at /tmp). tests/contract/test_image.py performs the same
 # install into a fresh virtual environment and lints this file with hadolint.
@@ -12,6 +15,8 @@
 ARG PYTHON_IMAGE=docker.io/library/python:3.11.10-slim-bookworm@sha256:5148c0e4bbb64271bca1d3322360ebf4bfb7564507ae32dd639322e4952a6b16
 
 FROM ${PYTHON_IMAGE} AS build
+# setup.cfg extras to add, comma-separated (empty: the controller install)
+ARG PDSCALE_EXTRAS=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -22,7 +27,7 @@ COPY sim/ sim/
 COPY workers/ workers/
 # a non-editable install; pip compiles the .pyc files here, so nothing is written at run time
 RUN python -m venv /opt/pdscale \
-    && /opt/pdscale/bin/pip install . \
+    && /opt/pdscale/bin/pip install ".${PDSCALE_EXTRAS:+[${PDSCALE_EXTRAS}]}" \
     && /opt/pdscale/bin/pdscale run --help > /dev/null
 
 FROM ${PYTHON_IMAGE}

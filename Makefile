@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 
 VERSION := $(shell sed -n 's/^version = //p' setup.cfg)
 IMAGE ?= pdscale:$(VERSION)
+WORKER_IMAGE ?= pdscale-worker:$(VERSION)
 
-.PHONY: demo test lint typecheck imports pytest prometheus kubectl image vllm aiperf clean bench-dynamo bench-speed bench-aic-venv
+.PHONY: demo test lint typecheck imports pytest prometheus kubectl image image-worker vllm aiperf clean bench-dynamo bench-speed bench-aic-venv
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,profile]'
+	$(BIN)/python -m pip install --quiet -e '.[test,profile,local]'
 	touch $(STAMP)
 
 prometheus:
@@ -26,6 +27,10 @@ kubectl:
 # `make image IMAGE=registry.example.com/pdscale:0.1.0`, then push it and set it in manifests/base.
 image:
 	docker build -t $(IMAGE) .
+
+# The emulated vLLM worker and proxy image of manifests/examples/emulated: the same Dockerfile plus the `worker` extra.
+image-worker:
+	docker build --build-arg PDSCALE_EXTRAS=worker -t $(WORKER_IMAGE) .
 
 # Real vLLM on CPU (.venv-vllm, ~3 min and 2.7 GB the first time) and a tiny local Llama, for the tests that diff
 # the emulated worker against it. Idempotent.

@@ -63,6 +63,10 @@ COMMANDS: dict[str, Command] = {
         "workers.loadgen_cli",
         "replay a trace, generator or closed loop against an OpenAI-compatible server (vllm bench-style report)",
     ),
+    "up": Command(
+        "workers.local.up_cli",
+        "pdscale on this machine: Kubernetes emulator, pods, Prometheus, proxy, controllers (no cluster)",
+    ),
 }
 
 
@@ -123,8 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in SIM_PACKAGES:
             raise
-        print(f"pdscale {args.command}: needs {exc.name}, which the simulator extra brings: "
-              "pip install 'pdscale[sim]' (the controller image has only what pdscale run needs)", file=sys.stderr)
+        extra = "worker" if args.command == "worker" and exc.name == "numpy" else "sim"
+        print(f"pdscale {args.command}: needs {exc.name}, which the {'worker' if extra == 'worker' else 'simulator'} "
+              f"extra brings: pip install 'pdscale[{extra}]' (the controller image has only what pdscale run needs; "
+              "make image-worker builds the worker's)", file=sys.stderr)
         return 2
 
 

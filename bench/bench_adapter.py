@@ -50,9 +50,9 @@ if str(_ROOT) not in sys.path:
 
 from autoscaler.core.buckets import TTFT_BUCKETS_S  # noqa: E402
 from bench.bench_tick_1000 import PROXY_TTFT, TickBench, model_name, namespace, seed_kubernetes  # noqa: E402
-from tests.helpers.kube_emulator import CR, AccessRule, KubeEmulator  # noqa: E402
-from tests.helpers.net import free_port  # noqa: E402
 from tests.helpers.pki import CA, extension_auth_configmap  # noqa: E402
+from workers.local.kube_emulator import CR, AccessRule, KubeEmulator  # noqa: E402
+from workers.local.net import free_port  # noqa: E402
 
 HPA_USER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
 BASE = "/apis/external.metrics.k8s.io/v1beta1"

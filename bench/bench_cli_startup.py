@@ -50,9 +50,9 @@ def _status_kib(pid: int, field: str) -> int:
 
 def run_rss_kib(repeats: int) -> list[tuple[int, int]]:
     """(VmRSS, VmHWM) in KiB of ``pdscale run`` after three passes, ``repeats`` times."""
-    from tests.helpers.kube_emulator import KubeEmulator
     from tests.helpers.live import bare_autoscaler
-    from tests.helpers.net import free_port
+    from workers.local.kube_emulator import KubeEmulator
+    from workers.local.net import free_port
 
     results = []
     with KubeEmulator() as kube, tempfile.TemporaryDirectory() as tmp:

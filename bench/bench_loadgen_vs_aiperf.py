@@ -20,8 +20,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.helpers.aiperf import ensure_aiperf, same_run  # noqa: E402
-from tests.helpers.processes import ProcessRunner  # noqa: E402
 from tests.helpers.workers import MODEL, start_worker  # noqa: E402
+from workers.local.processes import ProcessRunner  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,9 +49,9 @@ from autoscaler.core.spec import AutoscalerSpec, MetricsSpec  # noqa: E402
 from autoscaler.core.types import Decision, Observation, Pool, PoolDecision  # noqa: E402
 from autoscaler.prometheus import PrometheusMetricsSource  # noqa: E402
 from autoscaler.run import Runner, RunOptions, make_policy  # noqa: E402
-from tests.helpers.processes import ProcessRunner  # noqa: E402
-from tests.helpers.prometheus import PrometheusServer  # noqa: E402
 from tests.helpers.vllm_exporter import ExportedFrontend, ExportedPod, LatencyMix, Load, VllmExporter  # noqa: E402
+from workers.local.processes import ProcessRunner  # noqa: E402
+from workers.local.prometheus import PrometheusServer  # noqa: E402
 
 SCRAPE_INTERVAL_S = 15.0
 WINDOW_S = 60.0
@@ -223,7 +223,7 @@ class TickBench:
         from kubernetes import client as k8s
 
         from autoscaler.kube import KubeClient, KubeSettings
-        from tests.helpers.kube_emulator import KubeEmulator
+        from workers.local.kube_emulator import KubeEmulator
 
         eval_at_s = self.eval_at_s
         emulator: Any = EmulatorProcess(n_autoscalers) if separate_process else _seeded(KubeEmulator(), n_autoscalers)
@@ -285,7 +285,7 @@ class _seeded:
 
 def _emulator_main(conn: Any, n: int) -> None:
     """Child process: a seeded emulator answering (command, arg) messages until "stop"."""
-    from tests.helpers.kube_emulator import KubeEmulator
+    from workers.local.kube_emulator import KubeEmulator
 
     with KubeEmulator() as emu:
         seed_kubernetes(emu, n)
@@ -372,7 +372,7 @@ class _FixedClock:
 
 def seed_kubernetes(emu: Any, n: int) -> None:
     """N DisaggregatedAutoscalers over 2 N Deployments (prefill 1 replica, decode 2: the exported pods)."""
-    from tests.helpers.kube_emulator import CR
+    from workers.local.kube_emulator import CR
 
     for i in range(n):
         m, ns = model_name(i), namespace(i)

@@ -40,10 +40,10 @@ from autoscaler.core.latency import prefill_time_s  # noqa: E402
 from autoscaler.profiles import load_profile  # noqa: E402
 from sim.engine import Engine, EngineConfig  # noqa: E402
 from sim.workload import Workload, generate  # noqa: E402
-from tests.helpers.processes import ProcessRunner  # noqa: E402
 from tests.helpers.proxy_stack import start_proxy  # noqa: E402
 from tests.helpers.workers import MODEL, start_worker  # noqa: E402
 from workers.loadgen import Plan, Target, run_plan  # noqa: E402
+from workers.local.processes import ProcessRunner  # noqa: E402
 
 PROFILE = "llama-3.1-8b-h100-tp1"
 TRACE = REPO.parent / "shared" / "traces" / "azure_llm_2023_conv.csv"

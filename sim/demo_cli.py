@@ -19,6 +19,9 @@ line per decision otherwise). Meanwhile two worker processes replay the same sce
 SLO in every window (found with hindsight). It ends with pdscale's summary, the side-by-side table (windows met,
 request SLO, GPU-hours, minutes above target), pdscale's answer to each surge against the physical minimum, and
 the paths of the PNG plots (pdscale's run, and comparison.png with all three).
+
+--live runs a surge scenario on this machine instead (pdscale up's stack: Kubernetes emulator, pods as processes,
+Prometheus, proxy, controller) and shows the same view and plots from what the live cluster does.
 """
 
 
@@ -33,6 +36,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="workload seed (default 0)")
     p.add_argument("--no-live", action="store_true", help="print decision lines instead of the live view")
     p.add_argument("--out", metavar="DIR", help="folder for the PNG plots (default: a new temporary folder)")
+    p.add_argument("--live", action="store_true",
+                   help="run a 6-minute surge scenario live on this machine (pdscale up's cluster: Kubernetes "
+                        "emulator, pods, Prometheus, proxy, controller) instead of simulating; about 8 minutes")
+    p.add_argument("--workdir", metavar="DIR", help="--live: logs and data (default: a new temporary folder)")
     p.set_defaults(func=_run)
 
 

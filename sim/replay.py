@@ -79,8 +79,13 @@ def _times(end_s: float, step_s: float) -> np.ndarray:
     return np.arange(0, math.floor(end_s / step_s + 1e-9) + 1) * step_s
 
 
-def replay(scenario: Scenario, policy: Policy[Any] | None = None, *, progress: bool = False) -> SimResult:
-    """Run ``scenario`` under ``policy`` (default: the scenario's policy, itself 'static' unless named)."""
+def replay(
+    scenario: Scenario, policy: Policy[Any] | None = None, *, progress: bool = False, scrape_phases: int = 1
+) -> SimResult:
+    """Run ``scenario`` under ``policy`` (default: the scenario's policy, itself 'static' unless named).
+
+    ``scrape_phases`` > 1 scrapes each target at its own phase of the interval (``SimPrometheus``), as a real
+    Prometheus does; 1 scrapes every target at the tick instants."""
     from sim.engine import Engine, EngineConfig  # H3's engine; imported late so tooling can load this module
     from sim.summary import summarize
 
@@ -100,6 +105,7 @@ def replay(scenario: Scenario, policy: Policy[Any] | None = None, *, progress: b
         engine,
         scrape_interval_s=scenario.scrape_interval_s,
         retention_s=max(3600.0, 4 * scenario.spec.metrics.window_s),
+        scrape_phases=scrape_phases,
     )
     clock = SimClock()
     target = SimScaleTarget(engine, clock, mode=scenario.mode)
@@ -109,7 +115,7 @@ def replay(scenario: Scenario, policy: Policy[Any] | None = None, *, progress: b
 
     last_arrival_s = float(scenario.workload.arrival_s[-1]) if len(scenario.workload) else 0.0
     tick_end_s = max(scenario.workload.duration_s, last_arrival_s)
-    scrapes = _times(tick_end_s, scenario.scrape_interval_s)
+    scrapes = prom.scrape_times(tick_end_s)
     ticks = _times(tick_end_s, scenario.tick_s)
     events = np.union1d(scrapes, ticks)
     scrape_set, tick_set = set(scrapes.tolist()), set(ticks.tolist())

@@ -6,6 +6,8 @@ times and answers PromQL-shaped reads: ``rate()`` with Prometheus' extrapolation
 lookback and staleness. It is deliberately as blind as the real thing (DESIGN.md, "the one rule"):
 
 * a pod is invisible until its first scrape after it became ready (``SimPod.first_scrape_s``);
+* with ``scrape_phases`` > 1, targets are scraped at their own phase of the interval, spread as Prometheus spreads
+  them, so a query at a tick reads samples up to one interval old (0.5 interval on average), not fresh ones;
 * a pod that is gone stops being scraped; its series go stale at the first scrape after it left, so instant
   reads drop it, while range reads still use the samples it had (as Prometheus' range vectors do);
 * a series needs two samples inside the window to have a rate; windows with no increase give a zero rate and
@@ -23,6 +25,7 @@ The proxy's user-visible histograms (``Engine.proxy``) are a separate job, ``job
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -200,13 +203,17 @@ class SimPrometheus:
         retention_s: float = 3600.0,
         *,
         prometheus_major: int = 2,
+        scrape_phases: int = 1,
     ) -> None:
         if scrape_interval_s <= 0:
             raise ValueError(f"scrape_interval_s must be > 0, got {scrape_interval_s}")
         if prometheus_major not in (2, 3):
             raise ValueError(f"prometheus_major must be 2 or 3, got {prometheus_major}")
+        if scrape_phases < 1:
+            raise ValueError(f"scrape_phases must be >= 1, got {scrape_phases}")
         self.engine = engine
         self.scrape_interval_s = scrape_interval_s
+        self.scrape_phases = scrape_phases
         self.retention_s = max(retention_s, LOOKBACK_S + 2 * scrape_interval_s)
         self.prometheus_major = prometheus_major
         self.last_scrape_s: float | None = None
@@ -219,16 +226,37 @@ class SimPrometheus:
 
     # -- scraping -------------------------------------------------------------------------------------------
 
+    def phase_of(self, name: str) -> int:
+        """The scrape slot of a target: Prometheus spreads its targets' scrapes over the interval by a hash of
+        the target (``scrape.(*Target).offset``); here over ``scrape_phases`` equal slots, by the name's CRC32."""
+        return zlib.crc32(name.encode()) % self.scrape_phases
+
+    def scrape_times(self, end_s: float) -> np.ndarray:
+        """Every instant some target is scraped, up to ``end_s``: k·interval + j·interval/phases."""
+        step = self.scrape_interval_s / self.scrape_phases
+        return np.arange(0, math.floor(end_s / step + 1e-9) + 1) * step
+
+    def _due(self, name: str, t_s: float) -> bool:
+        if self.scrape_phases == 1:
+            return True
+        step = self.scrape_interval_s / self.scrape_phases
+        slot = round(t_s / step) % self.scrape_phases
+        return slot == self.phase_of(name)
+
     def scrape(self, t_s: float) -> None:
-        """Sample every target visible at ``t_s``; call with non-decreasing times after ``engine.run_until``."""
+        """Sample every target visible at ``t_s`` whose scrape is due (every target when ``scrape_phases`` is 1);
+        call with non-decreasing times after ``engine.run_until``."""
         if self.last_scrape_s is not None and t_s < self.last_scrape_s:
             raise ValueError(f"scrape at {t_s} s is before the previous scrape at {self.last_scrape_s} s")
         if self.last_scrape_s == t_s:
             return  # one scrape per instant, as Prometheus stores one sample per timestamp
         self.last_scrape_s = t_s
         self._counter_rates.clear()
-        self._proxy.append(t_s, self.retention_s)
+        if self._due("proxy", t_s):
+            self._proxy.append(t_s, self.retention_s)
         for pod in self.engine.pods():
+            if not self._due(pod.name, t_s):
+                continue
             target = self._targets.get(pod.name)
             alive = pod.ready_s <= t_s < pod.gone_s
             if alive:

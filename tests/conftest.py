@@ -2,7 +2,7 @@
 
 Fixtures (classes in tests/helpers/, importable as ``tests.helpers.<module>``):
 
-  free_tcp_port -> int                 a free TCP port on 127.0.0.1 (function: tests.helpers.net.free_port())
+  free_tcp_port -> int                 a free TCP port on 127.0.0.1 (function: workers.local.net.free_port())
   process_runner -> ProcessRunner      .start(argv, *, name=None, env=None, cwd=None) -> ManagedProcess
                                        (.pid .running .returncode .log_path .output() .tail(n) .stop(timeout_s=10)
                                        .kill() .wait(timeout_s)); stdout+stderr go to a file; every process is
@@ -40,9 +40,9 @@ if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
 from tests.helpers.exporter import MetricsExporter  # noqa: E402
-from tests.helpers.net import free_port  # noqa: E402
-from tests.helpers.processes import ProcessRunner  # noqa: E402
-from tests.helpers.prometheus import PrometheusMissingError, PrometheusServer, prometheus_binary  # noqa: E402
+from workers.local.net import free_port  # noqa: E402
+from workers.local.processes import ProcessRunner  # noqa: E402
+from workers.local.prometheus import PrometheusMissingError, PrometheusServer, prometheus_binary  # noqa: E402
 
 PrometheusFactory = Callable[..., PrometheusServer]
 

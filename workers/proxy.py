@@ -778,6 +778,7 @@ def proxy_command(args: argparse.Namespace) -> int:
             aggregated=args.aggregated,
             max_attempts=args.max_attempts,
             health_interval_s=args.health_interval_s,
+            health_timeout_s=args.health_timeout_s,
             connect_timeout_s=args.connect_timeout_s,
             upstream_timeout_s=args.upstream_timeout_s,
             drain_timeout_s=args.drain_timeout_s,

@@ -52,6 +52,10 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--health-interval-s", type=float, default=1.0, metavar="S", help="/health probe period (1)"
     )
+    p.add_argument(
+        "--health-timeout-s", type=float, default=1.0, metavar="S",
+        help="a /health probe slower than this counts as failed (1)",
+    )
     p.add_argument("--connect-timeout-s", type=float, default=5.0, metavar="S",
                    help="TCP connect timeout to a worker, seconds (5)")
     p.add_argument("--upstream-timeout-s", type=float, default=600.0, metavar="S",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.kube_emulator import KubeEmulator
 from tests.helpers.live import bare_autoscaler
+from workers.local.kube_emulator import KubeEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -67,7 +67,9 @@ def test_dockerfile_shape() -> None:
     env = " ".join(rest for word, rest in final if word == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env and "HOME=/tmp" in env
     run = " ".join(rest for word, rest in ins if word == "RUN")
-    assert "pip install ." in run and "[" not in run  # the controller install: no extras
+    # the controller install: no extras unless asked for (make image-worker adds the worker extra)
+    assert ("ARG", 'PDSCALE_EXTRAS=""') in ins
+    assert 'pip install ".${PDSCALE_EXTRAS:+[${PDSCALE_EXTRAS}]}"' in run, run
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +144,12 @@ def test_simulator_commands_say_which_extra_they_need(image_venv: Path) -> None:
                           text=True, timeout=120, env=_env(), cwd="/tmp")
     assert proc.returncode == 2
     assert "pip install 'pdscale[sim]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_controller_install_names_the_worker_extra_instead_of_a_traceback(image_venv: Path) -> None:
+    """`pdscale worker` needs numpy, which only the worker extra (make image-worker) brings."""
+    proc = subprocess.run([str(image_venv / "bin" / "pdscale"), "worker", "--role", "prefill", "--port", "0"],
+                          capture_output=True, text=True, timeout=60, env=_env(), cwd="/tmp")
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'pdscale[worker]'" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

@@ -29,14 +29,14 @@ import yaml
 
 from autoscaler.kube import DELETION_COST
 from tests.e2e.conftest import SCRAPE_S
-from tests.helpers.kube_emulator import CR, AccessRule, KubeEmulator
 from tests.helpers.live import DEPLOYMENT, export_model, put_autoscaler
-from tests.helpers.net import free_port
 from tests.helpers.pki import CA, extension_auth_configmap
-from tests.helpers.processes import ProcessRunner
-from tests.helpers.prometheus import PrometheusServer, require_prometheus
 from tests.helpers.rbac import Grants, RequestAttributes, request_attributes
 from tests.helpers.vllm_exporter import VllmExporter
+from workers.local.kube_emulator import CR, AccessRule, KubeEmulator
+from workers.local.net import free_port
+from workers.local.processes import ProcessRunner
+from workers.local.prometheus import PrometheusServer, require_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE, SERVICE_ACCOUNT = "pdscale-system", "pdscale-controller"

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.kube_emulator import CR, KubeEmulator
-from tests.helpers.processes import ManagedProcess, ProcessRunner
-from tests.helpers.prometheus import PrometheusServer
 from tests.helpers.vllm_exporter import ExportedFrontend, ExportedPod, LatencyMix, Load, VllmExporter
+from workers.local.kube_emulator import CR, KubeEmulator
+from workers.local.processes import ManagedProcess, ProcessRunner
+from workers.local.prometheus import PrometheusServer
 
 SCRAPE_S = 0.5
 WINDOW_S = 5  # rate() window in the CRs: ten scrapes

@@ -32,11 +32,11 @@ from kubernetes.utils.quantity import parse_quantity
 from autoscaler.core.buckets import ITL_BUCKETS_S, TTFT_BUCKETS_S
 from sim.baselines.hpa import external_average_value_replicas
 from tests.e2e.conftest import Stack, _stack, wait_for
-from tests.helpers.kube_emulator import CR, AccessRule
-from tests.helpers.net import free_port, wait_http_ok
 from tests.helpers.pki import CA, Issued, extension_auth_configmap
-from tests.helpers.processes import ManagedProcess, ProcessRunner
 from tests.helpers.vllm_exporter import ExportedPod, LatencyMix, Load
+from workers.local.kube_emulator import CR, AccessRule
+from workers.local.net import free_port, wait_http_ok
+from workers.local.processes import ManagedProcess, ProcessRunner
 
 NS = "ext"
 HPA_USER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"

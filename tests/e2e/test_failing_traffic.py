@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Model, Stack, _stack
-from tests.helpers.kube_emulator import CR
-from tests.helpers.processes import ProcessRunner
 from tests.helpers.vllm_exporter import ExportedFrontend, ExportedPod, LatencyMix, Load
+from workers.local.kube_emulator import CR
+from workers.local.processes import ProcessRunner
 
 FAST_DOWN = {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 0,
                                         "policies": [{"type": "Percent", "value": 100, "periodSeconds": 1}]}}}

@@ -11,8 +11,8 @@ import time
 import urllib.request
 
 from tests.e2e.conftest import Stack, wait_for
-from tests.helpers.kube_emulator import CR
-from tests.helpers.net import free_port, wait_http_ok
+from workers.local.kube_emulator import CR
+from workers.local.net import free_port, wait_http_ok
 
 
 def run_once(stack: Stack, namespace: str, *args: str) -> tuple[int, dict, str]:

@@ -46,10 +46,10 @@ from autoscaler.kube import KubeClient, KubeSettings
 from autoscaler.leader import LeaderElector, LeaseConfig
 from autoscaler.prometheus import PrometheusMetricsSource
 from autoscaler.run import Runner, RunOptions
-from tests.helpers.kube_emulator import CR, KubeEmulator
-from tests.helpers.processes import ProcessRunner
-from tests.helpers.prometheus import PrometheusServer
 from tests.helpers.vllm_exporter import ExportedFrontend, ExportedPod, LatencyMix, Load, VllmExporter
+from workers.local.kube_emulator import CR, KubeEmulator
+from workers.local.processes import ProcessRunner
+from workers.local.prometheus import PrometheusServer
 
 NS = "chaos"
 MODEL = "m-chaos"

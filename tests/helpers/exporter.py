@@ -7,7 +7,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from tests.helpers.net import LOOPBACK
+from workers.local.net import LOOPBACK
 
 
 class MetricsExporter:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from tests.e2e.conftest import WINDOW_S, loads
-from tests.helpers.kube_emulator import CR, KubeEmulator
 from tests.helpers.vllm_exporter import ExportedFrontend, ExportedPod, Load, VllmExporter
+from workers.local.kube_emulator import CR, KubeEmulator
 
 Ref = tuple[str, str, str]  # (apiVersion, kind, name)
 DEPLOYMENT = ("apps/v1", "Deployment")

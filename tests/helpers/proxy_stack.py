@@ -11,9 +11,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tests.helpers.net import LOOPBACK, free_port
-from tests.helpers.processes import ManagedProcess, ProcessRunner
 from tests.helpers.workers import scrape
+from workers.local.net import LOOPBACK, free_port
+from workers.local.processes import ManagedProcess, ProcessRunner
 
 
 @dataclass

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.net import LOOPBACK, free_port
-from tests.helpers.processes import ManagedProcess, ProcessRunner
+from workers.local.net import LOOPBACK, free_port
+from workers.local.processes import ManagedProcess, ProcessRunner
 
 REPO = Path(__file__).resolve().parents[2]
 VLLM_VERSION = "0.32.0"

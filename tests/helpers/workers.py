@@ -17,8 +17,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers.net import LOOPBACK, free_port
-from tests.helpers.processes import ManagedProcess, ProcessRunner
+from workers.local.net import LOOPBACK, free_port
+from workers.local.processes import ManagedProcess, ProcessRunner
 
 MODEL = "tiny"
 

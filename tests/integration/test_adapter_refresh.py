@@ -24,8 +24,8 @@ from metrics_adapter.provider import (
 )
 from metrics_adapter.refresh import StandaloneRefresher, read_controller_lease
 from metrics_adapter.selectors import parse_selector
-from tests.helpers.kube_emulator import CR, KubeEmulator
-from tests.helpers.net import free_port
+from workers.local.kube_emulator import CR, KubeEmulator
+from workers.local.net import free_port
 
 NS = "llm"
 LEASES = "coordination.k8s.io/v1/leases"

@@ -34,8 +34,8 @@ from metrics_adapter.provider import (
 )
 from metrics_adapter.server import AdapterServer
 from metrics_adapter.tls import ServingTLS
-from tests.helpers.kube_emulator import AccessRule, KubeEmulator
 from tests.helpers.pki import CA, Issued, extension_auth_configmap
+from workers.local.kube_emulator import AccessRule, KubeEmulator
 
 HPA_USER = "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
 BASE = "/apis/external.metrics.k8s.io/v1beta1"

@@ -22,7 +22,7 @@ from prometheus_client.utils import floatToGoString
 from autoscaler.core.buckets import ITL_BUCKETS_S, TTFT_BUCKETS_S
 from autoscaler.core.histogram import histogram_quantile
 from tests.helpers.exporter import MetricsExporter
-from tests.helpers.prometheus import PrometheusServer
+from workers.local.prometheus import PrometheusServer
 
 INF = math.inf
 T = len(TTFT_BUCKETS_S) + 1  # buckets incl. +Inf

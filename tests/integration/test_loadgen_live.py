@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.processes import ProcessRunner
 from tests.helpers.workers import WorkerHandle, start_worker
+from workers.local.processes import ProcessRunner
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.aiperf import ensure_aiperf, same_run
-from tests.helpers.processes import ProcessRunner
 from tests.helpers.workers import MODEL, start_worker
+from workers.local.processes import ProcessRunner
 
 # Relative. TPOT/ITL agree within ~1 %; loadgen's TTFT reads 5-9 % above aiperf's on this 2-core machine under a
 # load average of 12-16 (the openai client's send and first-chunk path costs a few ms more than aiperf's aiohttp),

@@ -38,9 +38,9 @@ from cryptography.x509.oid import NameOID
 from autoscaler import prometheus_connection
 from autoscaler.prometheus import PrometheusError, PrometheusMetricsSource
 from autoscaler.prometheus_connection import PrometheusConnection
-from tests.helpers.net import LOOPBACK, free_port
-from tests.helpers.processes import ProcessRunner
-from tests.helpers.prometheus import PrometheusServer, require_prometheus
+from workers.local.net import LOOPBACK, free_port
+from workers.local.processes import ProcessRunner
+from workers.local.prometheus import PrometheusServer, require_prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-for-tests"

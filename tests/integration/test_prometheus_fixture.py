@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from tests.helpers.exporter import MetricsExporter
-from tests.helpers.net import free_port
-from tests.helpers.processes import ProcessRunner
-from tests.helpers.prometheus import PrometheusQueryError, PrometheusServer
+from workers.local.net import free_port
+from workers.local.processes import ProcessRunner
+from workers.local.prometheus import PrometheusQueryError, PrometheusServer
 
 PrometheusFactory = Callable[..., PrometheusServer]
 ExporterFactory = Callable[[CollectorRegistry], MetricsExporter]

@@ -23,8 +23,8 @@ from autoscaler.core.spec import SLO, AutoscalerSpec, MetricsSpec
 from autoscaler.core.types import Decision, Observation, Pool, PoolDecision, PoolReplicas, Signals
 from autoscaler.prometheus import PrometheusMetricsSource
 from autoscaler.telemetry import ControllerTelemetry
-from tests.helpers.prometheus import PrometheusServer
 from tests.helpers.vllm_exporter import ExportedFrontend, ExportedPod, LatencyMix, Load, VllmExporter
+from workers.local.prometheus import PrometheusServer
 
 WINDOW_S = 5.0
 W = "5s"

@@ -12,11 +12,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.helpers.kube_discovery import discovery_emulator, emulated_pod
-from tests.helpers.kube_emulator import KubeEmulator
-from tests.helpers.processes import ProcessRunner
+from tests.helpers.kube_discovery import emulated_pod
 from tests.helpers.proxy_stack import outcome, start_proxy, wait_endpoints
 from tests.helpers.workers import MODEL, WorkerHandle, scrape, start_worker
+from workers.local.kube_emulator import KubeEmulator
+from workers.local.processes import ProcessRunner
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_endpoints_file_changes_move_the_traffic(
 
 @pytest.fixture
 def kube() -> Iterator[KubeEmulator]:
-    with discovery_emulator() as emu:
+    with KubeEmulator() as emu:
         yield emu
 
 

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 import openai
 import pytest
 
-from tests.helpers.net import LOOPBACK, free_port
-from tests.helpers.processes import ProcessRunner
 from tests.helpers.proxy_stack import ProxyHandle, outcome, proxy_samples, sample, start_proxy, wait_endpoints
 from tests.helpers.workers import MODEL, WorkerHandle, scrape, start_worker
+from workers.local.net import LOOPBACK, free_port
+from workers.local.processes import ProcessRunner
 
 PROMPT = list(range(100, 300))
 LONG = 600  # output tokens of a request that must still be streaming a moment later (>= 2 s at 8B/H100 speed)

@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config
 
-from tests.helpers.kube_discovery import ENDPOINTSLICES, discovery_emulator, emulated_pod, emulated_slice
-from tests.helpers.kube_emulator import KubeEmulator
+from tests.helpers.kube_discovery import emulated_pod, emulated_slice
 from workers.endpoints import DECODE, PREFILL, Snapshot
 from workers.endpoints_kube import KubeEndpointSource
+from workers.local.kube_emulator import ENDPOINTSLICES, KubeEmulator
 
 NS = "serving"
 
 
 @pytest.fixture(scope="module")
 def kube() -> Iterator[KubeEmulator]:
-    with discovery_emulator() as emu:
+    with KubeEmulator() as emu:
         yield emu
 
 
@@ -72,7 +72,8 @@ async def test_pods_by_selector_follow_readiness_termination_and_deletion(
         kube.put("v1/pods", terminating)
         await _until(snaps, lambda s: s[DECODE].get("http://127.0.0.1:9200") is False)
 
-        await asyncio.to_thread(_core(kubeconfig).delete_namespaced_pod, "d-0", NS)
+        # the kubelet's final delete once the containers stopped (the API server keeps a terminating pod until then)
+        await asyncio.to_thread(_core(kubeconfig).delete_namespaced_pod, "d-0", NS, grace_period_seconds=0)
         snap = await _until(snaps, lambda s: "http://127.0.0.1:9200" not in s[DECODE])
         assert snap[DECODE] == {"http://127.0.0.1:9201": True}
         assert all("9300" not in url and "9400" not in url for role in snap.values() for url in role)

@@ -14,9 +14,9 @@ import openai
 import pytest
 
 from autoscaler.core.buckets import ITL_BUCKETS_S, REQUEST_LATENCY_BUCKETS_S, TTFT_BUCKETS_S
-from tests.helpers.processes import ProcessRunner
 from tests.helpers.proxy_stack import ProxyHandle, proxy_samples, sample, start_proxy
 from tests.helpers.workers import MODEL, WorkerHandle, scrape, start_worker
+from workers.local.processes import ProcessRunner
 
 PROMPT = list(range(100, 400))  # 300 token ids: an exact prompt length whatever the tokenizer
 

@@ -15,12 +15,12 @@ import pytest
 from autoscaler.core.buckets import ITL_BUCKETS_S, TTFT_BUCKETS_S
 from autoscaler.core.spec import SLO, AutoscalerSpec, MetricsSpec
 from autoscaler.prometheus import PrometheusMetricsSource
-from tests.helpers.processes import ProcessRunner
-from tests.helpers.prometheus import PrometheusServer
 from tests.helpers.proxy_stack import outcome, start_proxy
 from tests.helpers.workers import MODEL, start_worker
 from workers.loadgen import Target, build_plan, run_plan
 from workers.loadgen_report import summarize
+from workers.local.processes import ProcessRunner
+from workers.local.prometheus import PrometheusServer
 
 WINDOW_S = 60.0
 WORKLOAD = "poisson:rate=6,duration=8,prompt=const(1500),output=const(40)"

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers.processes import ProcessRunner
 from tests.helpers.real_vllm import RealVLLM, start_real_vllm
 from tests.helpers.workers import MODEL, json_shape, sample, scrape, start_worker
+from workers.local.processes import ProcessRunner
 
 MAX_MODEL_LEN = 512
 # The module's first test carries the real servers' start-up (tests/helpers/real_vllm.py START_TIMEOUT_S).

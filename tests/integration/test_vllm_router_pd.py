@@ -14,9 +14,9 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.helpers.net import LOOPBACK, free_port, wait_http_ok
-from tests.helpers.processes import ProcessRunner
 from tests.helpers.workers import MODEL, WorkerHandle, sample, scrape, start_worker
+from workers.local.net import LOOPBACK, free_port, wait_http_ok
+from workers.local.processes import ProcessRunner
 
 PROMPT_TOKENS = 300
 

@@ -10,8 +10,8 @@ import pytest
 from autoscaler.cli import build_parser
 from autoscaler.core.latency import prefill_time_s
 from autoscaler.profiles import load_profile
-from tests.helpers.processes import ProcessRunner
 from tests.helpers.workers import MODEL, start_worker
+from workers.local.processes import ProcessRunner
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -13,8 +13,8 @@ import urllib.request
 import aiohttp
 import openai
 
-from tests.helpers.processes import ProcessRunner
 from tests.helpers.workers import MODEL, start_worker
+from workers.local.processes import ProcessRunner
 
 CONCURRENT = 24
 MAX_TOKENS = 150

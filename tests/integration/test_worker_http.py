@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from tests.helpers.processes import ProcessRunner
 from tests.helpers.workers import MODEL, WorkerHandle, sample, scrape, start_worker
+from workers.local.processes import ProcessRunner
 from workers.tokens import count_text_tokens
 
 MAX_MODEL_LEN = 2048

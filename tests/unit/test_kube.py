@@ -39,7 +39,7 @@ from autoscaler.kube import (
     status_write_due,
     write_status,
 )
-from tests.helpers.kube_emulator import CR, KubeEmulator, selector_matches
+from workers.local.kube_emulator import CR, KubeEmulator, selector_matches
 
 NS = "llm"
 KINDS = {

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from autoscaler.kube import load_kube_connection
-from tests.helpers.kube_emulator import KubeEmulator
 from tests.helpers.live import bare_autoscaler
+from workers.local.kube_emulator import KubeEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from tests.helpers.kube_emulator import PdscaleKubeEmulator
+from workers.local.kube_emulator import PdscaleKubeEmulator
 
 
 def _apps(url: str) -> k8s.AppsV1Api:
@@ -57,7 +57,7 @@ def test_a_write_whose_client_gave_up_is_dropped_and_who_wrote_is_recorded() -> 
     as the API server drops a request whose context was canceled before storage."""
     import time
 
-    from tests.helpers.kube_emulator import KubeEmulator
+    from workers.local.kube_emulator import KubeEmulator
 
     with KubeEmulator() as emu:
         emu.add_deployment("ns", "web", 1)

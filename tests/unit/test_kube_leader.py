@@ -12,7 +12,7 @@ from kubernetes import client as k8s
 
 from autoscaler.kube import KubeClient, KubeSettings
 from autoscaler.leader import LeaderElector, LeaseConfig
-from tests.helpers.kube_emulator import KubeEmulator
+from workers.local.kube_emulator import KubeEmulator
 
 NS = "pdscale-system"
 

@@ -23,8 +23,8 @@ from autoscaler.leader import LeaderElector, LeaseConfig
 from autoscaler.prometheus import PrometheusMetricsSource
 from autoscaler.run import Runner, RunOptions, make_policy
 from autoscaler.telemetry import ControllerTelemetry
-from tests.helpers.kube_emulator import CR, KubeEmulator
-from tests.helpers.net import free_port
+from workers.local.kube_emulator import CR, KubeEmulator
+from workers.local.net import free_port
 
 
 class ScriptedMetrics:

@@ -25,8 +25,8 @@ from autoscaler.kube import KubeClient, KubeSettings
 from autoscaler.leader import LeaderElector, LeaseConfig
 from autoscaler.run import Runner, RunOptions, _run
 from autoscaler.telemetry import ControllerTelemetry
-from tests.helpers.kube_emulator import CR, KubeEmulator
 from tests.unit.test_kube_run import HoldPolicy, ScriptedMetrics, seed
+from workers.local.kube_emulator import CR, KubeEmulator
 
 BREACH = (2.5, 0.03)  # TTFT p99 2.5 s against 1 s: prefill scales up at once
 PREFILL = "apps/v1/deployments"

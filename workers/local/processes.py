@@ -1,4 +1,5 @@
-"""Subprocesses started by tests: output captured to a file, always terminated (then killed) at teardown.
+"""Managed subprocesses (pods, Prometheus, proxies, controllers; the tests' servers): output captured to a file,
+always terminated (then killed) at teardown.
 
 Each process gets its own session (process group), so stopping it also ends whatever it spawned, and only what
 this runner started is ever signalled.
@@ -47,6 +48,11 @@ class ManagedProcess:
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)  # the group we created with start_new_session=True
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the process group while its leader runs (never to a group id recycled later)."""
+        if self.popen.poll() is None:
+            self._signal_group(sig)
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM, wait up to ``timeout_s``, then SIGKILL. Returns the exit status.

@@ -1,5 +1,5 @@
-"""A Kubernetes API emulator for pdscale's tests: kmock's ``KubernetesEmulator`` extended for what a scaling
-controller needs.
+"""A Kubernetes API emulator: kmock's ``KubernetesEmulator`` extended for what a scaling controller, a pod runner,
+a P/D proxy and ``kubectl`` need. ``pdscale up`` serves it as the one machine's API server; the tests use it too.
 
 kmock (0.8) keeps objects in memory and serves discovery, LIST, WATCH, GET, POST and merge-PATCH. It has no
 ``/scale`` routing, no resourceVersion, no PUT, no label selectors and no status subresource. This module adds them
@@ -30,6 +30,14 @@ discovery documents and its WATCH streams for everything else:
   grants, see ``AccessRule``; nothing is allowed unless a rule says so). Both are answered, never stored, and
   appear in the request log like any other call. ConfigMaps are ordinary objects (``v1/configmaps``), e.g.
   ``kube-system/extension-apiserver-authentication``.
+- what ``kubectl`` and controllers watching pods need: short names (``deploy``, ``po``, ``pdas``, ...), the
+  ``Table`` of ``kubectl get`` (``workers/local/kube_tables.py``: the API server's columns, a CRD's printer
+  columns), ``fieldSelector`` on LIST and WATCH (``kubectl describe`` finds events by ``involvedObject.*``),
+  ``labelSelector`` on WATCH (kmock streams every object otherwise), ReplicaSets and EndpointSlices, CRDs
+  (storing one registers its short names, categories and printer columns), and graceful pod deletion: DELETE
+  sets ``deletionTimestamp`` and ``deletionGracePeriodSeconds`` (from the DeleteOptions, else the pod's
+  ``terminationGracePeriodSeconds``, else 30) and the pod stays until whoever runs it deletes it with
+  ``gracePeriodSeconds=0``, as a kubelet does.
 
 Two ways to run it:
 
@@ -43,13 +51,14 @@ Two ways to run it:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import copy
 import datetime
 import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,10 +70,13 @@ import yaml
 from kmock._internal import rendering
 from kmock._internal.k8s import KubernetesError, KubernetesObjectNotFoundError
 
+from workers.local import kube_tables
+
 # group/version/plural -> (kind, namespaced, subresources)
 RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "apps/v1/deployments": ("Deployment", True, ("scale", "status")),
     "apps/v1/statefulsets": ("StatefulSet", True, ("scale", "status")),
+    "apps/v1/replicasets": ("ReplicaSet", True, ("scale", "status")),
     "leaderworkerset.x-k8s.io/v1/leaderworkersets": ("LeaderWorkerSet", True, ("scale", "status")),
     # any other CRD with a scale subresource; its plural is not in pdscale's table, so discovery must find it
     "serving.example.com/v1alpha1/modelpools": ("ModelPool", True, ("scale", "status")),
@@ -76,11 +88,26 @@ RESOURCES: dict[str, tuple[str, bool, tuple[str, ...]]] = {
     "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, ("status",)),
     "keda.sh/v1alpha1/scaledobjects": ("ScaledObject", True, ("status",)),
     "v1/configmaps": ("ConfigMap", True, ()),
+    "discovery.k8s.io/v1/endpointslices": ("EndpointSlice", True, ()),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, ("status",)),
     "authentication.k8s.io/v1/tokenreviews": ("TokenReview", False, ()),
     "authorization.k8s.io/v1/subjectaccessreviews": ("SubjectAccessReview", False, ()),
 }
 REVIEWS = frozenset({"tokenreviews", "subjectaccessreviews"})
 CR = "pdscale.io/v1alpha1/disaggregatedautoscalers"
+CRDS = "apiextensions.k8s.io/v1/customresourcedefinitions"
+ENDPOINTSLICES = "discovery.k8s.io/v1/endpointslices"
+# the API server's short names and categories of the built-in kinds (`kubectl api-resources`)
+SHORT_NAMES: dict[str, tuple[str, ...]] = {
+    "apps/v1/deployments": ("deploy",), "apps/v1/statefulsets": ("sts",), "apps/v1/replicasets": ("rs",),
+    "v1/pods": ("po",), "v1/events": ("ev",), "v1/configmaps": ("cm",),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": ("crd", "crds"),
+    "leaderworkerset.x-k8s.io/v1/leaderworkersets": ("lws",),
+}  # fmt: skip
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    "apps/v1/deployments": ("all",), "apps/v1/statefulsets": ("all",), "apps/v1/replicasets": ("all",),
+    "v1/pods": ("all",),
+}  # fmt: skip
 
 
 @dataclass
@@ -188,6 +215,34 @@ def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
     return True
 
 
+def field_selector_matches(selector: str, obj: Mapping[str, Any]) -> bool:
+    """Field-selector semantics (``a.b=c,d!=e``, ``==`` too) over an object's dotted paths; a missing field reads
+    as the empty string, as the API server compares it."""
+    for term in (t.strip() for t in selector.split(",") if t.strip()):
+        m = re.fullmatch(r"([A-Za-z0-9_.]+)\s*(==|=|!=)\s*(.*)", term)
+        if not m:
+            raise ValueError(f"unparsable field selector term {term!r}")
+        path, op, want = m.groups()
+        value: Any = obj
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        have = "" if value is None else str(value)
+        if (have == want) != (op != "!="):
+            return False
+    return True
+
+
+def _selected(obj: Mapping[str, Any], labels: str, fields: str) -> bool:
+    if labels and not selector_matches(labels, (obj.get("metadata") or {}).get("labels") or {}):
+        return False
+    return not fields or field_selector_matches(fields, obj)
+
+
+def _key(res: kmock.resource) -> str:
+    """``group/version/plural`` (``v1/pods`` for the core group), the key of ``RESOURCES``."""
+    return f"{res.group}/{res.version}/{res.plural}" if res.group else f"{res.version}/{res.plural}"
+
+
 def _selector_string(obj: Mapping[str, Any]) -> str:
     status_sel = (obj.get("status") or {}).get("selector")
     if isinstance(status_sel, str) and status_sel:
@@ -221,6 +276,8 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
     busy_s: float = 0.0  # wall time spent inside the request hook (server-side cost, for benchmarks)
     tokens: dict[str, dict[str, Any]] = attrs.field(factory=dict)  # bearer token -> TokenReview status.user
     access_rules: list[AccessRule] = attrs.field(factory=list)  # what SubjectAccessReview allows
+    # group/version/plural -> the additionalPrinterColumns of a stored CRD (kubectl get's columns)
+    printer_columns: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict)
     _rv: int = attrs.field(default=1000, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -234,6 +291,8 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
                 singular=kind.lower(),
                 subresources=set(subs),
                 verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+                shortnames=set(SHORT_NAMES.get(key, ())),
+                categories=set(CATEGORIES.get(key, ())),
             )
 
     # ---- storage helpers (called inside the loop) ----
@@ -349,30 +408,120 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
         if res.plural in REVIEWS and method == "POST":
             return aiohttp.web.json_response(self._review(res.plural, request.data), status=201)
         ns, name, sub = request.namespace, request.name, request.subresource
+        as_table = kube_tables.wants_table(request.headers.get("Accept", ""))
         async with self._lock:
             if (name is not None and sub in ("scale", "status")) or method == "PUT" or request.action in (
                 kmock.action.UPDATE,
                 kmock.action.CREATE,
             ):
                 payload, status = await self._mutate_or_read(res, ns, name, sub, method, request.data, who)
+                if _key(res) == CRDS and sub is None and method in ("POST", "PUT"):
+                    self.register_crd(payload)
                 return aiohttp.web.json_response(payload, status=status)
-            if method == "GET" and name is not None and sub is None:  # kmock's own GET slows down with history
+            if method == "DELETE" and res.plural == "pods" and name is not None:
+                payload = await self._delete_pod(res, ns, name, request)
+                return aiohttp.web.json_response(payload)
+            if method == "GET" and name is not None and sub is None and not as_table:  # kmock's own GET slows down
                 found = self._get(res, ns, name)
                 if found is None:
                     raise KubernetesObjectNotFoundError(message=f'{res.plural} "{name}" not found', details={})
                 return aiohttp.web.json_response(found)
             if request.action == kmock.action.LIST:  # kmock's own LIST slows down as objects gain history
-                selector = request.params.get("labelSelector", "")
+                labels, fields = request.params.get("labelSelector", ""), request.params.get("fieldSelector", "")
                 items = [
                     copy.deepcopy(obj.raw)
                     for (r, o_ns, _), obj in self.objects.items()
                     if r == res and not obj.deleted and (ns is None or o_ns == ns)
-                    if not selector or selector_matches(selector, (obj.raw.get("metadata") or {}).get("labels") or {})
+                    if _selected(obj.raw, labels, fields)
                 ]
+                if as_table:
+                    return aiohttp.web.json_response(self._table(res, items))
+                info = self.resources.get(_key(res))  # typed Go clients (kubectl) decode by the list's own kind
+                kind_name = getattr(info, "kind", None)
+                kind = f"{kind_name}List" if kind_name else "List"
+                version = f"{res.group}/{res.version}" if res.group else str(res.version)
                 return aiohttp.web.json_response(
-                    {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)}, "items": items}
+                    {"kind": kind, "apiVersion": version, "metadata": {"resourceVersion": str(self._rv)},
+                     "items": items}
                 )
+            if as_table and request.action == kmock.action.FETCH and name is not None and sub is None:
+                found = self._get(res, ns, name)
+                if found is None:
+                    raise KubernetesObjectNotFoundError(message=f'{res.plural} "{name}" not found', details={})
+                return aiohttp.web.json_response(self._table(res, [found]))
         return await super()._handle(request)
+
+    async def _serve_version(self, request: rendering.Request) -> Any:
+        """kmock's resource list with the core group's ``groupVersion`` spelled ``v1`` (kmock writes ``/v1``,
+        which makes kubectl drop every core resource) and short names and categories on main resources only
+        (kubectl warns about ambiguous short names otherwise)."""
+        doc = await super()._serve_version(request)
+        if isinstance(doc, dict):
+            doc["groupVersion"] = str(doc.get("groupVersion", "")).lstrip("/")
+            for entry in doc.get("resources") or []:
+                if "/" in entry.get("name", ""):
+                    entry["shortNames"], entry["categories"] = [], []
+        return doc
+
+    def _table(self, res: kmock.resource, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return kube_tables.table(res.plural or "", items, str(self._rv), self.printer_columns.get(_key(res), ()))
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
+        """kmock's WATCH, filtered by ``labelSelector`` and ``fieldSelector`` as the API server filters it."""
+        labels, fields = request.params.get("labelSelector", ""), request.params.get("fieldSelector", "")
+        async for event in super()._serve_watch(request):
+            if (labels or fields) and isinstance(event, dict) and not _selected(event.get("object") or {}, labels,
+                                                                                 fields):
+                continue
+            yield event
+
+    async def _delete_pod(self, res: kmock.resource, ns: str | None, name: str,
+                          request: rendering.Request) -> dict[str, Any]:  # fmt: skip
+        """Graceful pod deletion: mark ``deletionTimestamp`` first; gone only on a delete with grace 0 (the
+        kubelet's, once the containers stopped) or a second delete after the grace period began at 0."""
+        current = self._get(res, ns, name)
+        if current is None:
+            raise KubernetesObjectNotFoundError(message=f'pods "{name}" not found', details={})
+        body = request.data if isinstance(request.data, Mapping) else {}
+        grace_raw = body.get("gracePeriodSeconds", request.params.get("gracePeriodSeconds"))
+        meta = current.setdefault("metadata", {})
+        if grace_raw is not None and int(grace_raw) == 0:
+            key = (res, ns, name)
+            self.objects[key].delete()
+            await self._buses[res].put({"type": "DELETED", "object": copy.deepcopy(current)})
+            return current
+        if meta.get("deletionTimestamp"):
+            return current  # already terminating: the kubelet finishes it
+        grace = int(grace_raw) if grace_raw is not None else int(
+            (current.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        new = copy.deepcopy(current)
+        new["metadata"]["deletionTimestamp"] = _now_iso()
+        new["metadata"]["deletionGracePeriodSeconds"] = grace
+        self._stamp(new, old=current)
+        await self._store(res, ns, name, new, "MODIFIED")
+        return new
+
+    def register_crd(self, crd: Mapping[str, Any]) -> None:
+        """Serve the resource a CustomResourceDefinition defines, with its names and printer columns."""
+        spec = crd.get("spec") or {}
+        names = spec.get("names") or {}
+        group, plural = spec.get("group"), names.get("plural")
+        if not group or not plural:
+            return
+        for version in spec.get("versions") or []:
+            if not version.get("served", True):
+                continue
+            key = f"{group}/{version['name']}/{plural}"
+            self.resources[key] = kmock.ResourceInfo(
+                kind=names.get("kind"),
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                singular=names.get("singular") or str(names.get("kind", "")).lower(),
+                subresources=set((version.get("subresources") or {}).keys()),
+                verbs={"get", "list", "watch", "create", "update", "patch", "delete"},
+                shortnames=set(names.get("shortNames") or ()),
+                categories=set(names.get("categories") or ()),
+            )
+            self.printer_columns[key] = list(version.get("additionalPrinterColumns") or [])
 
     def _review(self, plural: str, body: Any) -> dict[str, Any]:
         """TokenReview / SubjectAccessReview answered from ``tokens`` / ``access_rules``."""
@@ -507,7 +656,7 @@ class KubeEmulator:
         return self._call(go())  # type: ignore[no-any-return]
 
     def list(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        async def go() -> list[dict[str, Any]]:
+        async def go() -> builtins.list[dict[str, Any]]:
             res = kmock.resource(resource)
             async with self.handler._lock:
                 return [
@@ -518,11 +667,39 @@ class KubeEmulator:
 
         return self._call(go())  # type: ignore[no-any-return]
 
-    def history(self, resource: str, namespace: str | None, name: str, start: int = 0) -> list[dict[str, Any]]:
+    def delete(self, resource: str, namespace: str | None, name: str) -> None:
+        """Remove an object at once (no grace period, no finalizers), sending the DELETED watch event."""
+
+        async def go() -> None:
+            res = kmock.resource(resource)
+            async with self.handler._lock:
+                key = (res, namespace, name)
+                if key in self.handler.objects and not self.handler.objects[key].deleted:
+                    raw = copy.deepcopy(self.handler.objects[key].raw)
+                    self.handler.objects[key].delete()
+                    await self.handler._buses[res].put({"type": "DELETED", "object": raw})
+
+        self._call(go())
+
+    def apply_crds(self, path: Path) -> builtins.list[str]:
+        """Store every CustomResourceDefinition of a YAML file (e.g. ``manifests/base/crd.yaml``) and serve the
+        resources they define; returns their names."""
+        names: builtins.list[str] = []
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "CustomResourceDefinition":
+                stored = self.put(CRDS, doc)
+                self._call(self._register(stored))
+                names.append(str(doc["metadata"]["name"]))
+        return names
+
+    async def _register(self, crd: dict[str, Any]) -> None:
+        self.handler.register_crd(crd)
+
+    def history(self, resource: str, namespace: str | None, name: str, start: int = 0) -> builtins.list[dict[str, Any]]:
         """Every stored version of one object, oldest first (deletions skipped); from the ``start``-th one on (a
         checker polling a long-lived object reads only what is new)."""
 
-        async def go() -> list[dict[str, Any]]:
+        async def go() -> builtins.list[dict[str, Any]]:
             async with self.handler._lock:
                 obj = self.handler.objects[kmock.resource(resource), namespace, name]
                 versions = [v for v in obj.history.raw if v is not None]
@@ -534,7 +711,7 @@ class KubeEmulator:
         """(method, path) of every request served so far."""
         yield from list(self.handler.served)
 
-    def request_log(self) -> list[tuple[str, str, str]]:
+    def request_log(self) -> builtins.list[tuple[str, str, str]]:
         """(method, path, query string) of every request served so far (tests/helpers/rbac.py reads it)."""
         served, queries = list(self.handler.served), list(self.handler.queries)
         return [(m, p, q) for (m, p), q in zip(served, queries, strict=False)]
@@ -545,7 +722,7 @@ class KubeEmulator:
         self._loop.call_soon_threadsafe(self.handler.faults.append, fault)
         return fault
 
-    def applied(self) -> list[tuple[float, str, str, str]]:
+    def applied(self) -> builtins.list[tuple[float, str, str, str]]:
         """(monotonic time, method, "plural/name[/sub]", bearer token of the writer) of every write applied so
         far, in order, after any injected delay."""
         return list(self.handler.applied)

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from tests.helpers.net import LOOPBACK, free_port, wait_http_ok
-from tests.helpers.processes import ManagedProcess, ProcessRunner
+from workers.local.net import LOOPBACK, free_port, wait_http_ok
+from workers.local.processes import ManagedProcess, ProcessRunner
 
 MISSING_BINARY = (
     "the `prometheus` binary is not on PATH; integration tests run the real server. "

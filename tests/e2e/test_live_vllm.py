@@ -1,0 +1,114 @@
+"""Real vLLM in the live loop: the pods are real vLLM servers on CPU (``.venv-vllm`` and the tiny local Llama from
+``scripts/ensure-vllm.sh``), a prefill and a decode pool joined by the NixlConnector, behind ``pdscale proxy``, with
+a real Prometheus and ``pdscale run``. Under load the controller scales the decode pool 1 -> 2; when the load
+falls it scales back to 1 while requests still flow, and no request fails or comes back short.
+
+Drain-safe scale-down with real vLLM needs what a cluster needs (reference/vllm-on-cpu.md: vLLM keeps /health at
+200 while it drains and cuts streams on a bare SIGTERM): the pod is out of the proxy's endpoints as soon as it is
+marked for deletion (the proxy reads ``deletionTimestamp``), a preStop sleep covers the propagation, vLLM runs with
+``--shutdown-timeout`` and the grace period covers preStop + that timeout (``workers.local.cluster``, the same
+settings as ``manifests/examples/vllm-pd``).
+
+Budget: 3 vLLM servers at most on 2 cores (prefill on core 0, decode pods on core 1), ~2 GB each; 4-6 minutes
+on a loaded machine (each server takes 45-120 s to start).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.conftest import wait_for
+from tests.helpers.real_vllm import tiny_model_dir, vllm_python
+from workers.local.cluster import ClusterSpec, LocalCluster
+from workers.local.load import LoadProcess, failures
+from workers.local.prometheus import prometheus_binary
+
+LENGTHS = "prompt=const(128),output=const(48)"
+
+
+@pytest.fixture(scope="module")
+def vllm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    prometheus_binary()
+    spec = ClusterSpec(
+        namespace="vllm", model="tiny", engine="vllm", vllm_python=vllm_python(), vllm_model_dir=tiny_model_dir(),
+        vllm_max_model_len=512, max_num_seqs=4,
+        # the controller's capacity model: 8B/H100 step times x2 ~ the tiny model on one busy CPU core
+        time_scale=2.0, startup_s=120.0, tick_s=2.0, scrape_s=1.0, window_s=15.0, lease_s=15.0, controllers=1,
+        ttft_target_s=5.0, itl_target_s=0.5, max_replicas=2, pre_stop_s=2, grace_s=40, probe_period_s=1.0,
+        probe_timeout_s=5.0,
+        autoscaler={"prefill": {"maxReplicas": 1},
+                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": 20,
+                                               "policies": [{"type": "Pods", "value": 1, "periodSeconds": 2}]}}},
+    )  # fmt: skip
+    cluster = LocalCluster(spec, tmp_path_factory.mktemp("vllm-live"))
+    cluster.start(wait_ready_s=420.0)  # each server took 45-230 s to start on the shared machine
+    try:
+        wait_for(lambda: cluster.lease_holder() is not None, 30, "the controller to lead")
+        yield cluster
+    finally:
+        cluster.stop()
+        print(f"\nreal-vLLM live cluster logs: {cluster.workdir}")
+
+
+def _load(c: LocalCluster, rate: float, requests: int, concurrency: int, seed: int) -> LoadProcess:
+    """``requests`` Poisson arrivals at ``rate`` with at most ``concurrency`` in flight, from a process of its
+    own (this one hosts the emulator and the pod runner, already short of CPU next to three vLLM servers)."""
+    return LoadProcess(c.runner, c.workdir, url=c.proxy_url, model="tiny", seed=seed, max_requests=requests,
+                       generator=f"poisson:rate={rate:g},duration={requests / rate:g},{LENGTHS}",
+                       max_concurrency=concurrency, timeout_s=180.0)  # fmt: skip
+
+
+@pytest.mark.timeout(900)
+def test_real_vllm_decode_scales_1_to_2_and_back_without_losing_a_request(vllm_cluster: LocalCluster) -> None:
+    c = vllm_cluster
+    assert (c.replicas("prefill"), c.replicas("decode")) == (1, 1)
+    records = []
+    # 1. saturate the decode server (6 requests in flight, 4 sequences per server) until the controller orders a
+    #    second decode pod
+    rounds = 0
+    deadline = time.monotonic() + 120.0
+    while c.replicas("decode") < 2 and time.monotonic() < deadline:
+        records += _load(c, 20.0, 24, 6, seed=rounds).result(timeout_s=180)
+        rounds += 1
+    assert c.scale_writes("decode")[:2] == [1, 2], c.scale_writes("decode")
+    # 2. a moderate load (3 in flight) while the new vLLM server starts on a busy core (nothing is scaled down while
+    #    a pod is starting), until it is ready and in the proxy's endpoints and has served requests
+    served_at: dict[str, float] | None = None
+    deadline = time.monotonic() + 480.0
+    while time.monotonic() < deadline:
+        records += _load(c, 3.0, 12, 3, seed=rounds).result(timeout_s=180)
+        rounds += 1
+        if c.pool_state()["decode"].ready == 2 and c.proxy_ready().get("decode") == 2:
+            if served_at is None:
+                served_at = _decode_requests(c)
+            elif len(served := _decode_requests(c)) == 2 and all(v > served_at.get(p, 0.0) for p, v in served.items()):
+                break
+    assert served_at is not None, "the second real vLLM decode pod never became ready"
+    served = _decode_requests(c)
+    assert len(served) == 2 and all(v > served_at.get(p, 0.0) for p, v in served.items()), (served_at, served)
+    # 3. a trickle (0.5 req/s, one at a time) keeps requests in flight while the controller shrinks the pool back.
+    #    The policy verifies a scale-down at the load raised by the recent swing (the on/off rounds above: x2): with
+    #    the corrected latency model one decode pod holds 1.6 req/s but not 2 (128/48 tokens, x2 time scale), so a
+    #    1 req/s trickle kept both pods; 0.5 req/s x2 x the online correction stays within one.
+    trickle = _load(c, 0.5, 50, 1, seed=99)
+    wait_for(lambda: c.replicas("decode") == 1, 120, "the controller to scale decode back to 1")
+    wait_for(lambda: c.pool_state()["decode"].draining == 0, 90, "the removed vLLM pod to drain and exit")
+    writes = c.scale_writes("decode")
+    records += trickle.result(timeout_s=180)
+    assert failures(records) == []
+    assert writes == [1, 2, 1], writes
+    assert c.pods is not None
+    stops = [e for e in c.pods.history if e.role == "decode" and e.event in ("prestop", "sigterm", "sigkill", "exited")]
+    assert [e.event for e in stops] == ["prestop", "sigterm", "exited"], [(e.event, e.detail) for e in stops]
+    assert stops[1].t_s - stops[0].t_s >= c.spec.pre_stop_s - 0.1  # out of the endpoints before SIGTERM
+    assert stops[2].detail == "exit 0"
+
+
+def _decode_requests(c: LocalCluster) -> dict[str, float]:
+    """Requests each decode pod finished, as Prometheus scraped them (vLLM's own counter)."""
+    assert c.prometheus is not None
+    rows = c.prometheus.query('sum by (pod) (vllm:request_success_total{namespace="vllm",role="decode"})')
+    return {r["metric"]["pod"]: float(r["value"][1]) for r in rows}
