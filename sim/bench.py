@@ -33,7 +33,7 @@ import numpy as np
 
 from autoscaler.core.latency import LatencyProfile
 from autoscaler.core.spec import SLO, AutoscalerSpec, PoolSpec
-from sim.bench_cli import ALL_POLICIES, DEFAULT_TRACES, default_rate_scale
+from sim.bench_cli import ALL_POLICIES, DEFAULT_POLICIES, DEFAULT_TRACES, SUITE_POLICIES, default_rate_scale
 from sim.oracle import (
     DEFAULT_COMPLIANCE_TARGET,
     OracleSchedule,
@@ -44,6 +44,7 @@ from sim.oracle import (
     window_need,
 )
 from sim.scenario import Scenario
+from sim.suite import Surge
 from sim.workload import REPLICATE_SPREAD_S, Workload, generate, load_trace, replicate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,10 @@ DEFAULT_TRACE_DIR = REPO_ROOT.parent / "shared" / "traces"
 TIMELINE_KEEP = ("time_s", "prefill_desired", "prefill_ready", "decode_desired", "decode_ready")
 WINDOW_KEEP = ("start_s", "ttft_slo_s", "itl_slo_s", "ok", "counted")
 UNSERVED_RATIO = 1e4  # where a window with an infinite quantile is drawn
+VARYING_ORACLE_RATIO = (
+    0.8  # a workload "varies" when the hindsight oracle needs < 0.8x the best fixed allocation
+)
+ORACLE_TARGET_RATIO = 1.2  # where it varies, the policy should spend <= 1.2x the oracle's GPU-hours
 
 
 class BenchError(Exception):
@@ -69,8 +74,11 @@ class BenchConfig:
     ttft_p99_s: float = 1.0
     itl_p99_s: float = 0.05
     startups_s: tuple[float, ...] = (120.0,)
-    policies: tuple[str, ...] = ALL_POLICIES
+    policies: tuple[str, ...] = DEFAULT_POLICIES
     seed: int = 0
+    suite: str | None = None  # a named suite (sim.suite) instead of traces/generators
+    suite_workloads: tuple[str, ...] = ()  # only these entries of the suite (all when empty)
+    suite_role: str | None = None  # only the suite's "train" or "held-out" entries
     jobs: int = 1
     max_replicas: int = 64
     window_s: float = 60.0
@@ -95,8 +103,63 @@ def resolve_traces(traces: Sequence[str], generators: Sequence[str]) -> list[str
     return [str(DEFAULT_TRACE_DIR / n) for n in DEFAULT_TRACES]
 
 
+@dataclass(frozen=True)
+class Case:
+    """One workload of a bench run with its SLO and engine seed (the config's, or a suite entry's own)."""
+
+    label: str
+    workload: Workload
+    ttft_p99_s: float
+    itl_p99_s: float
+    seed: int
+    role: str | None = None
+    surges: tuple[Surge, ...] = ()
+
+
+def load_cases(cfg: BenchConfig) -> list[Case]:
+    """The bench's workloads: a suite's entries (each with its own SLO, seed and surges), or the traces and
+    generator specs, scaled and cut as configured."""
+    if cfg.suite is not None:
+        cases = _suite_cases(cfg)
+    else:
+        cases = [
+            Case(label, w, cfg.ttft_p99_s, cfg.itl_p99_s, cfg.seed) for label, w in _plain_workloads(cfg)
+        ]
+    if cfg.duration_s is not None:
+        cases = [replace(c, workload=_cut(c.workload, cfg.duration_s)) for c in cases]
+    for c in cases:
+        if len(c.workload) == 0:
+            raise BenchError(f"{c.label}: workload has no requests")
+    return cases
+
+
 def load_workloads(cfg: BenchConfig) -> list[tuple[str, Workload]]:
-    """(label, workload) per trace file and generator spec, scaled and cut as configured."""
+    """(label, workload) per trace file and generator spec (or suite entry), scaled and cut as configured."""
+    return [(c.label, c.workload) for c in load_cases(cfg)]
+
+
+def _suite_cases(cfg: BenchConfig) -> list[Case]:
+    from sim.suite import select, suite
+
+    try:
+        entries = select(suite(cfg.suite or ""), cfg.suite_workloads, cfg.suite_role)
+    except KeyError as exc:
+        raise BenchError(f"--suite: {exc.args[0]}") from None
+    if not entries:
+        raise BenchError(f"--suite {cfg.suite}: no workload selected")
+    cases = []
+    for e in entries:
+        if e.trace is not None and not (DEFAULT_TRACE_DIR / e.trace).exists():
+            raise BenchError(f"--suite {cfg.suite}: {e.name} needs {DEFAULT_TRACE_DIR / e.trace}, not found")
+        try:
+            w = e.workload(DEFAULT_TRACE_DIR)
+        except ValueError as exc:
+            raise BenchError(f"--suite {cfg.suite}: {e.name}: {exc}") from None
+        cases.append(Case(e.name, w, e.ttft_p99_s, e.itl_p99_s, e.seed, e.role, e.surges))
+    return cases
+
+
+def _plain_workloads(cfg: BenchConfig) -> list[tuple[str, Workload]]:
     out: list[tuple[str, Workload]] = []
     for path in resolve_traces(cfg.traces, cfg.generators):
         try:
@@ -121,11 +184,6 @@ def load_workloads(cfg: BenchConfig) -> list[tuple[str, Workload]]:
                 else replicate(w, cfg.rate_scale, spread_s=cfg.replicate_spread_s, seed=cfg.seed)
             )
         out.append((w.name if len(cfg.generators) == 1 else f"gen{len(out)}", w))
-    if cfg.duration_s is not None:
-        out = [(label, _cut(w, cfg.duration_s)) for label, w in out]
-    for label, w in out:
-        if len(w) == 0:
-            raise BenchError(f"{label}: workload has no requests")
     return out
 
 
@@ -135,14 +193,15 @@ def _cut(w: Workload, duration_s: float) -> Workload:
 
 
 def base_scenario(
-    cfg: BenchConfig, workload: Workload, profile: LatencyProfile, startup_s: float
+    cfg: BenchConfig, workload: Workload, profile: LatencyProfile, startup_s: float, case: Case | None = None
 ) -> Scenario:
+    """The scenario every policy of a bench run shares; ``case`` gives a suite entry's own SLO and seed."""
     pool = PoolSpec(min_replicas=1, max_replicas=cfg.max_replicas, gpus_per_replica=profile.gpus_per_replica)
     spec = AutoscalerSpec(
         prefill=pool,
         decode=pool,
-        ttft=SLO(0.99, cfg.ttft_p99_s),
-        itl=SLO(0.99, cfg.itl_p99_s),
+        ttft=SLO(0.99, cfg.ttft_p99_s if case is None else case.ttft_p99_s),
+        itl=SLO(0.99, cfg.itl_p99_s if case is None else case.itl_p99_s),
         pod_startup_s=startup_s,
         profile=cfg.profile,
     )
@@ -155,7 +214,7 @@ def base_scenario(
         initial_decode=1,
         startup_s=startup_s,
         window_s=cfg.window_s,
-        seed=cfg.seed,
+        seed=cfg.seed if case is None else case.seed,
         name=workload.name,
     )
 
@@ -190,6 +249,15 @@ def _replay_task(scenario: Scenario, policy_name: str, schedule: OracleSchedule 
     if policy_name == "oracle":
         assert schedule is not None
         policy: Any = SchedulePolicy(schedule)
+    elif policy_name == "clairvoyant":
+        from autoscaler.core.policy import PdscalePolicy
+        from sim.clairvoyant import make_clairvoyant
+
+        model = make_policy("pdscale", scenario.profile, scenario.spec)
+        assert isinstance(model, PdscalePolicy)
+        policy = make_clairvoyant(
+            scenario.workload, model, scenario.spec, window_s=scenario.window_s, tick_s=scenario.tick_s
+        )
     else:
         policy = make_policy(policy_name, scenario.profile, scenario.spec)
     return _compact(replay(scenario, policy))
@@ -246,6 +314,11 @@ class TraceResult:
     oracle: OracleSchedule
     static_best: dict[str, Any] | None
     runs: list[dict[str, Any]] = field(default_factory=list)  # compact results, summary has policy/startup_s
+    ttft_p99_s: float = 1.0
+    itl_p99_s: float = 0.05
+    role: str | None = None  # a suite entry's role (train / held-out)
+    surges: tuple[Surge, ...] = ()
+    surge_reports: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -257,7 +330,7 @@ class BenchResult:
         out: list[dict[str, Any]] = []
         for tr in self.traces:
             for run in tr.runs:
-                out.append({"trace": tr.label, **run["summary"]})
+                out.append({"trace": tr.label, "role": tr.role, **run["summary"]})
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -277,8 +350,60 @@ class BenchResult:
                     for tr in self.traces
                 },
                 "static_best": {tr.label: tr.static_best for tr in self.traces},
+                "workloads": {
+                    tr.label: {
+                        "role": tr.role,
+                        "ttft_p99_s": tr.ttft_p99_s,
+                        "itl_p99_s": tr.itl_p99_s,
+                        "requests": tr.requests,
+                        "duration_s": tr.duration_s,
+                    }
+                    for tr in self.traces
+                },
+                "targets": self.targets(),
+                "surges": [row for tr in self.traces for row in tr.surge_reports],
             }
         )
+
+    def targets(self, policy: str = "pdscale") -> list[dict[str, Any]]:
+        """Per workload, at the first start-up time: ``policy`` against issue 16's targets (window compliance >=
+        the target, GPU-hours <= static-best, <= 1.2x the oracle where the load varies: oracle/static-best < 0.8)
+        and the clairvoyant decomposition (policy / clairvoyant: forecasting; clairvoyant / oracle: the model)."""
+        startup = self.config.startups_s[0]
+        out = []
+        for tr in self.traces:
+            runs = {r["summary"]["policy"]: r["summary"] for r in tr.runs
+                    if r["summary"]["startup_s"] in (None, startup)}  # fmt: skip
+            me, static, clair = runs.get(policy), runs.get("static-best"), runs.get("clairvoyant")
+            if me is None:
+                continue
+            oracle_h = tr.oracle.gpu_hours
+            static_h = static["gpu_hours"] if static else None
+            varies = static_h is not None and oracle_h / static_h < VARYING_ORACLE_RATIO
+            row: dict[str, Any] = {
+                "trace": tr.label,
+                "role": tr.role,
+                "policy": policy,
+                "window_compliance": me["window_compliance"],
+                "gpu_hours": me["gpu_hours"],
+                "static_best_gpu_hours": static_h,
+                "oracle_gpu_hours": oracle_h,
+                "vs_static_best": me["gpu_hours"] / static_h if static_h else None,
+                "vs_oracle": me["gpu_hours"] / oracle_h if oracle_h > 0 else None,
+                "oracle_vs_static_best": oracle_h / static_h if static_h else None,
+                "varies": varies,
+                "vs_clairvoyant": me["gpu_hours"] / clair["gpu_hours"] if clair else None,
+                "clairvoyant_vs_oracle": clair["gpu_hours"] / oracle_h if clair and oracle_h > 0 else None,
+                "clairvoyant_compliance": clair["window_compliance"] if clair else None,
+            }
+            compliance = me["window_compliance"]
+            row["meets_compliance"] = compliance is not None and compliance >= self.config.compliance_target
+            row["meets_static_best"] = None if static_h is None else me["gpu_hours"] <= static_h
+            row["meets_oracle"] = (
+                None if not varies or oracle_h <= 0 else me["gpu_hours"] <= ORACLE_TARGET_RATIO * oracle_h
+            )
+            out.append(row)
+        return out
 
 
 def finite_json(value: Any) -> Any:
@@ -318,7 +443,7 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False, executor: Executor | 
         profile = load_profile(cfg.profile)
     except (KeyError, ValueError, OSError) as exc:
         raise BenchError(f"--profile: {exc}") from None
-    workloads = load_workloads(cfg)
+    cases = load_cases(cfg)
     own = executor is None
     if executor is None:
         executor = _SerialExecutor() if cfg.jobs <= 1 else ProcessPoolExecutor(max_workers=cfg.jobs)
@@ -327,8 +452,9 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False, executor: Executor | 
         # phase 1: the oracle's windows (every later run starts from its first window)
         oracle_futs: dict[str, list[Future[WindowNeed]]] = {}
         scenarios: dict[str, Scenario] = {}
-        for label, w in workloads:
-            sc = base_scenario(cfg, w, profile, cfg.startups_s[0])
+        for case in cases:
+            label, w = case.label, case.workload
+            sc = base_scenario(cfg, w, profile, cfg.startups_s[0], case)
             scenarios[label] = sc
             settings = SimSettings.of(sc)
             oracle_futs[label] = [
@@ -341,10 +467,12 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False, executor: Executor | 
                 f.result()
                 bar.advance()
         results: list[TraceResult] = []
-        for label, w in workloads:
+        for case in cases:
+            label, w = case.label, case.workload
             sched = OracleSchedule(cfg.window_s, tuple(f.result() for f in oracle_futs[label]),
                                    profile.gpus_per_replica)  # fmt: skip
-            results.append(TraceResult(label, len(w), w.duration_s, sched, None))
+            results.append(TraceResult(label, len(w), w.duration_s, sched, None, ttft_p99_s=case.ttft_p99_s,
+                                       itl_p99_s=case.itl_p99_s, role=case.role, surges=case.surges))  # fmt: skip
         # phase 2: where autoscaled runs start, per trace and start-up time (short prefix searches)
         starts_futs = {
             (tr.label, startup_s): executor.submit(
@@ -374,8 +502,8 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False, executor: Executor | 
                 for name in cfg.policies:
                     if name in ("static-best", "oracle"):
                         continue
-                    psc = base_scenario(cfg, sc.workload, profile, startup_s)
-                    psc = replace(psc, initial_prefill=start_p, initial_decode=start_d)
+                    psc = replace(sc, startup_s=startup_s, spec=replace(sc.spec, pod_startup_s=startup_s),
+                                  initial_prefill=start_p, initial_decode=start_d)  # fmt: skip
                     jobs.append((tr, name, startup_s, executor.submit(_replay_task, psc, name, None)))
         bar.add(len(jobs), "replays")
         by_future = {id(f): (tr, name, startup_s) for tr, name, startup_s, f in jobs}
@@ -401,10 +529,21 @@ def run_bench(cfg: BenchConfig, *, progress: bool = False, executor: Executor | 
         oracle_h = tr.oracle.gpu_hours
         static_h = next((r["summary"]["gpu_hours"] for r in tr.runs if r["summary"]["policy"] == "static-best"),
                         None)  # fmt: skip
+        clairvoyant_h = {
+            r["summary"]["startup_s"]: r["summary"]["gpu_hours"]
+            for r in tr.runs
+            if r["summary"]["policy"] == "clairvoyant"
+        }
         for r in tr.runs:
             s = r["summary"]
             s["gpu_hours_vs_oracle"] = s["gpu_hours"] / oracle_h if oracle_h > 0 else None
             s["gpu_hours_vs_static_best"] = s["gpu_hours"] / static_h if static_h else None
+            c_h = clairvoyant_h.get(s["startup_s"])
+            s["gpu_hours_vs_clairvoyant"] = s["gpu_hours"] / c_h if c_h else None
+        if tr.surges:
+            from sim.surges import surge_reports
+
+            tr.surge_reports = surge_reports(tr, cfg.window_s, scenarios[tr.label])
     return BenchResult(cfg, results)
 
 
@@ -479,16 +618,21 @@ def render(result: BenchResult, console: Any) -> None:
 
     cfg = result.config
     for tr in result.traces:
+        role = f" ({tr.role})" if tr.role else ""
         title = (
-            f"{tr.label}: {tr.requests} requests over {tr.duration_s / 60:.0f} min, {cfg.profile}, "
-            f"TTFT p99 ≤ {cfg.ttft_p99_s:g} s, ITL p99 ≤ {cfg.itl_p99_s * 1e3:g} ms"
+            f"{tr.label}{role}: {tr.requests} requests over {tr.duration_s / 60:.0f} min, {cfg.profile}, "
+            f"TTFT p99 ≤ {tr.ttft_p99_s:g} s, ITL p99 ≤ {tr.itl_p99_s * 1e3:g} ms"
         )
+        has_clairvoyant = any(r["summary"]["policy"] == "clairvoyant" for r in tr.runs)
         table = Table(title=title, title_justify="left")
         for col, justify in (
             ("policy", "left"), ("startup s", "right"), ("window compliance", "right"),
             ("request SLO", "right"), ("worst-window TTFT p99 s", "right"), ("worst-window ITL p99 ms", "right"),
-            ("GPU-h", "right"), ("÷ oracle", "right"), ("÷ static-best", "right"), ("scale events", "right"),
+            ("GPU-h", "right"), ("÷ oracle", "right"), ("÷ static-best", "right"), ("÷ clairvoyant", "right"),
+            ("scale events", "right"),
         ):  # fmt: skip
+            if col == "÷ clairvoyant" and not has_clairvoyant:
+                continue
             table.add_column(col, justify=justify)  # type: ignore[arg-type]
         for run in tr.runs:
             s = run["summary"]
@@ -503,7 +647,7 @@ def render(result: BenchResult, console: Any) -> None:
                 if s.get("worst_window_itl_p99_s_unserved")
                 else _f(None if itl is None else itl * 1e3, ".1f")
             )
-            table.add_row(
+            cells = [
                 s["policy"],
                 _f(s.get("startup_s"), ".0f"),
                 _f(s.get("window_compliance"), ".3f"),
@@ -513,8 +657,10 @@ def render(result: BenchResult, console: Any) -> None:
                 _f(s.get("gpu_hours"), ".2f"),
                 _f(s.get("gpu_hours_vs_oracle"), ".2f"),
                 _f(s.get("gpu_hours_vs_static_best"), ".2f"),
-                str(s.get("scale_events", "-")),
-            )
+            ]
+            if has_clairvoyant:
+                cells.append(_f(s.get("gpu_hours_vs_clairvoyant"), ".2f"))
+            table.add_row(*cells, str(s.get("scale_events", "-")))
         console.print(table)
         notes = [
             f"oracle: GPU-h is the lower bound Σ(P+D)×{cfg.window_s:g}s (peak {tr.oracle.peak[0]}P/"
@@ -528,6 +674,10 @@ def render(result: BenchResult, console: Any) -> None:
             notes.append(f"static-best {sb['prefill']}P/{sb['decode']}D ({sb['simulations']} search replays"
                          + ("" if sb["found"] else "; none met the target: max shown") + ")")  # fmt: skip
         console.print("  " + "; ".join(notes))
+    if len(result.traces) > 1 or cfg.suite:
+        render_targets(result, console)
+    if any(tr.surge_reports for tr in result.traces):
+        render_surges(result, console)
     if len(cfg.startups_s) > 1:
         sweep = Table(title="startup sweep: window compliance / GPU-h", title_justify="left")
         sweep.add_column("trace")
@@ -549,6 +699,90 @@ def render(result: BenchResult, console: Any) -> None:
                     cells.append(f"{_f(s.get('window_compliance'), '.3f')} / {_f(s.get('gpu_hours'), '.1f')}")
                 sweep.add_row(tr.label, name, *cells)
         console.print(sweep)
+
+
+def _mark(ok: bool | None) -> str:
+    return "" if ok is None else (" ✓" if ok else " ✗")
+
+
+def render_targets(result: BenchResult, console: Any, policy: str = "pdscale") -> None:
+    """One row per workload: the policy against the targets, and the clairvoyant decomposition."""
+    from rich.table import Table
+
+    rows = result.targets(policy)
+    if not rows:
+        return
+    cfg = result.config
+    table = Table(
+        title=f"{policy} per workload at {cfg.startups_s[0]:g} s start-up (✓/✗: compliance ≥ {cfg.compliance_target:g}, "
+        f"GPU-h ≤ static-best, ≤ {ORACLE_TARGET_RATIO:g}× oracle where oracle/static-best < {VARYING_ORACLE_RATIO:g})",
+        title_justify="left",
+    )
+    for col in (
+        "workload",
+        "role",
+        "compliance",
+        "GPU-h",
+        "÷ static-best",
+        "÷ oracle",
+        "oracle ÷ static-best",
+        f"{policy} ÷ clairvoyant (forecast)",
+        "clairvoyant ÷ oracle (model)",
+        "clairvoyant compliance",
+    ):
+        table.add_column(col, justify="left" if col in ("workload", "role") else "right")  # fmt: skip
+    for r in rows:
+        table.add_row(
+            r["trace"],
+            r["role"] or "-",
+            _f(r["window_compliance"], ".3f") + _mark(r["meets_compliance"]),
+            _f(r["gpu_hours"], ".2f"),
+            _f(r["vs_static_best"], ".2f") + _mark(r["meets_static_best"]),
+            _f(r["vs_oracle"], ".2f") + _mark(r["meets_oracle"]),
+            _f(r["oracle_vs_static_best"], ".2f"),
+            _f(r["vs_clairvoyant"], ".2f"),
+            _f(r["clairvoyant_vs_oracle"], ".2f"),
+            _f(r["clairvoyant_compliance"], ".3f"),
+        )
+    console.print(table)
+
+
+def render_surges(result: BenchResult, console: Any) -> None:
+    """Each labelled surge: when the policy first ordered, what, and minutes above target vs the physical minimum."""
+    from rich.table import Table
+
+    table = Table(
+        title="surges: minutes above target vs the physical minimum (start-up + draining the backlog with the "
+        "capacity ordered at the first signal)",
+        title_justify="left",
+    )
+    for col in (
+        "workload",
+        "surge",
+        "policy",
+        "pool",
+        "work before → during /s",
+        "first order after",
+        "ready → ordered",
+        "backlog then",
+        "drain",
+        "minutes above target",
+        "physical minimum",
+    ):
+        table.add_column(col, justify="left" if col in ("workload", "surge", "policy", "pool") else "right")  # fmt: skip
+    for tr in result.traces:
+        for r in tr.surge_reports:
+            table.add_row(
+                r["trace"], r["surge"], r["policy"], r["pool"],
+                f"{r['work_before_per_s'] / 1e3:.0f}k → {r['work_during_per_s'] / 1e3:.0f}k",
+                "-" if r["detect_s"] is None else f"{r['detect_s']:.0f} s",
+                "-" if r["ordered"] is None else f"{r['ready_before']} → {r['ordered']}",
+                "-" if r["backlog_tokens"] is None else f"{r['backlog_tokens'] / 1e3:.0f}k tok",
+                "-" if r["drain_s"] is None else ("never" if not math.isfinite(r["drain_s"]) else f"{r['drain_s']:.0f} s"),
+                f"{r['minutes_above_target']:.0f}",
+                "-" if r["physical_min_minutes"] is None else _f(r["physical_min_minutes"], ".1f"),
+            )  # fmt: skip
+    console.print(table)
 
 
 def write_plots(result: BenchResult, out_dir: Path) -> list[Path]:
@@ -620,6 +854,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         raise BenchError("--max-replicas and --jobs must be >= 1")
     if args.replicate_spread_s < 0:
         raise BenchError("--replicate-spread-s must be >= 0")
+    if args.suite is None and (args.workloads or args.role):
+        raise BenchError("--workloads and --role select workloads of a --suite")
+    if args.suite is not None and (args.traces or args.generator):
+        raise BenchError("--suite replaces --traces and --generator: give one or the other")
+    policies = args.policies or (SUITE_POLICIES if args.suite else DEFAULT_POLICIES)
     return BenchConfig(
         traces=tuple(args.traces),
         generators=tuple(args.generator),
@@ -631,7 +870,10 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         ttft_p99_s=args.ttft_p99,
         itl_p99_s=args.itl_p99,
         startups_s=args.startup_s,
-        policies=args.policies,
+        policies=policies,
+        suite=args.suite,
+        suite_workloads=tuple(args.workloads),
+        suite_role=args.role,
         seed=args.seed,
         jobs=args.jobs,
         max_replicas=args.max_replicas,
@@ -641,6 +883,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 def bench_command(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    if args.list:
+        return _list_suite(args.suite)
     try:
         cfg = config_from_args(args)
         result = run_bench(cfg, progress=not args.json)
@@ -661,6 +905,22 @@ def bench_command(args: argparse.Namespace) -> int:
         paths = write_plots(result, out)
         if not args.json:
             Console(stderr=True).print(f"wrote {out / 'bench.json'} and {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def _list_suite(name: str | None) -> int:
+    from sim.suite import describe_suite, suite
+
+    if name is None:
+        print("pdscale bench: --list lists the workloads of a --suite", file=sys.stderr)
+        return 2
+    try:
+        entries = suite(name)
+    except KeyError as exc:
+        print(f"pdscale bench: --suite: {exc.args[0]}", file=sys.stderr)
+        return 2
+    for line in describe_suite(entries):
+        print(line)
     return 0
 
 

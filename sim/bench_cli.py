@@ -9,7 +9,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-ALL_POLICIES = ("static-best", "hpa", "keda-queue", "dynamo-sla", "pdscale", "oracle")
+ALL_POLICIES = ("static-best", "hpa", "keda-queue", "dynamo-sla", "pdscale", "clairvoyant", "oracle")
+DEFAULT_POLICIES = ("static-best", "hpa", "keda-queue", "dynamo-sla", "pdscale", "oracle")
+SUITE_POLICIES = ("static-best", "pdscale", "clairvoyant", "oracle")
 DEFAULT_TRACES = ("azure_llm_2023_conv.csv", "azure_llm_2023_code.csv")
 # --rate-scale defaults to 1 (the workload as recorded or specified) in bench and plan alike, except for bench's
 # built-in workload, the Azure 2023 traces: their own rate keeps one Llama-3.1-8B P/D pair nearly idle, so the
@@ -25,9 +27,17 @@ REPLICATE_SPREAD_S = 300.0
 DESCRIPTION = (
     "Every policy on the same traces, seeds, latency profile, SLOs and pod startup time, one table per trace: "
     "static-best (the cheapest fixed P/D meeting window compliance >= 0.99, by search), hpa, keda-queue, "
-    "dynamo-sla, pdscale and the per-window hindsight oracle. Every autoscaled run starts warm. --rate-scale K "
-    "with the default --scale-mode replicate keeps a trace's length: K shifted copies of it, each moved as a "
-    "whole within +-S/2 (--replicate-spread-s); compress divides time by K instead."
+    "dynamo-sla, pdscale and the per-window hindsight oracle; clairvoyant on request (pdscale's capacity model "
+    "fed the true load of each window, ordering one start-up ahead: pdscale / clairvoyant is the cost of "
+    "forecasting, clairvoyant / oracle the cost of the capacity model). Every autoscaled run starts warm. "
+    "--rate-scale K with the default --scale-mode replicate keeps a trace's length: K shifted copies of it, each "
+    "moved as a whole within +-S/2 (--replicate-spread-s); compress divides time by K instead. "
+    "--suite generalization runs issue 16's suite instead (--list shows it): flat traffic, diurnal ramps, a flash "
+    "crowd, a lull followed by a surge, a prompt-length shift, long and very long prompts (seeded generators, "
+    "sim/suite.py) and both Azure traces at 50x with copy-shift seeds 0-2, each with its own SLO and a role (train: "
+    "the policy's parameters were chosen on it; held-out: only checked); it adds a per-workload targets table "
+    "(compliance, GPU-hours vs static-best and the oracle, the clairvoyant ratios) and, for each labelled surge, "
+    "the minutes above target vs the physical minimum (start-up + draining the backlog with the first order)."
 )
 
 
@@ -80,8 +90,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--itl-p99", type=float, default=0.05, metavar="S", help="ITL p99 target (default 0.05 s)")
     p.add_argument("--startup-s", type=positive_seconds_list, default=(120.0,), metavar="S[,S...]",
                    help="pod startup time(s); several give a sweep (default 120)")  # fmt: skip
-    p.add_argument("--policies", type=policy_list, default=ALL_POLICIES, metavar="P[,P...]",
-                   help=f"subset of {', '.join(ALL_POLICIES)}")  # fmt: skip
+    p.add_argument("--policies", type=policy_list, default=None, metavar="P[,P...]",
+                   help=f"subset of {', '.join(ALL_POLICIES)} (default: {', '.join(DEFAULT_POLICIES)}; "
+                   f"with --suite: {', '.join(SUITE_POLICIES)})")  # fmt: skip
+    p.add_argument("--suite", metavar="NAME",
+                   help="run a named workload suite instead of traces (generalization; --list shows it)")  # fmt: skip
+    p.add_argument("--workloads", type=policy_list, default=(), metavar="W[,W...]",
+                   help="with --suite: only these of its workloads")  # fmt: skip
+    p.add_argument("--role", choices=("train", "held-out"),
+                   help="with --suite: only the workloads the policy was tuned on (train) or checked on (held-out)")  # fmt: skip
+    p.add_argument("--list", action="store_true", help="with --suite: list its workloads and exit")
     add_run_arguments(p, json_help='print {"runs": [...]} instead of tables',
                       out_help="write bench.json and one PNG per trace here")
     p.set_defaults(func=_run)

@@ -1,10 +1,16 @@
-"""``pdscale demo``: pdscale scaling a simulated Llama-3.1-8B P/D deployment through two opposite surges.
+"""``pdscale demo``: pdscale scaling a simulated Llama-3.1-8B P/D deployment through two opposite surges, side by
+side with a stock HPA and a fixed allocation on the same scenario.
 
 No files and no cluster: the embedded demo workload (``sim.workload.demo_workload``: a prompt-heavy surge, then a
 generation-heavy one), the built-in ``llama-3.1-8b-h100-tp1`` profile, pods that take 120 s to start, and the
 pdscale policy in the real ``Controller``. The simulation itself takes a few seconds; the terminal view then
-plays the recorded run back at ``--speed`` simulated seconds per wall second (live ``rich`` panels on a TTY,
-one line per decision otherwise), and ends with a summary table and the paths of the PNG plots.
+plays the recorded run back at ``--speed`` simulated seconds per wall second (live ``rich`` panels with pdscale's
+decisions and reasons on a TTY, one line per decision otherwise). Meanwhile two worker processes replay the same
+scenario under the ``hpa`` baseline (an HPA per pool on the TTFT / ITL p99, autoscaling/v2 defaults) and under
+the cheapest fixed allocation that meets the SLO in every window (found with hindsight by ``sim.oracle``'s
+search). The demo ends with the side-by-side table (windows met, request SLO, GPU-hours, minutes above target),
+pdscale's answer to each surge against the physical minimum (``sim.surges``), and PNG plots of pdscale's run and
+of all three together.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from autoscaler.core.types import Decision, Pool, Reason
 
 PROFILE = "llama-3.1-8b-h100-tp1"
 STARTUP_S = 120.0
+INITIAL_REPLICAS = 2
+COMPARISONS = ("hpa", "fixed")
 QUIET_REASONS = {
     Reason.WITHIN_TARGET.value,
     Reason.SCALE_DOWN_STABILIZED.value,
@@ -43,29 +51,65 @@ def demo_spec() -> AutoscalerSpec:
     )
 
 
-def run_demo_simulation(seed: int = 0) -> Any:
-    """Replay the demo scenario under pdscale; returns ``sim.replay.SimResult``."""
+def demo_scenario(seed: int = 0, policy: str = "pdscale") -> Any:
+    """The demo's ``sim.scenario.Scenario``: 2 prefill and 2 decode replicas warm at t = 0."""
     from autoscaler.profiles import load_profile
-    from sim.policies import make_policy
-    from sim.replay import replay
     from sim.scenario import Scenario
     from sim.workload import demo_workload
 
-    profile = load_profile(PROFILE)
-    spec = demo_spec()
-    scenario = Scenario(
+    return Scenario(
         workload=demo_workload(seed),
-        profile=profile,
-        spec=spec,
-        initial_prefill=2,
-        initial_decode=2,
+        profile=load_profile(PROFILE),
+        spec=demo_spec(),
+        initial_prefill=INITIAL_REPLICAS,
+        initial_decode=INITIAL_REPLICAS,
         startup_s=STARTUP_S,
         seed=seed,
         name="demo",
-        policy="pdscale",
+        policy=policy,
         drain_s=300.0,
     )
-    return replay(scenario, make_policy("pdscale", profile, spec))
+
+
+def run_demo_simulation(seed: int = 0, policy: str = "pdscale") -> Any:
+    """Replay the demo scenario under ``policy`` (a registry name); returns ``sim.replay.SimResult``."""
+    from sim.policies import make_policy
+    from sim.replay import replay
+
+    scenario = demo_scenario(seed, policy)
+    return replay(scenario, make_policy(policy, scenario.profile, scenario.spec))
+
+
+def compact(result: Any, label: str) -> dict[str, Any]:
+    """What the side-by-side needs of a run (plain arrays: it crosses process boundaries)."""
+    keep_w = ("start_s", "ok", "counted", "ttft_p99_s", "itl_p99_s")
+    keep_t = ("time_s", "prefill_desired", "prefill_ready", "decode_desired", "decode_ready")
+    return {
+        "label": label,
+        "summary": dict(result.summary),
+        "windows": {k: np.asarray(result.windows[k]) for k in keep_w},
+        "timeline": {k: np.asarray(result.timeline[k]) for k in keep_t},
+    }
+
+
+def comparison_run(kind: str, seed: int) -> dict[str, Any]:
+    """One side-by-side run in a worker process: ``hpa``, or ``fixed`` (the cheapest fixed prefill/decode
+    allocation meeting the SLO in every window, searched with hindsight on the demo workload)."""
+    if kind == "hpa":
+        return compact(run_demo_simulation(seed, "hpa"), "hpa")
+    if kind != "fixed":
+        raise ValueError(f"unknown comparison run {kind!r}")
+    from dataclasses import replace
+
+    from sim.oracle import SimSettings, StaticSearch
+    from sim.replay import replay
+
+    scenario = demo_scenario(seed, "static")
+    search = StaticSearch(scenario.workload, SimSettings.of(scenario), scenario.window_s, target=1.0)
+    best = search.search((INITIAL_REPLICAS, INITIAL_REPLICAS))
+    p, d = (best.prefill, best.decode) if best is not None else (scenario.spec.prefill.max_replicas,) * 2
+    result = replay(replace(scenario, initial_prefill=p, initial_decode=d, startup_s=0.0))
+    return compact(result, f"fixed {p}P/{d}D" + ("" if best is not None else " (none met the SLO: max)"))
 
 
 def decision_lines(decisions: list[tuple[float, Decision]]) -> Iterator[tuple[float, str]]:
@@ -171,6 +215,7 @@ def play(result: Any, speed: float, live: bool) -> None:
 
 
 def summary_table(result: Any) -> Any:
+    """pdscale's own run in detail."""
     from rich.table import Table
 
     s = result.summary
@@ -191,6 +236,95 @@ def summary_table(result: Any) -> Any:
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def side_by_side_table(runs: list[dict[str, Any]], window_s: float = 60.0) -> Any:
+    """One row per policy on the same scenario: windows met, request SLO, GPU-hours, minutes above target."""
+    from rich.table import Table
+
+    table = Table(title="side by side on the same scenario (25 min, pods start in 120 s)")
+    # columns: policy, windows met, request SLO, GPU-hours, minutes above target, max replicas, scale events
+    for col in ("policy", "60 s windows met", "request SLO", "GPU-hours", "minutes above target",
+                "max replicas P / D", "scale events"):
+        table.add_column(col, justify="left" if col == "policy" else "right")  # fmt: skip
+    for run in runs:
+        s = run["summary"]
+        failed = s["windows_total"] - s["windows_ok"]
+        table.add_row(
+            run["label"],
+            f"{s['windows_ok']}/{s['windows_total']}",
+            f"{s['request_slo_attainment']:.1%}",
+            f"{s['gpu_hours']:.2f}",
+            f"{failed * window_s / 60.0:.0f}",
+            f"{s['prefill_replicas_max']} / {s['decode_replicas_max']}",
+            str(s["scale_events"]),
+        )
+    return table
+
+
+def surge_table(result: Any) -> Any:
+    """pdscale's answer to each of the demo's surges against the physical minimum (``sim.surges``)."""
+    from rich.table import Table
+
+    from sim.suite import Surge
+    from sim.surges import surge_report
+    from sim.workload import DEMO_DECODE_SURGE_S, DEMO_PROMPT_SURGE_S
+
+    scenario = result.scenario
+    table = Table(title="pdscale per surge: minutes above target vs the physical minimum "
+                  "(start-up + draining the backlog with what was ordered at the first signal)")  # fmt: skip
+    for col in ("surge", "pool", "first order after", "ready → ordered", "drain", "minutes above target",
+                "physical minimum"):
+        table.add_column(col, justify="left" if col in ("surge", "pool") else "right")  # fmt: skip
+    run = compact(result, "pdscale")
+    for (start, end), label in ((DEMO_PROMPT_SURGE_S, "prompt-heavy"), (DEMO_DECODE_SURGE_S, "generation-heavy")):
+        rows = surge_report(Surge(start, end, label), run, scenario.workload, scenario.profile, scenario.spec,
+                            STARTUP_S, scenario.window_s)  # fmt: skip
+        for r in rows:
+            drain = r["drain_s"]
+            table.add_row(
+                label, r["pool"],
+                "-" if r["detect_s"] is None else f"{r['detect_s']:.0f} s",
+                "-" if r["ordered"] is None else f"{r['ready_before']} → {r['ordered']}",
+                "-" if drain is None else ("never" if not np.isfinite(drain) else f"{drain:.0f} s"),
+                f"{r['minutes_above_target']:.0f}",
+                "-" if r["physical_min_minutes"] is None else f"{r['physical_min_minutes']:.1f}",
+            )  # fmt: skip
+    return table
+
+
+def write_comparison_plot(runs: list[dict[str, Any]], target_ttft_s: float, target_itl_s: float, out: Path) -> Path:
+    """comparison.png: ordered replicas per pool and window p99s against the targets, one line per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(4, 1, figsize=(10, 10), sharex=True)
+    for run in runs:
+        tl, w = run["timeline"], run["windows"]
+        minutes = tl["time_s"] / 60.0
+        for ax, pool in zip(axes[:2], ("prefill", "decode"), strict=True):
+            ax.step(minutes, tl[f"{pool}_desired"], where="post", label=run["label"])
+        mid = (w["start_s"] + 30.0) / 60.0
+        for ax, key in ((axes[2], "ttft_p99_s"), (axes[3], "itl_p99_s")):
+            values = np.asarray(w[key], dtype=float)
+            ax.plot(mid, np.where(np.isfinite(values), values, np.nan), ".-", label=run["label"])
+    for ax, name in zip(axes[:2], ("prefill", "decode"), strict=True):
+        ax.set_ylabel(f"{name} replicas (ordered)")
+    for ax, name, target in ((axes[2], "TTFT p99 (s)", target_ttft_s), (axes[3], "ITL p99 (s)", target_itl_s)):
+        ax.axhline(target, color="red", linestyle="--", linewidth=1, label="target")
+        ax.set_yscale("log")
+        ax.set_ylabel(name)
+    axes[0].legend(loc="upper left", fontsize="small")
+    axes[2].legend(loc="upper left", fontsize="small")
+    axes[-1].set_xlabel("time (min)")
+    axes[0].set_title("pdscale, HPA and a fixed allocation on the same scenario")
+    fig.tight_layout()
+    path = out / "comparison.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _prom_value(prom: Any, query: str) -> float:
@@ -283,6 +417,8 @@ def live_demo(args: argparse.Namespace) -> int:
 
 
 def demo_command(args: argparse.Namespace) -> int:
+    from concurrent.futures import ProcessPoolExecutor
+
     from rich.console import Console
 
     from sim.report import write_plots
@@ -294,13 +430,25 @@ def demo_command(args: argparse.Namespace) -> int:
         print("pdscale demo: --speed must be > 0", file=sys.stderr)
         return 2
     live = console.is_terminal and not args.no_live
-    print("simulating (Llama-3.1-8B on H100, 120 s pod start-up, prompt-heavy then generation-heavy surge)...",
-          file=sys.stderr)  # fmt: skip
-    result = run_demo_simulation(args.seed)
-    play(result, args.speed, live)
+    print("simulating (Llama-3.1-8B on H100, 120 s pod start-up, prompt-heavy then generation-heavy surge; "
+          "HPA and a fixed allocation alongside)...", file=sys.stderr)  # fmt: skip
+    with ProcessPoolExecutor(max_workers=len(COMPARISONS)) as pool:
+        others = [pool.submit(comparison_run, kind, args.seed) for kind in COMPARISONS]
+        result = run_demo_simulation(args.seed)
+        play(result, args.speed, live)
+        runs = [compact(result, "pdscale"), *(f.result() for f in others)]
     console.print(summary_table(result))
+    console.print(side_by_side_table(runs, result.scenario.window_s))
+    console.print(
+        "  hpa: a stock HPA per pool on the TTFT / ITL p99 (autoscaling/v2 defaults); fixed: the cheapest fixed "
+        "allocation meeting the SLO in every window, found with hindsight; minutes above target: 60 s windows "
+        "that missed the SLO"
+    )
+    console.print(surge_table(result))
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="pdscale-demo-"))
     out.mkdir(parents=True, exist_ok=True)
-    for path in write_plots(result, out):
+    s = result.summary
+    paths = [*write_plots(result, out), write_comparison_plot(runs, s["ttft_target_s"], s["itl_target_s"], out)]
+    for path in paths:
         console.print(f"plot: {path}")
     return 0

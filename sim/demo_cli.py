@@ -7,13 +7,18 @@ import argparse
 from typing import Any
 
 DESCRIPTION = """\
-pdscale scaling a simulated Llama-3.1-8B P/D deployment through two opposite surges.
+pdscale scaling a simulated Llama-3.1-8B P/D deployment through two opposite surges, side by side with a stock
+HPA and a fixed allocation on the same scenario.
 
 No files and no cluster: the embedded demo workload (a prompt-heavy surge, then a generation-heavy one), the
 built-in llama-3.1-8b-h100-tp1 profile, pods that take 120 s to start, and the pdscale policy in the real
 Controller. The simulation itself takes a few seconds; the terminal view then plays the recorded run back at
---speed simulated seconds per wall second (live panels on a terminal, one line per decision otherwise), and
-ends with a summary table and the paths of the PNG plots.
+--speed simulated seconds per wall second (live panels with pdscale's decisions and reasons on a terminal, one
+line per decision otherwise). Meanwhile two worker processes replay the same scenario under the hpa baseline
+(an HPA per pool on TTFT / ITL p99, autoscaling/v2 defaults) and under the cheapest fixed allocation meeting the
+SLO in every window (found with hindsight). It ends with pdscale's summary, the side-by-side table (windows met,
+request SLO, GPU-hours, minutes above target), pdscale's answer to each surge against the physical minimum, and
+the paths of the PNG plots (pdscale's run, and comparison.png with all three).
 
 --live runs a surge scenario on this machine instead (pdscale up's stack: Kubernetes emulator, pods as processes,
 Prometheus, proxy, controller) and shows the same view and plots from what the live cluster does.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 
 from autoscaler.core.latency import LatencyProfile, prefill_time_s, prefill_tokens_per_s
@@ -28,20 +28,28 @@ PredictFn = Callable[["Load", int], float]  # (load, replicas) -> predicted perc
 
 @dataclass(frozen=True)
 class Load:
-    """Offered load of the whole deployment (both pools see the same requests)."""
+    """Offered load of the whole deployment (both pools see the same requests).
+
+    ``decode_context_scale``: the KV context of a decoding sequence relative to ``prompt + output/2`` of the
+    means. A sequence holds its context for as many steps as it has output tokens, so the context decode carries
+    is output-weighted, E[o·(p + o/2)] / E[o]; the means alone are right only when prompt and output lengths are
+    uncorrelated (a burst of long prompts with 4-token answers barely touches decode: scale well below 1).
+    """
 
     request_rate_per_s: float
     mean_prompt_tokens: float
     mean_output_tokens: float
+    decode_context_scale: float = 1.0
 
     def scaled(self, factor: float) -> Load:
         """The same request mix at ``factor`` times the rate (how the online correction is applied)."""
-        return Load(self.request_rate_per_s * factor, self.mean_prompt_tokens, self.mean_output_tokens)
+        return replace(self, request_rate_per_s=self.request_rate_per_s * factor)
 
     @property
     def mean_decode_context_tokens(self) -> float:
-        """Mean KV context of a decoding sequence: the prompt plus half the output on average."""
-        return self.mean_prompt_tokens + self.mean_output_tokens / 2.0
+        """Mean KV context of a decoding sequence: the prompt plus half the output on average, times the
+        output-weighting ``decode_context_scale``."""
+        return (self.mean_prompt_tokens + self.mean_output_tokens / 2.0) * self.decode_context_scale
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ class ForecastParams:
     # Damped trend (Gardner & McKenzie): the trend adds over at most this many seconds, tau·(1 − e^(−h/tau)),
     # so a ramp seen through a 60 s rate() window is not extrapolated linearly over a whole start-up time.
     trend_damping_s: float = 120.0
+    # A series' first rate() window is still filling (a fresh Prometheus or target): its rise is not a trend.
+    # For this long after the first sample the level follows the samples and the trend stays 0.
+    warmup_s: float = 0.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -43,6 +46,8 @@ class ForecastParams:
                 raise ValueError(f"ForecastParams.{name} must be > 0, got {getattr(self, name)!r}")
         if self.season_bins < 1:
             raise ValueError(f"ForecastParams.season_bins must be >= 1, got {self.season_bins!r}")
+        if not self.warmup_s >= 0:
+            raise ValueError(f"ForecastParams.warmup_s must be >= 0, got {self.warmup_s!r}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class ForecastState:
     trend_per_s: float = 0.0
     last_time_s: float | None = None
     seasonal: tuple[float | None, ...] = ()  # per bin: average value seen in it; None = never observed
+    first_time_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +64,7 @@ class ForecastState:
             "trend_per_s": self.trend_per_s,
             "last_time_s": self.last_time_s,
             "seasonal": list(self.seasonal),
+            "first_time_s": self.first_time_s,
         }
 
     @staticmethod
@@ -67,6 +74,7 @@ class ForecastState:
             trend_per_s=float(data.get("trend_per_s", 0.0)),
             last_time_s=_opt_float(data.get("last_time_s")),
             seasonal=tuple(_opt_float(v) for v in data.get("seasonal", [])),
+            first_time_s=_opt_float(data.get("first_time_s")),
         )
 
 
@@ -76,15 +84,18 @@ def update(params: ForecastParams, state: ForecastState, time_s: float, value: f
         return state
     seasonal = _init_seasonal(params, state)
     if state.level is None or state.last_time_s is None:
-        return ForecastState(value, 0.0, time_s, _fold_bin(params, seasonal, time_s, value, None))
+        return ForecastState(value, 0.0, time_s, _fold_bin(params, seasonal, time_s, value, None), time_s)
     dt = time_s - state.last_time_s
+    first = state.first_time_s if state.first_time_s is not None else state.last_time_s
+    if time_s - first < params.warmup_s:
+        return ForecastState(value, 0.0, time_s, _fold_bin(params, seasonal, time_s, value, dt), first)
     a = 1.0 - math.exp(-dt / params.level_time_constant_s)
     b = 1.0 - math.exp(-dt / params.trend_time_constant_s)
     prior = state.level + state.trend_per_s * dt
     # last-value keeps the raw value as its level (and a trend for ``rising`` only; it never forecasts with it)
     level = value if params.method is Forecaster.LAST_VALUE else prior + a * (value - prior)
     trend = state.trend_per_s + b * ((level - state.level) / dt - state.trend_per_s)
-    return ForecastState(level, trend, time_s, _fold_bin(params, seasonal, time_s, value, dt))
+    return ForecastState(level, trend, time_s, _fold_bin(params, seasonal, time_s, value, dt), first)
 
 
 def predict(params: ForecastParams, state: ForecastState, horizon_s: float) -> float | None:
@@ -179,6 +190,121 @@ def burst_update(
     if warm and mid is not None and left is not None and left + value > 0:
         excess = max(excess, min(params.max_excess, mid / ((left + value) / 2) - 1.0))
     return BurstState(samples, excess, first_s)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Surprise: how far the load overshot its own forecast within the start-up horizon (adaptive headroom)
+# ---------------------------------------------------------------------------------------------------------------
+
+# Bin edges of the overshoot x = realized peak / forecast peak - 1 (x <= 0: the forecast held). The quantile
+# is read at the upper edge of its bin, so it never understates the overshoot seen.
+SURPRISE_EDGES: tuple[float, ...] = (
+    0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0,
+    1.25, 1.5, 2.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SurpriseParams:
+    """How the overshoot of the load over its forecast is measured and remembered.
+
+    Every tick the policy files the forecast it sizes with (the peak over the start-up horizon) and, as later
+    samples arrive, the largest value the load then reached within that horizon. When the horizon has passed, the
+    overshoot x = realized peak / forecast − 1 enters a histogram of overshoots weighted by the seconds it stood
+    for, decaying with ``memory_s``. Capacity ordered now arrives one horizon later, so this is exactly the error
+    the headroom must absorb: a steady load overshoots by its rate-window noise (a few percent), a trending one by
+    what the trend misses, an on/off one by its bursts. Until ``min_evidence_s`` of forecasts have been checked
+    the workload is unmeasured and the policy keeps its prior headroom."""
+
+    memory_s: float = 3600.0
+    min_evidence_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        for name in ("memory_s", "min_evidence_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SurpriseParams.{name} must be > 0, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
+class SurpriseState:
+    pending: tuple[tuple[float, float, float], ...] = ()  # (filed at s, forecast, realized peak since), oldest first
+    weights: tuple[float, ...] = ()  # per bin of SURPRISE_EDGES (+1 overflow): decayed seconds of evidence
+    evidence_s: float = 0.0  # undecayed seconds of checked forecasts (for min_evidence_s)
+    last_time_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pending": [list(p) for p in self.pending],
+            "weights": list(self.weights),
+            "evidence_s": self.evidence_s,
+            "last_time_s": self.last_time_s,
+        }
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> SurpriseState:
+        weights = tuple(float(w) for w in data.get("weights", []))
+        return SurpriseState(
+            pending=tuple((float(a), float(b), float(c)) for a, b, c in data.get("pending", [])),
+            weights=weights if len(weights) == len(SURPRISE_EDGES) + 1 else (),
+            evidence_s=float(data.get("evidence_s", 0.0)),
+            last_time_s=_opt_float(data.get("last_time_s")),
+        )
+
+    @property
+    def measured(self) -> float:
+        """Decayed seconds of evidence in the histogram."""
+        return sum(self.weights)
+
+
+def surprise_update(
+    params: SurpriseParams, state: SurpriseState, time_s: float, value: float, forecast: float, horizon_s: float
+) -> SurpriseState:
+    """Fold one sample of the load (``value``) in, and file ``forecast`` (the peak the policy sizes for over the
+    next ``horizon_s``). Non-finite or non-positive forecasts are not filed; non-finite values and samples not newer
+    than the last are ignored."""
+    if not math.isfinite(value) or (state.last_time_s is not None and time_s <= state.last_time_s):
+        return state
+    dt = 0.0 if state.last_time_s is None else time_s - state.last_time_s
+    decay = math.exp(-dt / params.memory_s)
+    weights = [w * decay for w in state.weights] if state.weights else [0.0] * (len(SURPRISE_EDGES) + 1)
+    evidence = state.evidence_s
+    pending = []
+    for filed_s, f, peak_seen in state.pending:
+        peak_seen = max(peak_seen, value)
+        if time_s >= filed_s + horizon_s:
+            weights[_surprise_bin(peak_seen / f - 1.0)] += min(dt, horizon_s)
+            evidence += min(dt, horizon_s)
+        else:
+            pending.append((filed_s, f, peak_seen))
+    if math.isfinite(forecast) and forecast > 0:
+        pending.append((time_s, forecast, 0.0))
+    return SurpriseState(tuple(pending), tuple(weights), evidence, time_s)
+
+
+def surprise_quantile(params: SurpriseParams, state: SurpriseState, q: float) -> float | None:
+    """The ``q`` quantile of the remembered overshoot (the upper edge of its bin; 0 when forecasts held), or None
+    while fewer than ``min_evidence_s`` seconds of forecasts have been checked."""
+    if state.evidence_s < params.min_evidence_s or state.measured <= 0:
+        return None
+    total = state.measured
+    acc = 0.0
+    for i, w in enumerate(state.weights):
+        acc += w
+        if acc >= q * total - 1e-12:
+            return _surprise_edge(i)
+    return _surprise_edge(len(state.weights) - 1)
+
+
+def _surprise_bin(x: float) -> int:
+    """Index of the bin holding overshoot ``x``: bin 0 is x <= 0, bin i is (edge[i-1], edge[i]], the last is beyond."""
+    for i, edge in enumerate(SURPRISE_EDGES):
+        if x <= edge:
+            return i
+    return len(SURPRISE_EDGES)
+
+
+def _surprise_edge(i: int) -> float:
+    return SURPRISE_EDGES[min(i, len(SURPRISE_EDGES) - 1)] if i < len(SURPRISE_EDGES) else math.inf
 
 
 def _sample_near(samples: tuple[tuple[float, float], ...], time_s: float, tolerance_s: float) -> float | None:

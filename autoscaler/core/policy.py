@@ -3,8 +3,11 @@
 Per pool, every tick:
   1. load: request rate (the prefill pool's, which does not lag behind a decode backlog) and token rates,
      forecast over the pod start-up horizon (``forecast.py``), taken at its peak and never below what is
-     observed now; a queue adds its growth rate (measured rates are throughput under saturation) and
-     backlog/drain time;
+     observed now; a queue adds its growth rate (measured rates are throughput under saturation) and the
+     backlog as it will be when the first starting pods are ready, drained within ``backlog_drain_s``; decode
+     adds prefill's queue too (those prompts reach decode as soon as prefill catches up). Decode's KV context per
+     sequence is measured (KV usage × capacity / running sequences), not taken from the means (it is
+     output-weighted: a long prompt with a short answer barely occupies decode);
   2. correction: the load multiplier m that puts the model's percentile into the observed histogram bucket at
      the current ready replicas (``capacity.load_multiplier_matching``); raised with a time constant when the
      percentile is near the target, relaxed toward 1 when it is far below (then it reflects fixed costs, not
@@ -14,9 +17,10 @@ Per pool, every tick:
      max_num_seqs); headroom is the larger of ``load_headroom`` and the pool's recent token-rate swing
      (``forecast.burst_update``), since a burst shorter than a pod start-up is absorbed only by running pods;
   4. feedback: a TTFT/ITL breach (or decode KV above ``kv_high_fraction``) asks for ready × the breach ratio
-     at once, if the percentile describes the current ready pods and the queue is not already draining; pods
-     already starting that cover it are waited for (WaitingForStartingPods). A TTFT breach while requests
-     wait for decode slots is decode's, not prefill's;
+     at once, if the percentile describes the current ready pods and the queue is not already draining (nor
+     drained within a metrics window: the percentile is then the backlog's tail, which neither orders nor
+     corrects); pods already starting that cover it are waited for (WaitingForStartingPods). A TTFT breach while
+     requests wait for decode slots is decode's, not prefill's;
   5. scale-down only when the model says fewer replicas still meet the target with the wider ``margin_down``
      (hysteresis) at a load raised by the larger of ``load_headroom_down`` and the recent swing (on an on/off
      load a lull says nothing about the next burst), with no backlog and nothing starting; the proposal is that
@@ -77,6 +81,9 @@ class PoolState:
     ready_since_s: float | None = None
     waiting: float | None = None  # queued requests last tick: a shrinking queue is a breach already healing
     waiting_time_s: float | None = None
+    # when the oldest order whose pods are still starting was placed (they are ready a start-up later)
+    first_order_time_s: float | None = None
+    queued_time_s: float | None = None  # last tick with a material queue (its percentiles are the backlog's)
     behavior: hpa.BehaviorState = field(default_factory=hpa.BehaviorState)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +94,8 @@ class PoolState:
             "ready_since_s": self.ready_since_s,
             "waiting": self.waiting,
             "waiting_time_s": self.waiting_time_s,
+            "first_order_time_s": self.first_order_time_s,
+            "queued_time_s": self.queued_time_s,
             "behavior": {
                 "recommendations": [list(r) for r in self.behavior.recommendations],
                 "scale_events": [list(e) for e in self.behavior.scale_events],
@@ -103,6 +112,8 @@ class PoolState:
             ready_since_s=_opt_float(data.get("ready_since_s")),
             waiting=_opt_float(data.get("waiting")),
             waiting_time_s=_opt_float(data.get("waiting_time_s")),
+            first_order_time_s=_opt_float(data.get("first_order_time_s")),
+            queued_time_s=_opt_float(data.get("queued_time_s")),
             behavior=hpa.BehaviorState(
                 recommendations=tuple((float(t), int(r)) for t, r in b.get("recommendations", [])),
                 scale_events=tuple((float(t), int(c)) for t, c in b.get("scale_events", [])),
@@ -121,8 +132,14 @@ class PolicyState:
     output_tokens_rate: fc.ForecastState = field(default_factory=fc.ForecastState)
     prompt_tokens_burst: fc.BurstState = field(default_factory=fc.BurstState)
     output_tokens_burst: fc.BurstState = field(default_factory=fc.BurstState)
+    # how far each pool's work (prompt tokens/s, output tokens/s) overshot the forecast sized for (adaptive headroom)
+    prompt_tokens_surprise: fc.SurpriseState = field(default_factory=fc.SurpriseState)
+    output_tokens_surprise: fc.SurpriseState = field(default_factory=fc.SurpriseState)
     missing_since_s: float | None = None  # first tick of the current run of missing signals
     decode_backlog_time_s: float | None = None  # last tick with a decode admission backlog (TTFT blame)
+    # measured KV context per decoding sequence / the means' prompt + output/2 (``Load.decode_context_scale``)
+    decode_context_scale: float = 1.0
+    decode_context_time_s: float | None = None
 
     def pool(self, pool: Pool) -> PoolState:
         return self.prefill if pool is Pool.PREFILL else self.decode
@@ -136,8 +153,12 @@ class PolicyState:
             "output_tokens_rate": self.output_tokens_rate.to_dict(),
             "prompt_tokens_burst": self.prompt_tokens_burst.to_dict(),
             "output_tokens_burst": self.output_tokens_burst.to_dict(),
+            "prompt_tokens_surprise": self.prompt_tokens_surprise.to_dict(),
+            "output_tokens_surprise": self.output_tokens_surprise.to_dict(),
             "missing_since_s": self.missing_since_s,
             "decode_backlog_time_s": self.decode_backlog_time_s,
+            "decode_context_scale": self.decode_context_scale,
+            "decode_context_time_s": self.decode_context_time_s,
         }
 
     @staticmethod
@@ -150,8 +171,12 @@ class PolicyState:
             output_tokens_rate=fc.ForecastState.from_dict(data.get("output_tokens_rate", {})),
             prompt_tokens_burst=fc.BurstState.from_dict(data.get("prompt_tokens_burst", {})),
             output_tokens_burst=fc.BurstState.from_dict(data.get("output_tokens_burst", {})),
+            prompt_tokens_surprise=fc.SurpriseState.from_dict(data.get("prompt_tokens_surprise", {})),
+            output_tokens_surprise=fc.SurpriseState.from_dict(data.get("output_tokens_surprise", {})),
             missing_since_s=_opt_float(data.get("missing_since_s")),
             decode_backlog_time_s=_opt_float(data.get("decode_backlog_time_s")),
+            decode_context_scale=float(data.get("decode_context_scale", 1.0)),
+            decode_context_time_s=_opt_float(data.get("decode_context_time_s")),
         )
 
 
@@ -165,6 +190,7 @@ class _PoolOutcome:
     message: str
     pressure: float
     state: PoolState
+    queue_rate_per_s: float = 0.0  # requests/s the pool's queue adds to the demand (prefill's flows on to decode)
 
 
 @dataclass(frozen=True)
@@ -198,15 +224,33 @@ class PdscalePolicy:
     # a rise of the prompt length and missed one window on each trace; 0.3 holds both (+2 % GPU-hours on conv).
     load_headroom: float = 0.1
     load_headroom_down: float = 0.3
+    # Adaptive headroom (``_headroom``): sized up at the ``headroom_quantile_up`` quantile of the pool's measured
+    # overshoot of its forecast over the start-up horizon, scale-down verified at ``headroom_quantile_down`` (and at
+    # least ``headroom_gap`` above the up headroom: hysteresis); floors and a cap bound both. While the workload is
+    # unmeasured (``SurpriseParams.min_evidence_s``) the fixed ``load_headroom``/``load_headroom_down`` apply.
+    # None: always the fixed ones.
+    surprise: fc.SurpriseParams | None = field(default_factory=fc.SurpriseParams)
+    headroom_quantile_up: float = 0.9
+    headroom_quantile_down: float = 0.98
+    headroom_floor_up: float = 0.05
+    headroom_floor_down: float = 0.1
+    headroom_gap: float = 0.05
+    headroom_cap: float = 1.5
     # Bursts shorter than a pod start-up are absorbed only by capacity already running: size (up and down) for
-    # the larger of the load headroom and the pool's recent token-rate swing (``forecast.burst_update``; None: off).
-    burst: fc.BurstParams | None = field(default_factory=fc.BurstParams)
+    # the larger of the headroom above and the pool's recent token-rate swing (``forecast.burst_update``; None: off).
+    burst: fc.BurstParams | None = None
     breach_gain: float = 1.0  # proportional fallback when the load is unknown: ready x (1 + gain x excess)
     breach_max_factor: float = 2.0  # a breach asks for at most this many times the ready replicas at once
     kv_high_fraction: float = 0.9
-    # Queued requests count as extra arrivals of backlog/drain; None: the start-up horizon (new pods cannot
-    # drain it sooner, and a shorter drain over-orders while the queue is still growing).
-    backlog_drain_s: float | None = None
+    # Decode's KV context per sequence, measured (KV usage x capacity x pods / running sequences) when at least
+    # ``decode_context_min_running`` sequences run per pod, relative to the means' prompt + output/2, smoothed
+    # with this time constant and bounded (``_update_decode_context``).
+    decode_context_time_constant_s: float = 60.0
+    decode_context_min_running: float = 4.0
+    decode_context_scale_bounds: tuple[float, float] = (0.2, 3.0)
+    # The backlog expected when newly ordered pods are ready is sized to drain within this many seconds after
+    # (one SLO window); None: the start-up horizon.
+    backlog_drain_s: float | None = 60.0
     rising_fraction: float = 0.1  # no scale-down while the load trends up more than this per start-up time
     # Histogram bucket edges of the observed percentiles: the model only has to land in the observed bucket
     # (vLLM's edges are coarse: an ITL p99 of 0.0248 s means "somewhere in (0.01, 0.025]").
@@ -224,6 +268,15 @@ class PdscalePolicy:
             raise ValueError("need correction_max >= 1 and 0 < correction_floor_fraction < 1")
         if self.breach_max_factor < 1 or self.breach_gain <= 0:
             raise ValueError("need breach_max_factor >= 1 and breach_gain > 0")
+        if not 0 < self.headroom_quantile_up <= self.headroom_quantile_down <= 1:
+            raise ValueError(
+                "need 0 < headroom_quantile_up <= headroom_quantile_down <= 1, got "
+                f"{self.headroom_quantile_up}, {self.headroom_quantile_down}"
+            )
+        if not 0 <= self.headroom_floor_up <= self.headroom_cap or not 0 <= self.headroom_floor_down <= self.headroom_cap:
+            raise ValueError("need 0 <= headroom floors <= headroom_cap")
+        if self.headroom_gap < 0:
+            raise ValueError(f"need headroom_gap >= 0, got {self.headroom_gap}")
 
     # -- Policy protocol
 
@@ -245,15 +298,24 @@ class PdscalePolicy:
             else (state.missing_since_s if state.missing_since_s is not None else now_s),
         )
         load_now = None if missing is not None else _load_from(signals)
+        if load_now is not None:
+            state = self._update_decode_context(state, observation, load_now)
+            load_now = replace(load_now, decode_context_scale=state.decode_context_scale)
         load_ahead = None if load_now is None else self._forecast_load(state, params, load_now, spec)
+        load_base = None if load_now is None else self._forecast_load(state, params, load_now, spec, smooth=True)
+        if load_now is not None and load_base is not None:
+            state = self._update_surprise(state, observation, load_now, load_base, spec)
         if missing is None and self._decode_backlog(observation) is not None:
             state = replace(state, decode_backlog_time_s=now_s)
 
         hold = None if missing is not None else _scale_down_hold(observation, spec)
-        outcomes = {
-            pool: self._decide_pool(pool, observation, state, spec, missing, load_now, load_ahead, hold)
-            for pool in (Pool.PREFILL, Pool.DECODE)
-        }
+        outcomes: dict[Pool, _PoolOutcome] = {}
+        for pool in (Pool.PREFILL, Pool.DECODE):
+            # prompts queued at prefill reach decode as soon as prefill catches up: decode orders for them too
+            upstream = outcomes[Pool.PREFILL].queue_rate_per_s if pool is Pool.DECODE else 0.0
+            outcomes[pool] = self._decide_pool(
+                pool, observation, state, spec, missing, load_now, load_ahead, hold, load_base, upstream
+            )
         split = split_budget(
             spec.gpu_budget,
             *(
@@ -283,6 +345,10 @@ class PdscalePolicy:
                 )
             pstate = out.state
             change = final - current
+            if observation.replicas(pool).starting == 0:
+                pstate = replace(pstate, first_order_time_s=now_s if change > 0 else None)
+            elif change > 0 and pstate.first_order_time_s is None:
+                pstate = replace(pstate, first_order_time_s=now_s)
             if change != 0:
                 pstate = replace(
                     pstate, behavior=hpa.record_scale_event(pstate.behavior, now_s, change, behavior=spec.behavior)
@@ -300,7 +366,8 @@ class PdscalePolicy:
         300 s start-up, window compliance 0.95 -> 0.98 and 0.86 -> 0.98; unchanged at <= 120 s)."""
         method = self.forecaster if self.forecaster is not None else spec.forecaster
         damping_s = max(self.forecast_params.trend_damping_s, spec.pod_startup_s)
-        return replace(self.forecast_params, method=method, trend_damping_s=damping_s)
+        warmup_s = max(self.forecast_params.warmup_s, spec.metrics.window_s)
+        return replace(self.forecast_params, method=method, trend_damping_s=damping_s, warmup_s=warmup_s)
 
     def _update_forecasts(
         self,
@@ -337,26 +404,59 @@ class PdscalePolicy:
         )
 
     def _forecast_load(
-        self, state: PolicyState, params: fc.ForecastParams, now: Load, spec: AutoscalerSpec
+        self, state: PolicyState, params: fc.ForecastParams, now: Load, spec: AutoscalerSpec, smooth: bool = False
     ) -> Load:
-        """Peak forecast over start-up + one tick, never below the load observed now."""
+        """Peak forecast over start-up + one tick, never below the load observed now (``smooth``: the forecast
+        alone, which the scale-down verification and the overshoot measurement use: a sample's noise must not
+        decide a scale-down it does not decide for the forecaster)."""
         horizon = spec.pod_startup_s + self.horizon_extra_s
-        rate = max(now.request_rate_per_s, fc.peak(params, state.request_rate, horizon) or 0.0)
+        floor = 0.0 if smooth else 1.0
+        rate = max(floor * now.request_rate_per_s, fc.peak(params, state.request_rate, horizon) or 0.0)
         prompt_tps = max(
-            now.request_rate_per_s * now.mean_prompt_tokens,
+            floor * now.request_rate_per_s * now.mean_prompt_tokens,
             fc.peak(params, state.prompt_tokens_rate, horizon) or 0.0,
         )
         output_tps = max(
-            now.request_rate_per_s * now.mean_output_tokens,
+            floor * now.request_rate_per_s * now.mean_output_tokens,
             fc.peak(params, state.output_tokens_rate, horizon) or 0.0,
         )
         if rate <= 0:
             return now
+        if smooth:
+            return Load(
+                rate, max(prompt_tps / rate, 1.0), max(output_tps / rate, 1.0), now.decode_context_scale
+            )
         return Load(
             rate,
             max(now.mean_prompt_tokens, prompt_tps / rate),
             max(now.mean_output_tokens, output_tps / rate),
+            now.decode_context_scale,
         )
+
+    def _update_decode_context(self, state: PolicyState, obs: Observation, now: Load) -> PolicyState:
+        """Measure the KV context a decoding sequence really carries and keep its ratio to the means' model.
+
+        Measured, not modelled, because it needs the joint distribution of prompt and output lengths (a sequence
+        holds its context for its output length): long prompts with short answers (7k-token prompts, 4-token
+        outputs beside chat traffic) made the means' model see 3.8k tokens per decoding sequence where 1.4k ran,
+        and decode grew from 1 to 3 replicas for a prompt-only surge (tests/sim/test_closed_loop.py). Only with
+        enough running sequences per pod to be a mean; smoothed over ``decode_context_time_constant_s``."""
+        sig = obs.signals.decode
+        running, kv = _finite(sig.running_requests), _finite(sig.kv_usage_fraction)
+        reporting = _finite(sig.pods_reporting)
+        pods = reporting if reporting is not None else float(obs.decode.ready)
+        if running is None or kv is None or pods < 1 or running < self.decode_context_min_running * pods:
+            return state
+        measured = kv * self.profile.kv_capacity_tokens * pods / running
+        lo, hi = self.decode_context_scale_bounds
+        ratio = min(hi, max(lo, measured / max(now.mean_decode_context_tokens, 1.0)))
+        last, t = state.decode_context_time_s, obs.time_s
+        if last is None:
+            scale = ratio
+        else:
+            w = 1.0 - math.exp(-max(0.0, t - last) / self.decode_context_time_constant_s)
+            scale = state.decode_context_scale + w * (ratio - state.decode_context_scale)
+        return replace(state, decode_context_scale=scale, decode_context_time_s=t)
 
     # -- model
 
@@ -368,7 +468,7 @@ class PdscalePolicy:
         pct_d = spec.itl.percentile
         return lambda load, n: predict_itl_s(profile, load, n, pct_d)
 
-    def _needed(self, pool: Pool, load: Load, target_s: float, spec: AutoscalerSpec) -> int:
+    def needed(self, pool: Pool, load: Load, target_s: float, spec: AutoscalerSpec) -> int:
         limit = spec.pool(pool).max_replicas
         if pool is Pool.PREFILL:
             return prefill_replicas_needed(
@@ -449,17 +549,68 @@ class PdscalePolicy:
         hi = self.correction_max * self.breach_max_factor
         m_obs = load_multiplier_matching(predict, load_now, ready, observed_s, 1.0, hi)
         load = load_now.scaled(max(m_obs, pst.correction) * (1 + self.load_headroom))
-        need = self._needed(pool, load, slo.target_s * (1 - self.margin_up), spec)
+        need = self.needed(pool, load, slo.target_s * (1 - self.margin_up), spec)
         return min(cap, max(ready + 1, need))
 
-    def _headroom(self, pool: Pool, state: PolicyState, base: float) -> float:
-        """Load multiplier to size at: 1 + ``base`` (``load_headroom`` up, ``load_headroom_down`` to verify a
-        scale-down), or 1 + the pool's recent token-rate swing when that is larger: a burst shorter than a pod
-        start-up is absorbed only by running pods, and a lull in an on/off load says nothing about the next one."""
-        if self.burst is None:
-            return 1.0 + base
-        series = state.prompt_tokens_burst if pool is Pool.PREFILL else state.output_tokens_burst
-        return 1.0 + max(base, series.excess)
+    def _update_surprise(
+        self, state: PolicyState, obs: Observation, now: Load, ahead: Load, spec: AutoscalerSpec
+    ) -> PolicyState:
+        """File this tick's sizing forecast per pool and fold in the pool's work now. Under a queue the measured
+        rates are throughput, so the work now adds the queue's growth (requests/s x their mean length)."""
+        if self.surprise is None:
+            return state
+        t = obs.time_s
+        first = state.prompt_tokens_rate.first_time_s
+        if first is None or t - first < spec.metrics.window_s:  # rate windows still filling: no forecast yet
+            return state
+        horizon = spec.pod_startup_s + self.horizon_extra_s
+        prompt_growth = _growth_per_s(state.prefill, _finite(obs.signals.prefill.waiting_requests), t)
+        output_growth = _growth_per_s(state.decode, _finite(obs.signals.decode.waiting_requests), t)
+        prompt_now = now.request_rate_per_s * now.mean_prompt_tokens + prompt_growth * now.mean_prompt_tokens
+        output_now = now.request_rate_per_s * now.mean_output_tokens + output_growth * now.mean_output_tokens
+        prompt_ahead = ahead.request_rate_per_s * ahead.mean_prompt_tokens
+        output_ahead = ahead.request_rate_per_s * ahead.mean_output_tokens
+        return replace(
+            state,
+            prompt_tokens_surprise=fc.surprise_update(
+                self.surprise, state.prompt_tokens_surprise, t, prompt_now, prompt_ahead, horizon
+            ),
+            output_tokens_surprise=fc.surprise_update(
+                self.surprise, state.output_tokens_surprise, t, output_now, output_ahead, horizon
+            ),
+        )
+
+    def _headroom(self, pool: Pool, state: PolicyState, down: bool) -> tuple[float, str]:
+        """Load multiplier to size at (``down``: to verify a scale-down), and where it came from.
+
+        Adaptive: the quantile (``headroom_quantile_up``, ``headroom_quantile_down``) of how far this pool's work
+        overshot the forecast it was sized for within the start-up horizon (``forecast.SurpriseParams``), since
+        capacity ordered now arrives one horizon later and only what runs by then absorbs the overshoot; within
+        [floor, ``headroom_cap``], the scale-down one at least ``headroom_gap`` above the up one. A steady load
+        overshoots by its rate-window noise and pays little; a trending or on/off one pays what it showed.
+        Unmeasured workloads (and ``surprise=None``) use the fixed ``load_headroom``/``load_headroom_down``.
+        The recent swing (``burst``, when on) can only raise it."""
+        fixed = self.load_headroom_down if down else self.load_headroom
+        source = "fixed"
+        headroom = fixed
+        if self.surprise is not None:
+            series = state.prompt_tokens_surprise if pool is Pool.PREFILL else state.output_tokens_surprise
+            up = fc.surprise_quantile(self.surprise, series, self.headroom_quantile_up)
+            if up is not None:
+                up = min(self.headroom_cap, max(self.headroom_floor_up, up))
+                headroom, source = up, f"p{self.headroom_quantile_up * 100:g} overshoot"
+                if down:
+                    q_down = fc.surprise_quantile(self.surprise, series, self.headroom_quantile_down)
+                    assert q_down is not None
+                    headroom = min(
+                        self.headroom_cap, max(self.headroom_floor_down, q_down, up + self.headroom_gap)
+                    )
+                    source = f"p{self.headroom_quantile_down * 100:g} overshoot"
+        if self.burst is not None:
+            swing = (state.prompt_tokens_burst if pool is Pool.PREFILL else state.output_tokens_burst).excess
+            if swing > headroom:
+                headroom, source = swing, "recent swing"
+        return 1.0 + headroom, source
 
     def _rising(self, pool: Pool, state: PolicyState, spec: AutoscalerSpec) -> bool:
         """The pool's token rate (prompt for prefill, output for decode) trends up by more than
@@ -499,6 +650,8 @@ class PdscalePolicy:
         load_now: Load | None,
         load_ahead: Load | None,
         hold: tuple[Reason, str] | None = None,
+        load_base: Load | None = None,
+        upstream_rate_per_s: float = 0.0,
     ) -> _PoolOutcome:
         now_s = obs.time_s
         reps = obs.replicas(pool)
@@ -525,18 +678,22 @@ class PdscalePolicy:
         blamed_on_decode = pool is Pool.PREFILL and (
             decode_backlog is not None or (recent is not None and now_s - recent <= 2 * spec.metrics.window_s)
         )
+        # A percentile measured while a backlog waits (or within a metrics window after) is the backlog's age,
+        # not the steady-state queueing the correction describes: a drained surge had left x2.5 behind, and the
+        # pool over-sized long after (tests/sim/test_closed_loop.py's load step).
+        waiting_now = _finite(psig.waiting_requests)
+        if waiting_now is not None and waiting_now > max(1, ready):
+            pst = replace(pst, queued_time_s=now_s)
+        backlog_recent = pst.queued_time_s is not None and now_s - pst.queued_time_s <= spec.metrics.window_s
         pst = self._correct(
-            pool, pst, reps, None if blamed_on_decode else observed, slo.target_s, load_now, now_s, spec
+            pool, pst, reps, None if blamed_on_decode or backlog_recent else observed, slo.target_s, load_now,
+            now_s, spec,
         )
         pods = f"ready {ready} + starting {starting}"
-        waiting_now = _finite(psig.waiting_requests)
         draining = waiting_now is not None and pst.waiting is not None and waiting_now < pst.waiting
         # Under saturation the measured rates are throughput, not demand; the queue's growth is the rest.
-        growth_per_s = 0.0
-        if waiting_now is not None and pst.waiting is not None and pst.waiting_time_s is not None:
-            dt = now_s - pst.waiting_time_s
-            if dt > 0:
-                growth_per_s = max(0.0, (waiting_now - pst.waiting) / dt)
+        growth_per_s = _growth_per_s(pst, waiting_now, now_s)
+        net_per_s = _growth_per_s(pst, waiting_now, now_s, signed=True)
         pst = replace(pst, waiting=waiting_now, waiting_time_s=now_s)
 
         # feedback: breach ratio (only when the percentile describes today's ready pods and the queue is not
@@ -555,6 +712,8 @@ class PdscalePolicy:
                     fb_text += f" (measured partly before {ready} pods were ready; re-checking)"
                 elif draining:
                     fb_text += f" (queue draining: {pst.waiting:.0f} waiting, was more)"
+                elif backlog_recent and (waiting_now or 0.0) <= max(1, ready):
+                    fb_text += " (a backlog drained within the metrics window: its tail, not today's pods)"
                 else:
                     fb_need = self._breach_need(pool, observed, ready, pressure, pst, load_now, spec)
         if pool is Pool.DECODE and missing is None:
@@ -585,36 +744,50 @@ class PdscalePolicy:
             )
 
         # feed-forward from the capacity model at the corrected, forecast load
-        # A backlog is demand the (throughput-limited) rates cannot show: it must drain within
-        # backlog_drain_s on top of the arrivals. Prefill: its queue; decode: requests waiting for a slot.
+        # Surge response: under a queue the measured rates are throughput, and the demand is that plus the queue's
+        # growth. What pods ordered now must also absorb is the backlog as it will be when they are ready (the
+        # queue now plus its net growth over a start-up; none if it drains by then), drained within
+        # backlog_drain_s: one order for the arrivals and the backlog, not one per tick as the rates catch up.
+        # Prefill: its queue; decode: requests waiting for a slot.
         load = load_ahead
         backlog = (
             (_finite(psig.waiting_requests) or 0.0)
             if pool is Pool.PREFILL
             else self._decode_backlog(obs) or 0.0
         )
-        headroom_up = self._headroom(pool, state, self.load_headroom)
-        need_plain = self._needed(
+        headroom_up, _ = self._headroom(pool, state, down=False)
+        need_plain = self.needed(
             pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
         )
         drain_s = self._drain_s(spec)
-        if backlog > 0:
-            load = Load(
-                load.request_rate_per_s + growth_per_s + backlog / drain_s,
-                load.mean_prompt_tokens,
-                load.mean_output_tokens,
-            )
-        need_up = self._needed(
-            pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
+        # the backlog is drained from when the first pods still starting are ready (a start-up from now if none):
+        # sizing for the queue at a later time would order again, each tick, for a backlog they will have drained
+        first = pst.first_order_time_s
+        to_ready_s = spec.pod_startup_s
+        if starting > 0 and first is not None:
+            to_ready_s = min(to_ready_s, max(0.0, first + spec.pod_startup_s - now_s))
+        backlog_ready = max(0.0, backlog + net_per_s * to_ready_s) if backlog > 0 else 0.0
+        own_queue_rate = growth_per_s + backlog_ready / drain_s if backlog > 0 else 0.0
+        queue_rate = own_queue_rate + upstream_rate_per_s
+
+        def sized(headroom: float) -> Load:
+            rate = (load.request_rate_per_s * headroom + queue_rate) * pst.correction
+            return replace(load, request_rate_per_s=rate)
+
+        need_up = self.needed(pool, sized(headroom_up), slo.target_s * (1 - self.margin_up), spec)
+        headroom_down, headroom_down_source = self._headroom(pool, state, down=True)
+        base = load_base if load_base is not None else load_ahead
+        # decode verifies a scale-down with prefill's queue on top (it arrives as prefill catches up)
+        down_rate = (base.request_rate_per_s * headroom_down + upstream_rate_per_s) * pst.correction
+        need_down = self.needed(
+            pool, replace(base, request_rate_per_s=down_rate), slo.target_s * (1 - self.margin_down), spec
         )
-        headroom_down = self._headroom(pool, state, self.load_headroom_down)
-        need_down = self._needed(
-            pool, load.scaled(pst.correction * headroom_down), slo.target_s * (1 - self.margin_down), spec
-        )
+        load = replace(load, request_rate_per_s=load.request_rate_per_s + queue_rate)
         model_text = (
             f"model needs {need_up} at {load.request_rate_per_s:.1f} req/s "
             f"(prompt {load.mean_prompt_tokens:.0f} tok, output {load.mean_output_tokens:.0f} tok, "
-            f"correction x{pst.correction:.2f}, headroom x{headroom_up:.2f}); {pods}"
+            + (f"decode context {load.mean_decode_context_tokens:.0f} tok, " if pool is Pool.DECODE else "")
+            + f"correction x{pst.correction:.2f}, headroom x{headroom_up:.2f}); {pods}"
         )
         if observed is not None and not fb_text:
             model_text = f"{metric} {pct} {observed:.3g}s vs {slo.target_s:.3g}s target; " + model_text
@@ -626,25 +799,33 @@ class PdscalePolicy:
             from_feedback = fb_need >= need_up
             if from_feedback:
                 reason, head = fb_reason, fb_text
+            elif need_plain <= current and backlog == 0 and upstream_rate_per_s > 0:
+                reason = Reason.PREDICTED_LOAD_INCREASE
+                head = f"prompts queued at prefill reach decode as it catches up: +{upstream_rate_per_s:.1f} req/s"
             elif need_plain <= current and backlog > 0:  # the backlog alone asks for more
                 if pool is Pool.DECODE:
                     reason = Reason.KV_CACHE_PRESSURE
                     head = (
-                        f"{backlog:.0f} requests waiting for decode slots, growing {growth_per_s:.1f}/s "
-                        f"(drain in {drain_s:.0f}s)"
+                        f"{backlog:.0f} requests waiting for decode slots, growing {growth_per_s:.1f}/s, "
+                        f"{backlog_ready:.0f} when new pods are ready (drained in {drain_s:.0f}s)"
                     )
                 else:
                     reason = Reason.PREDICTED_LOAD_INCREASE
-                    head = f"{backlog:.0f} prompts queued, growing {growth_per_s:.1f}/s (drain in {drain_s:.0f}s)"
+                    head = (
+                        f"{backlog:.0f} prompts queued, growing {growth_per_s:.1f}/s, {backlog_ready:.0f} when "
+                        f"new pods are ready (drained in {drain_s:.0f}s)"
+                    )
             else:
                 reason, head = Reason.PREDICTED_LOAD_INCREASE, "load forecast over start-up horizon"
             proposed, msg = need, f"{head}; {model_text}"
         elif fb_need > 0 and starting > 0:
             proposed, reason = current, Reason.WAITING_FOR_STARTING_PODS
             msg = f"{fb_text}; {starting} pods already starting cover it; {model_text}"
-        elif need_up > ready and starting > 0:
+        elif starting > 0 and (need_up > ready or fb_text):
+            # a breach measured while pods came up (or with the queue draining) is not "within target": say
+            # what is above target and that the ordered pods are what answers it
             proposed, reason = current, Reason.WAITING_FOR_STARTING_PODS
-            msg = f"{starting} pods starting; {model_text}"
+            msg = f"{fb_text + '; ' if fb_text else ''}{starting} pods starting; {model_text}"
         elif need_down < current and self._rising(pool, state, spec):
             proposed, reason = current, Reason.WITHIN_TARGET
             msg = f"not scaling down into a rising load ({need_down} would do now); {model_text}"
@@ -652,8 +833,7 @@ class PdscalePolicy:
             # the proposal is the verified count itself: the spec's behavior (stabilization window, then its
             # rate policies) makes it gradual, and a rate-limited step must not enter the window's history
             proposed, reason = max(need_down, pspec.min_replicas), Reason.SCALE_DOWN
-            swing = " (recent swing)" if headroom_down > 1.0 + self.load_headroom_down else ""
-            verified_at = f"at +{headroom_down - 1.0:.0%} load{swing}"
+            verified_at = f"at +{headroom_down - 1.0:.0%} load ({headroom_down_source})"
             msg = (
                 f"{proposed} replicas keep predicted {metric} {pct} under "
                 f"{slo.target_s * (1 - self.margin_down):.3g}s {verified_at}; {model_text}"
@@ -665,9 +845,11 @@ class PdscalePolicy:
         if hold is not None and proposed < current:  # bad data may add capacity, never remove it
             held_reason, why = hold
             msg = f"{why}: holding {current} replicas (would be {proposed}); {msg}"
-            return self._normalize(pool, current, current, held_reason, msg, pressure, pst, spec, now_s,
+            held = self._normalize(pool, current, current, held_reason, msg, pressure, pst, spec, now_s,
                                    keep_reason=True)
-        return self._normalize(pool, proposed, current, reason, msg, pressure, pst, spec, now_s)
+            return replace(held, queue_rate_per_s=own_queue_rate)
+        out = self._normalize(pool, proposed, current, reason, msg, pressure, pst, spec, now_s)
+        return replace(out, queue_rate_per_s=own_queue_rate)
 
     def _hold_missing(
         self,
@@ -766,6 +948,18 @@ def make_pdscale_policy(profile: LatencyProfile, spec: AutoscalerSpec, **params:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _growth_per_s(pst: PoolState, waiting_now: float | None, now_s: float, signed: bool = False) -> float:
+    """How fast the pool's queue grew since the last tick, requests/s (0 when unknown; when it shrank, 0 or,
+    ``signed``, the negative rate it drains at)."""
+    if waiting_now is None or pst.waiting is None or pst.waiting_time_s is None:
+        return 0.0
+    dt = now_s - pst.waiting_time_s
+    if dt <= 0:
+        return 0.0
+    rate = (waiting_now - pst.waiting) / dt
+    return rate if signed else max(0.0, rate)
 
 
 def _finite(v: float | None) -> float | None:

@@ -252,10 +252,12 @@ def test_the_live_demo_view_reads_the_cluster(live: LocalCluster) -> None:
 
     load = _load(live, f"poisson:rate={BASE_RATE:g},duration=12,{LENGTHS}", seed=5)
     time.sleep(10.0)
+    before = live.replicas("decode")
     frame = live_frame(live, t_s=10.0, end_s=12.0, t0=time.time() - 10.0, window_s=WINDOW_S)
+    after = live.replicas("decode")  # read at the frame's time: the controller keeps scaling while the load runs
     load.result(timeout_s=60)
     assert set(frame.pools) == {"prefill", "decode"}
-    assert frame.pools["decode"][2] == live.replicas("decode")  # desired
+    assert frame.pools["decode"][2] in {before, after}  # desired
     assert frame.load is not None and frame.load[0] > 0
     assert frame.latency["ttft"][1] == SPEC.ttft_target_s and frame.latency["ttft"][0] > 0
     assert any("decode" in line for line in frame.log)  # the surge's scale events

@@ -27,7 +27,9 @@ from sim.workload import generate, replicate
 
 # a load step at 90 s: the autoscalers have something to do, yet it runs in seconds
 GEN = "step:rate=6,to=24,at=90,duration=180,prompt=lognormal(2000,0.6),output=exp(150)"
-CFG = BenchConfig(generators=(GEN,), rate_scale=1.0, startups_s=(30.0, 60.0), jobs=1, max_replicas=16)
+CFG = BenchConfig(
+    generators=(GEN,), rate_scale=1.0, startups_s=(30.0, 60.0), jobs=1, max_replicas=16, policies=ALL_POLICIES
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def test_every_policy_runs_once_per_startup(result: BenchResult) -> None:
     rows = result.rows()
     names = [r["policy"] for r in rows]
     assert names.count("static-best") == 1 and names.count("oracle") == 1
-    for name in ("hpa", "keda-queue", "dynamo-sla", "pdscale"):
+    for name in ("hpa", "keda-queue", "dynamo-sla", "pdscale", "clairvoyant"):
         assert sorted(r["startup_s"] for r in rows if r["policy"] == name) == [30.0, 60.0]
     assert {r["trace"] for r in rows} == {"step"}
     for r in rows:

@@ -57,7 +57,16 @@ def test_prompt_heavy_surge_scales_prefill_only() -> None:
     r = run(f"{BASE} + {surge}", prefill=2, decode=2)
     p, d = desired(r, Pool.PREFILL), desired(r, Pool.DECODE)
     assert p.max() >= 5, p
-    assert d.max() <= 2, d  # decode never grew
+    # Decode's own load never asks for more: the surge's KV context is measured per decoding sequence (7k-token
+    # prompts with 4-token answers hold it for 4 steps), not the means' 3.8k. Decode may only order ahead for the
+    # prompts queued at prefill, which reach it once prefill catches up; their output lengths cannot be known
+    # before they are generated, so that order is sized at the output mix measured so far (at most the flush of
+    # ~90 req/s x 150 output tokens: 3 replicas), and ITL never breaches.
+    assert d.max() <= 3, d
+    for (_, before), (t, dec) in zip(r.decisions, r.decisions[1:], strict=False):
+        if dec.decode.desired_replicas > before.decode.desired_replicas:
+            assert "prompts queued at prefill" in dec.decode.message, (t, dec.decode.message)
+        assert dec.decode.reason not in {Reason.ITL_ABOVE_TARGET.value, Reason.KV_CACHE_PRESSURE.value}, (t, dec.decode)
     reasons = {dec.prefill.reason for _, dec in r.decisions}
     assert reasons & {Reason.PREDICTED_LOAD_INCREASE.value, Reason.TTFT_ABOVE_TARGET.value}
 

@@ -14,10 +14,14 @@ from autoscaler.core.forecast import (
     BurstState,
     ForecastParams,
     ForecastState,
+    SurpriseParams,
+    SurpriseState,
     burst_update,
     peak,
     predict,
     rising,
+    surprise_quantile,
+    surprise_update,
     update,
 )
 from autoscaler.core.spec import Forecaster
@@ -204,3 +208,89 @@ def test_burst_state_round_trips_through_json() -> None:
     state = _burst([100.0] * 8 + [180.0] * 4 + [100.0] * 3)
     assert state.samples and state.excess > 0
     assert BurstState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+
+
+# ---- surprise: how far the load overshot the forecast sized for, within the start-up horizon
+
+HORIZON_S = 150.0
+
+
+def _surprise(
+    values: list[float], forecasts: list[float] | None = None, params: SurpriseParams | None = None
+) -> SurpriseState:
+    """Feed samples every 15 s; the forecast filed each tick is ``forecasts[i]`` (default: the value itself,
+    a last-value forecaster)."""
+    params = params or SurpriseParams(min_evidence_s=300.0)
+    state = SurpriseState()
+    for i, v in enumerate(values):
+        f = v if forecasts is None else forecasts[i]
+        state = surprise_update(params, state, 15.0 * i, v, f, HORIZON_S)
+    return state
+
+
+def _q(state: SurpriseState, q: float) -> float | None:
+    return surprise_quantile(SurpriseParams(min_evidence_s=300.0), state, q)
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "low", "high"),
+    [
+        pytest.param([100.0] * 120, 0.9, 0.0, 0.0, id="flat-forecast-holds"),
+        # +/-3 % noise: the peak within the horizon overshoots a last-value forecast by up to ~6 %
+        pytest.param([100.0 + (3.0 if i % 2 else -3.0) for i in range(120)], 0.9, 0.04, 0.08, id="noise"),
+        # on/off at 3x every 5 min: half the forecasts filed in a lull meet a burst within 150 s
+        pytest.param([300.0 if (i // 10) % 2 else 100.0 for i in range(240)], 0.9, 1.5, 2.0, id="on-off-3x"),
+        # +1 % per tick: a last-value forecast misses the ramp by 10 ticks x 1 % = ~10 %
+        pytest.param([100.0 * 1.01**i for i in range(120)], 0.5, 0.08, 0.125, id="ramp"),
+    ],
+)
+def test_surprise_quantile_table(values: list[float], q: float, low: float, high: float) -> None:
+    x = _q(_surprise(values), q)
+    assert x is not None and low <= x <= high
+
+
+def test_surprise_unmeasured_until_enough_evidence() -> None:
+    """Nothing is known until min_evidence_s of forecasts have been checked (their horizon has passed)."""
+    state = _surprise([100.0] * 10)  # 150 s: the first forecast's horizon just ended
+    assert _q(state, 0.9) is None
+    assert _q(_surprise([100.0] * 40), 0.9) == 0.0
+
+
+def test_surprise_forgets_with_its_memory() -> None:
+    """After a burst, an hour of steady load (memory 10 min) brings the p90 back to zero."""
+    params = SurpriseParams(memory_s=600.0, min_evidence_s=300.0)
+    burst = [100.0] * 40 + [300.0] * 8 + [100.0] * 40
+    state = _surprise(burst, params=params)
+    assert (surprise_quantile(params, state, 0.95) or 0.0) >= 1.0
+    calm = _surprise(burst + [100.0] * 240, params=params)
+    assert surprise_quantile(params, calm, 0.95) == 0.0
+
+
+def test_surprise_against_a_forecast_that_anticipates() -> None:
+    """A forecast that already sized for the burst is not surprised by it."""
+    values = [300.0 if (i // 10) % 2 else 100.0 for i in range(240)]
+    assert _q(_surprise(values, forecasts=[300.0] * 240), 0.99) == 0.0
+
+
+def test_surprise_ignores_nonfinite_and_old_samples() -> None:
+    state = _surprise([100.0] * 20)
+    params = SurpriseParams()
+    assert surprise_update(params, state, 1e9, math.nan, 100.0, HORIZON_S) == state
+    assert surprise_update(params, state, 0.0, 100.0, 100.0, HORIZON_S) == state
+    # a forecast that is not positive is not filed, the sample still counts
+    later = surprise_update(params, state, 1e4, 100.0, 0.0, HORIZON_S)
+    assert later.last_time_s == 1e4 and all(p[0] < 1e4 for p in later.pending)
+
+
+def test_surprise_params_validated() -> None:
+    with pytest.raises(ValueError, match="memory_s"):
+        SurpriseParams(memory_s=0.0)
+    with pytest.raises(ValueError, match="min_evidence_s"):
+        SurpriseParams(min_evidence_s=-1.0)
+
+
+def test_surprise_state_round_trips_through_json() -> None:
+    state = _surprise([100.0] * 30 + [180.0] * 4 + [100.0] * 3)
+    assert state.pending and state.measured > 0
+    assert SurpriseState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+    assert SurpriseState.from_dict({"weights": [1.0, 2.0]}).weights == ()  # another bin layout: start over

@@ -43,7 +43,7 @@ def sig(
     load: Load | None = LOAD,
     ttft: float | None = 0.3,
     itl: float | None = 0.02,
-    kv: float | None = 0.5,
+    kv: float | None = None,  # None: no KV gauge (the decode context is then the means' model)
     d_waiting: float = 0.0,
     d_running: float = 50.0,
     p_waiting: float = 0.0,
@@ -114,7 +114,13 @@ CASES = {
     ),
     "itl-above-target": Case((), obs(0, sig(0, itl=0.08)), Pool.DECODE, Reason.ITL_ABOVE_TARGET, direction=1),
     "kv-cache-pressure": Case(
-        (), obs(0, sig(0, kv=0.97)), Pool.DECODE, Reason.KV_CACHE_PRESSURE, direction=1
+        (),
+        # 0.97 of the pods' KV held by sequences of the load's context (prompt + output/2): the measured context
+        # agrees with the model, only the fill is high
+        obs(0, sig(0, kv=0.97, d_running=0.97 * PROFILE.kv_capacity_tokens * D_NEED / 1100.0)),
+        Pool.DECODE,
+        Reason.KV_CACHE_PRESSURE,
+        direction=1,
     ),
     "decode-waiting-is-kv-pressure": Case(
         (),
@@ -334,8 +340,15 @@ def test_metrics_fallback_after_outage() -> None:
 
 
 def test_state_round_trips_through_json() -> None:
-    *_, state = run(CASES["scale-down-rate-limited-by-behavior"])
-    assert state.prefill.behavior.scale_events and state.prompt_tokens_burst.samples
+    """After rate windows filled (surprise filed), a scale event, a queue and a measured decode context."""
+    case = CASES["scale-down-rate-limited-by-behavior"]
+    state = POLICY.initial_state(case.spec)
+    for i in range(8):
+        t = 15.0 * i
+        s = sig(t, SMALL if i == 7 else LOAD, p_waiting=50.0 if i == 3 else 0.0, kv=0.3)
+        _, state = POLICY.decide(obs(t, s, p=(20, 20)), state, case.spec)
+    assert state.prefill.behavior.scale_events and state.prompt_tokens_surprise.pending
+    assert state.prefill.queued_time_s == 45.0 and state.decode_context_time_s == 105.0
     again = PolicyState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert again == state
 
@@ -368,14 +381,37 @@ def _on_off(policy: PdscalePolicy, minutes: int, replicas: int) -> int:
 
 
 def test_a_lull_in_a_bursty_load_keeps_capacity_for_the_next_burst() -> None:
-    """After on/off bursts of 3x, the lull's small load does not release the replicas the bursts need; the
-    same lull without the burst memory does."""
+    """After on/off bursts of 3x, the lull's small load does not release the replicas the bursts need: the
+    forecasts filed in lulls were overshot by the next burst, so the adaptive headroom is large; the same lull
+    with the fixed headroom (``surprise=None``) releases them."""
     big_need = prefill_replicas_needed(PROFILE, LOAD.scaled(3.3), 0.85, 0.99, 64)
-    with_memory = _on_off(POLICY, 12, big_need)
-    without = _on_off(replace(POLICY, burst=None), 12, big_need)
-    assert without < with_memory
-    # a 1x lull after bursts of up to 3x: capacity for twice the lull's load (the excess is capped at 1.0)
-    assert with_memory >= prefill_replicas_needed(PROFILE, LOAD.scaled(2.0), 0.65, 0.99, 64)
+    adaptive = _on_off(POLICY, 16, big_need)
+    fixed = _on_off(replace(POLICY, surprise=None), 16, big_need)
+    assert fixed < adaptive
+    # a 1x lull after bursts of 3x: verified at the capped headroom, 1 + headroom_cap times the lull's load
+    cap = 1.0 + POLICY.headroom_cap
+    assert adaptive >= prefill_replicas_needed(PROFILE, LOAD.scaled(cap), 0.65, 0.99, 64)
+
+
+def _steady(policy: PdscalePolicy, minutes: int, noise: float) -> tuple[float, float]:
+    """Prefill (up, down) headroom after ``minutes`` of a load alternating +-``noise`` around LOAD each tick."""
+    state = policy.initial_state(SPEC)
+    for i in range(4 * minutes):
+        t = 15.0 * i
+        load = Load(LOAD.request_rate_per_s * (1 + (noise if i % 2 else -noise)), 1000.0, 200.0)
+        _, state = policy.decide(obs(t, sig(t, load, ttft=0.3), p=(P_NEED, D_NEED)), state, SPEC)
+    return policy._headroom(Pool.PREFILL, state, down=False)[0], policy._headroom(Pool.PREFILL, state, down=True)[0]
+
+
+def test_headroom_follows_the_measured_overshoot() -> None:
+    """Unmeasured: the fixed headroom. A steady load pays its noise (floors apply); a noisier one pays more."""
+    assert _steady(POLICY, 5, 0.02) == (1.0 + POLICY.load_headroom, 1.0 + POLICY.load_headroom_down)
+    quiet_up, quiet_down = _steady(POLICY, 40, 0.01)
+    assert quiet_up == pytest.approx(1.0 + POLICY.headroom_floor_up)
+    assert quiet_down == pytest.approx(1.0 + max(POLICY.headroom_floor_down, POLICY.headroom_floor_up
+                                                 + POLICY.headroom_gap))  # fmt: skip
+    noisy_up, noisy_down = _steady(POLICY, 40, 0.1)
+    assert 1.1 <= noisy_up <= 1.25 and noisy_down >= noisy_up + POLICY.headroom_gap
 
 
 def test_correction_rises_when_model_underpredicts() -> None:
@@ -520,3 +556,34 @@ def test_missing_data_never_scales_down(
     for pool in Pool:
         pd = decision.pool(pool)
         assert pd.desired_replicas >= max(pd.current_replicas, spec.pool(pool).min_replicas)
+
+
+def test_decode_context_is_measured_not_the_means() -> None:
+    """Long prompts with short answers beside chat traffic: the means say 4k tokens of context per decoding
+    sequence, the KV gauge shows 1.2k running; decode is sized for what runs (and for the means without a gauge)."""
+    load = Load(300.0, 4000.0, 100.0)
+    pods = 8
+    running = 400.0
+    kv_short = running * 1200.0 / (PROFILE.kv_capacity_tokens * pods)  # 1.2k tokens per running sequence
+    needs = {}
+    for name, kv in (("gauge", kv_short), ("no gauge", None)):
+        state = POLICY.initial_state(SPEC)
+        for i in range(6):
+            t = 15.0 * i
+            s = sig(t, load, kv=kv, d_running=running)
+            d, state = POLICY.decide(obs(t, s, d=(pods, pods)), state, SPEC)
+        needs[name] = d.decode.desired_replicas
+        if kv is not None:
+            assert state.decode_context_scale == pytest.approx(1200.0 / 4050.0, rel=1e-6)
+            assert "decode context 1200 tok" in d.decode.message, d.decode.message
+    assert needs["gauge"] < needs["no gauge"], needs
+
+
+def test_decode_orders_ahead_for_prompts_queued_at_prefill() -> None:
+    """A prefill queue growing 30 req/s reaches decode once prefill catches up: decode orders for it now."""
+    state = POLICY.initial_state(SPEC)
+    for i, waiting in enumerate((0.0, 450.0, 900.0)):
+        t = 15.0 * i
+        d, state = POLICY.decide(obs(t, sig(t, p_waiting=waiting)), state, SPEC)
+    assert d.decode.desired_replicas > D_NEED, d.decode.message
+    assert "prompts queued at prefill reach decode" in d.decode.message
