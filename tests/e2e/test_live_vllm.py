@@ -36,13 +36,16 @@ def vllm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClus
         namespace="vllm", model="tiny", engine="vllm", vllm_python=vllm_python(), vllm_model_dir=tiny_model_dir(),
         vllm_max_model_len=512, max_num_seqs=4,
         # the controller's capacity model: 8B/H100 step times x2 ~ the tiny model on one busy CPU core
-        time_scale=2.0, startup_s=120.0, tick_s=2.0, scrape_s=1.0, window_s=15.0, lease_s=15.0, controllers=1,
+        time_scale=2.0, startup_s=120.0, tick_s=2.0, scrape_s=1.0, window_s=15.0, lease_s=40.0, controllers=1,
         ttft_target_s=5.0, itl_target_s=0.5, max_replicas=2, pre_stop_s=2, grace_s=40, probe_period_s=1.0,
         probe_timeout_s=5.0,
         autoscaler={"prefill": {"maxReplicas": 1},
                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 20,
                                                "policies": [{"type": "Pods", "value": 1, "periodSeconds": 2}]}}},
     )  # fmt: skip
+    # One controller, so a long Lease costs no failover time; its kube timeout (lease/4 = 10 s) rides out the
+    # emulator's slow answers while three vLLM servers load the two cores (at 15 s / 3.75 s the controller lost the
+    # Lease and could not list its autoscalers for minutes, and never scaled back). The vLLM pods run at nice 10.
     cluster = LocalCluster(spec, tmp_path_factory.mktemp("vllm-live"))
     cluster.start(wait_ready_s=420.0)  # each server took 45-230 s to start on the shared machine
     try:

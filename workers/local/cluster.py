@@ -86,6 +86,9 @@ class ClusterSpec:
     vllm_max_model_len: int = 512
     # Prometheus rule files (e.g. the monitoring overlay's PrometheusRule groups), evaluated every ``scrape_s``
     rule_files: Sequence[str] = ()
+    # nice(1) increment of the pods' processes (KubeletOptions.nice); None: 10 for real vLLM, which would otherwise
+    # take both cores from the emulator and the controller, 0 for the light emulated workers
+    pod_nice: int | None = None
 
     @property
     def loading_s(self) -> float:
@@ -275,7 +278,8 @@ class LocalCluster:
         self.pods = PodRunner(PodRunnerOptions(
             api_url=self.kube.url, namespace=self.ns, file_sd_path=self.file_sd_path,
             kubelet=KubeletOptions(log_dir=self.workdir / "pods", startup_delay_s=s.loading_s,
-                                   probe_period_s=s.probe_period_s, probe_timeout_s=s.probe_timeout_s, cwd=REPO),
+                                   probe_period_s=s.probe_period_s, probe_timeout_s=s.probe_timeout_s, cwd=REPO,
+                                   nice=s.pod_nice if s.pod_nice is not None else (10 if s.engine == "vllm" else 0)),
         )).start()  # fmt: skip
         self.proxy_port = free_port()
         self.controller_ports = {f"controller-{chr(ord('a') + i)}": free_port() for i in range(s.controllers)}

@@ -80,6 +80,10 @@ class KubeletOptions:
     max_restart_backoff_s: float = 30.0
     env: Mapping[str, str] = field(default_factory=dict)  # added to every container's environment
     cwd: Path | None = None
+    # CPU priority of the containers (nice(1) increment): on a cluster the control plane has CPU of its own
+    # (system-reserved); on one machine the emulator, controller and Prometheus share the cores with the pods, and
+    # CPU-hungry pods (real vLLM) would starve the API server into timeouts unless they run at a lower priority
+    nice: int = 0
 
 
 @dataclass
@@ -275,7 +279,8 @@ class Kubelet:
 
     def _start(self, c: _Container, pod: Mapping[str, Any] | None = None) -> None:
         try:
-            c.process = self.runner.start(c.argv, name=f"{c.namespace}_{c.name}", env=c.env,
+            argv = ["nice", "-n", str(self.options.nice), *c.argv] if self.options.nice else c.argv
+            c.process = self.runner.start(argv, name=f"{c.namespace}_{c.name}", env=c.env,
                                           cwd=self.options.cwd)  # fmt: skip
         except OSError as exc:
             c.last_exit = 127
