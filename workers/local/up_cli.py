@@ -75,6 +75,9 @@ def up_command(args: argparse.Namespace) -> int:
     print(f"pdscale up: starting in {workdir} ...", file=sys.stderr)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C is how `up` is stopped, even when started from a non-interactive shell's background job, which
+    # inherits SIGINT ignored (POSIX) and would otherwise keep running through Ctrl-C sent to it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cluster = LocalCluster(spec, workdir)
     try:
         cluster.start()
