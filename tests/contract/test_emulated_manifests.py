@@ -14,6 +14,7 @@ import yaml
 
 from autoscaler.cli import build_parser
 from autoscaler.config import spec_from_dict
+from metrics_adapter.selectors import parse_selector
 from workers.emulated_manifests import pool_selector, render_example
 from workers.worker_cli import build_server
 
@@ -46,7 +47,8 @@ def _flag(argv: list[str], name: str) -> str:
 
 
 def _matches(selector: str, labels: dict[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in (term.split("=", 1) for term in selector.split(",")))
+    """Kubernetes label-selector semantics, by the adapter's apimachinery-rules parser."""
+    return parse_selector(selector).matches(labels)
 
 
 def test_the_example_file_is_what_the_code_renders() -> None:

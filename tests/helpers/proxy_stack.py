@@ -11,24 +11,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tests.helpers.workers import scrape
+from tests.helpers.workers import ServerHandle, scrape
 from workers.local.net import LOOPBACK, free_port
-from workers.local.processes import ManagedProcess, ProcessRunner
+from workers.local.processes import ProcessRunner
 
 
 @dataclass
-class ProxyHandle:
-    proc: ManagedProcess
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def api_url(self) -> str:
-        return f"{self.url}/v1"
-
+class ProxyHandle(ServerHandle):
     @property
     def target(self) -> str:
         return f"{LOOPBACK}:{self.port}"

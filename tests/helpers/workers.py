@@ -24,10 +24,11 @@ MODEL = "tiny"
 
 
 @dataclass
-class WorkerHandle:
+class ServerHandle:
+    """A server process started on a loopback port, and its URLs."""
+
     proc: ManagedProcess
     port: int
-    role: str
 
     @property
     def url(self) -> str:
@@ -36,6 +37,11 @@ class WorkerHandle:
     @property
     def api_url(self) -> str:
         return f"{self.url}/v1"
+
+
+@dataclass
+class WorkerHandle(ServerHandle):
+    role: str
 
 
 def worker_argv(port: int, role: str, extra_args: Sequence[str] = ()) -> list[str]:
