@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from workers.vllm import KV_ROLES
 from workers.vllm_manifests import ROLE_LABEL, grace_period_s, pod_deployment
 
 NAMESPACE = "llm-emulated"
@@ -62,7 +63,7 @@ def pool_selector(role: str) -> str:
 
 
 def worker_deployment(role: str) -> dict[str, Any]:
-    kv_role = {"prefill": "kv_producer", "decode": "kv_consumer"}[role]
+    kv_role = KV_ROLES[role]  # type: ignore[index]
     args = ["worker", "--host", "0.0.0.0", "--port", str(PORT), "--served-model-name", MODEL, "--role", role,
             "--profile", PROFILE, "--kv-transfer-config", json.dumps({"kv_connector": "NixlConnector",
                                                                       "kv_role": kv_role}, separators=(",", ":")),

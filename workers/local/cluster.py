@@ -166,7 +166,9 @@ class LocalCluster:
         s = self.spec
         if s.engine == "vllm":
             return self._vllm_container(role)
-        kv_role = {"prefill": "kv_producer", "decode": "kv_consumer"}[role]
+        from workers.vllm import KV_ROLES
+
+        kv_role = KV_ROLES[role]  # type: ignore[index]
         args = ["--host", LOOPBACK, "--port", "$(POD_PORT)", "--served-model-name", s.model, "--role", role,
                 "--profile", str(self.profile_path),
                 "--kv-transfer-config", json.dumps({"kv_connector": "NixlConnector", "kv_role": kv_role}),
