@@ -21,7 +21,7 @@ from workers.local.pod_runner import PodRunner, PodRunnerOptions
 NS = "pr"
 # a pod: an HTTP server answering /health; TERM_IGNORED=1 makes it ignore SIGTERM (to exercise the SIGKILL)
 SERVER = """
-import http.server, os, signal, sys, time
+import http.server, os, signal, sys, threading, time
 if os.environ.get("TERM_IGNORED") == "1":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 else:
@@ -30,6 +30,8 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
     def log_message(self, *a): pass
+threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()  # a second thread (nice is per thread)
+time.sleep(float(os.environ.get("LISTEN_AFTER_S", "0")))  # "loading"
 http.server.HTTPServer(("127.0.0.1", int(os.environ["POD_PORT"])), H).serve_forever()
 """
 
@@ -190,3 +192,37 @@ def test_kubectl_delete_pod_is_replaced_by_the_replicaset(world: tuple[KubeEmula
     urllib.request.urlopen(req, timeout=5).read()
     wait_for(lambda: len(ready(kube, "svc")) == 2 and victim not in ready(kube, "svc"), 30, "a replacement pod")
     assert "sigterm" in events(runner, victim) and "deleted" in events(runner, victim)
+
+
+def _nice_of_threads(pid: int) -> set[int]:
+    """The nice value of every thread of a process (field 19 of /proc/PID/task/TID/stat)."""
+    values = set()
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        values.add(int(stat.read_text().rsplit(")", 1)[1].split()[16]))
+    return values
+
+
+def test_a_pod_starts_at_startup_nice_and_runs_at_nice_once_ready(tmp_path: Path) -> None:
+    import os
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    with KubeEmulator(auto_ready=False) as kube:
+        runner = PodRunner(PodRunnerOptions(
+            api_url=kube.url, namespace=NS, resync_s=0.1, file_sd_path=tmp_path / "sd.json",
+            kubelet=KubeletOptions(log_dir=tmp_path / "pods", probe_period_s=0.1, nice=7, startup_nice=0),
+        )).start()  # fmt: skip
+        try:
+            kube.put("apps/v1/deployments", workload("Deployment", "slow", 1, env={"LISTEN_AFTER_S": "2"}))
+            started = wait_for(lambda: [e for e in runner.history if e.event == "started"], 20, "a started container")
+            pid = int(started[0].detail.split()[-1])
+            wait_for(lambda: len(_nice_of_threads(pid)) == 1 and len(list(Path(f"/proc/{pid}/task").iterdir())) >= 2,
+                     10, "the container's second thread")  # fmt: skip
+            assert _nice_of_threads(pid) == {base}  # loading at startup_nice (0 more than ours)
+            wait_for(lambda: len(ready(kube, "slow")) == 1, 30, "the pod to be ready")
+            wait_for(lambda: "reniced" in events(runner, started[0].pod), 10, "the renice")
+            assert _nice_of_threads(pid) == {min(base + 7, 19)}  # every thread, from Ready on
+            if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1":
+                # its session's autogroup too (across autogroups only the group's nice counts)
+                assert Path(f"/proc/{pid}/autogroup").read_text().split()[-1] == "7"
+        finally:
+            runner.stop()

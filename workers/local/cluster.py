@@ -89,6 +89,17 @@ class ClusterSpec:
     # nice(1) increment of the pods' processes (KubeletOptions.nice); None: 10 for real vLLM, which would otherwise
     # take both cores from the emulator and the controller, 0 for the light emulated workers
     pod_nice: int | None = None
+    # nice(1) increment of a pod until it is first Ready (KubeletOptions.startup_nice); None: 0 for real vLLM (a new
+    # server starting beside two busy ones at their nice 10 took ~6 min on 2 cores), ``pod_nice`` for emulated ones
+    pod_startup_nice: int | None = None
+
+    @property
+    def kubelet_nice(self) -> int:
+        return self.pod_nice if self.pod_nice is not None else (10 if self.engine == "vllm" else 0)
+
+    @property
+    def kubelet_startup_nice(self) -> int | None:
+        return self.pod_startup_nice if self.pod_startup_nice is not None else (0 if self.engine == "vllm" else None)
 
     @property
     def loading_s(self) -> float:
@@ -281,7 +292,7 @@ class LocalCluster:
             api_url=self.kube.url, namespace=self.ns, file_sd_path=self.file_sd_path,
             kubelet=KubeletOptions(log_dir=self.workdir / "pods", startup_delay_s=s.loading_s,
                                    probe_period_s=s.probe_period_s, probe_timeout_s=s.probe_timeout_s, cwd=REPO,
-                                   nice=s.pod_nice if s.pod_nice is not None else (10 if s.engine == "vllm" else 0)),
+                                   nice=s.kubelet_nice, startup_nice=s.kubelet_startup_nice),
         )).start()  # fmt: skip
         self.proxy_port = free_port()
         self.controller_ports = {f"controller-{chr(ord('a') + i)}": free_port() for i in range(s.controllers)}

@@ -82,8 +82,15 @@ class KubeletOptions:
     cwd: Path | None = None
     # CPU priority of the containers (nice(1) increment): on a cluster the control plane has CPU of its own
     # (system-reserved); on one machine the emulator, controller and Prometheus share the cores with the pods, and
-    # CPU-hungry pods (real vLLM) would starve the API server into timeouts unless they run at a lower priority
+    # CPU-hungry pods (real vLLM) would starve the API server into timeouts unless they run at a lower priority.
+    # Each container is a session of its own, so where the kernel groups sessions (sched_autogroup, on by default
+    # on most distributions) the session's autogroup nice is set too: across autogroups the threads' own nice
+    # values do not count, each busy session gets an equal share (/proc/PID/autogroup, sched(7))
     nice: int = 0
+    # nice increment of a container until it is first Ready, then ``nice`` (None: ``nice`` throughout). On a
+    # cluster a new pod gets cores of its own; here it starts (three Python interpreters importing torch and vLLM)
+    # on the same two cores as the busy pods, and at their priority a real vLLM server took ~6 min instead of ~40 s
+    startup_nice: int | None = None
 
 
 @dataclass
@@ -92,8 +99,8 @@ class HistoryEvent:
     namespace: str
     pod: str
     role: str
-    event: str  # admitted, started, loaded, ready, unready, crashed, restarted, terminating, sigterm, sigkill,
-    #            exited, deleted
+    event: str  # admitted, started, loaded, ready, reniced, unready, crashed, restarted, terminating, sigterm,
+    #            sigkill, exited, deleted
     detail: str = ""
 
 
@@ -127,6 +134,7 @@ class _Container:
     probe_timeout_s: float = 1.0
     failure_threshold: int = 3  # consecutive failed probes before Ready turns False (Kubernetes' default)
     probe_failures: int = 0
+    at_startup_nice: bool = False  # started at KubeletOptions.startup_nice, not yet reniced to ``nice``
 
     @property
     def loaded(self) -> bool:
@@ -278,8 +286,9 @@ class Kubelet:
         return c
 
     def _start(self, c: _Container, pod: Mapping[str, Any] | None = None) -> None:
+        increment = self.options.nice if self.options.startup_nice is None else self.options.startup_nice
         try:
-            argv = ["nice", "-n", str(self.options.nice), *c.argv] if self.options.nice else c.argv
+            argv = ["nice", "-n", str(increment), *c.argv] if increment else c.argv
             c.process = self.runner.start(argv, name=f"{c.namespace}_{c.name}", env=c.env,
                                           cwd=self.options.cwd)  # fmt: skip
         except OSError as exc:
@@ -288,6 +297,9 @@ class Kubelet:
             self._record(c, "crashed", f"cannot start {shlex.join(c.argv)}: {exc}")
             return
         c.started_s, c.started_iso = time.time(), now_iso()
+        c.at_startup_nice = increment != self.options.nice
+        if increment:
+            self._set_autogroup_nice(c, increment)
         c.next_probe_s = c.started_s + c.startup_delay_s
         self._record(c, "started", f"pid {c.process.pid}")
         if pod is not None:
@@ -343,6 +355,38 @@ class Kubelet:
             c.ready = ready
             c.ready_since_iso = now_iso()
             self._record(c, "ready" if ready else "unready")
+        if ready and c.at_startup_nice:
+            self._renice(c)
+
+    def _renice(self, c: _Container) -> None:
+        """Every process and thread of the container (its process group, and its session's autogroup) from
+        ``startup_nice`` to ``nice``."""
+        c.at_startup_nice = False
+        if c.process is None or not c.process.running:
+            return
+        value = os.getpriority(os.PRIO_PROCESS, 0) + self.options.nice  # nice(1) increments are relative to ours
+        try:
+            os.setpriority(os.PRIO_PGRP, c.process.pid, value)
+        except OSError as exc:
+            log.warning("%s/%s: renice to %d failed: %s", c.namespace, c.name, value, exc)
+            return
+        group = self._set_autogroup_nice(c, self.options.nice)
+        self._record(c, "reniced", f"nice {value}" + (f", autogroup nice {group}" if group is not None else ""))
+
+    def _set_autogroup_nice(self, c: _Container, value: int) -> int | None:
+        """The nice value of the container's session autogroup (None where the kernel has no autogroups)."""
+        if c.process is None:
+            return None
+        path = Path(f"/proc/{c.process.pid}/autogroup")
+        value = max(-20, min(19, value))
+        try:
+            if not path.exists() or Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+                return None
+            path.write_text(f"{value}\n")
+        except OSError as exc:  # lowering it needs CAP_SYS_NICE
+            log.warning("%s/%s: autogroup nice %d not set: %s", c.namespace, c.name, value, exc)
+            return None
+        return value
 
     # ---------------------------------------------------------------- status
     def _status(self, c: _Container) -> dict[str, Any]:
