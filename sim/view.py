@@ -368,6 +368,13 @@ class SimPrometheus:
             return None
         return _finite(total / count)
 
+    def fresh_targets(self, metric: str, at_s: float, *, job: str = POD_JOB, pool: Pool | None = None,
+                      max_age_s: float = LOOKBACK_S) -> int:  # fmt: skip
+        """How many targets have a non-stale sample of ``metric`` younger than ``max_age_s``: ``count by (pod)``
+        over the gauge read ``gauge`` makes (every target exposes every series here)."""
+        self._column(metric)
+        return sum(1 for t in self._select(job, pool) if t.latest(at_s, max_age_s) is not None)
+
     def gauge(
         self,
         metric: str,
@@ -411,7 +418,10 @@ class SimMetricsSource:
       missing if either is), the decode pool alone when there is no prefill series (aggregated); ITL from decode;
     * requests/s from the proxy's TTFT count (proxy) or the decode pool's finished requests; prompt tokens/s from
       the prefill pool when it has series, else decode; output tokens/s from the decode pool;
-    * per-pool gauges (sum of waiting/running, mean KV usage) only from samples younger than the rate window.
+    * per-pool gauges (sum of waiting/running, mean KV usage) only from samples younger than the rate window, and
+      the pods reporting (the distinct pods behind those gauges: a pod ready but not yet scraped is not one, as in
+      ``autoscaler.prometheus``'s running-gauge count; the policy holds scale-downs on a partial scrape and sizes
+      decode's KV context per reporting pod).
     """
 
     def __init__(self, prom: SimPrometheus, mode: str | None = None) -> None:
@@ -461,6 +471,7 @@ class SimMetricsSource:
             running_requests=p.gauge(RUNNING, now_s, pool=pool, max_age_s=window_s),
             kv_usage_fraction=p.gauge(KV_USAGE, now_s, pool=pool, agg="avg", max_age_s=window_s),
             request_rate_per_s=p.rate(REQUEST_SUCCESS, window_s, now_s, pool=pool),
+            pods_reporting=float(p.fresh_targets(RUNNING, now_s, pool=pool, max_age_s=window_s)),
         )
 
 

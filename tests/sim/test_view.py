@@ -241,6 +241,24 @@ def test_pod_invisible_until_first_scrape_after_ready_and_stale_after_gone():
     assert prom.visible_pods(60.0) == ["d1"]
 
 
+def test_pods_reporting_counts_scraped_pods_as_the_running_gauge_count_does():
+    """``PoolSignals.pods_reporting`` as ``autoscaler.prometheus`` reads it (distinct pods with a fresh running
+    gauge): a pod ready between two scrapes is not one yet, so the policy sees the partial scrape a live tick sees."""
+    early = FakePod("d0", Pool.DECODE)
+    late = FakePod("d1", Pool.DECODE, ready_s=20.0, state="starting")
+    prom = SimPrometheus(FakeEngine([early, late]))
+    source = SimMetricsSource(prom, mode="disagg")
+    prom.scrape(0.0)
+    prom.scrape(15.0)
+    assert source.observe(_spec(False), 25.0).decode.pods_reporting == 1.0  # d1 ready at 20, first scraped at 30
+    assert source.observe(_spec(False), 25.0).prefill.pods_reporting == 0.0  # no prefill pod reports
+    prom.scrape(30.0)
+    assert source.observe(_spec(False), 30.0).decode.pods_reporting == 2.0
+    early.gone_s = 40.0
+    prom.scrape(45.0)
+    assert source.observe(_spec(False), 45.0).decode.pods_reporting == 1.0  # gone: stale
+
+
 def test_gauge_lookback_and_average():
     pods = [FakePod("d0", Pool.DECODE), FakePod("d1", Pool.DECODE)]
     pods[0].counters.kv_cache_usage_perc = 0.2
