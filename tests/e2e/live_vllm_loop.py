@@ -6,9 +6,10 @@ on this shared 2-core machine on 2026-12-07 (load average 10-30 from other sessi
 * phase 2, the new decode server starts and serves: 50-56 s in 3 of 3 runs, since the kubelet starts a pod at
   nice 0 (thread and session autogroup) and renices it to 10 once Ready; before, at the busy pods' priority, it
   was not ready after 300 s (~6 min measured earlier);
-* phase 3, decode 2 -> 1 and drained: 95 s in the run that passed (6 min 55 s in all); in 2 runs it did not come
-  within 180 s: the decode ITL p99 read 0.7-3.5 s against the 0.5 s target while the machine was loaded, and the
-  policy asked for more decode pods than the maximum instead of fewer. So it is not yet inside `make test`'s budget
+* phase 3, decode 2 -> 1 and drained: 95 s in the run that passed (6 min 55 s in all; then with 4 sequences per
+  server and one long trickle); in 2 runs of this file (8 sequences, trickle in rounds) it did not come within
+  180 s: the decode ITL p99 read 0.7-3.5 s against the 0.5 s target while the machine was loaded, and the policy
+  asked for more decode pods than the maximum instead of fewer. So it is not yet inside `make test`'s budget
   (~4 min) on a shared 2-core machine; issue 11 item 5 is open.
 
 Real vLLM in the live loop: the pods are real vLLM servers on CPU (``.venv-vllm`` and the tiny local Llama from
