@@ -33,9 +33,8 @@ image-worker:
 	docker build --build-arg PDSCALE_EXTRAS=worker -t $(WORKER_IMAGE) .
 
 # Real vLLM pods in the live loop (tests/e2e/live_vllm_loop.py, ~6-7 min on 2 cores): NOT part of `make test`. The
-# second decode pod now starts in ~55 s (the kubelet's start-up priority), but on a loaded 2-core machine the
-# scale-down back to 1 took 95 s once and did not come within 180 s twice (decode ITL above target under the load);
-# the file says what each phase took.
+# second decode pod now starts in ~50-73 s (the kubelet's start-up priority), but the scale-down back to 1 is not
+# reliable on a loaded 2-core machine (1 pass; the file says what each phase took and how the others failed).
 test-live-vllm: $(STAMP) prometheus kubectl vllm
 	$(BIN)/pytest tests/e2e/live_vllm_loop.py
 

@@ -1,16 +1,18 @@
 """NOT collected by `make test` (file name outside pytest's test_*.py): `make test-live-vllm` runs it. Measured
 on this shared 2-core machine on 2026-12-07 (load average 10-30 from other sessions; s = seconds):
 
-* start (prefill + decode vLLM ready, controller leading): 46-92 s;
+* start (prefill + decode vLLM ready, controller leading): 35-152 s;
 * phase 1, saturate until decode 1 -> 2 is ordered: 20-71 s (the order comes ~12 s in);
-* phase 2, the new decode server starts and serves: 50-56 s in 3 of 3 runs, since the kubelet starts a pod at
+* phase 2, the new decode server starts and serves: 50-73 s in 4 of 4 runs, since the kubelet starts a pod at
   nice 0 (thread and session autogroup) and renices it to 10 once Ready; before, at the busy pods' priority, it
   was not ready after 300 s (~6 min measured earlier);
-* phase 3, decode 2 -> 1 and drained: 95 s in the run that passed (6 min 55 s in all; then with 4 sequences per
-  server and one long trickle); in 2 runs of this file (8 sequences, trickle in rounds) it did not come within
-  180 s: the decode ITL p99 read 0.7-3.5 s against the 0.5 s target while the machine was loaded, and the policy
-  asked for more decode pods than the maximum instead of fewer. So it is not yet inside `make test`'s budget
-  (~4 min) on a shared 2-core machine; issue 11 item 5 is open.
+* phase 3, decode 2 -> 1 and drained: 95 s in the run that passed (6 min 55 s in all, this file's settings);
+  there the controller ordered the second pod again 27 s after the drain, after the test had read the writes: with
+  4 sequences per server one request waiting for its NIXL KV transfer (vLLM counts it as waiting) reads as a decode
+  backlog (>= 1/4 of the slots). With 8 sequences per server and the trickle in rounds, the scale-down did not come
+  within 180 s in 3 of 3 runs (the decode ITL p99 read 0.7-3.5 s against the 0.5 s target in the one looked at,
+  and the policy asked for more decode pods than the maximum); not understood yet.
+So it is not inside `make test`'s budget (~4 min) on a shared 2-core machine; issue 11 item 5 is open.
 
 Real vLLM in the live loop: the pods are real vLLM servers on CPU (``.venv-vllm`` and the tiny local Llama from
 ``scripts/ensure-vllm.sh``), a prefill and a decode pool joined by the NixlConnector, behind ``pdscale proxy``, with
@@ -28,7 +30,6 @@ Budget: 3 vLLM servers at most on 2 cores (prefill on core 0, decode pods on cor
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterator
 
@@ -48,7 +49,7 @@ def vllm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClus
     prometheus_binary()
     spec = ClusterSpec(
         namespace="vllm", model="tiny", engine="vllm", vllm_python=vllm_python(), vllm_model_dir=tiny_model_dir(),
-        vllm_max_model_len=512, max_num_seqs=8,
+        vllm_max_model_len=512, max_num_seqs=4,
         # the controller's capacity model: 8B/H100 step times x2 ~ the tiny model on one busy CPU core
         time_scale=2.0, startup_s=120.0, tick_s=2.0, scrape_s=1.0, window_s=15.0, lease_s=40.0, controllers=1,
         ttft_target_s=5.0, itl_target_s=0.5, max_replicas=2, pre_stop_s=2, grace_s=40, probe_period_s=1.0,
@@ -62,8 +63,6 @@ def vllm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClus
     # Lease and could not list its autoscalers for minutes, and never scaled back). The vLLM pods run at nice 10
     # (thread and session autogroup) once ready, at 0 while they start (KubeletOptions.startup_nice): a new server
     # beside two busy ones then starts in ~40-60 s, not ~6 min.
-    # 8 sequences per server: with 4, one request waiting for its KV transfer (vLLM counts it as waiting) read as a
-    # decode backlog (>= 1/4 of the slots) and a 1-in-flight trickle ordered the second pod again.
     cluster = LocalCluster(spec, tmp_path_factory.mktemp("vllm-live"))
     t0 = time.monotonic()
     cluster.start(wait_ready_s=420.0)
@@ -90,12 +89,12 @@ def test_real_vllm_decode_scales_1_to_2_and_back_without_losing_a_request(vllm_c
     assert (c.replicas("prefill"), c.replicas("decode")) == (1, 1)
     records = []
     t_start = time.monotonic()
-    # 1. saturate the decode server (8 requests in flight, 8 sequences per server) until the controller orders a
+    # 1. saturate the decode server (6 requests in flight, 4 sequences per server) until the controller orders a
     #    second decode pod
     rounds = 0
     deadline = time.monotonic() + 120.0
     while c.replicas("decode") < 2 and time.monotonic() < deadline:
-        records += _load(c, 20.0, 16, 8, seed=rounds).result(timeout_s=180)
+        records += _load(c, 20.0, 24, 6, seed=rounds).result(timeout_s=180)
         rounds += 1
     assert c.scale_writes("decode")[:2] == [1, 2], c.scale_writes("decode")
     t_ordered = time.monotonic()
@@ -116,30 +115,19 @@ def test_real_vllm_decode_scales_1_to_2_and_back_without_losing_a_request(vllm_c
     assert served_at is not None, "the second real vLLM decode pod never became ready"
     served = _decode_requests(c)
     assert len(served) == 2 and all(v > served_at.get(p, 0.0) for p, v in served.items()), (served_at, served)
-    # 3. a trickle (0.5 req/s, one at a time) keeps requests in flight while the controller shrinks the pool back:
-    #    rounds of 8 requests (16 s), each started 14 s after the one before so the arrivals do not pause (a pause
-    #    and its recovery read as a rising load, and the policy does not scale down into one), until the removed pod
-    #    has drained. The policy verifies a scale-down at the load raised by the recent swing (the on/off rounds
-    #    above: x2): one decode pod holds that.
+    # 3. a trickle (0.5 req/s, one at a time) keeps requests in flight while the controller shrinks the pool back.
+    #    The policy verifies a scale-down at the load raised by the recent swing (the on/off rounds above: x2): with
+    #    the corrected latency model one decode pod holds 1.6 req/s but not 2 (128/48 tokens, x2 time scale), so a
+    #    1 req/s trickle kept both pods; 0.5 req/s x2 x the online correction stays within one.
     t_served = time.monotonic()
     print(f"phase 2 (the new decode pod starts and serves): {t_served - t_ordered:.0f} s")
-    deadline = time.monotonic() + 180.0
-    drained_at = None
-    trickles: list[LoadProcess] = []
-    last_round_s = -math.inf
-    while time.monotonic() < deadline and drained_at is None:
-        if time.monotonic() >= last_round_s + 14.0:
-            trickles.append(_load(c, 0.5, 8, 1, seed=100 + rounds))
-            last_round_s = time.monotonic()
-            rounds += 1
-        if c.replicas("decode") == 1 and c.pool_state()["decode"].draining == 0:
-            drained_at = time.monotonic()
-        time.sleep(0.5)
-    for trickle in trickles:
-        records += trickle.result(timeout_s=120)
-    assert drained_at is not None, f"decode not back to 1 and drained: writes {c.scale_writes('decode')}"
-    print(f"phase 3 (decode 2 -> 1 ordered and drained): {drained_at - t_served:.0f} s, "
-          f"its trickle ends: {time.monotonic() - t_served:.0f} s")
+    trickle = _load(c, 0.5, 50, 1, seed=99)
+    wait_for(lambda: c.replicas("decode") == 1, 120, "the controller to scale decode back to 1")
+    wait_for(lambda: c.pool_state()["decode"].draining == 0, 90, "the removed vLLM pod to drain and exit")
+    print(f"phase 3 (decode 2 -> 1 ordered and drained): {time.monotonic() - t_served:.0f} s")
+    writes = c.scale_writes("decode")
+    records += trickle.result(timeout_s=180)
+    print(f"phase 3 (the trickle ends): {time.monotonic() - t_served:.0f} s")
     writes = c.scale_writes("decode")
     assert failures(records) == []
     assert writes == [1, 2, 1], writes
