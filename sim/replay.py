@@ -91,7 +91,8 @@ def replay(
 
     ``scrape_phases`` > 1 scrapes each target at its own phase of the interval (``SimPrometheus``), as a real
     Prometheus does; 1 scrapes every target at the tick instants."""
-    from sim.engine import ClosedLoopArrivals, Engine, EngineConfig  # H3's engine; imported late so tooling can load this module
+    # the engine is imported late so that tooling can load this module
+    from sim.engine import ClosedLoopArrivals, Engine, EngineConfig
     from sim.summary import summarize
 
     wall0 = time.perf_counter()
