@@ -566,9 +566,7 @@ class Engine:
             return
         inst.routing_loads[inst.routing_slot] += s.prompt_tokens + s.output_tokens
         self._log.decode_pod[s.index] = inst.pod.index  # type: ignore[attr-defined]
-        events = self._events  # EventQueue.push_kv_arrival, inlined on the hot path
-        events.pushes += 1
-        _heappush(events.heap, (inst.start_kv_transfer(s, now), KV_ARRIVAL, events.pushes, KV_ARRIVAL, (inst, s), 0))
+        self._events.push_kv_arrival(inst.start_kv_transfer(s, now), inst, s)
 
     def _on_kv_arrival(self, obj: tuple[InstanceScheduler, Request], now: float) -> None:
         inst, s = obj

@@ -20,29 +20,29 @@ _heappush = heapq.heappush
 
 
 class EventQueue:
-    __slots__ = ("heap", "pushes")
+    __slots__ = ("_pushes", "heap")
 
     def __init__(self) -> None:
         self.heap: list[tuple[float, int, int, int, Any, int]] = []
-        self.pushes = 0  # events pushed so far: the tie-break that keeps push order among equal (time, kind)
+        self._pushes = 0
 
     def push_ready(self, t_s: float, inst: Any) -> None:
-        self.pushes += 1
-        _heappush(self.heap, (t_s, READY, self.pushes, READY, inst, 0))
+        self._pushes += 1
+        _heappush(self.heap, (t_s, READY, self._pushes, READY, inst, 0))
 
     def push_kv_arrival(self, t_s: float, inst: Any, req: Any) -> None:
-        self.pushes += 1
-        _heappush(self.heap, (t_s, KV_ARRIVAL, self.pushes, KV_ARRIVAL, (inst, req), 0))
+        self._pushes += 1
+        _heappush(self.heap, (t_s, KV_ARRIVAL, self._pushes, KV_ARRIVAL, (inst, req), 0))
 
     def push_client_done(self, t_s: float) -> None:
         """Closed loop: a client sees its request's last token at ``t_s`` (and sends its next one)."""
-        self.pushes += 1
-        _heappush(self.heap, (t_s, CLIENT_DONE, self.pushes, CLIENT_DONE, None, 0))
+        self._pushes += 1
+        _heappush(self.heap, (t_s, CLIENT_DONE, self._pushes, CLIENT_DONE, None, 0))
 
     def push_arrival(self, t_s: float, request_index: int) -> None:
         """Closed loop: request ``request_index`` reaches the pods at ``t_s``."""
-        self.pushes += 1
-        _heappush(self.heap, (t_s, ARRIVAL, self.pushes, ARRIVAL, request_index, 0))
+        self._pushes += 1
+        _heappush(self.heap, (t_s, ARRIVAL, self._pushes, ARRIVAL, request_index, 0))
 
     def push_step_end(self, t_s: float, inst: Any) -> None:
         """The instance's current step (or segment) ends at ``t_s``; earlier step events of it become stale."""

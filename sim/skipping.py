@@ -142,15 +142,7 @@ class SkippingScheduler(InstanceScheduler):
             t0, d0, dl = self.segment_start_s, self.first_step_s, self.step_growth_s
             t_end = t0 + j * d0 + dl * (j * (j - 1) / 2)
             d_last = d0 + dl * (j - 1)
-            # note_segment_peak, inlined on the hot path: the segment's longest step joins the monotonic stack
-            longest = d0 if d0 > d_last else d_last
-            peaks, peak_index = self.segment_peaks_s, self.segment_peak_index
-            while peaks and peaks[-1] <= longest:
-                peaks.pop()
-                peak_index.pop()
-            peaks.append(longest)
-            peak_index.append(self.segments_committed)
-            self.segments_committed += 1
+            self.note_segment_peak(d0 if d0 > d_last else d_last)
             self.steps_done = sd = self.steps_done + j
             pc = self.counters
             grow = batch * (j - 1)  # one more KV slot per request per step after the first (allocated at formation)
@@ -239,14 +231,13 @@ class SkippingScheduler(InstanceScheduler):
         """Sequences whose last token was emitted by the committed steps leave the batch."""
         h = self.finish_heap
         sd = self.steps_done
-        peak_index, peaks = self.segment_peak_index, self.segment_peaks_s
         while h and h[0][0] <= sd:
             _, key, s = _heappop(h)
             if not s.decoding or s.heap_key != key:
                 continue
-            p = bisect_left(peak_index, s.segment_index)  # longest_step_since, inlined
-            if p < len(peak_index) and peaks[p] > s.max_itl_s:
-                s.max_itl_s = peaks[p]
+            m = self.longest_step_since(s.segment_index)
+            if m > s.max_itl_s:
+                s.max_itl_s = m
             self._finish_decoding(s, s.kv_tokens_at_base + sd - s.base_step, t_end)
 
     def _commit_generic(self, j: int) -> None:
