@@ -236,7 +236,8 @@ class Engine:
         self._client_prompt_tokens: list[int] = pr.tolist() if closed_loop is not None else []
         self._client_output_tokens: list[int] = out.tolist() if closed_loop is not None else []
         self._client_blocks_asked = 0  # ClosedLoopArrivals.more_requests blocks taken so far
-        self._active_clients = first  # closed loop: clients with a request in flight or about to send one
+        # closed loop: clients with a request in flight or about to send one (an open loop has no clients)
+        self._active_clients = first if closed_loop is not None else 0
         self._arrival_s = self._log.arrival_s
         # Host overheads (BLIS α0 + α1·prompt, ``HostOverheads``): a request reaches the pods that much after the
         # client sent it. The delay depends on the prompt, so requests are dispatched in the order they get through

@@ -148,6 +148,7 @@ def test_fast_equals_reference(name: str, seed: int) -> None:
     ref = run_case(c, seed, reference=True)
     fast = run_case(c, seed, reference=False)
     assert ref.records().finished.all()
+    assert ref.all_done and fast.all_done and not fast.sending  # what ends a replay's drain
     assert_same_records(ref, fast)
     assert np.array_equal(ref.proxy.itl.counts, fast.proxy.itl.counts)
     assert np.array_equal(ref.proxy.ttft.counts, fast.proxy.ttft.counts)
