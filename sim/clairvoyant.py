@@ -48,7 +48,7 @@ class ClairvoyantSchedule:
 def window_loads(workload: Workload, window_s: float, tail_percentile: float | None = None) -> list[Load]:
     """The true load of each window: arrivals in it, their mean prompt and output lengths, the prompts' SCV
     (prefill's attention work), the output-weighted KV context of decoding sequences and, with ``tail_percentile``,
-    the prompt length at that percentile (``Load``)."""
+    the prompt length at that percentile and the inter-arrival times' SCV (``Load``)."""
     end = max(workload.duration_s, float(workload.arrival_s[-1]) if len(workload) else 0.0)
     n = max(1, math.ceil(end / window_s - 1e-9))
     idx = np.clip((workload.arrival_s // window_s).astype(np.int64), 0, n - 1)
@@ -69,15 +69,20 @@ def window_loads(workload: Workload, window_s: float, tail_percentile: float | N
         scv = max(0.0, p2 / c / (mean_p * mean_p) - 1.0)  # prefill's attention work is mean²·(1 + SCV) a prompt
         context_scale = (h / o) / (mean_p + mean_o / 2.0) if o > 0 else 1.0
         loads.append(Load(c / window_s, mean_p, mean_o, context_scale, prompt_scv=scv))
-    if tail_percentile is not None and len(workload):  # the prompt length at the TTFT percentile, per window
-        order = np.argsort(idx, kind="stable")
-        bounds = np.searchsorted(idx[order], np.arange(n + 1))
-        sorted_prompts = prompts[order]
-        for i, load in enumerate(loads):
-            chunk = sorted_prompts[bounds[i] : bounds[i + 1]]
-            if len(chunk):
-                tail = float(np.quantile(chunk, tail_percentile))
-                loads[i] = replace(load, tail_prompt_tokens=max(tail, load.mean_prompt_tokens))
+    if tail_percentile is None or not len(workload):
+        return loads
+    # per window: the prompt length at the TTFT percentile and the inter-arrival times' SCV
+    order = np.argsort(workload.arrival_s, kind="stable")
+    arrivals, window_of, sorted_prompts = workload.arrival_s[order], idx[order], prompts[order]
+    bounds = np.searchsorted(window_of, np.arange(n + 1))
+    for i, load in enumerate(loads):
+        lo, hi = bounds[i], bounds[i + 1]
+        if hi <= lo:
+            continue
+        tail = max(float(np.quantile(sorted_prompts[lo:hi], tail_percentile)), load.mean_prompt_tokens)
+        gaps = np.diff(arrivals[lo:hi])
+        arrival_scv = float(np.var(gaps) / np.mean(gaps) ** 2) if len(gaps) >= 2 and np.mean(gaps) > 0 else None
+        loads[i] = replace(load, tail_prompt_tokens=tail, arrival_scv=arrival_scv)
     return loads
 
 

@@ -56,6 +56,9 @@ def test_window_loads_are_the_truth() -> None:
     with_tail = window_loads(w, 60.0, 0.99)
     assert with_tail[0].tail_prompt_tokens == pytest.approx(298.0)  # numpy's linear quantile of (100, 300)
     assert with_tail[1].tail_prompt_tokens == 50.0
+    assert with_tail[0].arrival_scv is None and with_tail[1].arrival_scv is None  # too few arrivals for a gap SCV
+    bursty = Workload("b", np.array([0.0, 0.0, 0.0, 30.0, 30.0]), np.full(5, 100), np.full(5, 10), 60.0)
+    assert window_loads(bursty, 60.0, 0.99)[0].arrival_scv == pytest.approx(3.0)  # gaps 0,0,30,0: var 168.75/7.5²
 
 
 def test_schedule_sizes_each_window_with_the_policy_model() -> None:
