@@ -45,10 +45,13 @@ class ClairvoyantSchedule:
         return series[min(max(index, 0), len(series) - 1)]
 
 
-def window_loads(workload: Workload, window_s: float, tail_percentile: float | None = None) -> list[Load]:
+def window_loads(
+    workload: Workload, window_s: float, tail_percentile: float | None = None, burst_timescale_s: float = 1.0
+) -> list[Load]:
     """The true load of each window: arrivals in it, their mean prompt and output lengths, the prompts' SCV
     (prefill's attention work), the output-weighted KV context of decoding sequences and, with ``tail_percentile``,
-    the prompt length at that percentile and the inter-arrival times' SCV (``Load``)."""
+    the prompt length at that percentile and the arrivals' dispersion over ``burst_timescale_s``
+    (``dispersion_index``) (``Load``)."""
     end = max(workload.duration_s, float(workload.arrival_s[-1]) if len(workload) else 0.0)
     n = max(1, math.ceil(end / window_s - 1e-9))
     idx = np.clip((workload.arrival_s // window_s).astype(np.int64), 0, n - 1)
@@ -80,16 +83,30 @@ def window_loads(workload: Workload, window_s: float, tail_percentile: float | N
         if hi <= lo:
             continue
         tail = max(float(np.quantile(sorted_prompts[lo:hi], tail_percentile)), load.mean_prompt_tokens)
-        gaps = np.diff(arrivals[lo:hi])
-        arrival_scv = float(np.var(gaps) / np.mean(gaps) ** 2) if len(gaps) >= 2 and np.mean(gaps) > 0 else None
-        loads[i] = replace(load, tail_prompt_tokens=tail, arrival_scv=arrival_scv)
+        loads[i] = replace(
+            load,
+            tail_prompt_tokens=tail,
+            arrival_scv=dispersion_index(arrivals[lo:hi] - i * window_s, window_s, burst_timescale_s),
+        )
     return loads
+
+
+def dispersion_index(arrivals_s: np.ndarray, span_s: float, timescale_s: float) -> float | None:
+    """Variance over mean of the arrival counts in ``timescale_s`` bins of [0, ``span_s``): the arrival
+    variability c_a² a queue sees over that timescale (1 for Poisson; a batch-Poisson process tends to
+    E[B²]/E[B]). The inter-arrival times' SCV misses correlated bursts: the Azure code trace's batched
+    submissions measure 2 by gaps but 12 (median window) to 37 over 1 s bins, 40 to 165 over 5 s."""
+    bins = max(1, int(span_s // timescale_s))
+    if len(arrivals_s) < 2 or bins < 2:
+        return None
+    counts = np.bincount(np.clip((arrivals_s // timescale_s).astype(np.int64), 0, bins - 1), minlength=bins)
+    return float(np.var(counts) / np.mean(counts))
 
 
 def clairvoyant_schedule(
     workload: Workload, policy: PdscalePolicy, spec: AutoscalerSpec, window_s: float
 ) -> ClairvoyantSchedule:
-    loads = window_loads(workload, window_s, spec.ttft.percentile)
+    loads = window_loads(workload, window_s, spec.ttft.percentile, burst_timescale_s=spec.ttft.target_s)
     target_p = spec.ttft.target_s * (1 - policy.margin_up)
     target_d = spec.itl.target_s * (1 - policy.margin_up)
     prefill = tuple(

@@ -39,8 +39,9 @@ class Load:
     and the oracle know it from the trace); None: the ``PrefillModel``'s assumption. Prefill's attention work per
     prompt is mean²·(1 + SCV), so a long-tailed mix costs more than its mean says. ``tail_prompt_tokens``: the
     prompt length at the TTFT SLO's percentile, when known (the clairvoyant's window); None: from the
-    ``PrefillModel``. ``arrival_scv``: the inter-arrival times' SCV, when known (a window of the Azure code trace's
-    batched submissions measures 2 at the median, 57 at worst); None: the ``PrefillModel``'s. None of these three
+    ``PrefillModel``. ``arrival_scv``: the arrivals' variability c_a², when known (the clairvoyant measures the index of
+    dispersion of counts over the TTFT target: ~1 on Poisson traffic and the Azure conv trace, 12 at the median
+    window of the Azure code trace's batched submissions); None: the ``PrefillModel``'s. None of these three
     changes with ``scaled``.
     """
 

@@ -56,9 +56,13 @@ def test_window_loads_are_the_truth() -> None:
     with_tail = window_loads(w, 60.0, 0.99)
     assert with_tail[0].tail_prompt_tokens == pytest.approx(298.0)  # numpy's linear quantile of (100, 300)
     assert with_tail[1].tail_prompt_tokens == 50.0
-    assert with_tail[0].arrival_scv is None and with_tail[1].arrival_scv is None  # too few arrivals for a gap SCV
+    assert with_tail[1].arrival_scv is None  # one arrival: no dispersion
+    # arrival variability = variance / mean of the counts in 1 s bins: 3 at once and 2 at once in 60 bins give
+    # E[c] = 5/60, E[c²] = 13/60, so (13/60 - 25/3600) / (5/60) = 755/300; evenly spread arrivals give 0
     bursty = Workload("b", np.array([0.0, 0.0, 0.0, 30.0, 30.0]), np.full(5, 100), np.full(5, 10), 60.0)
-    assert window_loads(bursty, 60.0, 0.99)[0].arrival_scv == pytest.approx(3.0)  # gaps 0,0,30,0: var 168.75/7.5²
+    assert window_loads(bursty, 60.0, 0.99)[0].arrival_scv == pytest.approx(755 / 300)
+    even = Workload("e", np.arange(60) + 0.5, np.full(60, 100), np.full(60, 10), 60.0)
+    assert window_loads(even, 60.0, 0.99)[0].arrival_scv == pytest.approx(0.0)
 
 
 def test_schedule_sizes_each_window_with_the_policy_model() -> None:

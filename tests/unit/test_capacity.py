@@ -205,7 +205,7 @@ def test_capacity_model_charges_the_profiles_host_overheads() -> None:
     """The policy plans on the model the simulator runs: α0 + α1·prompt + α2 on TTFT, α2 on every ITL gap."""
     from dataclasses import replace
 
-    from autoscaler.core.capacity import Load, PrefillModel, predict_itl_s, predict_ttft_s
+    from autoscaler.core.capacity import Load, predict_itl_s, predict_ttft_s
     from autoscaler.core.latency import HostOverheads
     from autoscaler.profiles import load_profile
 
