@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,28 @@ SUMMARY_KEYS = (
     "request_slo_attainment", "window_compliance", "gpu_hours", "prefill_replicas_max", "decode_replicas_max",
     "scale_events",
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SummaryRecords:
+    """The per-request fields summaries read (a subset of ``sim.records.RequestRecords``), for records that come
+    from elsewhere: a live run's loadgen, or a test's hand-built rows. Times in seconds, NaN/inf where absent."""
+
+    arrival_s: np.ndarray
+    first_token_s: np.ndarray
+    last_token_s: np.ndarray
+    itl_mean_s: np.ndarray
+    itl_max_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    finished: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.arrival_s.size)
+
+    @property
+    def ttft_s(self) -> np.ndarray:
+        return np.asarray(self.first_token_s - self.arrival_s, dtype=np.float64)
 
 
 def quantile(values: np.ndarray, q: float) -> float:

@@ -55,6 +55,7 @@ from workers.responses import (
     system_fingerprint,
 )
 from workers.tokens import chat_prompt_text, detokenize, output_text, output_token_text, synthetic_token_ids
+from workers.vllm import KV_ROLES
 
 log = logging.getLogger("pdscale.worker")
 
@@ -134,7 +135,7 @@ class WorkerServer:
                 kv_cache_memory_bytes=config.kv_cache_memory_bytes,
                 max_num_seqs=config.max_num_seqs,
             ),
-            kv_connector={"prefill": "kv_producer", "decode": "kv_consumer", "both": "kv_both"}.get(config.role),
+            kv_connector=KV_ROLES.get(config.role),  # the NixlConnector kv_role real vLLM's command line gets
         )
         self.kv_producer = KVProducer.from_env(config.host, config.block_size)
         self.fingerprint = system_fingerprint(config.model_root)

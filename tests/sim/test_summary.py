@@ -14,7 +14,7 @@ from autoscaler.core.latency import LatencyProfile, PolyModel
 from autoscaler.core.spec import SLO, AutoscalerSpec
 from autoscaler.core.types import Decision, Pool, PoolDecision
 from sim.scenario import Scenario
-from sim.summary import SUMMARY_KEYS, quantile, summarize, window_table
+from sim.summary import SUMMARY_KEYS, SummaryRecords, quantile, summarize, window_table
 from sim.workload import Workload
 
 NAN = math.nan
@@ -22,18 +22,6 @@ PROFILE = LatencyProfile(
     name="test", source="hand-made", step=PolyModel(0.01, 1e-5, 0.0, 0.005, 1e-7, 1e-5),
     gpus_per_replica=2, kv_bytes_per_token=1, kv_capacity_tokens=100_000,
 )  # fmt: skip
-
-
-@dataclass
-class Records:
-    arrival_s: np.ndarray
-    first_token_s: np.ndarray
-    last_token_s: np.ndarray
-    itl_mean_s: np.ndarray
-    itl_max_s: np.ndarray
-    prompt_tokens: np.ndarray
-    output_tokens: np.ndarray
-    finished: np.ndarray
 
 
 def records(rows):
@@ -44,7 +32,7 @@ def records(rows):
     out = np.array([r[3] for r in rows], np.int64)
     fin = np.array([r[4] for r in rows], bool)
     last = np.where(fin, first + np.nan_to_num(itl) * (out - 1), NAN)
-    return Records(arr, first, last, itl, itl * 1.5, np.full(arr.size, 100, np.int64), out, fin)
+    return SummaryRecords(arr, first, last, itl, itl * 1.5, np.full(arr.size, 100, np.int64), out, fin)
 
 
 def scenario(ttft_s=1.0, itl_s=0.05, window_s=60.0):

@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterator
 
 import pytest
+import requests
 from hypothesis import given
 from hypothesis import strategies as st
 from kubernetes import client as k8s
@@ -468,7 +469,7 @@ def test_selector_semantics(selector: str, labels: dict[str, str], ok: bool) -> 
 
 @given(
     st.dictionaries(
-        st.from_regex(r"[a-z][a-z0-9.-]{0,8}", fullmatch=True),
+        st.from_regex(r"[a-z]([a-z0-9.-]{0,7}[a-z0-9])?", fullmatch=True),  # apimachinery: ends alphanumeric
         st.from_regex(r"[a-z0-9]{0,6}", fullmatch=True),
         max_size=5,
     )
@@ -479,6 +480,22 @@ def test_selector_of_labels_matches_them(labels: dict[str, str]) -> None:
     if labels:
         k = next(iter(labels))
         assert not selector_matches(selector, {**labels, k: labels[k] + "x"})
+
+
+@pytest.mark.parametrize(
+    ("param", "selector", "named"),
+    [("labelSelector", "app in (a", "missing ')'"), ("labelSelector", "a.=b", "a."),
+     ("fieldSelector", "status.phase~Running", "status.phase~Running")],
+    ids=["unclosed-set", "bad-key", "bad-field-term"],
+)
+def test_bad_selector_is_a_400_naming_it(emu: KubeEmulator, kube: KubeClient, param: str, selector: str,
+                                         named: str) -> None:  # fmt: skip
+    """As the API server answers: the client's mistake is a 400 with the reason, not a 500 or a broken watch."""
+    for watch in (False, True):
+        resp = requests.get(f"{emu.url}/api/v1/namespaces/{NS}/pods",
+                            params={param: selector, **({"watch": "true"} if watch else {})}, timeout=5)  # fmt: skip
+        assert resp.status_code == 400, (watch, resp.status_code, resp.text)
+        assert named in resp.json()["message"]
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,7 @@ import yaml
 from kmock._internal import rendering
 from kmock._internal.k8s import KubernetesError, KubernetesObjectNotFoundError
 
+from metrics_adapter.selectors import Selector, parse_selector
 from workers.local import kube_tables
 
 # group/version/plural -> (kind, namespaced, subresources)
@@ -176,53 +177,31 @@ def _merge(base: Any, patch: Any) -> Any:
     return out
 
 
-_TERM = re.compile(r"\s*(!?)([A-Za-z0-9_./-]+)\s*(?:(==|=|!=)\s*([A-Za-z0-9_.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*")
-
-
 def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
-    """Kubernetes label-selector string semantics (``a=b,c!=d,e,!f,g in (x,y),h notin (z)``)."""
-    # split on commas outside parentheses
-    terms, depth, current = [], 0, ""
-    for ch in selector:
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            terms.append(current)
-            current = ""
-        else:
-            current += ch
-    terms.append(current)
-    for term in (t for t in terms if t.strip()):
-        m = _TERM.fullmatch(term)
-        if not m:
-            raise ValueError(f"unparsable label selector term {term!r}")
-        neg, key, op, value, setop, values = m.groups()
-        if neg:
-            if key in labels:
-                return False
-        elif op in ("=", "=="):
-            if labels.get(key) != value:
-                return False
-        elif op == "!=":
-            if labels.get(key) == value:
-                return False
-        elif setop:
-            members = {v.strip() for v in values.split(",")}
-            if (labels.get(key) in members) != (setop == "in"):
-                return False
-        elif key not in labels:
-            return False
-    return True
+    """Kubernetes label-selector semantics, parsed by apimachinery's rules (``metrics_adapter.selectors``, the same
+    parser the adapter uses); an invalid selector raises ``SelectorError``, which the API answers with a 400."""
+    return parse_selector(selector).matches(labels)
 
 
-def field_selector_matches(selector: str, obj: Mapping[str, Any]) -> bool:
-    """Field-selector semantics (``a.b=c,d!=e``, ``==`` too) over an object's dotted paths; a missing field reads
-    as the empty string, as the API server compares it."""
+FieldTerm = tuple[str, str, str]  # (dotted path, operator, value)
+
+
+def parse_field_selector(selector: str) -> tuple[FieldTerm, ...]:
+    """``a.b=c,d!=e`` (``==`` too) into its terms; raises ValueError naming a term it cannot read."""
+    terms = []
     for term in (t.strip() for t in selector.split(",") if t.strip()):
         m = re.fullmatch(r"([A-Za-z0-9_.]+)\s*(==|=|!=)\s*(.*)", term)
         if not m:
             raise ValueError(f"unparsable field selector term {term!r}")
         path, op, want = m.groups()
+        terms.append((path, op, want))
+    return tuple(terms)
+
+
+def field_selector_matches(terms: tuple[FieldTerm, ...], obj: Mapping[str, Any]) -> bool:
+    """Field-selector semantics over an object's dotted paths; a missing field reads as the empty string, as the API
+    server compares it."""
+    for path, op, want in terms:
         value: Any = obj
         for part in path.split("."):
             value = value.get(part) if isinstance(value, Mapping) else None
@@ -232,10 +211,20 @@ def field_selector_matches(selector: str, obj: Mapping[str, Any]) -> bool:
     return True
 
 
-def _selected(obj: Mapping[str, Any], labels: str, fields: str) -> bool:
-    if labels and not selector_matches(labels, (obj.get("metadata") or {}).get("labels") or {}):
+def _selected(obj: Mapping[str, Any], labels: Selector | None, fields: tuple[FieldTerm, ...]) -> bool:
+    if labels is not None and not labels.matches((obj.get("metadata") or {}).get("labels") or {}):
         return False
     return not fields or field_selector_matches(fields, obj)
+
+
+def _selectors(params: Mapping[str, str]) -> tuple[Selector | None, tuple[FieldTerm, ...]]:
+    """The request's label and field selectors, checked once per request: a bad one is the client's error (400),
+    as the API server answers it, not a 500 from deep inside the list or a broken watch stream."""
+    labels, fields = params.get("labelSelector", ""), params.get("fieldSelector", "")
+    try:
+        return (parse_selector(labels) if labels else None), parse_field_selector(fields)
+    except ValueError as exc:  # SelectorError is a ValueError
+        raise KubernetesError(status=400, reason="BadRequest", message=str(exc)) from exc
 
 
 def _key(res: kmock.resource) -> str:
@@ -427,7 +416,7 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
                     raise KubernetesObjectNotFoundError(message=f'{res.plural} "{name}" not found', details={})
                 return aiohttp.web.json_response(found)
             if request.action == kmock.action.LIST:  # kmock's own LIST slows down as objects gain history
-                labels, fields = request.params.get("labelSelector", ""), request.params.get("fieldSelector", "")
+                labels, fields = _selectors(request.params)
                 items = [
                     copy.deepcopy(obj.raw)
                     for (r, o_ns, _), obj in self.objects.items()
@@ -468,12 +457,10 @@ class PdscaleKubeEmulator(kmock.KubernetesEmulator):
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[Any]:
         """kmock's WATCH, filtered by ``labelSelector`` and ``fieldSelector`` as the API server filters it."""
-        labels, fields = request.params.get("labelSelector", ""), request.params.get("fieldSelector", "")
+        labels, fields = _selectors(request.params)
         async for event in super()._serve_watch(request):
-            if (labels or fields) and isinstance(event, dict) and not _selected(event.get("object") or {}, labels,
-                                                                                 fields):
-                continue
-            yield event
+            if not isinstance(event, dict) or _selected(event.get("object") or {}, labels, fields):
+                yield event
 
     async def _delete_pod(self, res: kmock.resource, ns: str | None, name: str,
                           request: rendering.Request) -> dict[str, Any]:  # fmt: skip

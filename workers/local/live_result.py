@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from autoscaler.core.types import Pool
+from sim.summary import SummaryRecords
 from workers.loadgen_report import RequestRecord
 from workers.local.kubelet import HistoryEvent
 from workers.local.pod_runner import PoolState
@@ -30,28 +31,8 @@ POOL_KEYS = ("desired", "ready", "starting", "draining")
 LOAD_KEYS = ("waiting", "running", "kv_usage")
 
 
-@dataclass(frozen=True)
-class LiveRecords:
-    """The fields of ``sim.records.RequestRecords`` that summaries read, from loadgen's records."""
-
-    arrival_s: np.ndarray
-    first_token_s: np.ndarray
-    last_token_s: np.ndarray
-    itl_mean_s: np.ndarray
-    itl_max_s: np.ndarray
-    prompt_tokens: np.ndarray
-    output_tokens: np.ndarray
-    finished: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.arrival_s.size)
-
-    @property
-    def ttft_s(self) -> np.ndarray:
-        return np.asarray(self.first_token_s - self.arrival_s, dtype=np.float64)
-
-
-def live_records(records: Sequence[RequestRecord]) -> LiveRecords:
+def live_records(records: Sequence[RequestRecord]) -> SummaryRecords:
+    """Loadgen's records as the fields summaries read, so a live run is summarised by the simulator's own code."""
     n = len(records)
     arrival, first, last = np.zeros(n), np.full(n, np.inf), np.full(n, np.inf)
     itl_mean, itl_max = np.full(n, np.nan), np.full(n, np.nan)
@@ -69,7 +50,7 @@ def live_records(records: Sequence[RequestRecord]) -> LiveRecords:
                 itl_mean[i] = r.tpot_s
             if r.itl_s:
                 itl_max[i] = max(r.itl_s)
-    return LiveRecords(arrival, first, last, itl_mean, itl_max, prompt, output, finished)
+    return SummaryRecords(arrival, first, last, itl_mean, itl_max, prompt, output, finished)
 
 
 @dataclass(frozen=True)
