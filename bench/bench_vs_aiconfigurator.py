@@ -6,13 +6,20 @@ vLLM and the Llama-3.1-8B shape) is an independent estimate built from measured 
 
 * pdscale's latency model (``llama-3.1-8b-h100-tp1``): TPOT = decode step at batch = concurrency and mean context
   ISL + OSL/2, plus α2; TTFT = prefill of one ISL prompt plus the host overheads (α0 + α1·ISL + α2);
-* pdscale's simulator: a closed loop of ``concurrency`` users sending ISL/OSL requests (``closed:``), mean TTFT and
-  mean TPOT over the requests.
+* pdscale's simulator, a closed loop of ``concurrency`` users (``closed:``), aggregated serving, two ways:
+  ``sim`` sends ISL/OSL requests of constant length: the users start together and, every answer taking as long,
+  stay in lock-step waves (each wave's prompts queue behind each other), mean TTFT and TPOT over all requests;
+  ``staggered`` draws the output lengths from uniform(OSL/2, 3·OSL/2) (same mean), so the users drift apart into
+  the steady state AIConfigurator assumes; its TTFT is the mean after the first wave (the t = 0 burst).
 
 AIConfigurator runs from a separate virtual environment (never the product's install): ``make bench-aic-venv``
-creates ``.venv-aic``; ``AIC_BIN`` overrides the executable. Each estimate takes 10-60 s. Usage::
+creates ``.venv-aic``; ``AIC_BIN`` overrides the executable. Each estimate takes 10-60 s; ``--aic-from FILE``
+reuses the AIConfigurator columns of an earlier ``--json`` output (the pdscale columns are always recomputed).
+Usage::
 
     .venv/bin/python bench/bench_vs_aiconfigurator.py [--points 1000:200:8,4000:500:32,...] [--json]
+    .venv/bin/python bench/bench_vs_aiconfigurator.py --aic-from earlier.json
+
 """
 
 from __future__ import annotations
@@ -69,43 +76,54 @@ def pdscale_model(isl: int, osl: int, batch: int) -> dict[str, float]:
     }
 
 
-def pdscale_sim(isl: int, osl: int, batch: int) -> dict[str, float]:
+def pdscale_sim(isl: int, osl: int, batch: int, *, staggered: bool = False) -> dict[str, float]:
+    """A closed loop of ``batch`` users, six requests each; ``staggered``: output lengths spread around OSL so the
+    users fall out of step, and TTFT over the requests after the first wave."""
     p = load_profile(PROFILE)
     cfg = EngineConfig(p, mode="agg", router="round-robin")
-    spec = parse_closed_loop(
-        f"closed:users={batch},requests={batch * 6},prompt=const({isl}),output=const({osl})", seed=0
-    )
+    output = f"uniform({osl // 2},{osl * 3 // 2})" if staggered else f"const({osl})"
+    spec = parse_closed_loop(f"closed:users={batch},requests={batch * 6},prompt=const({isl}),output={output}", seed=0)
     run = run_closed_loop(spec, cfg)
-    return {"ttft_s": float(np.mean(run.ttft_s)), "tpot_s": float(np.nanmean(run.tpot_s))}
+    ttft = run.ttft_s[batch:] if staggered else run.ttft_s
+    return {"ttft_s": float(np.mean(ttft)), "tpot_s": float(np.nanmean(run.tpot_s))}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", help="ISL:OSL:CONCURRENCY,... (default 1000:200:8,4000:500:32,1000:1000:64,2000:200:128)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--aic-from", metavar="FILE", help="reuse the AIConfigurator estimates of an earlier --json run")
     args = ap.parse_args()
     points = DEFAULT_POINTS
     if args.points:
         points = tuple(tuple(int(x) for x in p.split(":")) for p in args.points.split(","))  # type: ignore[assignment]
+    earlier = {}
+    if args.aic_from:
+        earlier = {(r["isl"], r["osl"], r["concurrency"]): r["aic"] for r in json.loads(Path(args.aic_from).read_text())}
     rows = []
     for isl, osl, batch in points:
-        aic = aic_estimate(isl, osl, batch)
+        aic = earlier.get((isl, osl, batch)) or aic_estimate(isl, osl, batch)
         model = pdscale_model(isl, osl, batch)
         sim = pdscale_sim(isl, osl, batch)
-        rows.append({"isl": isl, "osl": osl, "concurrency": batch, "aic": aic, "model": model, "sim": sim})
+        staggered = pdscale_sim(isl, osl, batch, staggered=True)
+        rows.append(
+            {"isl": isl, "osl": osl, "concurrency": batch, "aic": aic, "model": model, "sim": sim,
+             "staggered": staggered}
+        )  # fmt: skip
         print(f"done {isl}/{osl}/{batch}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"Llama-3.1-8B, 1x H100 SXM, vLLM; AIConfigurator perf DB vLLM {rows[0]['aic']['aic_vllm_db']}; "
           f"pdscale profile {PROFILE}")
-    print(f"{'ISL/OSL/conc':>15} | {'TTFT ms: AIC':>12} {'model':>7} {'sim':>7} | "
-          f"{'TPOT ms: AIC':>12} {'model':>7} {'sim':>7} | {'TPOT sim/AIC':>12}")
+    print(f"{'ISL/OSL/conc':>15} | {'TTFT ms: AIC':>12} {'model':>7} {'sim':>7} {'stagger':>7} | "
+          f"{'TPOT ms: AIC':>12} {'model':>7} {'sim':>7} {'stagger':>7} | {'TPOT sim/AIC':>12}")
     for r in rows:
-        a, m, s = r["aic"], r["model"], r["sim"]
+        a, m, s, g = r["aic"], r["model"], r["sim"], r["staggered"]
         print(f"{r['isl']:>6}/{r['osl']:>4}/{r['concurrency']:>3} | {1e3 * a['ttft_s']:>12.1f} "
-              f"{1e3 * m['ttft_s']:>7.1f} {1e3 * s['ttft_s']:>7.1f} | {1e3 * a['tpot_s']:>12.2f} "
-              f"{1e3 * m['tpot_s']:>7.2f} {1e3 * s['tpot_s']:>7.2f} | {s['tpot_s'] / a['tpot_s']:>12.2f}")
+              f"{1e3 * m['ttft_s']:>7.1f} {1e3 * s['ttft_s']:>7.1f} {1e3 * g['ttft_s']:>7.1f} | "
+              f"{1e3 * a['tpot_s']:>12.2f} {1e3 * m['tpot_s']:>7.2f} {1e3 * s['tpot_s']:>7.2f} "
+              f"{1e3 * g['tpot_s']:>7.2f} | {s['tpot_s'] / a['tpot_s']:>12.2f}")
     return 0
 
 

@@ -35,7 +35,10 @@ def register(subparsers: Any) -> None:
     src = run.add_mutually_exclusive_group()
     src.add_argument("--trace", metavar="PATH", help="trace file (Azure CSV, Mooncake JSONL, plain CSV)")
     src.add_argument(
-        "--generator", metavar="SPEC", help='workload generator, e.g. "poisson:rate=5,duration=600"'
+        "--generator",
+        metavar="SPEC",
+        help='workload generator, e.g. "poisson:rate=5,duration=600", or a closed loop of N users '
+        '"closed:users=8,duration=600,think_s=1" (requests=M bounds it by count)',
     )
     run.add_argument("--rate-scale", type=float, metavar="K", help="arrivals K times denser")
     run.add_argument(

@@ -43,7 +43,9 @@ first ``users`` requests of the workload are sent at t = 0 (its arrival times ar
 sent ``think_s`` after the (j − users)-th client-side completion (engine end + α2 per output token), then reaches the
 pods α0 + α1·prompt later like any request. Completions and the sends they trigger are events of the queue
 (``sim.events``: a completion is seen before anything else at its instant, a dynamic arrival next, as the workload's
-arrivals are), so a closed loop is one causal run; its records' ``arrival_s`` are the send times.
+arrivals are), so a closed loop is one causal run; its records hold the requests sent, ``arrival_s`` their send
+times. A loop bounded by time (``send_until_s``) stops each client at its first send past the deadline; its lengths
+may come a block at a time (``more_requests``).
 
 Modes: fast (default) skips events over runs of identical decode steps (``sim.skipping``); ``reference=True`` drives
 every instance's ``InstanceScheduler`` one step at a time (``form_step`` / ``commit_step``) and accounts every token
@@ -56,6 +58,7 @@ import heapq
 import math
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,18 +111,31 @@ class EngineConfig:
         check_engine_limits(self.profile)
 
 
+MoreRequests = Callable[[int], tuple[Sequence[int], Sequence[int]]]
+"""``more(block)`` -> (prompt tokens, output tokens) of the ``block``-th further batch of requests (0, 1, ...)."""
+
+
 @dataclass(frozen=True)
 class ClosedLoopArrivals:
-    """``users`` concurrent clients, each sending its next request ``think_s`` after its last one completed."""
+    """``users`` concurrent clients, each sending its next request ``think_s`` after its last one completed.
+
+    The clients send the workload's requests in list order. A loop bounded by time sets ``send_until_s`` (no client
+    sends after it) and, when the list may run out first, ``more_requests``: lengths for further requests, asked
+    for a block at a time, so a loop of unknown length needs no guess of its request count up front.
+    """
 
     users: int
     think_s: float = 0.0
+    send_until_s: float = math.inf
+    more_requests: MoreRequests | None = None
 
     def __post_init__(self) -> None:
         if self.users < 1:
             raise ValueError(f"ClosedLoopArrivals.users must be >= 1, got {self.users}")
         if not (math.isfinite(self.think_s) and self.think_s >= 0):
             raise ValueError(f"ClosedLoopArrivals.think_s must be a finite number >= 0, got {self.think_s}")
+        if not self.send_until_s >= 0:
+            raise ValueError(f"ClosedLoopArrivals.send_until_s must be >= 0, got {self.send_until_s}")
 
 
 class _Milestones(SchedulerEvents):
@@ -211,22 +227,17 @@ class Engine:
         self._closed = closed_loop
         first = n if closed_loop is None else min(n, closed_loop.users)  # requests whose send time is known now
         if closed_loop is not None:  # the first `users` leave at 0, the others when a client is free
-            arr = np.concatenate([np.zeros(first), np.full(n - first, math.nan)])
+            arr = np.zeros(first)
         elif n and (np.any(np.diff(arr) < 0) or not np.all(np.isfinite(arr))):
             raise ValueError(f"workload {workload.name!r}: arrival_s must be finite and sorted")
-        bad = np.flatnonzero((pr < 1) | (out < 1))
-        if bad.size:
-            raise ValueError(
-                f"workload {workload.name!r}: request {int(bad[0])} has prompt or output tokens < 1"
-            )
-        big = np.flatnonzero(pr + out > prof.kv_capacity_tokens)
-        if big.size:
-            i = int(big[0])
-            raise ValueError(
-                f"workload {workload.name!r}: request {i} needs {int(pr[i] + out[i])} KV tokens, more than the "
-                f"profile's kv_capacity_tokens={prof.kv_capacity_tokens}; cap lengths with load_trace(max_...)"
-            )
-        self._log = RequestLog(arr.tolist(), pr.tolist(), out.tolist())
+        self._check_lengths(workload.name, pr, out)
+        # A closed loop's log holds the requests sent so far; the lengths of the rest wait in the client queue.
+        self._log = RequestLog(arr.tolist(), pr[:first].tolist(), out[:first].tolist())
+        self._client_prompt_tokens: list[int] = pr.tolist() if closed_loop is not None else []
+        self._client_output_tokens: list[int] = out.tolist() if closed_loop is not None else []
+        self._client_blocks_asked = 0  # ClosedLoopArrivals.more_requests blocks taken so far
+        # closed loop: clients with a request in flight or about to send one (an open loop has no clients)
+        self._active_clients = first if closed_loop is not None else 0
         self._arrival_s = self._log.arrival_s
         # Host overheads (BLIS α0 + α1·prompt, ``HostOverheads``): a request reaches the pods that much after the
         # client sent it. The delay depends on the prompt, so requests are dispatched in the order they get through
@@ -243,7 +254,6 @@ class Engine:
             self._dispatch_id = order.tolist()
         self._n = first
         self._next = 0  # next dispatch index
-        self._unsent = n - first  # closed loop: requests waiting for a free client
         self._milestones = _Milestones(self, self._log, self.proxy, host.output_token_s)
         self._events = EventQueue()
         self._pending_front: deque[Request] = deque()  # arrived, no pod to take them (or the central queue)
@@ -328,7 +338,33 @@ class Engine:
 
     @property
     def all_done(self) -> bool:
-        return self._next >= self._n and self._unsent == 0 and self._milestones.inflight_requests == 0
+        return self._next >= self._n and self._active_clients == 0 and self._milestones.inflight_requests == 0
+
+    @property
+    def sending(self) -> bool:
+        """Requests are still to be sent: open loop, arrivals not yet reached; closed loop, a client may still
+        send (a request of the list unsent, or more to come, and the send deadline not passed)."""
+        loop = self._closed
+        if loop is None:
+            return self._next < self._n
+        more = len(self._log.arrival_s) < len(self._client_prompt_tokens) or loop.more_requests is not None
+        return self._active_clients > 0 and more and self.now_s <= loop.send_until_s
+
+    def _check_lengths(self, name: str, prompt: np.ndarray, output: np.ndarray, first_index: int = 0) -> None:
+        """Every request needs >= 1 prompt and output token and must fit one instance's KV cache."""
+        bad = np.flatnonzero((prompt < 1) | (output < 1))
+        if bad.size:
+            raise ValueError(
+                f"workload {name!r}: request {first_index + int(bad[0])} has prompt or output tokens < 1"
+            )
+        big = np.flatnonzero(prompt + output > self.profile.kv_capacity_tokens)
+        if big.size:
+            i = int(big[0])
+            raise ValueError(
+                f"workload {name!r}: request {first_index + i} needs {int(prompt[i] + output[i])} KV tokens, more "
+                f"than the profile's kv_capacity_tokens={self.profile.kv_capacity_tokens}; cap lengths with "
+                "load_trace(max_...) or the spec's max_prompt/max_output"
+            )
 
     # ------------------------------------------------------------------ instances
     def _make_instance(self, role: str, counters: PodCounters) -> InstanceScheduler:
@@ -440,18 +476,31 @@ class Engine:
 
     # ------------------------------------------------------------------ request flow
     def _send_next(self, now: float) -> None:
-        """Closed loop: a client saw its request complete at ``now``; it sends the next one of the list."""
-        if not self._unsent:
-            return
+        """Closed loop: a client saw its request complete at ``now``; it sends the next request of the list
+        ``think_s`` later, unless the list is done or that is past the loop's send deadline (the client stops)."""
         loop = self._closed
         assert loop is not None
-        log = self._log
-        j = len(log.arrival_s) - self._unsent
-        self._unsent -= 1
         send_s = now + loop.think_s
-        log.arrival_s[j] = send_s
-        host = self.profile.host
-        self._events.push_arrival(send_s + host.admission_delay_s(log.prompt_tokens[j]), j)
+        log = self._log
+        j = len(log.arrival_s)
+        if j == len(self._client_prompt_tokens) and loop.more_requests is not None and send_s <= loop.send_until_s:
+            self._take_more_requests(loop.more_requests)
+        if j == len(self._client_prompt_tokens) or send_s > loop.send_until_s:
+            self._active_clients -= 1
+            return
+        prompt = self._client_prompt_tokens[j]
+        log.append(send_s, prompt, self._client_output_tokens[j])
+        self._events.push_arrival(send_s + self.profile.host.admission_delay_s(prompt), j)
+
+    def _take_more_requests(self, more: MoreRequests) -> None:
+        prompt, output = more(self._client_blocks_asked)
+        pr, out = np.asarray(prompt, dtype=np.int64), np.asarray(output, dtype=np.int64)
+        if pr.size != out.size:
+            raise ValueError(f"workload {self.workload.name!r}: more_requests gave {pr.size} prompts, {out.size} outputs")
+        self._check_lengths(self.workload.name, pr, out, first_index=len(self._client_prompt_tokens))
+        self._client_blocks_asked += 1
+        self._client_prompt_tokens += pr.tolist()
+        self._client_output_tokens += out.tolist()
 
     def _arrive(self, i: int, now: float) -> None:
         self._milestones.inflight_requests += 1

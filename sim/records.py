@@ -69,6 +69,21 @@ class RequestLog:
         self.preemptions = [0] * n
         self.finished = [False] * n
 
+    def append(self, arrival_s: float, prompt_tokens: int, output_tokens: int) -> None:
+        """One more request (a closed loop's client sent it), its milestones not reached yet."""
+        self.arrival_s.append(arrival_s)
+        self.prompt_tokens.append(prompt_tokens)
+        self.output_tokens.append(output_tokens)
+        for milestones in (
+            self.prefill_start_s, self.prefill_end_s, self.kv_ready_s, self.first_token_s, self.last_token_s,
+            self.itl_max_s,
+        ):  # fmt: skip
+            milestones.append(math.nan)
+        self.prefill_pod.append(-1)
+        self.decode_pod.append(-1)
+        self.preemptions.append(0)
+        self.finished.append(False)
+
     def records(self) -> RequestRecords:
         first = np.array(self.first_token_s)
         last = np.array(self.last_token_s)

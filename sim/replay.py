@@ -4,6 +4,8 @@ Time advances over the union of scrape times (every ``scrape_interval_s``) and c
 ``tick_s``), both from t=0: the engine runs up to t, Prometheus scrapes at t, then the controller ticks at t
 (so a tick sees the scrape taken at the same instant, as a Prometheus query right after a scrape would).
 Ticks stop after the last arrival; the engine then finishes in-flight work for at most ``drain_s`` more seconds.
+A closed loop (``Scenario.closed_loop``) has no arrival times up front: ticks run to its ``duration`` if it has one,
+else until its users have sent the last request of the list (the schedule is extended as the run goes).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from autoscaler.controller import Controller
 from autoscaler.core.types import Decision, Pool
 from autoscaler.ports import Policy
 from sim.policies import make_policy
-from sim.scenario import Scenario
+from sim.scenario import MAX_STEPS, Scenario
 from sim.view import SimClock, SimMetricsSource, SimPrometheus, SimScaleTarget
 
 TIMELINE_KEYS = (
@@ -56,6 +58,9 @@ class SimResult:
         return {k: self.timeline[k] for k in keys}
 
 
+_FIRST_OPEN_ENDED_SPAN_S = 3600.0  # a closed loop bounded by its request count: first guess of its span
+
+
 def _snapshot(engine: Any, t_s: float) -> list[float]:
     """Exact cluster state at ``t_s`` (not the scraped view): replicas by state, queue, batch, KV usage."""
     row: list[float] = [t_s]
@@ -86,7 +91,8 @@ def replay(
 
     ``scrape_phases`` > 1 scrapes each target at its own phase of the interval (``SimPrometheus``), as a real
     Prometheus does; 1 scrapes every target at the tick instants."""
-    from sim.engine import Engine, EngineConfig  # H3's engine; imported late so tooling can load this module
+    # the engine is imported late so that tooling can load this module
+    from sim.engine import ClosedLoopArrivals, Engine, EngineConfig
     from sim.summary import summarize
 
     wall0 = time.perf_counter()
@@ -100,7 +106,15 @@ def replay(
         startup_jitter=scenario.startup_jitter,
         seed=scenario.seed,
     )
-    engine = Engine(scenario.workload, config, scenario.initial_prefill, scenario.initial_decode)
+    loop = scenario.closed_loop
+    arrivals = None
+    if loop is not None:
+        arrivals = ClosedLoopArrivals(
+            loop.users, loop.think_s, math.inf if loop.duration_s is None else loop.duration_s, loop.more_lengths
+        )
+    engine = Engine(
+        scenario.workload, config, scenario.initial_prefill, scenario.initial_decode, closed_loop=arrivals
+    )
     prom = SimPrometheus(
         engine,
         scrape_interval_s=scenario.scrape_interval_s,
@@ -113,32 +127,52 @@ def replay(
         scenario.name, scenario.spec, policy, SimMetricsSource(prom, mode=scenario.mode), target, clock
     )
 
-    last_arrival_s = float(scenario.workload.arrival_s[-1]) if len(scenario.workload) else 0.0
-    tick_end_s = max(scenario.workload.duration_s, last_arrival_s)
-    scrapes = prom.scrape_times(tick_end_s)
-    ticks = _times(tick_end_s, scenario.tick_s)
-    events = np.union1d(scrapes, ticks)
-    scrape_set, tick_set = set(scrapes.tolist()), set(ticks.tolist())
+    # Until when the controller ticks: the workload's span; a closed loop without a duration until its last send,
+    # found as the run goes (the schedule doubles until then, at most MAX_STEPS ticks).
+    open_ended = loop is not None and loop.duration_s is None
+    if loop is not None:
+        tick_end_s = loop.duration_s or _FIRST_OPEN_ENDED_SPAN_S
+    else:
+        last_arrival_s = float(scenario.workload.arrival_s[-1]) if len(scenario.workload) else 0.0
+        tick_end_s = max(scenario.workload.duration_s, last_arrival_s)
 
     decisions: list[tuple[float, Decision]] = []
     errors: list[tuple[float, str]] = []
     rows: list[list[float]] = []
-    bar = _progress(progress, float(events[-1]))
-    for t in events.tolist():
-        engine.run_until(t)
-        if t in scrape_set:
-            prom.scrape(t)
-            rows.append(_snapshot(engine, t))
-        if t in tick_set:
-            clock.set(t)
-            result = controller.tick()
-            decisions.append((t, result.decision))
-            errors += [(t, e) for e in result.errors]
-        if bar is not None:
-            bar.update(t)
+    bar = _progress(progress, tick_end_s)
+    done_until_s = -math.inf
+    while True:
+        scrapes = prom.scrape_times(tick_end_s)
+        ticks = _times(tick_end_s, scenario.tick_s)
+        events = np.union1d(scrapes, ticks)
+        scrape_set, tick_set = set(scrapes.tolist()), set(ticks.tolist())
+        for t in events[events > done_until_s].tolist():
+            engine.run_until(t)
+            if t in scrape_set:
+                prom.scrape(t)
+                rows.append(_snapshot(engine, t))
+            if t in tick_set:
+                clock.set(t)
+                result = controller.tick()
+                decisions.append((t, result.decision))
+                errors += [(t, e) for e in result.errors]
+            if bar is not None:
+                bar.update(t)
+            done_until_s = t
+            if open_ended and not engine.sending:
+                break
+        if not (open_ended and engine.sending):
+            break
+        assert loop is not None
+        if tick_end_s / scenario.tick_s > MAX_STEPS:
+            raise ValueError(
+                f"{scenario.name}: the closed loop ({loop.users} users) had not sent its {loop.requests} requests "
+                f"after {tick_end_s:,.0f} simulated seconds ({MAX_STEPS:,} controller ticks); give it a duration="
+            )
+        tick_end_s *= 2
     # After the last tick: let in-flight work finish, scraping on (for the timeline) up to the horizon.
-    horizon_s = float(events[-1]) + scenario.drain_s
-    t = float(events[-1])
+    horizon_s = done_until_s + scenario.drain_s
+    t = done_until_s
     while t < horizon_s and not _all_done(engine):
         t = min(horizon_s, t + scenario.scrape_interval_s)
         engine.run_until(t)

@@ -8,6 +8,7 @@ A scenario YAML file (camelCase keys, every one optional)::
       maxPromptTokens: 16384      # optional caps
       maxOutputTokens: 4096
       # generator: "poisson:rate=5,duration=600"
+      # generator: "closed:users=8,duration=600,think_s=1"   # a closed loop: N users, each waits for its answer
       # builtin: default | demo
     rateScale: 1.0                # arrivals K times denser
     scaleMode: compress           # compress (time / K) | replicate (K shifted copies, same length)
@@ -46,11 +47,14 @@ from autoscaler.core.spec import SLO, AutoscalerSpec
 from autoscaler.profiles import load_profile
 from sim.workload import (
     REPLICATE_SPREAD_S,
+    ClosedLoopSpec,
     Workload,
     default_workload,
     demo_workload,
     generate,
+    is_closed_loop,
     load_trace,
+    parse_closed_loop,
     replicate,
 )
 
@@ -103,6 +107,9 @@ class Scenario:
     policy: str = "static"
     policy_params: Mapping[str, Any] = field(default_factory=dict)
     drain_s: float = 900.0
+    # A closed loop (``closed:`` generator): its users send ``workload``'s requests (arrival times unused), each
+    # when its previous answer came back; None for an open-loop workload, whose arrival times are given.
+    closed_loop: ClosedLoopSpec | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -228,7 +235,9 @@ def build_scenario(raw: Mapping[str, Any], source: str = "scenario") -> Scenario
     scale_mode = raw.get("scaleMode", "compress")
     if scale_mode not in SCALE_MODES:
         raise f.error("scaleMode", f"must be one of {', '.join(SCALE_MODES)}, got {scale_mode!r}")
-    workload = _workload(raw.get("workload"), f.number("rateScale", 1.0, strict=True), scale_mode, seed, f)
+    workload, closed_loop = _workload(
+        raw.get("workload"), f.number("rateScale", 1.0, strict=True), scale_mode, seed, f
+    )
     profile_name = f.string("profile", spec.profile)
     profile = _profile(profile_name, f)
     policy, params = _policy(raw.get("policy", "static"), f)
@@ -263,6 +272,7 @@ def build_scenario(raw: Mapping[str, Any], source: str = "scenario") -> Scenario
             seed=seed,
             policy=policy,
             policy_params=params,
+            closed_loop=closed_loop,
             **fields,
         )
     except ScenarioError as exc:
@@ -326,7 +336,9 @@ def _rate_scaled(w: Workload, rate_scale: float, scale_mode: str, seed: int) -> 
     return replicate(w, rate_scale, spread_s=REPLICATE_SPREAD_S, seed=seed)
 
 
-def _workload(section: Any, rate_scale: float, scale_mode: str, seed: int, f: _Fields) -> Workload:
+def _workload(
+    section: Any, rate_scale: float, scale_mode: str, seed: int, f: _Fields
+) -> tuple[Workload, ClosedLoopSpec | None]:
     if section is None:
         section = {"builtin": "default"}
     if isinstance(section, str):
@@ -360,6 +372,8 @@ def _workload(section: Any, rate_scale: float, scale_mode: str, seed: int, f: _F
     ):
         raise f.error("workload.window", f"must be [start_s, end_s] with start < end, got {window!r}")
     try:
+        if kind == "generator" and is_closed_loop(value):
+            return _closed_loop(value, section, rate_scale, seed, f)
         if kind == "trace":
             return _rate_scaled(
                 load_trace(
@@ -368,7 +382,7 @@ def _workload(section: Any, rate_scale: float, scale_mode: str, seed: int, f: _F
                 rate_scale,
                 scale_mode,
                 seed,
-            )
+            ), None
         if window is not None:
             raise f.error("workload.window", "applies to traces only")
         if kind == "generator":
@@ -382,11 +396,26 @@ def _workload(section: Any, rate_scale: float, scale_mode: str, seed: int, f: _F
         w = _rate_scaled(w, rate_scale, scale_mode, seed)
         if caps["max_prompt_tokens"] is not None or caps["max_output_tokens"] is not None:
             w = w.capped(caps["max_prompt_tokens"], caps["max_output_tokens"])
-        return w
+        return w, None
     except ScenarioError:
         raise
     except ValueError as exc:  # TraceError / SpecError name the file, line and field themselves
         raise f.error(f"workload.{kind}", str(exc)) from None
+
+
+def _closed_loop(
+    spec: str, section: Mapping[str, Any], rate_scale: float, seed: int, f: _Fields
+) -> tuple[Workload, ClosedLoopSpec]:
+    """A ``closed:`` generator: its users set the pace, so rate scaling and workload-level caps do not apply."""
+    if rate_scale != 1.0:
+        raise f.error(
+            "rateScale", "does not apply to a closed-loop workload (its users set the pace): change users= instead"
+        )
+    for key, spec_key in (("maxPromptTokens", "max_prompt"), ("maxOutputTokens", "max_output")):
+        if section.get(key) is not None:
+            raise f.error(f"workload.{key}", f"a closed-loop generator takes its cap in the spec: {spec_key}=K")
+    loop = parse_closed_loop(spec, seed=seed)
+    return loop.workload(), loop
 
 
 def _profile(name: str, f: _Fields) -> LatencyProfile:

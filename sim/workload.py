@@ -39,7 +39,7 @@ default 1 = Poisson; other values give a Gamma renewal process with that CV)):
 
 Closed-loop kind (``parse_closed_loop``; no arrival times of its own, see :class:`ClosedLoopSpec`)::
 
-    closed:    users, requests, think_s (default 0), plus the length keys below
+    closed:    users, requests and/or duration, think_s (default 0), plus the length keys below
 
 Time-varying rates are realised exactly by time rescaling: a unit-rate renewal process in operational time is
 mapped through the inverse of the cumulative rate Λ(t) (for cv=1 this is the non-homogeneous Poisson process,
@@ -752,8 +752,10 @@ def _generate_stream(text: str, rng: np.random.Generator, index: int) -> Workloa
     if kind == CLOSED_KIND:
         raise SpecError(
             f"{where}: a closed-loop stream ({CLOSED_KIND}:users=N,...) has no arrival times of its own: each "
-            "request leaves when an earlier one finishes, so it runs through sim.closed_loop.run_closed_loop "
-            "(pdscale sim fidelity), not as an open-loop workload"
+            "request leaves when an earlier one finishes, so it cannot be superposed with open-loop streams or "
+            "turned into an open-loop workload; give it alone as the workload (pdscale sim run --generator "
+            f"'{CLOSED_KIND}:users=N,duration=S', a scenario's workload.generator) or use "
+            "sim.closed_loop.run_closed_loop"
         )
     if kind not in _KINDS:
         raise SpecError(f"{where}: unknown arrival kind {kind!r}; kinds: {', '.join((*_KINDS, CLOSED_KIND))}")
@@ -869,7 +871,9 @@ def _parse_params(
 # ---------------------------------------------------------------------------------------------------------------
 
 CLOSED_KIND = "closed"
-_CLOSED_NUMERIC_KEYS = {"users", "requests", "think_s", "max_prompt", "max_output"}
+_CLOSED_NUMERIC_KEYS = {"users", "requests", "duration", "think_s", "max_prompt", "max_output"}
+CLOSED_LOOP_BLOCK = 1024  # a duration-bound loop's lengths are drawn this many requests at a time
+LengthBlock = Callable[[int], tuple[np.ndarray, np.ndarray]]
 _CLOSED_TEXT_KEYS = {"prompt", "output", "lengths", "name"}
 
 
@@ -882,8 +886,13 @@ class ClosedLoopSpec:
     request of the list leaves ``think_s`` later. Request j (0-based, in list order) has ``prompt_tokens[j]`` and
     ``output_tokens[j]``; the lengths are drawn once, from the seed, so they do not depend on the timing.
 
-    Grammar: ``closed:users=N,requests=M[,think_s=S][,prompt=DIST,output=DIST | lengths=empirical(PATH)]
-    [,max_prompt=K,max_output=K][,name=NAME]`` (DIST as for the open-loop kinds; default azure_conv()).
+    Bounded by ``requests=M`` (the list), by ``duration=S`` (no client sends after S seconds), or by both (whichever
+    comes first). With a duration and no request count the list has no fixed length: ``prompt_tokens`` holds its
+    first ``CLOSED_LOOP_BLOCK`` requests and ``more_lengths(b)`` draws the b-th further block (seeded per block).
+
+    Grammar: ``closed:users=N,requests=M|duration=S[,think_s=S][,prompt=DIST,output=DIST |
+    lengths=empirical(PATH)][,max_prompt=K,max_output=K][,name=NAME]`` (DIST as for the open-loop kinds; default
+    azure_conv()).
     """
 
     name: str
@@ -891,15 +900,26 @@ class ClosedLoopSpec:
     think_s: float
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
+    duration_s: float | None = None
+    more_lengths: LengthBlock | None = None
 
     def __post_init__(self) -> None:
         if self.users < 1:
             raise SpecError(f"closed-loop workload {self.name!r}: users must be >= 1, got {self.users}")
         if not (math.isfinite(self.think_s) and self.think_s >= 0):
             raise SpecError(f"closed-loop workload {self.name!r}: think_s must be >= 0, got {self.think_s}")
+        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise SpecError(f"closed-loop workload {self.name!r}: duration must be > 0, got {self.duration_s}")
+        if self.more_lengths is not None and self.duration_s is None:
+            raise SpecError(f"closed-loop workload {self.name!r}: an unbounded list needs a duration")
         n = np.asarray(self.prompt_tokens).size
         if n < 1 or np.asarray(self.output_tokens).size != n:
             raise SpecError(f"closed-loop workload {self.name!r}: needs >= 1 request and one output per prompt")
+
+    def workload(self) -> Workload:
+        """The listed requests as a ``Workload`` (all sent at 0 as far as the type goes; the loop sets the times)."""
+        n = self.requests
+        return Workload(self.name, np.zeros(n), self.prompt_tokens, self.output_tokens, self.duration_s)
 
     @property
     def requests(self) -> int:
@@ -931,26 +951,45 @@ def parse_closed_loop(spec: str, *, seed: int) -> ClosedLoopSpec:
     if kind.strip().lower() != CLOSED_KIND:
         raise SpecError(f"{where}: expected {CLOSED_KIND}:users=N,requests=M,...")
     nums, texts = _parse_params(rest, where, _CLOSED_NUMERIC_KEYS, _CLOSED_TEXT_KEYS)
+    if "users" not in nums:
+        raise SpecError(f"{where}: users= is required")
+    if "requests" not in nums and "duration" not in nums:
+        raise SpecError(f"{where}: give requests=M (how many requests), duration=S (how long the users send), or both")
     for key in ("users", "requests"):
-        if key not in nums:
-            raise SpecError(f"{where}: {key}= is required")
-        if nums[key] != int(nums[key]) or nums[key] < 1:
+        if key in nums and (nums[key] != int(nums[key]) or nums[key] < 1):
             raise SpecError(f"{where}: {key} must be an integer >= 1, got {nums[key]:g}")
-    users, n = int(nums["users"]), int(nums["requests"])
+    duration = nums.get("duration")
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise SpecError(f"{where}: duration must be a positive number of seconds, got {duration:g}")
     think = nums.get("think_s", 0.0)
-    if not think >= 0:
+    if not (math.isfinite(think) and think >= 0):
         raise SpecError(f"{where}: think_s must be >= 0")
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC105ED]))
-    prompt, output = _sample_lengths(texts, rng, n, where)
-    for key, arr in (("max_prompt", "prompt"), ("max_output", "output")):
+    caps = {}
+    for key in ("max_prompt", "max_output"):
         if key in nums:
-            if nums[key] < 1:
+            if not nums[key] >= 1:
                 raise SpecError(f"{where}: {key} must be >= 1")
-            if arr == "prompt":
-                prompt = np.minimum(prompt, int(nums[key]))
-            else:
-                output = np.minimum(output, int(nums[key]))
-    return ClosedLoopSpec(texts.get("name", CLOSED_KIND), users, think, prompt, output)
+            caps[key] = int(nums[key])
+
+    def lengths(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        prompt, output = _sample_lengths(texts, rng, n, where)
+        if "max_prompt" in caps:
+            prompt = np.minimum(prompt, caps["max_prompt"])
+        if "max_output" in caps:
+            output = np.minimum(output, caps["max_output"])
+        return prompt, output
+
+    name = texts.get("name", CLOSED_KIND)
+    users = int(nums["users"])
+    if "requests" in nums:  # one draw of the whole list: same seed, same lengths, whatever the timing
+        prompt, output = lengths(np.random.default_rng(np.random.SeedSequence([seed, 0xC105ED])), int(nums["requests"]))
+        return ClosedLoopSpec(name, users, think, prompt, output, duration)
+
+    def block(index: int) -> tuple[np.ndarray, np.ndarray]:
+        return lengths(np.random.default_rng(np.random.SeedSequence([seed, 0xC105ED, index])), CLOSED_LOOP_BLOCK)
+
+    prompt, output = block(0)
+    return ClosedLoopSpec(name, users, think, prompt, output, duration, lambda b: block(b + 1))
 def _token_counts(samples: np.ndarray, where: str) -> np.ndarray:
     """Sampled lengths as whole tokens >= 1; a sample beyond ``MAX_TOKENS_PER_REQUEST`` (or not finite) is refused
     before the integer cast could wrap it around."""

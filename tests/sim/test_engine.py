@@ -148,6 +148,7 @@ def test_fast_equals_reference(name: str, seed: int) -> None:
     ref = run_case(c, seed, reference=True)
     fast = run_case(c, seed, reference=False)
     assert ref.records().finished.all()
+    assert ref.all_done and fast.all_done and not fast.sending  # what ends a replay's drain
     assert_same_records(ref, fast)
     assert np.array_equal(ref.proxy.itl.counts, fast.proxy.itl.counts)
     assert np.array_equal(ref.proxy.ttft.counts, fast.proxy.ttft.counts)
@@ -177,6 +178,28 @@ def test_closed_loop_fast_equals_reference(name: str) -> None:
     assert_same_records(ref, fast)
     np.testing.assert_allclose(ref.records().arrival_s, fast.records().arrival_s, rtol=0, atol=1e-9)
     assert np.array_equal(ref.proxy.ttft.counts, fast.proxy.ttft.counts)
+
+
+@pytest.mark.parametrize("name", ["agg-basic", "disagg-preempt"])
+def test_time_bounded_closed_loop_fast_equals_reference(name: str) -> None:
+    """A loop with a send deadline whose lengths come a block at a time: same sends, same results in both modes."""
+    blocks: list[int] = []
+
+    def more(block: int) -> tuple[list[int], list[int]]:
+        blocks.append(block)
+        rng = np.random.default_rng(block)
+        return rng.integers(20, 400, 16).tolist(), rng.integers(1, 60, 16).tolist()
+
+    loop = ClosedLoopArrivals(users=6, think_s=0.01, send_until_s=10.0, more_requests=more)
+    ref = run_case(CASES[name], 2, reference=True, n=20, closed=loop)
+    ref_blocks, blocks[:] = list(blocks), []
+    fast = run_case(CASES[name], 2, reference=False, n=20, closed=loop)
+    assert ref_blocks == blocks and len(blocks) >= 2  # the 20 listed requests ran out, more blocks were asked
+    r = ref.records()
+    assert 20 < len(r) < 20 + 16 * len(blocks) and r.finished.all() and r.arrival_s.max() <= 10.0
+    assert ref.all_done and not ref.sending
+    assert_same_records(ref, fast)
+    np.testing.assert_allclose(r.arrival_s, fast.records().arrival_s, rtol=0, atol=1e-9)
 
 
 def test_closed_loop_keeps_users_requests_in_flight() -> None:
