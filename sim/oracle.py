@@ -131,8 +131,10 @@ def lowest_passing(ok: Callable[[int], bool], guess: int, lo: int, hi: int) -> i
 
 def prefill_guess(workload: Workload, profile: LatencyProfile, span_s: float) -> int:
     """Replicas whose prefill throughput (full chunks of packed prompts) covers the prompt tokens at 85 % utilisation."""
-    mean_prompt = float(np.mean(workload.prompt_tokens)) if len(workload) else 1.0
-    per_token_s = 1.0 / prefill_tokens_per_s(profile, prompt_tokens=mean_prompt)  # full chunks of packed prompts
+    prompts = workload.prompt_tokens.astype(np.float64)
+    mean_prompt = max(float(np.mean(prompts)), 1.0) if len(workload) else 1.0
+    scv = float(np.var(prompts)) / mean_prompt**2 if len(workload) else 0.0
+    per_token_s = 1.0 / prefill_tokens_per_s(profile, prompt_tokens=mean_prompt, prompt_scv=scv)  # packed chunks
     busy_s = float(np.sum(workload.prompt_tokens)) * per_token_s
     return max(1, math.ceil(busy_s / max(span_s, 1e-9) / 0.85))
 

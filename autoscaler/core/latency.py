@@ -443,23 +443,31 @@ def scale_profile(profile: LatencyProfile, factor: float) -> LatencyProfile:
 
 
 def prefill_tokens_per_s(
-    profile: LatencyProfile, chunk_tokens: int | None = None, prompt_tokens: float | None = None
+    profile: LatencyProfile,
+    chunk_tokens: int | None = None,
+    prompt_tokens: float | None = None,
+    prompt_scv: float = 0.0,
 ) -> float:
-    """Prefill throughput (tokens/s) of one replica running back-to-back full chunks of ``chunk_tokens`` (default:
-    the engine's max_num_batched_tokens) packed with fresh prompts of ``prompt_tokens`` each (default: one prompt
-    filling the chunk); shorter prompts cost less attention per token (``causal_attention_token2``)."""
+    """Prefill throughput (tokens/s) of one replica draining a queue: back-to-back steps of up to ``chunk_tokens``
+    (default: the engine's max_num_batched_tokens) packed with fresh prompts of mean length ``prompt_tokens`` and
+    squared coefficient of variation ``prompt_scv`` (default: one prompt filling the chunk from its start).
+
+    A prompt of L tokens costs L² of causal attention in total however it is chunked (Σ c·(c + 2p) over its chunks,
+    ``causal_attention_token2``), so a packed step of T tokens carries T·E[L²]/E[L] = T·mean·(1 + SCV) of attention
+    on average, whether the prompts are shorter than the chunk (T/L prompts of L² each) or longer (L/T chunks of one
+    prompt). A step holds at most ``max_num_seqs`` prompts, so very short prompts fill less than the chunk. Exact in
+    expectation for step models affine in the attention work (``PolyModel``, ``RooflineModel``)."""
     chunk = profile.max_num_batched_tokens if chunk_tokens is None else chunk_tokens
     if chunk <= 0:
         raise ValueError(f"chunk_tokens must be > 0, got {chunk}")
-    return chunk / profile.step.prefill_step_s(chunk, packed_attention_token2(chunk, prompt_tokens))
-
-
-def packed_attention_token2(chunk_tokens: float, prompt_tokens: float | None) -> float:
-    """Attention work of a chunk filled with fresh prompts of ``prompt_tokens`` each (None or longer than the chunk:
-    one prompt's chunk from its start): chunk/L prompts of L² each = chunk·L."""
-    if prompt_tokens is None or prompt_tokens >= chunk_tokens:
-        return causal_attention_token2(chunk_tokens)
-    return chunk_tokens * max(prompt_tokens, 1.0)
+    if prompt_scv < 0 or not math.isfinite(prompt_scv):
+        raise ValueError(f"prompt_scv must be a finite number >= 0, got {prompt_scv!r}")
+    if prompt_tokens is None:
+        return chunk / profile.step.prefill_step_s(chunk, causal_attention_token2(chunk))
+    mean = max(prompt_tokens, 1.0)
+    step_tokens = min(float(chunk), profile.max_num_seqs * mean)
+    attention_per_token = mean * (1.0 + prompt_scv)  # E[L²] / E[L]
+    return step_tokens / profile.step.prefill_step_s(step_tokens, step_tokens * attention_per_token)
 
 
 def prefill_time_s(profile: LatencyProfile, prompt_tokens: float, chunk_tokens: int | None = None) -> float:

@@ -48,9 +48,21 @@ def test_decide_orders_the_want_without_looking_at_metrics() -> None:
 def test_window_loads_are_the_truth() -> None:
     w = Workload("w", np.array([1.0, 2.0, 61.0]), np.array([100, 300, 50]), np.array([10, 30, 5]), 180.0)
     loads = window_loads(w, 60.0)
-    assert loads[0] == Load(2 / 60.0, 200.0, 20.0)
-    assert loads[1] == Load(1 / 60.0, 50.0, 5.0)
+    # prompts 100 and 300: SCV (100² + 300²)/2 / 200² - 1 = 0.25; decode context Σo(p + o/2)/Σo = 262.5 tokens,
+    # 1.25x the means' 200 + 20/2
+    assert loads[0] == Load(2 / 60.0, 200.0, 20.0, pytest.approx(1.25), prompt_scv=pytest.approx(0.25))
+    assert loads[1] == Load(1 / 60.0, 50.0, 5.0, 1.0, prompt_scv=0.0)
     assert loads[2].request_rate_per_s == 0.0  # no arrivals
+    with_tail = window_loads(w, 60.0, 0.99)
+    assert with_tail[0].tail_prompt_tokens == pytest.approx(298.0)  # numpy's linear quantile of (100, 300)
+    assert with_tail[1].tail_prompt_tokens == 50.0
+    assert with_tail[1].arrival_scv is None  # one arrival: no dispersion
+    # arrival variability = variance / mean of the counts in 1 s bins: 3 at once and 2 at once in 60 bins give
+    # E[c] = 5/60, E[c²] = 13/60, so (13/60 - 25/3600) / (5/60) = 755/300; evenly spread arrivals give 0
+    bursty = Workload("b", np.array([0.0, 0.0, 0.0, 30.0, 30.0]), np.full(5, 100), np.full(5, 10), 60.0)
+    assert window_loads(bursty, 60.0, 0.99)[0].arrival_scv == pytest.approx(755 / 300)
+    even = Workload("e", np.arange(60) + 0.5, np.full(60, 100), np.full(60, 10), 60.0)
+    assert window_loads(even, 60.0, 0.99)[0].arrival_scv == pytest.approx(0.0)
 
 
 def test_schedule_sizes_each_window_with_the_policy_model() -> None:
@@ -58,7 +70,7 @@ def test_schedule_sizes_each_window_with_the_policy_model() -> None:
     w = generate("step:rate=5,to=40,at=300,duration=600,prompt=lognormal(2000,0.5),output=exp(200)", seed=1)
     policy = PdscalePolicy(profile=PROFILE)
     schedule = clairvoyant_schedule(w, policy, SPEC, 60.0)
-    loads = window_loads(w, 60.0)
+    loads = window_loads(w, 60.0, SPEC.ttft.percentile)
     for i, load in enumerate(loads):
         p = policy.needed(Pool.PREFILL, load, SPEC.ttft.target_s * (1 - policy.margin_up), SPEC)
         d = policy.needed(Pool.DECODE, load, SPEC.itl.target_s * (1 - policy.margin_up), SPEC)

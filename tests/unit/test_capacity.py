@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -16,6 +17,7 @@ from autoscaler.core.capacity import (
     decode_replicas_needed,
     erlang_c,
     load_multiplier_matching,
+    lognormal_tail_factor,
     predict_decode,
     predict_ttft_s,
     prefill_queue_service_s,
@@ -110,19 +112,32 @@ def test_prefill_sizing_is_smallest_meeting_target() -> None:
 
 
 @pytest.mark.parametrize(
-    ("prompt", "batched"),
+    ("prompt", "step_tokens", "batched"),
     [
-        pytest.param(1155.0, True, id="short-prompts-share-step-overhead"),
-        pytest.param(8192.0, False, id="one-full-chunk-is-the-batch"),
-        pytest.param(1.0, True, id="tiny"),
+        pytest.param(1155.0, 8192.0, True, id="short-prompts-share-step-overhead"),
+        pytest.param(8192.0, 8192.0, False, id="one-full-chunk-is-the-batch"),
+        pytest.param(20000.0, 8192.0, True, id="long-prompt-chunks-attend-to-their-prefix"),
+        pytest.param(1.0, 256.0, True, id="tiny-max-num-seqs-per-step"),
     ],
 )
-def test_prefill_queue_service_uses_full_chunks(prompt: float, batched: bool) -> None:
+def test_prefill_queue_service_uses_full_chunks(prompt: float, step_tokens: float, batched: bool) -> None:
+    """Packed steps of ``step_tokens`` (the chunk, or max_num_seqs prompts when they are tiny) whose attention is
+    the prompts' own, L² each: step_tokens·L per step (this PolyModel has no attention term, so only the shared
+    step overhead shows; tests/sim/test_prefill_drain.py checks the attention against the scheduler)."""
     alone = prefill_service_s(PROFILE, prompt)
-    per_token = PROFILE.step.prefill_step_s(8192) / 8192
+    per_token = PROFILE.step.prefill_step_s(step_tokens, step_tokens * prompt) / step_tokens
     got = prefill_queue_service_s(PROFILE, prompt)
-    assert got == pytest.approx(min(alone, prompt * per_token))
-    assert (got < alone) is batched
+    assert got == pytest.approx(prompt * per_token)
+    assert got <= alone * (1 + 1e-12)
+    assert (got < alone * (1 - 1e-9)) is batched
+
+
+def test_prefill_queue_service_charges_the_prompts_second_moment() -> None:
+    """Attention per prompt is E[L²] = mean²·(1 + SCV): with an attention term, a spread-out mix costs more."""
+    step = PolyModel(5.75e-3, 17.3e-6, 4.3e-10, 5.75e-3, 3.9e-8, 6e-6)
+    profile = replace(PROFILE, step=step)
+    even, spread = prefill_queue_service_s(profile, 4000, 0.0), prefill_queue_service_s(profile, 4000, 2.0)
+    assert spread - even == pytest.approx(4.3e-10 * 4000 * 4000 * 2.0)
 
 
 def test_decode_sizing_respects_caps() -> None:
@@ -190,7 +205,7 @@ def test_capacity_model_charges_the_profiles_host_overheads() -> None:
     """The policy plans on the model the simulator runs: α0 + α1·prompt + α2 on TTFT, α2 on every ITL gap."""
     from dataclasses import replace
 
-    from autoscaler.core.capacity import Load, PrefillModel, predict_itl_s, predict_ttft_s
+    from autoscaler.core.capacity import Load, predict_itl_s, predict_ttft_s
     from autoscaler.core.latency import HostOverheads
     from autoscaler.profiles import load_profile
 
@@ -198,8 +213,26 @@ def test_capacity_model_charges_the_profiles_host_overheads() -> None:
     host = HostOverheads(request_s=0.01, request_per_prompt_token_s=2e-6, output_token_s=0.003)
     with_host = replace(base, host=host)
     load = Load(request_rate_per_s=20.0, mean_prompt_tokens=1000.0, mean_output_tokens=150.0)
-    tail_prompt = 1000.0 * PrefillModel().prompt_tail_factor
+    tail_prompt = 1000.0 * 3.0  # PrefillModel's prompt_tail_factor
     assert predict_ttft_s(with_host, load, 3, 0.99) == pytest.approx(
         predict_ttft_s(base, load, 3, 0.99) + 0.01 + 2e-6 * tail_prompt + 0.003
     )
     assert predict_itl_s(with_host, load, 2, 0.99) == pytest.approx(predict_itl_s(base, load, 2, 0.99) + 0.003)
+
+
+def test_tail_prompt_from_the_load_or_a_lognormal_quantile() -> None:
+    """The TTFT's own-service term uses the load's tail prompt when it carries one, else the model's factor, else
+    the lognormal quantile for the SCV."""
+    load = Load(20.0, 1000.0, 150.0, prompt_scv=1.7)
+    base = predict_ttft_s(PROFILE, load, 4, 0.99, PrefillModel(prompt_tail_factor=1.0))
+    own = prefill_service_s(PROFILE, 1000.0)
+    for model, tail in (
+        (PrefillModel(prompt_tail_factor=3.0), 3000.0),
+        (PrefillModel(prompt_tail_factor=None), 1000.0 * lognormal_tail_factor(1.7, 0.99)),
+    ):
+        got = predict_ttft_s(PROFILE, load, 4, 0.99, model)
+        assert got == pytest.approx(base - own + prefill_service_s(PROFILE, tail))
+    known = replace(load, tail_prompt_tokens=7000.0)
+    assert predict_ttft_s(PROFILE, known, 4, 0.99) == pytest.approx(base - own + prefill_service_s(PROFILE, 7000.0))
+    assert lognormal_tail_factor(1.0, 0.99) == pytest.approx(4.90, abs=0.01)
+    assert lognormal_tail_factor(0.0, 0.99) == 1.0
