@@ -25,6 +25,9 @@ from autoscaler.core.latency import LatencyProfile, prefill_time_s, prefill_toke
 _FIXED_POINT_ITERATIONS = 80
 PredictFn = Callable[["Load", int], float]  # (load, replicas) -> predicted percentile, seconds
 
+UNREACHABLE_TTFT_SLACK = 0.01
+"""How close to the no-queue TTFT floor an unreachable target is served: the queueing share is then ≤ 1 % of it."""
+
 
 @dataclass(frozen=True)
 class Load:
@@ -186,11 +189,18 @@ def predict_ttft_s(
     arrival_scv = model.arrival_scv if load.arrival_scv is None else load.arrival_scv
     variability = (arrival_scv + prefill_service_scv(profile, load.mean_prompt_tokens, scv)) / 2
     wait = wait_quantile_s(percentile, replicas, load.request_rate_per_s, mean_service, variability)
+    return wait + ttft_floor_s(profile, load, percentile, model)
+
+
+def ttft_floor_s(profile: LatencyProfile, load: Load, percentile: float, model: PrefillModel = PrefillModel()) -> float:
+    """TTFT at ``percentile`` with no queue at all (any number of replicas): a tail-length prompt's own prefill
+    plus the host overheads. No replica count brings the TTFT below it."""
     tail_prompt = load.tail_prompt_tokens
     if tail_prompt is None:
         factor = model.prompt_tail_factor
+        scv = _prompt_scv(load, model)
         tail_prompt = load.mean_prompt_tokens * (lognormal_tail_factor(scv, percentile) if factor is None else factor)
-    return wait + prefill_service_s(profile, tail_prompt) + profile.host.first_token_delay_s(tail_prompt)
+    return prefill_service_s(profile, tail_prompt) + profile.host.first_token_delay_s(tail_prompt)
 
 
 def decode_batch(
@@ -269,13 +279,21 @@ def prefill_replicas_needed(
     limit: int,
     model: PrefillModel = PrefillModel(),
 ) -> int:
-    """Smallest c ≤ ``limit`` whose predicted TTFT percentile ≤ ``target_s``; ``limit`` + 1 if none does."""
+    """Smallest c ≤ ``limit`` whose predicted TTFT percentile ≤ ``target_s``; ``limit`` + 1 if none does.
+
+    When the target is below ``ttft_floor_s`` (the tail prompt's own prefill takes longer than the target), no
+    count reaches it and more replicas only buy queueing that is already gone: the need is then the smallest c
+    within ``UNREACHABLE_TTFT_SLACK`` of the floor. Without this, a mean prompt one percent longer (2,750
+    tokens instead of 2,725 at 2.75 req/s on a 1.275 s target, a live run's single tick) turned a need of 5
+    into the pool's maximum (bench/sim_vs_live_inputs.py).
+    """
     if load.request_rate_per_s <= 0:
         return 0
     service_s = prefill_queue_service_s(profile, load.mean_prompt_tokens, _prompt_scv(load, model))
     start = max(1, math.ceil(load.request_rate_per_s * service_s))
+    goal_s = max(target_s, ttft_floor_s(profile, load, percentile, model) * (1.0 + UNREACHABLE_TTFT_SLACK))
     for c in range(start, limit + 1):
-        if predict_ttft_s(profile, load, c, percentile, model) <= target_s:
+        if predict_ttft_s(profile, load, c, percentile, model) <= goal_s:
             return c
     return limit + 1
 

@@ -53,6 +53,7 @@ from autoscaler.core.capacity import (
     predict_itl_s,
     predict_ttft_s,
     prefill_replicas_needed,
+    ttft_floor_s,
 )
 from autoscaler.core.latency import LatencyProfile
 from autoscaler.core.spec import AutoscalerSpec, Forecaster
@@ -789,6 +790,12 @@ class PdscalePolicy:
             + (f"decode context {load.mean_decode_context_tokens:.0f} tok, " if pool is Pool.DECODE else "")
             + f"correction x{pst.correction:.2f}, headroom x{headroom_up:.2f}); {pods}"
         )
+        if pool is Pool.PREFILL:
+            floor_s = ttft_floor_s(self.profile, load, slo.percentile, self.prefill_model)
+            if floor_s > slo.target_s * (1 - self.margin_up):  # say why more pods would not be ordered
+                model_text += (
+                    f"; no count reaches the target: a tail prompt alone takes {floor_s:.3g}s, sized for that floor"
+                )
         if observed is not None and not fb_text:
             model_text = f"{metric} {pct} {observed:.3g}s vs {slo.target_s:.3g}s target; " + model_text
         if pressure == 0.0:

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autoscaler.core.capacity import (
+    UNREACHABLE_TTFT_SLACK,
     Load,
     PrefillModel,
     batch_quantile,
@@ -23,6 +24,7 @@ from autoscaler.core.capacity import (
     prefill_queue_service_s,
     prefill_replicas_needed,
     prefill_service_s,
+    ttft_floor_s,
     wait_quantile_s,
 )
 from autoscaler.core.latency import LatencyProfile, PolyModel
@@ -160,6 +162,24 @@ def test_decode_sizing_respects_caps() -> None:
 )
 def test_prefill_limit(limit: int, expected: int) -> None:
     assert prefill_replicas_needed(PROFILE, Load(276.0, 1155.0, 211.0), 0.85, 0.99, limit) == expected
+
+
+def test_unreachable_target_sizes_for_the_floor_not_the_maximum() -> None:
+    """A target below the tail prompt's own prefill cannot be met by any count: order what gets within 1 % of the
+    no-queue floor (more pods would only be paid for), not the pool's maximum."""
+    load = Load(40.0, 1155.0, 211.0)
+    floor = ttft_floor_s(PROFILE, load, 0.99)
+    assert predict_ttft_s(PROFILE, load, 10_000, 0.99) == pytest.approx(floor)
+    c = prefill_replicas_needed(PROFILE, load, floor * 0.9, 0.99, 64)
+    assert c < 64
+    assert predict_ttft_s(PROFILE, load, c, 0.99) <= floor * (1 + UNREACHABLE_TTFT_SLACK)
+    assert predict_ttft_s(PROFILE, load, c - 1, 0.99) > floor * (1 + UNREACHABLE_TTFT_SLACK)
+    # a reachable target keeps its meaning: the smallest count meeting it, more than the floor's count
+    reachable = prefill_replicas_needed(PROFILE, load, floor * 1.05, 0.99, 64)
+    assert predict_ttft_s(PROFILE, load, reachable, 0.99) <= floor * 1.05
+    assert reachable >= c
+    # and a reachable target beyond the pool's maximum still says so
+    assert prefill_replicas_needed(PROFILE, load, floor * 1.05, 0.99, c - 1) == c
 
 
 def test_zero_load_needs_nothing() -> None:

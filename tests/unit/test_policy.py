@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autoscaler.core.capacity import Load, decode_replicas_needed, prefill_replicas_needed
+from autoscaler.core.capacity import Load, decode_replicas_needed, prefill_replicas_needed, ttft_floor_s
 from autoscaler.core.policy import PdscalePolicy, PolicyState, make_pdscale_policy
 from autoscaler.core.spec import (
     AutoscalerSpec,
@@ -587,3 +587,14 @@ def test_decode_orders_ahead_for_prompts_queued_at_prefill() -> None:
         d, state = POLICY.decide(obs(t, sig(t, p_waiting=waiting)), state, SPEC)
     assert d.decode.desired_replicas > D_NEED, d.decode.message
     assert "prompts queued at prefill reach decode" in d.decode.message
+
+
+def test_unreachable_ttft_target_is_said_and_not_answered_with_the_maximum() -> None:
+    """Prompts so long that one alone takes longer than the TTFT target: more prefill pods cannot help, so the
+    policy sizes for the no-queue floor, and its message says why it stops there."""
+    long_prompts = Load(2.0, 20_000.0, 200.0)
+    floor_s = ttft_floor_s(PROFILE, long_prompts, SPEC.ttft.percentile)
+    assert floor_s > SPEC.ttft.target_s  # the premise: a tail prompt alone misses the target
+    d, _ = POLICY.decide(obs(0, sig(0, long_prompts, ttft=None), p=(2, 2)), POLICY.initial_state(SPEC), SPEC)
+    assert d.prefill.desired_replicas < SPEC.prefill.max_replicas
+    assert "no count reaches the target" in d.prefill.message and f"{floor_s:.3g}s" in d.prefill.message
