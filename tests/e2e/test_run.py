@@ -169,6 +169,11 @@ def test_two_replicas_one_leader_and_handover(stack: Stack) -> None:
 
     m.set_latency(0.3, 0.2)  # now ITL breaches: the new leader scales decode
     wait_for(lambda: m.replicas("decode") > 2, 30, "decode scale-up by the new leader")
-    decode_events = [e for e in m.events() if e["reason"] == "SuccessfulRescale" and "decode" in e["message"]]
-    assert {e["reportingInstance"] for e in decode_events} == {"b"}
+
+    def decode_rescales() -> list[dict]:
+        return [e for e in m.events() if e["reason"] == "SuccessfulRescale" and e["message"].startswith("decode:")]
+
+    # the event is written right after the scale, in the same pass: wait for it, do not race it
+    wait_for(decode_rescales, 10, "the decode scale-up's event")
+    assert {e["reportingInstance"] for e in decode_rescales()} == {"b"}
     assert b.stop(timeout_s=10) == 0
