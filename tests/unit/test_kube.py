@@ -40,7 +40,8 @@ from autoscaler.kube import (
     status_write_due,
     write_status,
 )
-from workers.local.kube_emulator import CR, KubeEmulator, selector_matches
+from metrics_adapter.selectors import parse_selector
+from workers.local.kube_emulator import CR, KubeEmulator
 
 NS = "llm"
 KINDS = {
@@ -464,7 +465,7 @@ def test_slo_message_names_percentiles(emu: KubeEmulator) -> None:
     ids=["eq", "and", "neq", "set-in-not-exists", "notin", "exists", "empty"],
 )
 def test_selector_semantics(selector: str, labels: dict[str, str], ok: bool) -> None:
-    assert selector_matches(selector, labels) is ok
+    assert parse_selector(selector).matches(labels) is ok
 
 
 @given(
@@ -476,10 +477,10 @@ def test_selector_semantics(selector: str, labels: dict[str, str], ok: bool) -> 
 )
 def test_selector_of_labels_matches_them(labels: dict[str, str]) -> None:
     selector = ",".join(f"{k}={v}" for k, v in labels.items())
-    assert selector_matches(selector, labels)
+    assert parse_selector(selector).matches(labels)
     if labels:
         k = next(iter(labels))
-        assert not selector_matches(selector, {**labels, k: labels[k] + "x"})
+        assert not parse_selector(selector).matches({**labels, k: labels[k] + "x"})
 
 
 @pytest.mark.parametrize(

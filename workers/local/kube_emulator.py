@@ -177,12 +177,6 @@ def _merge(base: Any, patch: Any) -> Any:
     return out
 
 
-def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
-    """Kubernetes label-selector semantics, parsed by apimachinery's rules (``metrics_adapter.selectors``, the same
-    parser the adapter uses); an invalid selector raises ``SelectorError``, which the API answers with a 400."""
-    return parse_selector(selector).matches(labels)
-
-
 FieldTerm = tuple[str, str, str]  # (dotted path, operator, value)
 
 
