@@ -283,7 +283,8 @@ def prefill_replicas_needed(
 
     When the target is below ``ttft_floor_s`` (the tail prompt's own prefill takes longer than the target), no
     count reaches it and more replicas only buy queueing that is already gone: the need is then the smallest c
-    within ``UNREACHABLE_TTFT_SLACK`` of the floor. Without this, a mean prompt one percent longer (2,750
+    within ``UNREACHABLE_TTFT_SLACK`` of the floor. A target within that slack above the floor is served the same
+    way (reaching it exactly would take ever more pods for the last fraction of a percent). Without this, a mean prompt one percent longer (2,750
     tokens instead of 2,725 at 2.75 req/s on a 1.275 s target, a live run's single tick) turned a need of 5
     into the pool's maximum (bench/sim_vs_live_inputs.py).
     """
