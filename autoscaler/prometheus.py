@@ -59,7 +59,10 @@ relabeling rule, e.g. from pod label ``pdscale.io/role`` or ``llm-d.ai/role``::
 Aggregated (colocated) pods are labelled ``decode``. The label name and values are fields of ``MetricProfile``;
 pass ``profiles=`` to ``PrometheusMetricsSource`` to override them. The KV gauge accepts both
 ``vllm:kv_cache_usage_perc`` and the pre-0.10 ``vllm:gpu_cache_usage_perc`` (``avg(new) or avg(old)``, so a pod
-exposing both during the deprecation window is not counted twice). Names holding ``:`` are also matched in
+exposing both during the deprecation window is not counted twice). The waiting requests are those waiting for
+capacity (``vllm:num_requests_waiting_by_reason{reason="capacity"}``), per series, falling back on
+``vllm:num_requests_waiting`` for a pod without the by-reason gauge: a decode pod counts a request whose KV is still
+coming from the prefill pod (NIXL) as waiting, with reason ``deferred``, and that is no backlog. Names holding ``:`` are also matched in
 their ``_`` spelling (``{__name__=~"vllm:x|vllm_x"}``): prometheus_client >= 0.22 answering Prometheus' OpenMetrics
 Accept header with ``escaping=underscores`` writes ``vllm_x`` on sample lines (client_python issue #1177), so a
 vLLM built on it is stored under the underscored names. ``MetricProfile.accept_escaped_names=False`` turns it off.
@@ -200,6 +203,13 @@ class MetricProfile:
     prompt_tokens_counter: str = "vllm:prompt_tokens_total"
     output_tokens_counter: str = "vllm:generation_tokens_total"
     waiting_gauge: str = "vllm:num_requests_waiting"
+    # The waiting requests split by why they wait: only those waiting for scheduling capacity are a backlog. vLLM
+    # (>= 0.11) counts a request whose KV is still in flight from a prefill pod (NixlConnector, WAITING_FOR_REMOTE_KVS)
+    # as waiting, under reason="deferred"; read as a backlog it held a 4-sequence decode pool at 2 pods on a trickle
+    # (tests/e2e/live_vllm_loop.py). None, or a pool whose pods lack the series: ``waiting_gauge`` (all of them).
+    waiting_by_reason_gauge: str | None = "vllm:num_requests_waiting_by_reason"
+    waiting_reason_label: str = "reason"
+    waiting_capacity_reason: str = "capacity"
     running_gauge: str = "vllm:num_requests_running"
     kv_usage_gauges: tuple[str, ...] = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
     pool_label: str = "role"
@@ -235,6 +245,7 @@ class MetricProfile:
             "prompt_tokens_counter",
             "output_tokens_counter",
             "waiting_gauge",
+            "waiting_by_reason_gauge",
             "running_gauge",
             "frontend_ttft_histogram",
             "frontend_itl_histogram",
@@ -251,6 +262,7 @@ class MetricProfile:
         validate_label_name(self.pool_label, f"{where}: pool_label")
         validate_label_name(self.pod_label, f"{where}: pod_label")
         validate_label_name(self.namespace_label, f"{where}: namespace_label")
+        validate_label_name(self.waiting_reason_label, f"{where}: waiting_reason_label")
         if self.prefill_value == self.decode_value:
             raise ValueError(f"{where}: prefill_value and decode_value must differ")
         for src, dst in self.frontend_label_map:
@@ -599,7 +611,15 @@ def _expression(
     if kind == W_OUTPUT:
         return _rate(profile.output_tokens_counter, sel, by, w, esc)
     if kind == W_WAITING:
-        return _gauge("sum", profile.waiting_gauge, sel, by, window_s, esc)
+        if profile.waiting_by_reason_gauge is None:
+            return _gauge("sum", profile.waiting_gauge, sel, by, window_s, esc)
+        # per series: the capacity part where the pod reports reasons, else all its waiting requests (set
+        # operators match label sets without the metric name, so each pod falls back on its own)
+        csel = ",".join([sel, label_matcher(profile.waiting_reason_label, [profile.waiting_capacity_reason])])
+        capacity = _fresh(series_selector(profile.waiting_by_reason_gauge, csel.lstrip(","), escaped_variant=esc),
+                          window_s)  # fmt: skip
+        waiting = _fresh(series_selector(profile.waiting_gauge, sel, escaped_variant=esc), window_s)
+        return f"sum by ({by}) (max without ({profile.waiting_reason_label}) ({capacity}) or {waiting})"
     if kind == W_RUNNING:
         running = _gauge("sum", profile.running_gauge, sel, by, window_s, esc)
         if not parts:
@@ -657,9 +677,12 @@ def _rate(counter: str, sel: str, by: str, w: str, esc: bool) -> str:
     return f"sum by ({by}) (rate({series_selector(counter, sel, escaped_variant=esc)}[{w}]))"
 
 
+def _fresh(series: str, freshness_s: float) -> str:
+    return f"{series} and (time() - timestamp({series})) < {freshness_s:g}"
+
+
 def _gauge(agg: str, gauge: str, sel: str, by: str, freshness_s: float, esc: bool) -> str:
-    series = series_selector(gauge, sel, escaped_variant=esc)
-    return f"{agg} by ({by}) ({series} and (time() - timestamp({series})) < {freshness_s:g})"
+    return f"{agg} by ({by}) ({_fresh(series_selector(gauge, sel, escaped_variant=esc), freshness_s)})"
 
 
 def pod_running_query(profile: MetricProfile, namespace: str, pods: Iterable[str], freshness_s: float) -> str:

@@ -57,6 +57,9 @@ class PodCounters:
     num_preemptions_total: int = 0
     num_requests_running: int = 0
     num_requests_waiting: int = 0
+    # of those waiting, the ones deferred (vLLM's ``num_requests_waiting_by_reason{reason="deferred"}``): on a
+    # decode pod, requests whose KV is still coming from prefill; the rest wait for capacity
+    num_requests_waiting_deferred: int = 0
     kv_cache_usage_perc: float = 0.0  # fraction 0..1, as vLLM exposes it
 
 

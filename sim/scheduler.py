@@ -479,6 +479,7 @@ class InstanceScheduler:
         c = self.counters
         c.num_requests_running = len(self.running)
         c.num_requests_waiting = len(self.waiting) + self.inbound_kv_transfers  # decode: + inbound KV transfers
+        c.num_requests_waiting_deferred = self.inbound_kv_transfers
         c.kv_cache_usage_perc = self.kv_used_tokens / self.kv_capacity_tokens
         flush_pending(c.ttft, self.ttft_pending)
         flush_pending(c.itl, self.itl_pending)

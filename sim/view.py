@@ -48,6 +48,7 @@ REQUEST_SUCCESS = "vllm:request_success_total"
 PREEMPTIONS = "vllm:num_preemptions_total"
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
+WAITING_CAPACITY = 'vllm:num_requests_waiting_by_reason{reason="capacity"}'  # waiting minus deferred
 KV_USAGE = "vllm:kv_cache_usage_perc"
 HISTOGRAM_EDGES_S: dict[str, tuple[float, ...]] = {TTFT: TTFT_BUCKETS_S, ITL: ITL_BUCKETS_S}
 
@@ -62,10 +63,11 @@ def _build_layout() -> tuple[dict[str, slice], frozenset[str]]:
         for suffix in ("_sum", "_count"):
             columns[family + suffix] = slice(pos, pos + 1)
             pos += 1
-    for name in (PROMPT_TOKENS, GENERATION_TOKENS, REQUEST_SUCCESS, PREEMPTIONS, RUNNING, WAITING, KV_USAGE):
+    for name in (PROMPT_TOKENS, GENERATION_TOKENS, REQUEST_SUCCESS, PREEMPTIONS, RUNNING, WAITING, KV_USAGE,
+                 WAITING_CAPACITY):  # fmt: skip
         columns[name] = slice(pos, pos + 1)
         pos += 1
-    return columns, frozenset({RUNNING, WAITING, KV_USAGE})
+    return columns, frozenset({RUNNING, WAITING, KV_USAGE, WAITING_CAPACITY})
 
 
 _COLUMNS, _GAUGES = _build_layout()
@@ -91,6 +93,7 @@ def _row(counters: PodCounters) -> np.ndarray:
                 counters.num_requests_running,
                 counters.num_requests_waiting,
                 counters.kv_cache_usage_perc,
+                counters.num_requests_waiting - counters.num_requests_waiting_deferred,
             ],
         ]
     ).astype(np.float64)
@@ -418,7 +421,8 @@ class SimMetricsSource:
       missing if either is), the decode pool alone when there is no prefill series (aggregated); ITL from decode;
     * requests/s from the proxy's TTFT count (proxy) or the decode pool's finished requests; prompt tokens/s from
       the prefill pool when it has series, else decode; output tokens/s from the decode pool;
-    * per-pool gauges (sum of waiting/running, mean KV usage) only from samples younger than the rate window, and
+    * per-pool gauges (sum of waiting/running, mean KV usage) only from samples younger than the rate window (the
+      waiting ones for capacity: not those deferred while their KV comes from prefill, as the live query reads), and
       the pods reporting (the distinct pods behind those gauges: a pod ready but not yet scraped is not one, as in
       ``autoscaler.prometheus``'s running-gauge count; the policy holds scale-downs on a partial scrape and sizes
       decode's KV context per reporting pod).
@@ -467,7 +471,7 @@ class SimMetricsSource:
     def _pool(self, pool: Pool, window_s: float, now_s: float) -> PoolSignals:
         p = self.prom
         return PoolSignals(
-            waiting_requests=p.gauge(WAITING, now_s, pool=pool, max_age_s=window_s),
+            waiting_requests=p.gauge(WAITING_CAPACITY, now_s, pool=pool, max_age_s=window_s),
             running_requests=p.gauge(RUNNING, now_s, pool=pool, max_age_s=window_s),
             kv_usage_fraction=p.gauge(KV_USAGE, now_s, pool=pool, agg="avg", max_age_s=window_s),
             request_rate_per_s=p.rate(REQUEST_SUCCESS, window_s, now_s, pool=pool),

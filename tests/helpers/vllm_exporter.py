@@ -83,6 +83,9 @@ class Load:
     waiting: float = 0.0
     running: float = 0.0
     kv_usage: float = 0.0
+    # of ``waiting``, the requests deferred (vLLM's reason="deferred": e.g. waiting for their KV from a prefill pod);
+    # None: no ``vllm:num_requests_waiting_by_reason`` series, as before vLLM exported one
+    waiting_deferred: float | None = None
     # share of ``requests_per_s`` that fails: counted as requests (vLLM ``finished_reason="error"``, the proxy's
     # failure outcome) but with no latency samples and no tokens, as a failing request leaves no trace there
     failure_fraction: float = 0.0
@@ -289,6 +292,9 @@ class VllmExporter:
         waiting = GaugeMetricFamily(
             "vllm:num_requests_waiting", "Number of requests waiting to be processed.", labels=names
         )
+        by_reason = GaugeMetricFamily(
+            "vllm:num_requests_waiting_by_reason", "Number of waiting requests by reason.", labels=[*names, "reason"]
+        )
         kv = {
             name: GaugeMetricFamily(name, "KV-cache usage. 1 means 100 percent usage.", labels=names)
             for name in sorted({p.kv_metric for p, *_ in pods})
@@ -306,8 +312,11 @@ class VllmExporter:
             gen.add_metric(lv, v["output_tokens"][0], timestamp=ts)
             running.add_metric(lv, acc.load.running, timestamp=ts)
             waiting.add_metric(lv, acc.load.waiting, timestamp=ts)
+            if acc.load.waiting_deferred is not None:
+                by_reason.add_metric([*lv, "capacity"], acc.load.waiting - acc.load.waiting_deferred, timestamp=ts)
+                by_reason.add_metric([*lv, "deferred"], acc.load.waiting_deferred, timestamp=ts)
             kv[pod.kv_metric].add_metric(lv, acc.load.kv_usage, timestamp=ts)
-        yield from (ttft, itl, success, prompt, gen, running, waiting, *kv.values())
+        yield from (ttft, itl, success, prompt, gen, running, waiting, by_reason, *kv.values())
 
     def _collect_frontends(
         self, fronts: list[tuple[ExportedFrontend, dict[str, list[float]]]]

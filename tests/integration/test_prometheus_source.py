@@ -81,6 +81,7 @@ SPECS = {
     "dynamo": spec("dyn", source="dynamo"),
     "llm-d": spec("llmd", source="llm-d"),
     "escaped": spec("escaped"),
+    "kv-wait": spec("kv-wait"),
 }
 
 
@@ -109,6 +110,11 @@ def world(module_prometheus: Callable[..., PrometheusServer]) -> Iterator[World]
     add(ExportedPod("a-d", "decode", "a", decode_load(running=3)))
     add(ExportedPod("dot-d", "decode", "llama-3.1", decode_load(running=31)))
     add(ExportedPod("dotx-d", "decode", "llama-3x1", decode_load(running=13)))
+    # decode pods of a P/D pair whose waiting requests are mostly waiting for their KV from prefill (NIXL): one
+    # reports reasons (4 waiting, all deferred), one reports reasons (3 waiting, 1 deferred), one does not (2)
+    add(ExportedPod("kvw-d0", "decode", "kv-wait", replace(decode_load(), waiting=4, waiting_deferred=4)))
+    add(ExportedPod("kvw-d1", "decode", "kv-wait", replace(decode_load(), waiting=3, waiting_deferred=1)))
+    add(ExportedPod("kvw-d2", "decode", "kv-wait", replace(decode_load(), waiting=2)))
     add(ExportedPod("dyn-p", "prefill", "dyn", prefill_load()))
     add(ExportedPod("dyn-d", "decode", "dyn", decode_load()))
     ex.add_frontend(ExportedFrontend("dyn-fe", "dyn", Load(9.0, ttft=PROXY_TTFT, itl=PROXY_ITL, itl_samples_per_request=99),
@@ -221,6 +227,15 @@ def test_pool_load_signals(world: World) -> None:
     assert pd.decode.request_rate_per_s == pytest.approx(12.0, rel=0.02)
     old = observe(source, "old-kv", now)
     assert old.decode.kv_usage_fraction == pytest.approx(0.6), "pre-0.10 gpu_cache_usage_perc accepted"
+
+
+def test_requests_waiting_for_their_kv_are_not_a_backlog(world: World) -> None:
+    """vLLM counts a request whose KV is still coming from the prefill pod as waiting (reason "deferred"): only
+    those waiting for capacity are queued; a pod without the by-reason series counts all its waiting requests."""
+    source, now = refreshed(world)
+    sig = observe(source, "kv-wait", now)
+    assert q(world, 'sum(vllm:num_requests_waiting{model_name="kv-wait"})', now) == 9.0
+    assert sig.decode.waiting_requests == 0.0 + 2.0 + 2.0
 
 
 @pytest.mark.parametrize(

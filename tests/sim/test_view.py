@@ -335,6 +335,7 @@ def test_metrics_source_reads_percentiles_and_load(proxy, ttft, ttft_mean):
         pre.counters.prompt_tokens_total += 15 * 1000
         dec.counters.generation_tokens_total += 15 * 100
         dec.counters.num_requests_running = 7
+        dec.counters.num_requests_waiting, dec.counters.num_requests_waiting_deferred = 5, 3  # 3 await their KV
         prom.scrape(15.0 * k)
     sig = source.observe(_spec(proxy), 60.0)
     assert sig.ttft_s == pytest.approx(ttft)
@@ -345,6 +346,7 @@ def test_metrics_source_reads_percentiles_and_load(proxy, ttft, ttft_mean):
     assert sig.mean_prompt_tokens == pytest.approx(1000)
     assert sig.output_tokens_per_s == pytest.approx(100)
     assert sig.decode.running_requests == 7
+    assert sig.decode.waiting_requests == 2, "requests whose KV is still coming from prefill are no backlog"
     assert sig.prefill.request_rate_per_s == pytest.approx(1.0)
     assert sig.decode.request_rate_per_s == pytest.approx(1.0)
     # gauges older than the rate window are not served (autoscaler.prometheus filters on timestamp())

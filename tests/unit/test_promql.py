@@ -188,10 +188,14 @@ LLMD_REQUESTS = (  # all requests, and beside them the failed ones (llm-d counts
     'sum by (model_name) (rate(inference_objective_request_error_total{model_name="a"}[60s])), "pdscale_part", '
     '"failed", "", "")'
 )
-VLLM_WAITING = (
-    'sum by (model_name, role) ({__name__=~"vllm:num_requests_waiting|vllm_num_requests_waiting",'
-    'model_name="a",role=~"decode|prefill"} and (time() - timestamp({__name__=~"vllm:num_requests_waiting|'
-    'vllm_num_requests_waiting",model_name="a",role=~"decode|prefill"})) < 60)'
+_BY_REASON = (
+    '{__name__=~"vllm:num_requests_waiting_by_reason|vllm_num_requests_waiting_by_reason",model_name="a",'
+    'role=~"decode|prefill",reason="capacity"}'
+)
+_WAITING = '{__name__=~"vllm:num_requests_waiting|vllm_num_requests_waiting",model_name="a",role=~"decode|prefill"}'
+VLLM_WAITING = (  # per series: waiting for capacity where the pod reports reasons, else all of its waiting
+    f"sum by (model_name, role) (max without (reason) ({_BY_REASON} and (time() - timestamp({_BY_REASON})) < 60) "
+    f"or {_WAITING} and (time() - timestamp({_WAITING})) < 60)"
 )
 
 
