@@ -51,6 +51,9 @@ from workers.local.live_result import live_result  # noqa: E402
 from workers.local.surge import CLUSTER, DURATION_S, LiveRun, print_progress, run_live, scenario_for  # noqa: E402
 
 TARGETS = {"compliance": 0.05, "gpu_hours_rel": 0.10, "replicas_within_1": 0.90}
+# A live pod is first scraped 1.1-5.5 s after it is ready (mean 3.6 s, 11 pods; file_sd, then Prometheus' discovery
+# manager's 5 s update cycle, then the target's scrape slot): the simulated Prometheus waits half the 5 s cycle.
+DISCOVERY_S = 2.5
 
 
 # ---------------------------------------------------------------- comparison
@@ -164,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scrape-phases", type=int, default=1, metavar="N",
                     help="simulated Prometheus scrapes each target at one of N phases of the interval (1: all at "
                          "the tick instants)")
+    ap.add_argument("--discovery-s", type=float, default=DISCOVERY_S, metavar="S",
+                    help="simulated Prometheus makes a ready pod a scrape target this long after it is ready "
+                         f"(default {DISCOVERY_S:g}: half Prometheus' 5 s discovery update cycle; 0: at once)")
     ap.add_argument("--sim-only", action="store_true", help="only simulate the scenario (its shape, in seconds)")
     args = ap.parse_args(argv)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack if a run seems stuck
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sim_only:
         cluster.write_profile()
         scenario = scenario_for(cluster, args.seed)
-        sim = replay(scenario, make_policy("pdscale", scenario.profile, scenario.spec))
+        sim = replay(scenario, make_policy("pdscale", scenario.profile, scenario.spec), discovery_s=args.discovery_s)
         ticks = np.arange(0.0, scenario.workload.duration_s + 1e-9, scenario.tick_s)
         for pool in ("prefill", "decode"):
             print(pool, at_ticks(sim.timeline, f"{pool}_desired", ticks).astype(int).tolist())
@@ -191,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     live = live_result(scenario, run.records, run.history, run.t0, run.timeline, CLUSTER.namespace,
                        scale_events=run.scale_events, wall_s=run.wall_s)  # fmt: skip
     print("simulating ...", file=sys.stderr, flush=True)
-    sim = replay(scenario, make_policy("pdscale", scenario.profile, scenario.spec), scrape_phases=args.scrape_phases)
+    sim = replay(scenario, make_policy("pdscale", scenario.profile, scenario.spec), scrape_phases=args.scrape_phases,
+                 discovery_s=args.discovery_s)
     cmp = compare(scenario, live, sim)
     if args.json:
         json.dump({k: v for k, v in cmp.items()}, sys.stdout, indent=1, default=str)

@@ -44,6 +44,8 @@ from workers.local.processes import ProcessRunner  # noqa: E402
 from workers.local.prometheus import PrometheusServer  # noqa: E402
 from workers.local.surge import CLUSTER, scenario_for  # noqa: E402
 
+DISCOVERY_S = 2.5  # bench_sim_vs_live.DISCOVERY_S
+
 FIELDS: dict[str, Callable[[Signals], float | None]] = {
     "req/s": lambda s: s.request_rate_per_s,
     "prompt tok/s": lambda s: s.prompt_tokens_per_s,
@@ -86,10 +88,11 @@ def merge(base: Signals, other: Signals, fields: tuple[str, ...]) -> Signals:
 class Inputs:
     """The live signals at ``t0 + t`` (cached) and a simulated run whose controller reads a chosen mix."""
 
-    def __init__(self, prometheus_url: str, t0: float, scenario: Any) -> None:
+    def __init__(self, prometheus_url: str, t0: float, scenario: Any, discovery_s: float = 0.0) -> None:
         self.source = PrometheusMetricsSource(prometheus_url, timeout_s=30.0)
         self.t0 = t0
         self.scenario = scenario
+        self.discovery_s = discovery_s
         self._live: dict[float, Signals] = {}
 
     def live(self, t_s: float) -> Signals:
@@ -114,7 +117,8 @@ class Inputs:
         replay_module.SimMetricsSource = Mixed  # type: ignore[misc]
         try:
             result = replay_module.replay(self.scenario, make_policy("pdscale", self.scenario.profile,
-                                                                     self.scenario.spec))  # fmt: skip
+                                                                     self.scenario.spec),
+                                          discovery_s=self.discovery_s)  # fmt: skip
         finally:
             replay_module.SimMetricsSource = original  # type: ignore[misc]
         return result, seen
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("workdir", type=Path, help="a live run's work directory (prometheus/tsdb, load-t0.txt)")
     ap.add_argument("--seed", type=int, default=0, help="the live run's seed")
+    ap.add_argument("--discovery-s", type=float, default=DISCOVERY_S, metavar="S",
+                    help=f"the simulated Prometheus' discovery delay (default {DISCOVERY_S:g}, as bench_sim_vs_live)")
     ap.add_argument("--ticks", nargs=2, type=float, metavar=("FROM_S", "TO_S"), help="print the inputs per tick")
     args = ap.parse_args(argv)
     tsdb = args.workdir / "prometheus" / "tsdb"
@@ -148,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster = LocalCluster(CLUSTER, Path(tmp) / "cluster")
             cluster.write_profile()
             scenario = scenario_for(cluster, args.seed)
-            inputs = Inputs(prometheus.url, t0, scenario)
+            inputs = Inputs(prometheus.url, t0, scenario, args.discovery_s)
             report(inputs, scenario, args.ticks)
         finally:
             runner.stop_all()

@@ -85,12 +85,18 @@ def _times(end_s: float, step_s: float) -> np.ndarray:
 
 
 def replay(
-    scenario: Scenario, policy: Policy[Any] | None = None, *, progress: bool = False, scrape_phases: int = 1
+    scenario: Scenario,
+    policy: Policy[Any] | None = None,
+    *,
+    progress: bool = False,
+    scrape_phases: int = 1,
+    discovery_s: float = 0.0,
 ) -> SimResult:
     """Run ``scenario`` under ``policy`` (default: the scenario's policy, itself 'static' unless named).
 
     ``scrape_phases`` > 1 scrapes each target at its own phase of the interval (``SimPrometheus``), as a real
-    Prometheus does; 1 scrapes every target at the tick instants."""
+    Prometheus does; 1 scrapes every target at the tick instants. ``discovery_s``: how long after it is ready a pod
+    becomes a scrape target (``SimPrometheus``)."""
     # the engine is imported late so that tooling can load this module
     from sim.engine import ClosedLoopArrivals, Engine, EngineConfig
     from sim.summary import summarize
@@ -120,6 +126,7 @@ def replay(
         scrape_interval_s=scenario.scrape_interval_s,
         retention_s=max(3600.0, 4 * scenario.spec.metrics.window_s),
         scrape_phases=scrape_phases,
+        discovery_s=discovery_s,
     )
     clock = SimClock()
     target = SimScaleTarget(engine, clock, mode=scenario.mode)

@@ -302,8 +302,11 @@ class PdscalePolicy:
         if load_now is not None:
             state = self._update_decode_context(state, observation, load_now)
             load_now = replace(load_now, decode_context_scale=state.decode_context_scale)
-        load_ahead = None if load_now is None else self._forecast_load(state, params, load_now, spec)
-        load_base = None if load_now is None else self._forecast_load(state, params, load_now, spec, smooth=True)
+        finished = _output_denominator(signals, load_now)
+        load_ahead = None if load_now is None else self._forecast_load(state, params, load_now, spec, finished)
+        load_base = (
+            None if load_now is None else self._forecast_load(state, params, load_now, spec, finished, smooth=True)
+        )
         if load_now is not None and load_base is not None:
             state = self._update_surprise(state, observation, load_now, load_base, spec)
         if missing is None and self._decode_backlog(observation) is not None:
@@ -405,11 +408,18 @@ class PdscalePolicy:
         )
 
     def _forecast_load(
-        self, state: PolicyState, params: fc.ForecastParams, now: Load, spec: AutoscalerSpec, smooth: bool = False
+        self,
+        state: PolicyState,
+        params: fc.ForecastParams,
+        now: Load,
+        spec: AutoscalerSpec,
+        finished_per_s: float = 0.0,
+        smooth: bool = False,
     ) -> Load:
         """Peak forecast over start-up + one tick, never below the load observed now (``smooth``: the forecast
         alone, which the scale-down verification and the overshoot measurement use: a sample's noise must not
-        decide a scale-down it does not decide for the forecaster)."""
+        decide a scale-down it does not decide for the forecaster). The mean output divides the output tokens by
+        at least ``finished_per_s``, the requests those tokens belong to (``_load_from``)."""
         horizon = spec.pod_startup_s + self.horizon_extra_s
         floor = 0.0 if smooth else 1.0
         rate = max(floor * now.request_rate_per_s, fc.peak(params, state.request_rate, horizon) or 0.0)
@@ -423,14 +433,15 @@ class PdscalePolicy:
         )
         if rate <= 0:
             return now
+        per_output = max(rate, finished_per_s)
         if smooth:
             return Load(
-                rate, max(prompt_tps / rate, 1.0), max(output_tps / rate, 1.0), now.decode_context_scale
+                rate, max(prompt_tps / rate, 1.0), max(output_tps / per_output, 1.0), now.decode_context_scale
             )
         return Load(
             rate,
             max(now.mean_prompt_tokens, prompt_tps / rate),
-            max(now.mean_output_tokens, output_tps / rate),
+            max(now.mean_output_tokens, output_tps / per_output),
             now.decode_context_scale,
         )
 
@@ -447,6 +458,8 @@ class PdscalePolicy:
         reporting = _finite(sig.pods_reporting)
         pods = reporting if reporting is not None else float(obs.decode.ready)
         if running is None or kv is None or pods < 1 or running < self.decode_context_min_running * pods:
+            return state
+        if now.request_rate_per_s <= 0:  # no request finished in the window yet: the means are undefined
             return state
         measured = kv * self.profile.kv_capacity_tokens * pods / running
         lo, hi = self.decode_context_scale_bounds
@@ -1014,13 +1027,28 @@ def _scale_down_hold(obs: Observation, spec: AutoscalerSpec) -> tuple[Reason, st
 
 def _load_from(signals: Signals) -> Load:
     """Load from the signals; the request rate is the prefill pool's own when it reports one (requests leave
-    prefill as they arrive, while first tokens lag behind any decode backlog and then catch up)."""
+    prefill as they arrive, while first tokens lag behind any decode backlog and then catch up).
+
+    The mean output per request divides the decode pool's output tokens by the larger of that rate and the decode
+    pool's own finished requests. Both count the same requests and both fall short for a while, for known reasons:
+    decode's finished requests lag its tokens while the load rises (a request counts when its last token is out),
+    and a new pod's counters are read only from its first scrape, so the requests it served before it became a
+    scrape target are missing from its pool's rates (measured live: 1-5.5 s after ready, up to 5 requests per
+    prefill pod). Divided by the prefill rate alone, decode's tokens gave a mean output of 118 where 55 ran while
+    prefill pods joined (live surge run), and decode was sized for it (2 -> 5 replicas where 3 were enough)."""
     rate = _finite(signals.prefill.request_rate_per_s) or signals.request_rate_per_s or 0.0
     if rate <= 0:
         return Load(0.0, 1.0, 1.0)
     prompt = (signals.prompt_tokens_per_s or 0.0) / rate
-    output = (signals.output_tokens_per_s or 0.0) / rate
+    output = (signals.output_tokens_per_s or 0.0) / max(rate, _finite(signals.decode.request_rate_per_s) or 0.0)
     return Load(rate, max(prompt, 1.0), max(output, 1.0))
+
+
+def _output_denominator(signals: Signals, now: Load | None) -> float:
+    """The requests per second the output tokens are divided by in ``_load_from`` (0 without a load)."""
+    if now is None or now.request_rate_per_s <= 0:
+        return 0.0
+    return max(now.request_rate_per_s, _finite(signals.decode.request_rate_per_s) or 0.0)
 
 
 def _settled(pst: PoolState, now_s: float, spec: AutoscalerSpec) -> bool:

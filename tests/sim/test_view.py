@@ -241,6 +241,25 @@ def test_pod_invisible_until_first_scrape_after_ready_and_stale_after_gone():
     assert prom.visible_pods(60.0) == ["d1"]
 
 
+def test_discovery_delay_hides_a_ready_pod_and_the_requests_it_serves_meanwhile():
+    """A pod ready at a scrape instant is not scraped then when discovery takes a while (Prometheus' discovery
+    manager hands new targets over every 5 s): the requests it finishes before its first scrape are in no rate."""
+    pod = FakePod("p0", Pool.PREFILL, ready_s=15.0, state="starting")
+    rates = {}
+    for discovery_s in (0.0, 2.5):
+        pod.counters, pod.first_scrape_s = PodCounters(), None
+        prom = SimPrometheus(FakeEngine([pod]), scrape_interval_s=3.75, discovery_s=discovery_s)
+        for k, done in enumerate((0, 5, 7, 9, 11)):  # a burst of 5 as it joins, then 2 per interval
+            pod.counters.request_success_total = done
+            prom.scrape(15.0 + 3.75 * k)
+        rates[discovery_s] = (pod.first_scrape_s, prom.rate(REQUEST_SUCCESS, 15.0, 30.0, pool=Pool.PREFILL))
+    assert rates[0.0] == (15.0, pytest.approx(11.0 / 15.0))
+    # first sample 5 at 18.75 s: the increase 6 over 11.25 s is extrapolated to the window, the burst is lost
+    assert rates[2.5] == (18.75, pytest.approx(8.0 / 15.0))
+    with pytest.raises(ValueError, match="discovery_s"):
+        SimPrometheus(FakeEngine([]), discovery_s=-1.0)
+
+
 def test_pods_reporting_counts_scraped_pods_as_the_running_gauge_count_does():
     """``PoolSignals.pods_reporting`` as ``autoscaler.prometheus`` reads it (distinct pods with a fresh running
     gauge): a pod ready between two scrapes is not one yet, so the policy sees the partial scrape a live tick sees."""

@@ -598,3 +598,38 @@ def test_unreachable_ttft_target_is_said_and_not_answered_with_the_maximum() -> 
     d, _ = POLICY.decide(obs(0, sig(0, long_prompts, ttft=None), p=(2, 2)), POLICY.initial_state(SPEC), SPEC)
     assert d.prefill.desired_replicas < SPEC.prefill.max_replicas
     assert "no count reaches the target" in d.prefill.message and f"{floor_s:.3g}s" in d.prefill.message
+
+
+def test_decode_is_not_sized_for_requests_a_new_prefill_pod_served_unscraped() -> None:
+    """A prefill pod that just became ready serves requests before Prometheus first scrapes it, so its pool's
+    request rate reads low for a window while decode's tokens and finished requests do not: decode's mean output
+    per request must come from counts of the same requests, not grow with the missing ones (live surge run:
+    decode 2 -> 5 on a mean output of 118 tokens where 55 ran)."""
+    spec = AutoscalerSpec(behavior=NO_DOWN_WINDOW, decode=PoolSpec(max_replicas=64))
+
+    def signals(t: float, prefill_rate: float) -> Signals:  # the prefill pool's prompt tokens are short alike
+        s = sig(t, LOAD)
+        return replace(s, prompt_tokens_per_s=prefill_rate * LOAD.mean_prompt_tokens,
+                       prefill=replace(s.prefill, request_rate_per_s=prefill_rate),
+                       decode=replace(s.decode, request_rate_per_s=LOAD.request_rate_per_s))  # fmt: skip
+
+    desired = {}
+    for name, undercount in (("all scraped", 1.0), ("new prefill pods unscraped", 0.5)):
+        state = POLICY.initial_state(spec)
+        for i in range(8):
+            t = 15.0 * i
+            rate = LOAD.request_rate_per_s * (undercount if i == 7 else 1.0)
+            d, state = POLICY.decide(obs(t, signals(t, rate), d=(D_NEED, D_NEED)), state, spec)
+        desired[name] = d.decode.desired_replicas
+        assert f"output {LOAD.mean_output_tokens:.0f} tok" in d.decode.message, d.decode.message
+    assert desired["new prefill pods unscraped"] <= desired["all scraped"] == D_NEED, desired
+
+
+def test_decode_context_is_not_measured_before_a_request_rate() -> None:
+    """The first window can see decode sequences running before any request has finished anywhere (no request
+    rate, so no mean prompt or output): the KV context per sequence is not compared with means that do not exist
+    (it was, against 1.5 tokens, and the context scale sat at its 3x bound for a minute)."""
+    state = POLICY.initial_state(SPEC)
+    no_rate = replace(sig(0.0, LOAD, kv=0.2, d_running=400.0), request_rate_per_s=0.0)
+    _, state = POLICY.decide(obs(0.0, no_rate), state, SPEC)
+    assert state.decode_context_time_s is None and state.decode_context_scale == 1.0
