@@ -52,7 +52,7 @@ def vllm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClus
         vllm_max_model_len=512, max_num_seqs=4,
         # the controller's capacity model: 8B/H100 step times x2 ~ the tiny model on one busy CPU core
         time_scale=2.0, startup_s=120.0, tick_s=2.0, scrape_s=1.0, window_s=15.0, lease_s=40.0, controllers=1,
-        ttft_target_s=5.0, itl_target_s=0.5, max_replicas=2, pre_stop_s=2, grace_s=40, probe_period_s=1.0,
+        ttft_target_s=5.0, itl_target_s=1.5, max_replicas=2, pre_stop_s=2, grace_s=40, probe_period_s=1.0,
         probe_timeout_s=5.0,
         autoscaler={"prefill": {"maxReplicas": 1},
                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 20,
