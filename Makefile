@@ -33,8 +33,8 @@ image-worker:
 	docker build --build-arg PDSCALE_EXTRAS=worker -t $(WORKER_IMAGE) .
 
 # Real vLLM pods in the live loop (tests/e2e/live_vllm_loop.py, 6-9 min on 2 cores): NOT part of `make test` (its
-# budget for it is ~4 min). The scale-down back to 1 now comes (59 s in the last run), but under other sessions' load
-# a vLLM worker process died once mid-run; the file says what each phase took and how each run failed.
+# budget for it is ~4 min). 1 pass in the 3 runs on this code (5 min 17 s); under other sessions' load a vLLM worker
+# died once, and once the decode ITL went over target on a trickle; the file says what each phase took.
 test-live-vllm: $(STAMP) prometheus kubectl vllm
 	$(BIN)/pytest tests/e2e/live_vllm_loop.py
 
