@@ -159,6 +159,8 @@ def profile_run(w: Workload, cfg: EngineConfig, instances: int, top: int) -> Non
     import cProfile
     import pstats
 
+    if engine_kind() == "compiled":
+        sys.exit("--cprofile: cProfile sees no calls inside the compiled engine; run with PDSCALE_SIM_NATIVE=0")
     profiler = cProfile.Profile()
     profiler.enable()
     e = Engine(w, cfg, instances, instances)

@@ -2,10 +2,11 @@
 
 The engine's modules (``NATIVE_MODULES``: the event loop, schedulers, router, cluster, counters, records) are
 checked by ``mypy --strict`` already, so mypyc (shipped with mypy) compiles them to C extensions unchanged. The build
-goes to ``build/sim-native/`` beside the sources, never over them, with the sha256 of every compiled source and the
-interpreter it was built for. ``sim/__init__`` asks ``usable_build()`` whether that build may run: only when every
-hash matches the current source and the interpreter is the same, so an edited module never runs stale compiled code
-(it runs as plain Python until the next build). ``PDSCALE_SIM_NATIVE=0`` turns the build off.
+goes to ``build/sim-native/`` beside the sources, never over them, with the sha256 of every compiled source (and of
+the project modules they import) and the interpreter it was built for. ``sim/__init__`` asks ``usable_build()``
+whether that build may run: only when every hash matches the current source and the interpreter is the same, so an
+edited module never runs stale compiled code (it runs as plain Python until the next build). ``PDSCALE_SIM_NATIVE=0``
+turns the build off.
 
 Results are identical bit for bit (``make test-sim-native``; ``bench/bench_engine_equivalence.py`` run with and
 without it); ``bench/bench_sim_speed.py --native`` measures both side by side.
@@ -22,6 +23,10 @@ import sysconfig
 from pathlib import Path
 
 NATIVE_MODULES = ("request", "events", "counters", "records", "scheduler", "skipping", "router", "cluster", "engine")
+# what the compiled modules import from the rest of the project: mypyc may build their types and constants in, so an
+# edit there makes the build stale too
+IMPORTED_SOURCES = ("autoscaler/core/buckets.py", "autoscaler/core/latency.py", "autoscaler/core/types.py",
+                    "sim/workload.py")  # fmt: skip
 SIM_DIR = Path(__file__).resolve().parent
 REPO = SIM_DIR.parent
 BUILD_DIR = REPO / "build" / "sim-native"
@@ -33,10 +38,11 @@ def _ext_suffix() -> str:
 
 
 def source_hashes() -> dict[str, str]:
-    """sha256 of each compiled module's source as it is now."""
+    """sha256 of each compiled module's source and of what they import from the project, as they are now."""
     import hashlib
 
-    return {m: hashlib.sha256((SIM_DIR / f"{m}.py").read_bytes()).hexdigest() for m in NATIVE_MODULES}
+    paths = [f"sim/{m}.py" for m in NATIVE_MODULES] + list(IMPORTED_SOURCES)
+    return {p: hashlib.sha256((REPO / p).read_bytes()).hexdigest() for p in paths}
 
 
 def _stamp() -> dict[str, object]:

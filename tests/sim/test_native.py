@@ -39,11 +39,13 @@ def test_a_build_of_the_current_sources_for_this_interpreter_is_used(
     assert native.usable_build(tmp_path) == tmp_path / "lib" / "sim"
 
 
-def test_an_edited_module_makes_the_build_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_edited_module_or_import_makes_the_build_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(native.DISABLE_ENV, raising=False)
     sources = native.source_hashes()
-    assert set(sources) == set(native.NATIVE_MODULES)
-    write_stamp(tmp_path, sources={**sources, "scheduler": "0" * 64})
+    assert {f"sim/{m}.py" for m in native.NATIVE_MODULES} | set(native.IMPORTED_SOURCES) == set(sources)
+    write_stamp(tmp_path, sources={**sources, "sim/scheduler.py": "0" * 64})
+    assert native.usable_build(tmp_path) is None
+    write_stamp(tmp_path, sources={**sources, "autoscaler/core/latency.py": "0" * 64})  # an import's edit counts too
     assert native.usable_build(tmp_path) is None
 
 
