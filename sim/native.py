@@ -52,11 +52,11 @@ def _stamp() -> dict[str, object]:
 def usable_build(build_dir: Path = BUILD_DIR) -> Path | None:
     """The compiled ``sim`` directory to put ahead of the sources, or None (no build, stale, other interpreter,
     or turned off). Cheap when there is no build: one stat (``import sim`` asks it; the CLI must start fast)."""
-    import json
-
     stamp_file = build_dir / "stamp.json"
     if os.environ.get(DISABLE_ENV, "1") == "0" or not stamp_file.is_file():
         return None
+    import json
+
     try:
         stamp = json.loads(stamp_file.read_text())
     except (OSError, ValueError):
