@@ -1,6 +1,6 @@
 """pdscale sim package.
 
-When a current compiled build of the engine exists (``sim.native``, opt-in with ``make sim-native``), its directory
+When a current compiled build of the engine exists (``sim.native``, built by ``make sim-native``), its directory
 goes ahead of the sources on this package's path, so ``import sim.engine`` loads the compiled module; a stale build
 is ignored.
 """

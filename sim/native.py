@@ -1,4 +1,4 @@
-"""The simulator's engine compiled by mypyc (opt-in: ``make sim-native``): the same source, about twice as fast.
+"""The simulator's engine compiled by mypyc (``make sim-native``, which ``make test`` and ``make demo`` run): the same source, about twice as fast.
 
 The engine's modules (``NATIVE_MODULES``: the event loop, schedulers, router, cluster, counters, records) are
 checked by ``mypy --strict`` already, so mypyc (shipped with mypy) compiles them to C extensions unchanged. The build

@@ -11,8 +11,12 @@ from sim.native import BUILD_DIR, DISABLE_ENV, NATIVE_MODULES, build, usable_bui
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m sim.native_cli", description=__doc__)
     ap.add_argument("action", choices=("build", "status"))
+    ap.add_argument("--force", action="store_true", help="build even when the current build matches the sources")
     args = ap.parse_args(argv)
     if args.action == "build":
+        if not args.force and os.environ.get(DISABLE_ENV, "1") != "0" and usable_build() is not None:
+            print(f"sim.native: the build in {BUILD_DIR} matches the sources and this interpreter; nothing to do")
+            return
         print(f"sim.native: compiled {len(NATIVE_MODULES)} modules into {build(BUILD_DIR)}")
         return
     lib = usable_build()

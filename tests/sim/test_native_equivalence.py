@@ -1,6 +1,6 @@
 """The mypyc-compiled engine (sim.native) against the same source as plain Python: identical, bit for bit.
 
-Not part of ``make test`` (CI does not compile the engine): ``make test-sim-native`` builds it and runs this file.
+``make test`` builds the engine first (``make sim-native``); ``make test-sim-native`` builds it and runs only this file.
 Each side runs bench/bench_engine_equivalence.py's 27 cases (both Azure traces, agg and disagg, every router,
 preemption under a small KV cache, table and roofline step models, scaling with scrapes mid-run, the per-step
 reference, the ITL gap log) in its own interpreter; every array is compared exactly. ~1 minute on 2 cores.
