@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from autoscaler.core.buckets import PROMPT_TOKENS_BUCKETS, buckets_1_2_5
-from autoscaler.core.prompt_mix import prompt_mix_from_buckets
+from autoscaler.core.prompt_mix import overflow_cap_tokens, prompt_mix_from_buckets
 
 
 def _buckets(lengths: np.ndarray, edges: tuple[float, ...] = PROMPT_TOKENS_BUCKETS) -> list[tuple[float, float]]:
@@ -32,6 +32,8 @@ CASES = [
     ("lognormal mean 2000 sigma 0.5", lambda r: _lognormal(r, 2000, 0.5), (1.0, 1.20), (1.0, 1.35)),
     ("exponential mean 1000", lambda r: np.clip(np.round(r.exponential(1000, 20_000)), 1, None), (0.95, 1.20),
      (0.95, 1.15)),
+    # p50 30k, 2.3 % above the last edge (100k): the p99 lies in the +Inf bucket (overflow_cap_tokens)
+    ("very long, clipped at 128k", lambda r: _lognormal(r, 36000, 0.6), (0.95, 1.10), (0.93, 1.08)),
 ]  # fmt: skip
 
 
@@ -71,6 +73,14 @@ def test_small_edges_and_a_point_mass() -> None:
     mix = prompt_mix_from_buckets(_buckets(np.full(100, 150.0), edges), 0.5)  # all in (100, 200]
     assert mix is not None
     assert 100 < mix.mean_tokens <= 200 and mix.scv < 0.05 and 100 < mix.tail_tokens <= 200
+
+
+def test_the_overflow_bucket_ends_between_two_1_2_5_edges() -> None:
+    assert overflow_cap_tokens(100000.0) == pytest.approx(100000 * math.sqrt(2))  # 141k: a 128k model is below
+    assert overflow_cap_tokens(20000.0) == pytest.approx(20000 * math.sqrt(2.5))
+    assert overflow_cap_tokens(300.0) == pytest.approx(300 * math.sqrt(2))  # not a 1-2-5 edge: twice it
+    only_over = prompt_mix_from_buckets([(100000.0, 0.0), (math.inf, 4.0)], 0.99)
+    assert only_over is not None and 100000 < only_over.tail_tokens <= overflow_cap_tokens(100000.0)
 
 
 def test_nothing_observed_is_none_and_bad_buckets_are_named() -> None:
