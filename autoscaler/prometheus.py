@@ -72,7 +72,11 @@ aborts). ``PoolSignals.pods_reporting`` is the number of distinct ``pod`` label 
 among the pool's fresh running-gauge series: with a series label other than ``pod`` for the pod, set
 ``pod_label``, or every pool reads as one pod reporting. Both ride as a second answer in an existing grouped query
 (``label_replace`` marks it: ``pdscale_part="failed"`` on the frontend rate, a ``#failed`` / ``#pods`` suffix on the
-pool label of the worker rate and running gauge), so the count of queries per tick does not change.
+pool label of the worker rate and running gauge), so the count of queries per tick does not change. The
+prompt-length histogram (``MetricProfile.prompt_lengths_histogram``, vLLM's ``vllm:request_prompt_tokens``) rides
+the same way in the prompt-token rate query: ``sum by (le, ...) (rate(..._bucket[w]))`` with the pool label and
+``le`` joined into ``<pool>#le=<bound>`` (``label_join``), read into ``Signals.prompt_length_buckets`` (the prefill
+pool's when it has any, else decode's); ~20 more series per pool and autoscaler in that answer.
 
 Missing data is ``None``, never zero: NaN and ±Inf answers (e.g. ``histogram_quantile`` or a 0/0 mean with no
 requests in the window), absent series (empty vector) and stale series. Staleness: ``rate()`` needs two samples
