@@ -41,6 +41,7 @@ def test_pdscale_up_starts_everything_and_ctrl_c_leaves_nothing(tmp_path: Path, 
     out = up.output()
     kubeconfig = re.search(r"kubectl --kubeconfig (\S+) get", out)
     assert kubeconfig and "Prometheus" in out and "/v1" in out and "pdscale loadgen --url" in out, out
+    assert "leader controller-a" in out, out  # `up` returns once the only controller holds the Lease
     pods = subprocess.run([kubectl, "--kubeconfig", kubeconfig.group(1), "get", "pods", "-o", "wide"],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert pods.returncode == 0, pods.stderr

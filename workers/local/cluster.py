@@ -269,9 +269,12 @@ class LocalCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, *, wait_ready_s: float = 120.0) -> LocalCluster:
+    def start(self, *, wait_ready_s: float = 120.0, wait_leader_s: float = 30.0) -> LocalCluster:
+        """Everything up, every pod Ready, and one controller holding the Lease (so it acts when this returns)."""
         try:
             self._start(wait_ready_s)
+            if self.controllers:
+                self.wait_for_leader(wait_leader_s)
         except BaseException:
             self.stop()
             raise
@@ -354,6 +357,19 @@ class LocalCluster:
         raise TimeoutError(f"the pods did not all become ready within {timeout_s:.0f} s: {last}, proxy sees "
                            f"{self.proxy_ready()}; logs under {self.workdir}")  # fmt: skip
 
+    def wait_for_leader(self, timeout_s: float) -> str:
+        """Until a controller holds the Lease; fails at once, with its log, when every controller has exited."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            holder = self.lease_holder()
+            if holder is not None:
+                return holder
+            if self.controllers and not any(p.running for p in self.controllers.values()):
+                tails = "\n".join(f"{i} (rc {p.returncode}):\n{p.tail(20)}" for i, p in self.controllers.items())
+                raise RuntimeError(f"every controller exited before one took the Lease:\n{tails}")
+            time.sleep(0.2)
+        raise TimeoutError(f"no controller took the Lease within {timeout_s:.0f} s; logs under {self.workdir}")
+
     def stop(self) -> None:
         """Controllers first (nothing scales while the rest goes), then the proxy, the pods, Prometheus."""
         for proc in self.controllers.values():
@@ -428,7 +444,8 @@ class LocalCluster:
             f"  kubectl --kubeconfig {self.kubeconfig_path} get pdas,deploy,pods",
             f"Prometheus                 {self.prometheus_url}",
             f"proxy (OpenAI API)         {self.proxy_url}/v1   model {s.model!r}",
-            f"controllers                {', '.join(f'{i} :{p}/metrics' for i, p in self.controller_ports.items())}",
+            f"controllers                {', '.join(f'{i} :{p}/metrics' for i, p in self.controller_ports.items())}"
+            f"   leader {self.lease_holder() or 'none yet'}",
             f"pods' logs                 {self.workdir / 'pods'}",
             "send load:",
             f"  pdscale loadgen --url {self.proxy_url} --generator "
