@@ -5,9 +5,7 @@ Per pool, every tick:
      forecast over the pod start-up horizon (``forecast.py``), taken at its peak and never below what is
      observed now; a queue adds its growth rate (measured rates are throughput under saturation) and the
      backlog as it will be when the first starting pods are ready, drained within ``backlog_drain_s``; decode
-     adds prefill's queue too (those prompts reach decode as soon as prefill catches up). The prompt mix (SCV and
-     the length at the TTFT percentile, which price prefill's work and its TTFT floor) is read from the
-     prompt-length histogram over the rate window (``prompt_mix``), assumed without one. Decode's KV context per
+     adds prefill's queue too (those prompts reach decode as soon as prefill catches up). Decode's KV context per
      sequence is measured (KV usage × capacity / running sequences), not taken from the means (it is
      output-weighted: a long prompt with a short answer barely occupies decode);
   2. correction: the load multiplier m that puts the model's percentile into the observed histogram bucket at
@@ -320,15 +318,6 @@ class PdscalePolicy:
             state = replace(state, decode_backlog_time_s=now_s)
 
         hold = None if missing is not None else _scale_down_hold(observation, spec)
-        first_s = state.request_rate.first_time_s
-        if hold is None and missing is None and (first_s is None or now_s - first_s < spec.metrics.window_s):
-            # A rate read within a window of the start may cover part of it (a fresh Prometheus or fresh pods read
-            # low, as the forecaster's warm-up knows), and the stabilization window has no history yet: no
-            # scale-down on it. Measured: in Dynamo's mocker (conv x20, from 3P/3D) the first tick read 76 req/s of
-            # ~150 and removed a decode pod at 15 s; minutes 0-3 missed their ITL target.
-            hold = Reason.SCALE_DOWN_STABILIZED, (
-                f"first metrics window since pdscale started ({spec.metrics.window_s:g}s): its rates may cover part of it"
-            )
         outcomes: dict[Pool, _PoolOutcome] = {}
         for pool in (Pool.PREFILL, Pool.DECODE):
             # prompts queued at prefill reach decode as soon as prefill catches up: decode orders for them too

@@ -153,12 +153,10 @@ CASES = {
         Reason.WAITING_FOR_STARTING_PODS,
         desired=2 * P_NEED,
     ),
-    # one tick a metrics window earlier: no scale-down within the first window (test_no_scale_down_in_first_window)
-    "scale-down": Case((obs(-60, sig(-60, SMALL)),), obs(0, sig(0, SMALL)), Pool.PREFILL, Reason.SCALE_DOWN,
-                       direction=-1),
+    "scale-down": Case((), obs(0, sig(0, SMALL)), Pool.PREFILL, Reason.SCALE_DOWN, direction=-1),
     # pdscale's default rate (25 % per minute) without the window: 20 replicas may go to 15 at most
     "scale-down-rate-limited-by-behavior": Case(
-        (obs(-60, sig(-60, SMALL), p=(20, 20)),),
+        (),
         obs(0, sig(0, SMALL), p=(20, 20)),
         Pool.PREFILL,
         Reason.SCALE_DOWN_LIMIT,
@@ -295,23 +293,9 @@ def test_every_reason_but_static_is_covered() -> None:
 def test_scale_down_hold_threshold(failed_fraction: float, pods: int | None, held: bool) -> None:
     s = replace(sig(0, SMALL), failed_request_rate_per_s=failed_fraction * SMALL.request_rate_per_s,
                 decode=PoolSignals(running_requests=50.0, pods_reporting=pods))
-    _, state = POLICY.decide(obs(-60, replace(s, time_s=-60)), POLICY.initial_state(SPEC), SPEC)  # a window ago
-    d, _ = POLICY.decide(obs(0, s), state, SPEC)
+    d, _ = POLICY.decide(obs(0, s), POLICY.initial_state(SPEC), SPEC)
     assert (d.prefill.desired_replicas == P_NEED) == held, d.prefill.message
     assert (d.decode.desired_replicas == D_NEED) == held, d.decode.message
-
-
-def test_no_scale_down_in_first_window() -> None:
-    """A rate read within a metrics window of the policy's first observation may cover part of the window (a fresh
-    Prometheus, fresh pods): no pool shrinks on it, while scale-up stays free; one window later it may."""
-    first, state = POLICY.decide(obs(0, sig(0, SMALL)), POLICY.initial_state(SPEC), SPEC)
-    for pd, need in ((first.prefill, P_NEED), (first.decode, D_NEED)):
-        assert pd.desired_replicas == need and pd.reason == Reason.SCALE_DOWN_STABILIZED.value, pd.message
-        assert pd.message.startswith("first metrics window since pdscale started (60s)"), pd.message
-    later, _ = POLICY.decide(obs(60, sig(60, SMALL)), state, SPEC)
-    assert later.prefill.desired_replicas < P_NEED and later.prefill.reason == Reason.SCALE_DOWN.value
-    up, _ = POLICY.decide(obs(0, sig(0, ttft=2.5)), POLICY.initial_state(SPEC), SPEC)
-    assert up.prefill.desired_replicas > P_NEED
 
 
 def test_failing_requests_still_scale_up() -> None:
