@@ -5,7 +5,9 @@ Per pool, every tick:
      forecast over the pod start-up horizon (``forecast.py``), taken at its peak and never below what is
      observed now; a queue adds its growth rate (measured rates are throughput under saturation) and the
      backlog as it will be when the first starting pods are ready, drained within ``backlog_drain_s``; decode
-     adds prefill's queue too (those prompts reach decode as soon as prefill catches up). Decode's KV context per
+     adds prefill's queue too (those prompts reach decode as soon as prefill catches up). The prompt mix (SCV and
+     the length at the TTFT percentile, which price prefill's work and its TTFT floor) is read from the
+     prompt-length histogram over the rate window (``prompt_mix``), assumed without one. Decode's KV context per
      sequence is measured (KV usage × capacity / running sequences), not taken from the means (it is
      output-weighted: a long prompt with a short answer barely occupies decode);
   2. correction: the load multiplier m that puts the model's percentile into the observed histogram bucket at
