@@ -18,6 +18,17 @@ wall-clock second. Two figures for pdscale:
   in 120 s), the timeline and the summary. The same workload; CPU seconds of the ``replay()`` call (no imports,
   no trace reading).
 
+The engine compiled by mypyc (``make sim-native``, ``sim.native``) against the same source as plain Python, in this
+checkout, alternately (every figure above uses the compiled engine when a current build exists; the output says
+which ran):
+
+    .venv/bin/python bench/bench_sim_speed.py --native [--repeats 5] [--measure replay]
+
+Where the time goes (``--cprofile [N]``): the fast run under cProfile, per simulated request: events handled by kind
+(prefill steps, decode segments, KV arrivals, segment cuts, stale heap entries), heap pushes and pops (the event
+queue and the decode instances' finish heaps together), Python calls, and the N functions with the most own time.
+cProfile roughly triples the run time and weighs calls heavily; the shares are a guide, the counts are exact.
+
 Side by side with another checkout (e.g. main before a change: ``git worktree add --detach ../base main``):
 
     .venv/bin/python bench/bench_sim_speed.py --compare-with ../base [--repeats 5]
@@ -130,6 +141,54 @@ def replay_digest(result: Any) -> str:
     return h.hexdigest()
 
 
+PROFILED_EVENTS = (  # (label, function name as pstats reports it): what one simulated request costs, by kind
+    ("arrivals dispatched", "_arrive"),
+    ("prefill steps (formed)", "_form_prefill_step"),
+    ("KV arrivals", "_on_kv_arrival"),
+    ("decode segments (committed)", "commit_segment"),
+    ("decode segments cut for an admission", "end_segment_for_admission"),
+    ("decode steps formed", "_form_batch_step"),
+    ("heap pushes", "<built-in method _heapq.heappush>"),
+    ("heap pops", "<built-in method _heapq.heappop>"),
+)
+
+
+def profile_run(w: Workload, cfg: EngineConfig, instances: int, top: int) -> None:
+    """The fast run under cProfile: per-request counts of the engine's events and heap operations, and the top
+    functions by own time."""
+    import cProfile
+    import pstats
+
+    if engine_kind() == "compiled":
+        sys.exit("--cprofile: cProfile sees no calls inside the compiled engine; run with PDSCALE_SIM_NATIVE=0")
+    profiler = cProfile.Profile()
+    profiler.enable()
+    e = Engine(w, cfg, instances, instances)
+    e.finish()
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    calls: dict[str, int] = {}
+    for (_, _, name), (_, ncalls, _, _, _) in raw.items():
+        calls[name] = calls.get(name, 0) + ncalls
+    n = len(w)
+    total_s = stats.total_tt  # type: ignore[attr-defined]
+    print(f"profile    {w.name}: {n} requests, {total_s:.2f} s under cProfile, "
+          f"{stats.total_calls / n:.1f} calls per request")  # type: ignore[attr-defined]  # fmt: skip
+    for label, name in PROFILED_EVENTS:
+        print(f"  {calls.get(name, 0) / n:>6.2f} {label} per request")
+    # every finish pops the finish heap once; every other pop is the event queue's, and those that were not a step
+    # end or a KV arrival are stale step ends (a cut segment's first end) or rare events (pod ready)
+    queue_pops = calls.get("<built-in method _heapq.heappop>", 0) - calls.get("_finish_decoding", 0)
+    handled = calls.get("commit_segment", 0) + calls.get("_after_prefill_step", 0) + calls.get("_on_kv_arrival", 0)
+    print(f"  {(queue_pops - handled) / n:>6.2f} other event-queue pops (stale step ends, pod-ready) per request")
+    print(f"top {top} by own time (share of the profiled time)")
+    ranked = sorted(raw.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    for (path, line, name), (_, ncalls, tt, ct, _) in ranked:
+        where = f"{Path(path).name}:{line}" if line else ""
+        print(f"  {tt / total_s * 100:>5.1f} % own {ct / total_s * 100:>5.1f} % incl {ncalls / n:>6.2f}/req  {name} {where}")
+
+
 def child(args: argparse.Namespace, w: Workload) -> None:
     """One timed fast run (``--measure engine``) or closed-loop replay (``replay``); prints JSON for the parent."""
     if args.measure == "replay":
@@ -138,23 +197,44 @@ def child(args: argparse.Namespace, w: Workload) -> None:
     else:
         e, wall, cpu = timed_run(w, EngineConfig(load_profile(args.profile)), args.instances)
         digest = records_digest(e)
-    print(json.dumps({"cpu_s": cpu, "wall_s": wall, "requests": len(w), "digest": digest}))
+    print(json.dumps({"cpu_s": cpu, "wall_s": wall, "requests": len(w), "digest": digest, "engine": engine_kind()}))
+
+
+def engine_kind() -> str:
+    """Which engine this process runs: the mypyc-compiled one (``sim.native``) or plain Python."""
+    try:
+        from sim.native import is_active
+    except ImportError:  # a checkout from before sim.native
+        return "python"
+    return "compiled" if is_active() else "python"
 
 
 def compare(args: argparse.Namespace, n_requests: int) -> None:
-    """Alternate runs of the other checkout and this one; medians and ratio of req/CPU-s."""
+    """Alternate runs of two sides (another checkout and this one, or this one as plain Python and compiled);
+    medians and ratio of req/CPU-s, and whether the records are identical."""
     this_root = Path(__file__).resolve().parents[1]
-    sides = {"baseline": args.compare_with.resolve(), "this": this_root}
-    argv = [a for a in sys.argv[1:]]
-    i = argv.index("--compare-with")
-    del argv[i : i + 2]
+    sides: dict[str, tuple[Path, dict[str, str]]]  # name -> (checkout, environment overrides)
+    if args.native:
+        from sim.native import DISABLE_ENV, usable_build
+
+        if usable_build() is None:
+            sys.exit("--native: no current compiled build of the engine (make sim-native)")
+        sides = {"python": (this_root, {DISABLE_ENV: "0"}), "compiled": (this_root, {DISABLE_ENV: "1"})}
+    else:
+        sides = {"baseline": (args.compare_with.resolve(), {}), "this": (this_root, {})}
+    (base_name, (base_root, _)), (this_name, _) = sides.items()
+    argv = [a for a in sys.argv[1:] if a != "--native"]
+    if "--compare-with" in argv:
+        i = argv.index("--compare-with")
+        del argv[i : i + 2]
     rates: dict[str, list[float]] = {k: [] for k in sides}
     digests: dict[str, set[str]] = {k: set() for k in sides}
+    kinds: dict[str, set[str]] = {k: set() for k in sides}
     print(f"{len(sides) * args.repeats} {args.measure} runs of {n_requests} requests, alternating "
-          f"(baseline = {sides['baseline']}, this = {this_root})", flush=True)  # fmt: skip
+          f"({base_name} = {base_root}, {this_name} = {this_root})", flush=True)  # fmt: skip
     for rep in range(args.repeats):
-        for name, root in sides.items():
-            env = dict(os.environ, PYTHONPATH=str(root))
+        for name, (root, overrides) in sides.items():
+            env = dict(os.environ, PYTHONPATH=str(root), **overrides)
             out = subprocess.run(
                 [sys.executable, str(Path(__file__).resolve()), *argv, "--child-root", str(root)],
                 env=env, check=True, capture_output=True, text=True,
@@ -162,14 +242,17 @@ def compare(args: argparse.Namespace, n_requests: int) -> None:
             res = json.loads(out.stdout.strip().splitlines()[-1])
             rates[name].append(res["requests"] / res["cpu_s"])
             digests[name].add(res["digest"])
-            print(f"  run {rep + 1} {name:<8} {rates[name][-1]:>9,.0f} req/CPU-s ({res['cpu_s']:.2f} CPU s)", flush=True)
+            kinds[name].add(res["engine"])
+            print(f"  run {rep + 1} {name:<8} {rates[name][-1]:>9,.0f} req/CPU-s ({res['cpu_s']:.2f} CPU s, "
+                  f"{res['engine']} engine)", flush=True)  # fmt: skip
     med = {k: statistics.median(v) for k, v in rates.items()}
     best = {k: max(v) for k, v in rates.items()}
-    same = digests["baseline"] == digests["this"] and len(digests["this"]) == 1
+    same = digests[base_name] == digests[this_name] and len(digests[this_name]) == 1
     for k in sides:
-        print(f"{k:<10} {med[k]:>9,.0f} req/CPU-s median of {args.repeats}, best {best[k]:,.0f}")
-    print(f"ratio      {med['this'] / med['baseline']:>9.3f} median, {best['this'] / best['baseline']:.3f} best "
-          "(this / baseline; > 1 is faster)")  # fmt: skip
+        print(f"{k:<10} {med[k]:>9,.0f} req/CPU-s median of {args.repeats}, best {best[k]:,.0f} "
+              f"({'/'.join(sorted(kinds[k]))} engine)")  # fmt: skip
+    print(f"ratio      {med[this_name] / med[base_name]:>9.3f} median, {best[this_name] / best[base_name]:.3f} best "
+          f"({this_name} / {base_name}; > 1 is faster)")  # fmt: skip
     what = "records, decisions and timeline" if args.measure == "replay" else "records"
     print(f"records    {'identical' if same else 'DIFFER'} (sha256 of the per-request {what})")
     if not same:
@@ -221,12 +304,18 @@ def main() -> None:
     ap.add_argument("--dynamo-routers", default="kv_router,round_robin", help="mocker routers to time")
     ap.add_argument("--no-dynamo", action="store_true", help="do not time Dynamo's mocker")
     ap.add_argument("--compare-with", type=Path, metavar="CHECKOUT", help="time this checkout's engine against it")
-    ap.add_argument("--repeats", type=int, default=5, help="runs per side with --compare-with")
+    ap.add_argument(
+        "--native", action="store_true",
+        help="time this checkout's engine as plain Python against its compiled build (sim.native), alternately",
+    )  # fmt: skip
+    ap.add_argument("--repeats", type=int, default=5, help="runs per side with --compare-with or --native")
     ap.add_argument(
         "--measure", choices=("engine", "replay"), default="engine", help="what --compare-with times"
     )
     ap.add_argument("--replay-policy", default="pdscale", help="the closed-loop replay's policy")
     ap.add_argument("--no-replay", action="store_true", help="do not time the closed-loop replay")
+    ap.add_argument("--cprofile", type=int, nargs="?", const=25, default=0, metavar="N",
+                    help="profile the fast run instead (cProfile): events per request and the top N functions")  # fmt: skip
     ap.add_argument("--child-root", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -236,8 +325,11 @@ def main() -> None:
     if args.child_root is not None:
         child(args, w)
         return
-    if args.compare_with is not None:
+    if args.compare_with is not None or args.native:
         compare(args, len(w))
+        return
+    if args.cprofile:
+        profile_run(w, EngineConfig(load_profile(args.profile)), args.instances, args.cprofile)
         return
     profile = load_profile(args.profile)
     fast_cfg = EngineConfig(profile)
@@ -265,6 +357,7 @@ def main() -> None:
         }
 
     out = {
+        "engine": engine_kind(),
         "requests": len(w),
         "sim_duration_s": float(np.nanmax(r.last_token_s)),
         "completed": int(r.finished.sum()),
@@ -298,7 +391,8 @@ def main() -> None:
         print(json.dumps(out, indent=2))
         return
     print(f"workload   {w.name}: {len(w)} requests over {out['sim_duration_s']:.0f} simulated s")
-    print(f"cluster    {args.profile}, disagg, {args.instances} prefill + {args.instances} decode pods")
+    print(f"cluster    {args.profile}, disagg, {args.instances} prefill + {args.instances} decode pods; "
+          f"{out['engine']} engine (sim.native)")  # fmt: skip
     print(
         f"fast       {out['fast_req_per_cpu_s']:>9,.0f} req/CPU-s {out['fast_req_per_s']:>9,.0f} req/wall-s  "
         f"({fast_cpu:.2f} CPU s, {fast_wall:.2f} wall s, {out['completed']} completed)"

@@ -256,6 +256,7 @@ class Engine:
         self._next = 0  # next dispatch index
         self._milestones = _Milestones(self, self._log, self.proxy, host.output_token_s)
         self._events = EventQueue()
+        self._event_heap = self._events.heap  # bound once: the hot paths push step ends straight onto it
         self._pending_front: deque[Request] = deque()  # arrived, no pod to take them (or the central queue)
         self._pending_decode: deque[Request] = deque()  # prefilled, no decode pod ready
         self._router = Router(config.router)
@@ -386,7 +387,7 @@ class Engine:
             return
         # EventQueue.push_step_end, inlined on the hot path
         inst.version = v = inst.version + 1
-        _heappush(self._events.heap, (end_s, STEP_END, inst.pod.index, STEP_END, inst, v))  # type: ignore[attr-defined]
+        _heappush(self._event_heap, (end_s, STEP_END, inst.pod.index, STEP_END, inst, v))  # type: ignore[attr-defined]
 
     def _flush_counts(self) -> None:
         """Bring every pod's counters and gauges up to date (done before run_until/finish return).
@@ -418,7 +419,7 @@ class Engine:
 
     # ------------------------------------------------------------------ event loop
     def _run(self, t_end: float) -> None:
-        heap = self._events.heap
+        heap = self._event_heap
         arr = self._dispatch_s
         ids = self._dispatch_id
         n = self._n
@@ -426,7 +427,7 @@ class Engine:
         ta = arr[nxt] if nxt < n else _INF
         fast = self._fast
         pop = _heappop
-        arrive, plan, after_prefill_step = self._arrive, self._plan, self._after_prefill_step
+        arrive, plan, after_prefill_step, on_kv_arrival = self._arrive, self._plan, self._after_prefill_step, self._on_kv_arrival
         while True:
             te = heap[0][0] if heap else _INF
             if ta <= te:  # arrivals first at equal times
@@ -453,7 +454,7 @@ class Engine:
                             obj.commit_segment(obj.segment_steps)
                             plan(obj, t)
                 elif kind == KV_ARRIVAL:
-                    self._on_kv_arrival(obj, t)
+                    on_kv_arrival(obj, t)
                 elif kind == READY:
                     self._cluster.on_ready(obj, t)
                 elif kind == CLIENT_DONE:
@@ -585,4 +586,4 @@ class Engine:
             end_s = inst.end_segment_for_admission(now)  # type: ignore[attr-defined]
             if end_s is not None:  # EventQueue.push_step_end, inlined on the hot path
                 inst.version = v = inst.version + 1
-                _heappush(self._events.heap, (end_s, STEP_END, inst.pod.index, STEP_END, inst, v))  # type: ignore[attr-defined]
+                _heappush(self._event_heap, (end_s, STEP_END, inst.pod.index, STEP_END, inst, v))  # type: ignore[attr-defined]

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import math
 
+from mypy_extensions import mypyc_attr
 
+
+@mypyc_attr(allow_interpreted_subclasses=True)  # workers.realtime extends it, also when compiled (sim.native)
 class Request:
     """A request on an instance: prompt, output length and where it stands (see the module docstring)."""
 

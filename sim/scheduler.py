@@ -45,6 +45,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mypy_extensions import mypyc_attr
+
 from autoscaler.core.latency import KvLink, LatencyProfile, PolyModel
 from sim.counters import ItlGapLog, PodCounters, flush_pending, observe_pending
 from sim.request import Request
@@ -64,6 +66,7 @@ def check_engine_limits(profile: LatencyProfile) -> None:
         raise ValueError(f"profile {profile.name!r}: kv_capacity_tokens must be >= 2")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # drivers outside the engine implement it (sim.native compiles it)
 class SchedulerEvents:
     """Request milestones a scheduler reports to its driver, at model time ``t_s``. The defaults do nothing."""
 
@@ -126,6 +129,9 @@ class InstanceScheduler:
         "_outcome",
         "_per_step",
         "_poly",
+        "_prefill_a_s",
+        "_prefill_b_s_per_token",
+        "_prefill_c_s_per_token2",
         "busy",
         "counters",
         "decode_batch",
@@ -189,7 +195,10 @@ class InstanceScheduler:
         self.profile_name = profile.name
         self.step_model = step = profile.step
         self._poly = isinstance(step, PolyModel)
-        if isinstance(step, PolyModel):  # pure decode steps in closed form (and their growth per step)
+        if isinstance(step, PolyModel):  # prefill and pure decode steps in closed form (no call per step)
+            self._prefill_a_s = step.prefill_a_s
+            self._prefill_b_s_per_token = step.prefill_b_s_per_token
+            self._prefill_c_s_per_token2 = step.prefill_c_s_per_token2
             self._decode_a_s = step.decode_a_s
             self._decode_b_s_per_context_token = step.decode_b_s_per_context_token
             self._decode_c_s_per_seq = step.decode_c_s_per_seq
@@ -332,7 +341,6 @@ class InstanceScheduler:
                 self.decode_batch = batch
         self.segment_start_s = now
         self.prefill_chunks = chunks
-        self.step_ends_s = None
         if chunks:
             d = self.step_model.mixed_step_s(new_tokens, batch, self.decode_context_tokens, attn)
             k = 1
@@ -564,7 +572,10 @@ class InstanceScheduler:
             self.segment_steps = 0
             self._outcome = None
             return None
-        d = self.step_model.prefill_step_s(new_tokens, attn)
+        if self._poly:  # PolyModel.prefill_step_s, term for term
+            d = self._prefill_a_s + self._prefill_b_s_per_token * new_tokens + self._prefill_c_s_per_token2 * attn
+        else:
+            d = self.step_model.prefill_step_s(new_tokens, attn)
         if not d > 0:
             raise ValueError(f"profile {self.profile_name!r}: non-positive step time {d} s")
         self.busy = True

@@ -277,3 +277,4 @@ class SkippingScheduler(InstanceScheduler):
             self._kv_admitted_first_tokens(ends[0], max(durations[1:]) if j >= 2 else -_INF)
         if self.finish_heap[0][0] <= self.steps_done:
             self._finish_due(t_end)
+        self.step_ends_s = None  # the run is committed (commit_steps_ending_by keeps what is left of it)

@@ -403,14 +403,26 @@ def test_invariants(sc: tuple[Workload, EngineConfig, int, int, list[tuple[float
     w, cfg, n_pre, n_dec, changes = sc
     e = Engine(w, cfg, n_pre, n_dec)
     max_kv = [0.0]
-    orig_plan = e._plan
 
-    def checked_plan(inst, now):  # type: ignore[no-untyped-def]
-        orig_plan(inst, now)
-        assert 0 <= inst.used <= inst.cap
-        max_kv[0] = max(max_kv[0], inst.used / inst.cap)
+    # KV within capacity after every step formation: each instance's form_step (a plain attribute, so this works
+    # on the mypyc-compiled engine too, whose methods cannot be replaced), on the pods there and those to come
+    def check_formations(inst):  # type: ignore[no-untyped-def]
+        form = inst.form_step
 
-    e._plan = checked_plan  # type: ignore[method-assign]
+        def checked_form_step(now):  # type: ignore[no-untyped-def]
+            end_s = form(now)
+            assert 0 <= inst.used <= inst.cap
+            max_kv[0] = max(max_kv[0], inst.used / inst.cap)
+            return end_s
+
+        inst.form_step = checked_form_step
+        return inst
+
+    cluster = e._cluster
+    for inst in cluster.instances:
+        check_formations(inst)
+    make_instance = cluster._make_instance
+    cluster._make_instance = lambda role, counters: check_formations(make_instance(role, counters))
     for t, which, reps in changes:
         pool = Pool.PREFILL if (which == 0 and cfg.mode == "disagg") else Pool.DECODE
         e.set_desired(pool, reps, t)
