@@ -75,7 +75,11 @@ aborts). ``PoolSignals.pods_reporting`` is the number of distinct ``pod`` label 
 among the pool's fresh running-gauge series: with a series label other than ``pod`` for the pod, set
 ``pod_label``, or every pool reads as one pod reporting. Both ride as a second answer in an existing grouped query
 (``label_replace`` marks it: ``pdscale_part="failed"`` on the frontend rate, a ``#failed`` / ``#pods`` suffix on the
-pool label of the worker rate and running gauge), so the count of queries per tick does not change.
+pool label of the worker rate and running gauge), so the count of queries per tick does not change. The
+prompt-length histogram (``MetricProfile.prompt_lengths_histogram``, vLLM's ``vllm:request_prompt_tokens``) rides
+the same way in the prompt-token rate query: ``sum by (le, ...) (rate(..._bucket[w]))`` with the pool label and
+``le`` joined into ``<pool>#le=<bound>`` (``label_join``), read into ``Signals.prompt_length_buckets`` (the prefill
+pool's when it has any, else decode's); ~20 more series per pool and autoscaler in that answer.
 
 Missing data is ``None``, never zero: NaN and ±Inf answers (e.g. ``histogram_quantile`` or a 0/0 mean with no
 requests in the window), absent series (empty vector) and stale series. Staleness: ``rate()`` needs two samples
@@ -201,6 +205,8 @@ class MetricProfile:
     itl_histogram: str = "vllm:inter_token_latency_seconds"
     requests_counter: str = "vllm:request_success_total"
     prompt_tokens_counter: str = "vllm:prompt_tokens_total"
+    # the prompt-length histogram (tokens per request, vLLM's 1-2-5 edges); None: the source has none
+    prompt_lengths_histogram: str | None = "vllm:request_prompt_tokens"
     output_tokens_counter: str = "vllm:generation_tokens_total"
     waiting_gauge: str = "vllm:num_requests_waiting"
     # The waiting requests split by why they wait: only those waiting for scheduling capacity are a backlog. vLLM
@@ -243,6 +249,7 @@ class MetricProfile:
             "itl_histogram",
             "requests_counter",
             "prompt_tokens_counter",
+            "prompt_lengths_histogram",
             "output_tokens_counter",
             "waiting_gauge",
             "waiting_by_reason_gauge",
@@ -607,7 +614,14 @@ def _expression(
         fsel = ",".join([sel, label_matcher(profile.worker_failure_label, profile.worker_failure_values)])
         return f"{total} or {_pool_part(_rate(profile.requests_counter, fsel, by, w, esc), profile, FAILED)}"
     if kind == W_PROMPT:
-        return _rate(profile.prompt_tokens_counter, sel, by, w, esc)
+        tokens = _rate(profile.prompt_tokens_counter, sel, by, w, esc)
+        if profile.prompt_lengths_histogram is None or not parts:
+            return tokens
+        # plus the prompt-length buckets per pool, in the same query: the pool label becomes "<pool>#le=<le>"
+        buckets = series_selector(f"{profile.prompt_lengths_histogram}_bucket", sel, escaped_variant=esc)
+        pool = profile.pool_label
+        per_le = f"sum by (le, {by}) (rate({buckets}[{w}]))"
+        return f'{tokens} or label_join({per_le}, "{pool}", "#{LE_PART}", "{pool}", "le")'
     if kind == W_OUTPUT:
         return _rate(profile.output_tokens_counter, sel, by, w, esc)
     if kind == W_WAITING:
@@ -639,6 +653,7 @@ def _expression(
 PART_LABEL = "pdscale_part"
 FAILED = "failed"
 PODS = "pods"
+LE_PART = "le="  # the prompt-token rate query's bucket answers: "<pool>#le=<upper bound>"
 
 
 def _pool_part(expr: str, profile: MetricProfile, part: str) -> str:
@@ -804,6 +819,25 @@ def _worker_ttft(
     return p + d
 
 
+def _prompt_length_buckets(rows: Rows | None, ident: tuple[str, ...], pool: str) -> tuple[tuple[float, float], ...] | None:
+    """The pool's prompt-length buckets (upper bound, cumulative requests/s) from the ``#le=`` answers of the
+    prompt-token rate query; ``None`` without any, or when a bucket's rate is missing (NaN) or its bound unreadable."""
+    if rows is None:
+        return None
+    prefix = pool_part(pool, LE_PART)
+    out: list[tuple[float, float]] = []
+    for key, value in rows.get(ident, {}).items():
+        if key is None or not key.startswith(prefix):
+            continue
+        bound = parse_value(key[len(prefix) :]) if key[len(prefix) :] != "+Inf" else math.inf
+        if bound is None or value is None:
+            return None
+        out.append((bound, value))
+    if not out or max(b for b, _ in out) != math.inf:
+        return None
+    return tuple(sorted(out))
+
+
 def assemble_signals(
     profile: MetricProfile,
     ident: tuple[str, ...],
@@ -866,6 +900,7 @@ def assemble_signals(
     )
     # prefill workers emit one throw-away token per request; the decode pool's count is the user's output
     output = _pool_value(results.get(W_OUTPUT), ident, dec)
+    lengths = _prompt_length_buckets(prompt_rows, ident, pre) or _prompt_length_buckets(prompt_rows, ident, dec)
     return Signals(
         time_s=now_s,
         ttft_s=ttft,
@@ -876,6 +911,7 @@ def assemble_signals(
         prompt_tokens_per_s=prompt,
         output_tokens_per_s=output,
         failed_request_rate_per_s=failed,
+        prompt_length_buckets=lengths,
         prefill=pool(pre),
         decode=pool(dec),
     )

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -170,6 +171,8 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, float) and value != value:  # NaN is not JSON
         return None
+    if isinstance(value, float) and value in (math.inf, -math.inf):  # nor is infinity (a histogram's le="+Inf")
+        return "+Inf" if value > 0 else "-Inf"
     return value
 
 

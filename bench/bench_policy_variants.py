@@ -27,6 +27,8 @@ from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -150,15 +152,39 @@ def _replay(case: Case, cfg: BenchConfig, startup_s: float, start: list[int], po
     sc = base_scenario(cfg, case.workload, profile, startup_s, case)
     sc = replace(sc, initial_prefill=start[0], initial_decode=start[1])
     policy = build_policy(profile, sc.spec, overrides)
+    corrections: dict[str, list[float]] = {"prefill": [], "decode": []}
     if policy_name == "clairvoyant":
         assert isinstance(policy, PdscalePolicy)
         policy = make_clairvoyant(sc.workload, policy, sc.spec, window_s=sc.window_s, tick_s=sc.tick_s)
+    else:
+        policy = _CorrectionRecorder(policy, corrections)
     out = _compact(replay(sc, policy))
     w = out["windows"]
     failed = [
         int(s // 60) for s, ok, c in zip(w["start_s"], w["ok"], w["counted"], strict=True) if c and not ok
     ]
-    return {"summary": _summary(out), "failed_minutes": failed, "timeline": out["timeline"]}
+    correction = {
+        pool: (float(np.median(v)), float(np.max(v))) if v else (float("nan"), float("nan"))
+        for pool, v in corrections.items()
+    }
+    return {"summary": _summary(out), "failed_minutes": failed, "timeline": out["timeline"], "correction": correction}
+
+
+class _CorrectionRecorder:
+    """pdscale's policy, recording each tick's online correction per pool (how far the model is from what is
+    observed: near 1 when the model knows the load it sizes for)."""
+
+    def __init__(self, policy: Any, out: dict[str, list[float]]) -> None:
+        self.policy, self.out, self.name = policy, out, policy.name
+
+    def initial_state(self, spec: Any) -> Any:
+        return self.policy.initial_state(spec)
+
+    def decide(self, observation: Any, state: Any, spec: Any) -> Any:
+        decision, new_state = self.policy.decide(observation, state, spec)
+        self.out["prefill"].append(new_state.prefill.correction)
+        self.out["decode"].append(new_state.decode.correction)
+        return decision, new_state
 
 
 def _summary(out: dict[str, Any]) -> dict[str, Any]:
@@ -166,6 +192,10 @@ def _summary(out: dict[str, Any]) -> dict[str, Any]:
             "prefill_replicas_max", "decode_replicas_max", "scale_events", "worst_window_ttft_p99_s",
             "worst_window_itl_p99_s")  # fmt: skip
     return {k: out["summary"].get(k) for k in keys}
+
+
+def _pair(values: list[float]) -> str:
+    return f"{values[0]:.2f} / {values[1]:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -238,14 +268,16 @@ def main(argv: list[str] | None = None) -> int:
               + (f", clairvoyant {clair_s['window_compliance']:.3f} / {clair_s['gpu_hours']:.2f}"
                  f" ({clair_s['gpu_hours'] / oracle_h:.2f}x oracle)" if clair_s else ""))  # fmt: skip
         print(f"{'variant':24s} {'compl':>6s} {'GPU-h':>7s} {'÷static':>7s} {'÷oracle':>7s} {'÷clair':>7s} "
-              f"{'P-h':>6s} {'D-h':>6s} {'Pmax':>4s} {'Dmax':>4s}  failed minutes")  # fmt: skip
+              f"{'P-h':>6s} {'D-h':>6s} {'Pmax':>4s} {'Dmax':>4s} {'P-corr med/max':>14s} {'D-corr med/max':>14s}"
+              "  failed minutes")  # fmt: skip
         for name, _ in variants:
             r = results[case.label][name]
             s = r["summary"]
             ratio_c = s["gpu_hours"] / clair_s["gpu_hours"] if clair_s else float("nan")
             print(f"{name:24s} {s['window_compliance']:6.3f} {s['gpu_hours']:7.2f} {s['gpu_hours'] / static_h:7.3f} "
                   f"{s['gpu_hours'] / oracle_h:7.3f} {ratio_c:7.3f} {s['gpu_hours_prefill']:6.2f} "
-                  f"{s['gpu_hours_decode']:6.2f} {s['prefill_replicas_max']:4d} {s['decode_replicas_max']:4d}  "
+                  f"{s['gpu_hours_decode']:6.2f} {s['prefill_replicas_max']:4d} {s['decode_replicas_max']:4d} "
+                  f"{_pair(r['correction']['prefill']):>14s} {_pair(r['correction']['decode']):>14s}  "
                   f"{r['failed_minutes']}")  # fmt: skip
     print(f"\nwall {time.perf_counter() - t0:.0f} s")
     if args.json_out:

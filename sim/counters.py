@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from autoscaler.core.buckets import ITL_BUCKETS_S, TTFT_BUCKETS_S
+from autoscaler.core.buckets import ITL_BUCKETS_S, PROMPT_TOKENS_BUCKETS, TTFT_BUCKETS_S
 
 
 @dataclass
@@ -51,6 +51,8 @@ class PodCounters:
 
     ttft: Histogram = field(default_factory=lambda: Histogram(TTFT_BUCKETS_S))
     itl: Histogram = field(default_factory=lambda: Histogram(ITL_BUCKETS_S))
+    # vllm:request_prompt_tokens: each request's prompt length, observed when the request finishes on this pod
+    prompt_lengths: Histogram = field(default_factory=lambda: Histogram(PROMPT_TOKENS_BUCKETS))
     prompt_tokens_total: int = 0
     generation_tokens_total: int = 0
     request_success_total: int = 0

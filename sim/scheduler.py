@@ -157,6 +157,7 @@ class InstanceScheduler:
         "prefill_chunks",
         "prefilling",
         "profile_name",
+        "prompt_pending",
         "refill",
         "role",
         "routing_loads",
@@ -243,6 +244,7 @@ class InstanceScheduler:
         self.itl_bucket = 0  # fast mode: the ITL bucket of the last committed segment, and its (lo, hi] bounds
         self.itl_bucket_bounds_s = (math.inf, -math.inf)
         self.ttft_pending = [0] * (len(self.counters.ttft.edges_s) + 1)
+        self.prompt_pending = [0] * (len(self.counters.prompt_lengths.edges_s) + 1)
         # kept by the driver: KV transfers heading here, routing load, the owner pod, the event version
         self.inbound_kv_transfers = 0
         self.inbound_kv_tokens = 0
@@ -433,6 +435,7 @@ class InstanceScheduler:
                 c.prompt_tokens_total += s.prompt_tokens
                 c.generation_tokens_total += 1
                 c.request_success_total += 1
+                observe_pending(c.prompt_lengths, self.prompt_pending, s.prompt_tokens)  # the request ends here
                 s.pod_arrival_s = now_s
                 s.tokens_to_compute = 0
                 if out is not None:
@@ -491,6 +494,7 @@ class InstanceScheduler:
         c.kv_cache_usage_perc = self.kv_used_tokens / self.kv_capacity_tokens
         flush_pending(c.ttft, self.ttft_pending)
         flush_pending(c.itl, self.itl_pending)
+        flush_pending(c.prompt_lengths, self.prompt_pending)
 
     # aliases read by tests/sim/test_engine.py's invariant check
     @property
@@ -692,12 +696,14 @@ class InstanceScheduler:
         self.running.remove(s)
         s.tokens_emitted = s.output_tokens
         self.counters.request_success_total += 1  # _finish, inlined: the one path every decoded request takes
+        observe_pending(self.counters.prompt_lengths, self.prompt_pending, s.prompt_tokens)
         if self._outcome is not None:
             self._outcome.finished.append(s)
         self.events.finished(self, s, t)
 
     def _finish(self, s: Request, t: float) -> None:
         self.counters.request_success_total += 1
+        observe_pending(self.counters.prompt_lengths, self.prompt_pending, s.prompt_tokens)
         if self._outcome is not None:
             self._outcome.finished.append(s)
         self.events.finished(self, s, t)

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from autoscaler.core.buckets import ITL_BUCKETS_S, TTFT_BUCKETS_S
+from autoscaler.core.buckets import ITL_BUCKETS_S, PROMPT_TOKENS_BUCKETS, TTFT_BUCKETS_S
 from autoscaler.core.histogram import histogram_quantile
 from autoscaler.core.spec import AutoscalerSpec
 from autoscaler.core.types import Pool, PoolDecision, PoolReplicas, PoolSignals, Signals
@@ -47,6 +47,7 @@ PROXY_JOB = "proxy"
 LOOKBACK_S = 300.0  # Prometheus' default --query.lookback-delta
 TTFT = "vllm:time_to_first_token_seconds"
 ITL = "vllm:inter_token_latency_seconds"
+PROMPT_LENGTHS = "vllm:request_prompt_tokens"
 PROMPT_TOKENS = "vllm:prompt_tokens_total"
 GENERATION_TOKENS = "vllm:generation_tokens_total"
 REQUEST_SUCCESS = "vllm:request_success_total"
@@ -55,7 +56,11 @@ RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
 WAITING_CAPACITY = 'vllm:num_requests_waiting_by_reason{reason="capacity"}'  # waiting minus deferred
 KV_USAGE = "vllm:kv_cache_usage_perc"
-HISTOGRAM_EDGES_S: dict[str, tuple[float, ...]] = {TTFT: TTFT_BUCKETS_S, ITL: ITL_BUCKETS_S}
+# histogram family -> its bucket edges (seconds, or tokens for the prompt lengths) and the PodCounters field
+HISTOGRAM_EDGES_S: dict[str, tuple[float, ...]] = {
+    TTFT: TTFT_BUCKETS_S, ITL: ITL_BUCKETS_S, PROMPT_LENGTHS: PROMPT_TOKENS_BUCKETS,
+}  # fmt: skip
+_HISTOGRAM_FIELDS: dict[str, str] = {TTFT: "ttft", ITL: "itl", PROMPT_LENGTHS: "prompt_lengths"}
 
 
 def _build_layout() -> tuple[dict[str, slice], frozenset[str]]:
@@ -84,12 +89,13 @@ def series_names() -> tuple[str, ...]:
 
 
 def _row(counters: PodCounters) -> np.ndarray:
+    histograms: list[Any] = []
+    for family in HISTOGRAM_EDGES_S:  # the layout's order
+        h = getattr(counters, _HISTOGRAM_FIELDS[family])
+        histograms += [h.cumulative(), [h.sum, h.count]]
     return np.concatenate(
         [
-            counters.ttft.cumulative(),
-            [counters.ttft.sum, counters.ttft.count],
-            counters.itl.cumulative(),
-            [counters.itl.sum, counters.itl.count],
+            *histograms,
             [
                 counters.prompt_tokens_total,
                 counters.generation_tokens_total,
@@ -430,8 +436,9 @@ class SimMetricsSource:
     * TTFT/ITL at the SLO percentiles (and their means) from the proxy job when ``spec.metrics.proxy``;
       otherwise from workers: TTFT = prefill-pool + decode-pool TTFT (P/D: no series holds the user's TTFT;
       missing if either is), the decode pool alone when there is no prefill series (aggregated); ITL from decode;
-    * requests/s from the proxy's TTFT count (proxy) or the decode pool's finished requests; prompt tokens/s from
-      the prefill pool when it has series, else decode; output tokens/s from the decode pool;
+    * requests/s from the proxy's TTFT count (proxy) or the decode pool's finished requests; prompt tokens/s and
+      the prompt-length histogram (``vllm:request_prompt_tokens``, observed as each request finishes on a pod, as
+      vLLM does) from the prefill pool when it has series, else decode; output tokens/s from the decode pool;
     * per-pool gauges (sum of waiting/running, mean KV usage) only from samples younger than the rate window (the
       waiting ones for capacity: not those deferred while their KV comes from prefill, as the live query reads), and
       the pods reporting (the distinct pods behind those gauges: a pod ready but not yet scraped is not one, as in
@@ -464,6 +471,7 @@ class SimMetricsSource:
             itl = p.quantile(spec.itl.percentile, ITL, w, now_s, pool=Pool.DECODE)
             itl_mean = p.histogram_mean(ITL, w, now_s, pool=Pool.DECODE)
             requests = p.rate(REQUEST_SUCCESS, w, now_s, pool=Pool.DECODE)
+        lengths = p.bucket_rates(PROMPT_LENGTHS, w, now_s, pool=Pool.PREFILL if has_prefill else Pool.DECODE)
         return Signals(
             time_s=now_s,
             ttft_s=ttft,
@@ -475,6 +483,9 @@ class SimMetricsSource:
                 PROMPT_TOKENS, w, now_s, pool=Pool.PREFILL if has_prefill else Pool.DECODE
             ),
             output_tokens_per_s=p.rate(GENERATION_TOKENS, w, now_s, pool=Pool.DECODE),
+            prompt_length_buckets=None
+            if lengths is None
+            else tuple(zip(lengths[0], (float(r) for r in lengths[1]), strict=True)),
             prefill=self._pool(Pool.PREFILL, w, now_s),
             decode=self._pool(Pool.DECODE, w, now_s),
         )

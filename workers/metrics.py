@@ -34,7 +34,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from autoscaler.core.buckets import ITL_BUCKETS_S, REQUEST_LATENCY_BUCKETS_S, TTFT_BUCKETS_S
+from autoscaler.core.buckets import ITL_BUCKETS_S, REQUEST_LATENCY_BUCKETS_S, TTFT_BUCKETS_S, buckets_1_2_5
 
 ENGINE_INDEX = "0"
 LABELS = ("model_name", "engine")
@@ -48,19 +48,6 @@ NIXL_TIME_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.3, 0.5, 0.75
 NIXL_BYTES_BUCKETS = tuple(float(2**k) for k in range(11, 34, 2))  # 2 KiB .. 8 GiB, x4
 NIXL_DESCRIPTOR_BUCKETS = (10, 20, 30, 50, 75, 100, 200, 400, 1000, 2000, 4000, 10000, 20000, 50000)
 TOKEN_LAG_BUCKETS_S = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
-
-
-def buckets_1_2_5(max_value: int) -> list[int]:
-    """vLLM's ``build_1_2_5_buckets``: 1, 2, 5, 10, 20, 50, ... while not above ``max_value``."""
-    out: list[int] = []
-    exponent = 0
-    while True:
-        for mantissa in (1, 2, 5):
-            value = mantissa * 10**exponent
-            if value > max_value:
-                return out
-            out.append(value)
-        exponent += 1
 
 
 @dataclass(frozen=True)

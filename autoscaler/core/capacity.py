@@ -80,8 +80,9 @@ class PrefillModel:
     3.6 on both Azure traces, 6.2 on the suite's chat mix (lognormal σ 1), 6.9 on its long prompts, 3.4 on its very
     long ones. On chat traffic at 100 req/s the fixed 3.0 makes the model 0.2 s optimistic on the p99 TTFT at 5-7
     prefill replicas, where the lognormal quantile is within 0.02 s of the simulator (0.80 / 0.47 / 0.41 s
-    against 0.79 / 0.47 / 0.40). The policy keeps 3.0 (it sees no prompt-length distribution, only the mean; its
-    online correction covers the rest), the clairvoyant bound gives each window's true tail prompt.
+    against 0.79 / 0.47 / 0.40). The policy reads the live mix from the prompt-length histogram
+    (``prompt_mix``) and falls back to these (SCV 1, 3.0) only without one; the clairvoyant bound gives each
+    window's true values.
     """
 
     arrival_scv: float = 1.0

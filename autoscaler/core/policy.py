@@ -5,7 +5,9 @@ Per pool, every tick:
      forecast over the pod start-up horizon (``forecast.py``), taken at its peak and never below what is
      observed now; a queue adds its growth rate (measured rates are throughput under saturation) and the
      backlog as it will be when the first starting pods are ready, drained within ``backlog_drain_s``; decode
-     adds prefill's queue too (those prompts reach decode as soon as prefill catches up). Decode's KV context per
+     adds prefill's queue too (those prompts reach decode as soon as prefill catches up). The prompt mix (SCV and
+     the length at the TTFT percentile, which price prefill's work and its TTFT floor) is read from the
+     prompt-length histogram over the rate window (``prompt_mix``), assumed without one. Decode's KV context per
      sequence is measured (KV usage × capacity / running sequences), not taken from the means (it is
      output-weighted: a long prompt with a short answer barely occupies decode);
   2. correction: the load multiplier m that puts the model's percentile into the observed histogram bucket at
@@ -56,6 +58,7 @@ from autoscaler.core.capacity import (
     ttft_floor_s,
 )
 from autoscaler.core.latency import LatencyProfile
+from autoscaler.core.prompt_mix import PromptMix, prompt_mix_from_buckets
 from autoscaler.core.spec import AutoscalerSpec, Forecaster
 from autoscaler.core.types import Decision, Observation, Pool, PoolDecision, PoolReplicas, Reason, Signals
 
@@ -259,6 +262,11 @@ class PdscalePolicy:
     itl_bucket_edges_s: tuple[float, ...] = ITL_BUCKETS_S
     missing_fallback_replicas: int | None = None  # scale up to at least this after missing_fallback_after_s
     missing_fallback_after_s: float = 300.0
+    # The prompt-length mix (SCV, tail length at the TTFT percentile) read from the prompt-token histogram over
+    # the rate window (``prompt_mix``), once it holds at least this many requests; fewer, none or off: the
+    # ``prefill_model``'s assumptions (SCV 1, tail 3x the mean), and the decision message says so.
+    measure_prompt_mix: bool = True
+    prompt_mix_min_requests: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin_up <= self.margin_down < 1:
@@ -299,7 +307,9 @@ class PdscalePolicy:
             else (state.missing_since_s if state.missing_since_s is not None else now_s),
         )
         load_now = None if missing is not None else _load_from(signals)
+        mix_text = ""
         if load_now is not None:
+            load_now, mix_text = self._with_prompt_mix(load_now, signals, spec)
             state = self._update_decode_context(state, observation, load_now)
             load_now = replace(load_now, decode_context_scale=state.decode_context_scale)
         finished = _output_denominator(signals, load_now)
@@ -318,7 +328,8 @@ class PdscalePolicy:
             # prompts queued at prefill reach decode as soon as prefill catches up: decode orders for them too
             upstream = outcomes[Pool.PREFILL].queue_rate_per_s if pool is Pool.DECODE else 0.0
             outcomes[pool] = self._decide_pool(
-                pool, observation, state, spec, missing, load_now, load_ahead, hold, load_base, upstream
+                pool, observation, state, spec, missing, load_now, load_ahead, hold, load_base, upstream,
+                mix_text if pool is Pool.PREFILL else "",
             )
         split = split_budget(
             spec.gpu_budget,
@@ -435,15 +446,47 @@ class PdscalePolicy:
             return now
         per_output = max(rate, finished_per_s)
         if smooth:
-            return Load(
-                rate, max(prompt_tps / rate, 1.0), max(output_tps / per_output, 1.0), now.decode_context_scale
+            return _same_mix(
+                Load(rate, max(prompt_tps / rate, 1.0), max(output_tps / per_output, 1.0), now.decode_context_scale),
+                now,
             )
-        return Load(
-            rate,
-            max(now.mean_prompt_tokens, prompt_tps / rate),
-            max(now.mean_output_tokens, output_tps / per_output),
-            now.decode_context_scale,
+        return _same_mix(
+            Load(
+                rate,
+                max(now.mean_prompt_tokens, prompt_tps / rate),
+                max(now.mean_output_tokens, output_tps / per_output),
+                now.decode_context_scale,
+            ),
+            now,
         )
+
+    def _with_prompt_mix(self, load: Load, signals: Signals, spec: AutoscalerSpec) -> tuple[Load, str]:
+        """``load`` with the prompt mix measured over the rate window (SCV, tail length at the TTFT percentile),
+        and the words for the decision message. Too few requests in the window (or no histogram, or switched off)
+        keep the ``prefill_model``'s assumptions."""
+        if not self.measure_prompt_mix:
+            return load, ""
+        buckets = signals.prompt_length_buckets
+        mix: PromptMix | None = None
+        if buckets:
+            try:
+                mix = prompt_mix_from_buckets(buckets, spec.ttft.percentile)
+            except ValueError as exc:
+                return load, f"prompt mix assumed (histogram unusable: {exc})"
+        if mix is None:
+            why = "no prompt-length histogram" if buckets is None else "no requests in the window"
+            return load, f"prompt mix assumed ({why})"
+        requests = mix.requests_per_s * spec.metrics.window_s
+        if requests < self.prompt_mix_min_requests:
+            return load, f"prompt mix assumed (only {requests:.0f} requests in the window)"
+        # the tail as read (the bucket-shape error of the histogram's own mean would distort a ratio to it);
+        # ``_same_mix`` carries it onto a forecast's mean as a multiple of this load's mean
+        tail = max(load.mean_prompt_tokens, mix.tail_tokens)
+        text = (
+            f"prompt mix measured: SCV {mix.scv:.2f}, p{spec.ttft.percentile * 100:g} {tail:.0f} tok "
+            f"({tail / load.mean_prompt_tokens:.1f}x the mean), {requests:.0f} requests"
+        )
+        return replace(load, prompt_scv=mix.scv, tail_prompt_tokens=tail), text
 
     def _update_decode_context(self, state: PolicyState, obs: Observation, now: Load) -> PolicyState:
         """Measure the KV context a decoding sequence really carries and keep its ratio to the means' model.
@@ -666,6 +709,7 @@ class PdscalePolicy:
         hold: tuple[Reason, str] | None = None,
         load_base: Load | None = None,
         upstream_rate_per_s: float = 0.0,
+        mix_text: str = "",
     ) -> _PoolOutcome:
         now_s = obs.time_s
         reps = obs.replicas(pool)
@@ -804,6 +848,8 @@ class PdscalePolicy:
             + f"correction x{pst.correction:.2f}, headroom x{headroom_up:.2f}); {pods}"
         )
         if pool is Pool.PREFILL:
+            if mix_text:
+                model_text += f"; {mix_text}"
             floor_s = ttft_floor_s(self.profile, load, slo.percentile, self.prefill_model)
             if floor_s > slo.target_s * (1 - self.margin_up):  # say why more pods would not be ordered
                 model_text += (
@@ -1049,6 +1095,16 @@ def _output_denominator(signals: Signals, now: Load | None) -> float:
     if now is None or now.request_rate_per_s <= 0:
         return 0.0
     return max(now.request_rate_per_s, _finite(signals.decode.request_rate_per_s) or 0.0)
+
+
+def _same_mix(load: Load, like: Load) -> Load:
+    """``load`` with the prompt mix of ``like``: its SCV, and its tail length as the same multiple of the mean."""
+    if like.prompt_scv is None and like.tail_prompt_tokens is None:
+        return load
+    tail = like.tail_prompt_tokens
+    if tail is not None:
+        tail = tail / like.mean_prompt_tokens * load.mean_prompt_tokens
+    return replace(load, prompt_scv=like.prompt_scv, tail_prompt_tokens=tail)
 
 
 def _settled(pst: PoolState, now_s: float, spec: AutoscalerSpec) -> bool:

@@ -60,6 +60,10 @@ class Signals:
     ``request_rate_per_s`` counts every request (served, failed, aborted): failing traffic is demand.
     ``failed_request_rate_per_s`` is the part of it that failed on the server side (5xx, no upstream, engine
     errors; not client aborts or 4xx), from the same source.
+    ``prompt_length_buckets``: the prompt-length histogram over the rate window (vLLM's
+    ``vllm:request_prompt_tokens``, the prefill pool's when it has series, else decode's) as (upper bound ``le`` in
+    tokens, cumulative requests/s) pairs, the last bound +inf; ``None`` when the source has no such series.
+    ``prompt_mix.prompt_mix_from_buckets`` reads the mean, SCV and tail length from it.
     """
 
     time_s: float
@@ -71,6 +75,7 @@ class Signals:
     prompt_tokens_per_s: float | None = None
     output_tokens_per_s: float | None = None
     failed_request_rate_per_s: float | None = None
+    prompt_length_buckets: tuple[tuple[float, float], ...] | None = None
     prefill: PoolSignals = PoolSignals()
     decode: PoolSignals = PoolSignals()
     error: str | None = None

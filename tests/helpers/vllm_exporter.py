@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.utils import floatToGoString
 
-from autoscaler.core.buckets import ITL_BUCKETS_S, TTFT_BUCKETS_S
+from autoscaler.core.buckets import ITL_BUCKETS_S, PROMPT_TOKENS_BUCKETS, TTFT_BUCKETS_S
 from autoscaler.core.histogram import histogram_quantile
 
 LOOPBACK = "127.0.0.1"
@@ -79,6 +79,8 @@ class Load:
     itl: LatencyMix | None = None
     itl_samples_per_request: float = 0.0  # output events after the first one
     prompt_tokens_per_request: float = 0.0
+    # prompt lengths in tokens (a mix of (length, weight)), exported as vllm:request_prompt_tokens; None: no samples
+    prompt_lengths: LatencyMix | None = None
     output_tokens_per_request: float = 0.0
     waiting: float = 0.0
     running: float = 0.0
@@ -113,11 +115,17 @@ class _Accumulator:
         itl_n = req * ld.itl_samples_per_request
         ttft_cum = ld.ttft.cumulative_fractions(ttft_edges) if ld.ttft else [0.0] * (len(ttft_edges) + 1)
         itl_cum = ld.itl.cumulative_fractions(itl_edges) if ld.itl else [0.0] * (len(itl_edges) + 1)
+        lengths = ld.prompt_lengths
+        len_cum = (
+            lengths.cumulative_fractions(PROMPT_TOKENS_BUCKETS) if lengths else [0.0] * (len(PROMPT_TOKENS_BUCKETS) + 1)
+        )
         fresh = {
             "ttft_buckets": [req * f for f in ttft_cum] if ld.ttft else ttft_cum,
             "ttft_sum": [req * ld.ttft.mean_s if ld.ttft else 0.0],
             "itl_buckets": [itl_n * f for f in itl_cum] if ld.itl else itl_cum,
             "itl_sum": [itl_n * ld.itl.mean_s if ld.itl else 0.0],
+            "prompt_len_buckets": [req * f for f in len_cum],
+            "prompt_len_sum": [req * lengths.mean_s if lengths else 0.0],
             "requests": [req],
             "failed": [total - req],
             "prompt_tokens": [req * ld.prompt_tokens_per_request],
@@ -283,6 +291,9 @@ class VllmExporter:
         prompt = CounterMetricFamily(
             "vllm:prompt_tokens", "Number of prefill tokens processed.", labels=names
         )
+        prompt_lengths = HistogramMetricFamily(
+            "vllm:request_prompt_tokens", "Number of prefill tokens processed.", labels=names
+        )
         gen = CounterMetricFamily(
             "vllm:generation_tokens", "Number of generation tokens processed.", labels=names
         )
@@ -309,6 +320,9 @@ class VllmExporter:
             success.add_metric([*lv, "stop"], v["requests"][0], timestamp=ts)
             success.add_metric([*lv, "error"], v["failed"][0], timestamp=ts)
             prompt.add_metric(lv, v["prompt_tokens"][0], timestamp=ts)
+            prompt_lengths.add_metric(
+                lv, _buckets(PROMPT_TOKENS_BUCKETS, v["prompt_len_buckets"]), v["prompt_len_sum"][0], timestamp=ts
+            )
             gen.add_metric(lv, v["output_tokens"][0], timestamp=ts)
             running.add_metric(lv, acc.load.running, timestamp=ts)
             waiting.add_metric(lv, acc.load.waiting, timestamp=ts)
@@ -316,7 +330,7 @@ class VllmExporter:
                 by_reason.add_metric([*lv, "capacity"], acc.load.waiting - acc.load.waiting_deferred, timestamp=ts)
                 by_reason.add_metric([*lv, "deferred"], acc.load.waiting_deferred, timestamp=ts)
             kv[pod.kv_metric].add_metric(lv, acc.load.kv_usage, timestamp=ts)
-        yield from (ttft, itl, success, prompt, gen, running, waiting, by_reason, *kv.values())
+        yield from (ttft, itl, success, prompt, prompt_lengths, gen, running, waiting, by_reason, *kv.values())
 
     def _collect_frontends(
         self, fronts: list[tuple[ExportedFrontend, dict[str, list[float]]]]

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from autoscaler.controller import TickResult
-from autoscaler.core.buckets import ITL_BUCKETS_S, TTFT_BUCKETS_S
+from autoscaler.core.buckets import ITL_BUCKETS_S, PROMPT_TOKENS_BUCKETS, TTFT_BUCKETS_S
+from autoscaler.core.prompt_mix import prompt_mix_from_buckets
 from autoscaler.core.spec import SLO, AutoscalerSpec, MetricsSpec
 from autoscaler.core.types import Decision, Observation, Pool, PoolDecision, PoolReplicas, Signals
 from autoscaler.prometheus import PrometheusMetricsSource
@@ -35,16 +36,20 @@ DECODE_TTFT = LatencyMix(((0.03, 0.97), (0.2, 0.03)))
 DECODE_ITL = LatencyMix(((0.02, 0.9), (0.06, 0.08), (0.12, 0.02)))
 PROXY_TTFT = LatencyMix(((0.1, 0.6), (0.6, 0.38), (4.0, 0.02)))
 PROXY_ITL = LatencyMix(((0.03, 0.95), (0.2, 0.05)))
+# prompt lengths in tokens; the decode pods' differ, to tell which pool the source read
+PREFILL_PROMPTS = LatencyMix(((300, 0.6), (3000, 0.35), (40000, 0.05)))
+DECODE_PROMPTS = LatencyMix(((700, 1.0),))
 
 
 def prefill_load(rate: float = 8.0) -> Load:
     return Load(rate, ttft=PREFILL_TTFT, prompt_tokens_per_request=500, output_tokens_per_request=1,
-                waiting=4, running=2, kv_usage=0.4)  # fmt: skip
+                waiting=4, running=2, kv_usage=0.4, prompt_lengths=PREFILL_PROMPTS)  # fmt: skip
 
 
 def decode_load(rate: float = 8.0, running: float = 30) -> Load:
     return Load(rate, ttft=DECODE_TTFT, itl=DECODE_ITL, itl_samples_per_request=99, prompt_tokens_per_request=500,
-                output_tokens_per_request=100, waiting=1, running=running, kv_usage=0.6)  # fmt: skip
+                output_tokens_per_request=100, waiting=1, running=running, kv_usage=0.6,
+                prompt_lengths=DECODE_PROMPTS)  # fmt: skip
 
 
 def spec(model: str, **kw: Any) -> AutoscalerSpec:
@@ -236,6 +241,25 @@ def test_requests_waiting_for_their_kv_are_not_a_backlog(world: World) -> None:
     sig = observe(source, "kv-wait", now)
     assert q(world, 'sum(vllm:num_requests_waiting{model_name="kv-wait"})', now) == 9.0
     assert sig.decode.waiting_requests == 0.0 + 2.0 + 2.0
+
+
+def test_prompt_length_buckets_per_pool(world: World) -> None:
+    """The prompt-length histogram rides in the prompt-token query (label_join of the pool and ``le``): the
+    prefill pool's buckets for P/D, the decode pool's when there is no prefill pool, none without series."""
+    source, now = refreshed(world)
+    pd = observe(source, "proxy", now).prompt_length_buckets
+    assert pd is not None and [b for b, _ in pd] == [*PROMPT_TOKENS_BUCKETS, math.inf]
+    expected = [12.0 * f for f in PREFILL_PROMPTS.cumulative_fractions(PROMPT_TOKENS_BUCKETS)]
+    assert [r for _, r in pd] == pytest.approx(expected, rel=0.02, abs=1e-9), "prefill pool's, 8 + 4 req/s"
+    mix = prompt_mix_from_buckets(pd, 0.99)
+    assert mix is not None and 20000 < mix.tail_tokens <= 50000 and mix.scv > 3
+    agg = observe(source, "agg", now).prompt_length_buckets
+    assert agg is not None and dict(agg)[500.0] == 0.0 and dict(agg)[1000.0] == pytest.approx(8.0, rel=0.02)
+    esc = observe(source, "escaped", now).prompt_length_buckets
+    assert esc is not None and dict(esc)[math.inf] == pytest.approx(8.0, rel=0.02), "vllm_x spelling read too"
+    idle = observe(source, "idle", now).prompt_length_buckets
+    assert idle is not None and prompt_mix_from_buckets(idle, 0.99) is None, "no traffic: no mix"
+    assert observe(source, "nothing", now).prompt_length_buckets is None
 
 
 @pytest.mark.parametrize(

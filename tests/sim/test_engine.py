@@ -240,8 +240,11 @@ def test_counters_at_intermediate_times_match_reference(name: str) -> None:
                 k = p.counters
                 rows.append(
                     (p.name, k.generation_tokens_total, k.itl.count, k.num_requests_running, k.num_requests_waiting,
-                     round(k.kv_cache_usage_perc, 12), k.request_success_total)
+                     round(k.kv_cache_usage_perc, 12), k.request_success_total, k.prompt_lengths.count,
+                     k.prompt_lengths.sum)
                 )  # fmt: skip
+                # vllm:request_prompt_tokens: one observation per request finished on this pod, its prompt length
+                assert k.prompt_lengths.count == k.request_success_total
         snaps[ref] = rows
     assert snaps[True] == snaps[False]
 

@@ -504,3 +504,30 @@ def test_rate_agrees_with_real_prometheus():
         assert ours[0] == pytest.approx(real[name], rel=1e-12), name
         compared += 1
     assert compared >= 15
+
+
+def test_prompt_length_buckets_come_from_the_prefill_pool_else_decode():
+    """``vllm:request_prompt_tokens`` as the workers export it (1-2-5 edges): the source reads the prefill pool's
+    bucket rates when that pool has series (P/D), the decode pool's otherwise (aggregated)."""
+    from autoscaler.core.buckets import PROMPT_TOKENS_BUCKETS
+
+    pre, dec = FakePod("p0", Pool.PREFILL), FakePod("d0", Pool.DECODE)
+    engine = FakeEngine([pre, dec])
+    prom = SimPrometheus(engine)
+    for k in range(5):
+        pre.counters.prompt_lengths.observe(3000.0, 12)  # (2000, 5000]
+        pre.counters.prompt_lengths.observe(40000.0, 3)  # (20000, 50000]
+        pre.counters.request_success_total += 15
+        dec.counters.prompt_lengths.observe(700.0, 15)
+        dec.counters.request_success_total += 15
+        prom.scrape(15.0 * k)
+    buckets = SimMetricsSource(prom, mode="disagg").observe(_spec(False), 60.0).prompt_length_buckets
+    assert buckets is not None and [b for b, _ in buckets] == [*PROMPT_TOKENS_BUCKETS, math.inf]
+    rates = dict(buckets)
+    assert rates[2000.0] == 0.0 and rates[5000.0] == pytest.approx(0.8) and rates[math.inf] == pytest.approx(1.0)
+    agg = SimMetricsSource(SimPrometheus(FakeEngine([dec])), mode="agg")
+    for k in range(5):
+        agg.prom.scrape(60.0 + 15.0 * k)
+        dec.counters.prompt_lengths.observe(700.0, 15)
+    rates = dict(agg.observe(_spec(False), 120.0).prompt_length_buckets or ())
+    assert rates[500.0] == 0.0 and rates[1000.0] == pytest.approx(1.0) == rates[math.inf]

@@ -633,3 +633,43 @@ def test_decode_context_is_not_measured_before_a_request_rate() -> None:
     no_rate = replace(sig(0.0, LOAD, kv=0.2, d_running=400.0), request_rate_per_s=0.0)
     _, state = POLICY.decide(obs(0.0, no_rate), state, SPEC)
     assert state.decode_context_time_s is None and state.decode_context_scale == 1.0
+
+
+def _length_buckets(lengths: list[float], rate_per_s: float) -> tuple[tuple[float, float], ...]:
+    """Cumulative requests/s per ``le`` of a prompt-length histogram whose requests have ``lengths`` equally."""
+    from autoscaler.core.buckets import PROMPT_TOKENS_BUCKETS
+
+    each = rate_per_s / len(lengths)
+    bounds = [*PROMPT_TOKENS_BUCKETS, math.inf]
+    return tuple((b, each * sum(1 for x in lengths if x <= b)) for b in bounds)
+
+
+def test_measured_prompt_mix_sizes_prefill_and_is_named() -> None:
+    """A long-tailed prompt mix at the same mean needs more prefill than a narrow one (E[L²] and the tail prompt's
+    own prefill); the decision says which mix it used, and falls back to the assumed one, naming why."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    wide = list(np.clip(rng.lognormal(math.log(4000) - 0.72, 1.2, 2000), 1, 131072))
+    wide = [x * 4000 / float(np.mean(wide)) for x in wide]
+    narrow = [4000.0] * 2000
+    load = Load(100.0, 4000.0, 200.0)
+
+    def decide(buckets: tuple[tuple[float, float], ...] | None) -> tuple[int, str]:
+        s = replace(sig(100.0, load=load), prompt_length_buckets=buckets)
+        decision, _ = POLICY.decide(obs(100.0, s, (1, 1)), POLICY.initial_state(SPEC), SPEC)
+        return decision.prefill.desired_replicas, decision.prefill.message
+
+    n_narrow, m_narrow = decide(_length_buckets(narrow, 100.0))
+    n_wide, m_wide = decide(_length_buckets(wide, 100.0))
+    assert n_wide > n_narrow, (n_wide, n_narrow)
+    assert "prompt mix measured: SCV 0.0" in m_narrow and "prompt mix measured: SCV" in m_wide
+    n_none, m_none = decide(None)
+    assert "prompt mix assumed (no prompt-length histogram)" in m_none
+    assert n_narrow <= n_none, "the assumed mix (SCV 1, tail 3x) is wider than a fixed length"
+    assert "only 6 requests in the window" in decide(_length_buckets(narrow, 0.1))[1]
+    assert "no requests in the window" in decide(_length_buckets(narrow, 0.0))[1]
+    off = replace(POLICY, measure_prompt_mix=False)
+    s = replace(sig(100.0, load=load), prompt_length_buckets=_length_buckets(wide, 100.0))
+    decision, _ = off.decide(obs(100.0, s, (1, 1)), off.initial_state(SPEC), SPEC)
+    assert decision.prefill.desired_replicas == n_none and "prompt mix" not in decision.prefill.message

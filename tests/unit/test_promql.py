@@ -834,3 +834,31 @@ def test_every_builtin_profile_reads_failures(source: str) -> None:
     assert '"pdscale_part", "failed"' in failed and "pdscale_part" not in total
     assert {"vllm": 'outcome=~"5xx|no_upstream"', "dynamo": 'status="error"',
             "llm-d": "inference_objective_request_error_total"}[source] in failed
+
+
+def test_prompt_length_buckets_ride_in_the_prompt_token_query() -> None:
+    """The prompt-token rate query carries the prompt-length buckets per pool (pool label ``<pool>#le=<le>``):
+    the prefill pool's are read for P/D, the decode pool's when there is no prefill pool; a NaN bucket or no +Inf
+    bucket makes them missing, not half a histogram."""
+
+    def le_rows(model: str, role: str, rates: list[tuple[str, str]]) -> list[tuple[dict[str, str], str]]:
+        return [({"model_name": model, "role": f"{role}#le={le}", "le": le}, r) for le, r in rates]
+
+    prompt = vec(
+        ({"model_name": "a", **P}, "900"),
+        *le_rows("a", "prefill", [("100.0", "1"), ("1000.0", "8"), ("+Inf", "9")]),
+        *le_rows("a", "decode", [("100.0", "0"), ("+Inf", "9")]),
+        *le_rows("c", "decode", [("500.0", "2"), ("+Inf", "3")]),
+        *le_rows("b", "prefill", [("500.0", "NaN"), ("+Inf", "3")]),
+    )
+    source, session = canned_source(SPECS, lambda role: ok(prompt if role == W_PROMPT else CANNED[role]))
+    source.refresh(SPECS, now_s=10.0)
+    query = next(c["query"] for c in session.calls if c["role"] == W_PROMPT)
+    assert 'label_join(sum by (le, model_name, role) (rate(' in query and 'request_prompt_tokens_bucket' in query
+    assert '"role", "#le=", "role", "le")' in query
+    a = source.view("ns/a").observe(SPECS["ns/a"], 10.0)
+    assert a.prompt_length_buckets == ((100.0, 1.0), (1000.0, 8.0), (math.inf, 9.0)) and a.prompt_tokens_per_s == 900
+    c = source.view("ns/c").observe(SPECS["ns/c"], 10.0)
+    assert c.prompt_length_buckets == ((500.0, 2.0), (math.inf, 3.0)), "no prefill pool: decode's"
+    assert source.view("ns/b").observe(SPECS["ns/b"], 10.0).prompt_length_buckets is None, "a NaN bucket"
+    assert source.view("ns/d").observe(SPECS["ns/d"], 10.0).prompt_length_buckets is None, "no series"

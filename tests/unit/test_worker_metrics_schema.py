@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from workers.metrics import CacheConfig, EngineGauges, FinishedRequest, WorkerMetrics, buckets_1_2_5
+from autoscaler.core.buckets import buckets_1_2_5
+from workers.metrics import CacheConfig, EngineGauges, FinishedRequest, WorkerMetrics
 
 SAMPLE = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "vllm-metrics-sample-0.32.txt"
 # Captured from a real vLLM 0.32 NixlConnector pair on CPU (`pdscale worker --engine vllm --pd-pair`, max-model-len
