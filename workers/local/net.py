@@ -8,12 +8,48 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 
 
+EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+LOWEST_PORT = 10000  # below this, ports that well-known services bind
+_handed_out: set[int] = set()  # ports this process gave a server that may not have bound them yet
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' source ports and bind-to-0 (Linux's default if unreadable)."""
+    try:
+        low, high = (int(x) for x in Path(EPHEMERAL_RANGE_FILE).read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it; a tiny race remains)."""
+    """A TCP port on 127.0.0.1 that was free a moment ago, chosen BELOW the kernel's ephemeral range.
+
+    A port the OS picks with bind-to-0 lies in the ephemeral range, which every outgoing connection (a Prometheus
+    scrape, a health probe) and every other bind-to-0 (vLLM's own ZMQ and torch sockets) draws from too: a server
+    that binds its port seconds later (a vLLM pod loads for 20-60 s) can find it taken ("Address already in use",
+    seen on a NIXL side channel). Below that range only explicit binds compete; the choice is random and checked, and
+    a port is not handed out twice by one process. Falls back to bind-to-0 when no port there is free."""
+    import random
+
+    low, _ = ephemeral_port_range()
+    if low - LOWEST_PORT >= 1000:
+        for _ in range(200):
+            port = random.randrange(LOWEST_PORT, low)
+            if port in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
