@@ -33,8 +33,8 @@ image-worker:
 	docker build --build-arg PDSCALE_EXTRAS=worker -t $(WORKER_IMAGE) .
 
 # Real vLLM pods in the live loop (tests/e2e/live_vllm_loop.py, 6-9 min on 2 cores): NOT part of `make test` (its
-# budget for it is ~4 min). 1 pass in the 3 runs on this code (5 min 17 s); under other sessions' load a vLLM worker
-# died once, and once the decode ITL went over target on a trickle; the file says what each phase took.
+# budget for it is ~4 min). 1 pass in 6 runs on this code (5 min 17 s): the decode vLLM servers get too little CPU on
+# 2 cores, their /metrics scrapes time out and decode holds at 2 (README, "Try it live"); the file says each phase.
 test-live-vllm: $(STAMP) prometheus kubectl vllm
 	$(BIN)/pytest tests/e2e/live_vllm_loop.py
 
