@@ -231,11 +231,19 @@ def test_kubectl_shows_the_story(live: LocalCluster, tmp_path: Path) -> None:
     assert int(cells["D"]) == live.replicas("decode") and float(cells["TTFT-TARGET"]) == SPEC.ttft_target_s
     described = run("describe", "pdas", SPEC.model)
     assert "SuccessfulRescale" in described and "ScalingActive" in described and "SLOMet" in described
-    story = run("get", "deploy,pods")
-    assert f"deployment.apps/{live.deployment_name('decode')}" in story and "Running" in story
-    ready = f"{live.replicas('decode')}/{live.replicas('decode')}"
-    assert any(line.startswith(f"deployment.apps/{live.deployment_name('decode')}") and ready in line
-               for line in story.splitlines()), story  # fmt: skip
+    decode_row = f"deployment.apps/{live.deployment_name('decode')}"
+
+    def story_settled() -> str | None:
+        """``kubectl get deploy,pods`` once the decode Deployment shows all its replicas ready and no pod is
+        terminating (the controller may be scaling when the test reads: 4/3 with one pod draining was seen)."""
+        story = run("get", "deploy,pods")
+        ready = f"{live.replicas('decode')}/{live.replicas('decode')}"
+        settled = "Terminating" not in story and any(line.startswith(decode_row) and f" {ready} " in line
+                                                     for line in story.splitlines())  # fmt: skip
+        return story if settled else None
+
+    story = wait_for(story_settled, 60, "kubectl get deploy,pods to show the decode Deployment settled", interval_s=1)
+    assert decode_row in story and "Running" in story
     pods = run("get", "pods", "-l", "pdscale.io/role=decode")
     assert "1/1" in pods and "Running" in pods
     described_deploy = run("describe", "deploy", live.deployment_name("decode"))

@@ -3,8 +3,9 @@
 Launched through ``pdscale worker --engine vllm`` (so its command lines come from ``workers/vllm.py``, the code the
 manifests use, and its SIGTERM forwarding is exercised at teardown), with every cache and IPC path under the
 test's temp dir, each server bound to one core (``VLLM_CPU_OMP_THREADS_BIND``), NIXL side-channel ports picked
-free, HF offline. ``stop()`` sends SIGTERM to the process group, SIGKILL after 20 s, and only after a SIGKILL
-removes the /dev/shm entries that appeared while it ran (a SIGTERMed vLLM removes its own).
+free, HF offline, and (P/D pair) NIXL's busy-polling threads at SCHED_IDLE once serving. ``stop()`` sends SIGTERM
+to the process group, SIGKILL after 20 s, and only after a SIGKILL removes the /dev/shm entries that appeared while
+it ran (a SIGTERMed vLLM removes its own).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from workers.local.cpu_placement import place
 from workers.local.net import LOOPBACK, free_port, free_port_pair
 from workers.local.processes import ManagedProcess, ProcessRunner
 
@@ -125,4 +127,7 @@ def start_real_vllm(
     _wait_serving(server, server.url, served_model_name, deadline)
     if pd_pair:
         _wait_serving(server, server.decode_url, served_model_name, deadline)
+        # NIXL's UCX progress thread busy-polls a core per server for as long as the module's tests run (an idle
+        # pair used 2.0 cores): SCHED_IDLE, as the local pod runner does for a Ready pod (workers.local.cpu_placement)
+        place(proc.pid, cpus=None, demote_busy_pollers=True)
     return server
