@@ -270,7 +270,13 @@ class PdscalePolicy:
     # Read the demand where requests ARRIVE (the proxy's arrival counters, ``Signals.arrived_*``) rather than from
     # served work, whose rates are throughput under a backlog and whose mean prompt lags a change of the prompt
     # length by the queue's wait. Without those series (or off) the demand is served work plus the queue's growth.
-    read_arrivals: bool = True
+    # Off by default, measured (bench/surge_causes.py, 120 s start-up): no window won on flash-crowd, lull-surge,
+    # prompt-shift, diurnal, conv-s0 or code-s0, one lost on diurnal (0.900 -> 0.883), GPU-h +9 % on flash-crowd
+    # (29.37 -> 32.03), +2 % on prompt-shift. The arrival rate is a 60 s window's mean like the served one, while the
+    # queue's growth it replaces is measured over one tick (15 s): it is the faster signal of a surge. The windows
+    # missed are the start-up's (a need that rose less than a pod start-up before the window), which no reading
+    # of the present can win.
+    read_arrivals: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin_up <= self.margin_down < 1:

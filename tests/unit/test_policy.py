@@ -686,8 +686,9 @@ def test_demand_is_read_where_requests_arrive() -> None:
     """The prompts grow 3x while served work still shows the old ones (prefill counts a prompt when it is done):
     read at arrival, the new prompts size prefill at once; from served work they do not. The message says which."""
     s = sig(0.0, LOAD)
-    arrived, _ = POLICY.decide(obs(0.0, _arriving(s, 100.0, 3000.0)), POLICY.initial_state(SPEC), SPEC)
-    served, _ = POLICY.decide(obs(0.0, s), POLICY.initial_state(SPEC), SPEC)
+    on = replace(POLICY, read_arrivals=True)
+    arrived, _ = on.decide(obs(0.0, _arriving(s, 100.0, 3000.0)), on.initial_state(SPEC), SPEC)
+    served, _ = on.decide(obs(0.0, s), on.initial_state(SPEC), SPEC)
     assert served.prefill.desired_replicas == P_NEED
     need = prefill_replicas_needed(PROFILE, Load(100.0, 3000.0, 200.0).scaled(1.1), 0.85, 0.99, 64)
     assert arrived.prefill.desired_replicas == need > P_NEED, arrived.prefill.message
@@ -704,7 +705,8 @@ def test_demand_is_read_where_requests_arrive() -> None:
      (100.0, None, "no arrival counter")],
 )  # fmt: skip
 def test_unusable_arrival_counters_fall_back_to_served_work(rate: float, prompt: float | None, why: str) -> None:
-    d, _ = POLICY.decide(obs(0.0, _arriving(sig(0.0, LOAD), rate, prompt)), POLICY.initial_state(SPEC), SPEC)
+    on = replace(POLICY, read_arrivals=True)
+    d, _ = on.decide(obs(0.0, _arriving(sig(0.0, LOAD), rate, prompt)), on.initial_state(SPEC), SPEC)
     assert d.prefill.desired_replicas == P_NEED
     assert f"demand read from served work ({why})" in d.prefill.message, d.prefill.message
 
@@ -715,12 +717,13 @@ def test_queue_growth_is_not_added_to_an_arrival_rate_that_holds_it() -> None:
     then applies to all of the arrivals, so the arrival reading may order a pod more, never the growth twice)."""
     served_rate, growth = 100.0, 30.0
     sized, desired = {}, {}
+    on = replace(POLICY, read_arrivals=True)
     for name, arrivals in (("served + growth", None), ("arrivals", served_rate + growth)):
-        state = POLICY.initial_state(SPEC)
+        state = on.initial_state(SPEC)
         for i, waiting in enumerate((0.0, 450.0, 900.0)):
             t = 15.0 * i
             s = _arriving(sig(t, p_waiting=waiting), arrivals, LOAD.mean_prompt_tokens)
-            d, state = POLICY.decide(obs(t, s), state, SPEC)
+            d, state = on.decide(obs(t, s), state, SPEC)
         desired[name] = d.prefill.desired_replicas
         sized[name] = float(d.prefill.message.split(" req/s")[0].rsplit(" at ", 1)[1])
     assert abs(sized["arrivals"] - sized["served + growth"]) < growth / 2, sized
