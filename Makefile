@@ -32,11 +32,10 @@ image:
 image-worker:
 	docker build --build-arg PDSCALE_EXTRAS=worker -t $(WORKER_IMAGE) .
 
-# Real vLLM pods in the live loop (tests/e2e/live_vllm_loop.py, 6-9 min on 2 cores): NOT part of `make test` (its
-# budget for it is ~4 min). 1 pass in 6 runs on this code (5 min 17 s): the decode vLLM servers get too little CPU on
-# 2 cores, their /metrics scrapes time out and decode holds at 2 (README, "Try it live"); the file says each phase.
+# Real vLLM pods in the live loop alone (tests/e2e/test_live_vllm_loop.py, ~3.5 min on 2 cores; also part of
+# `make test`): a prefill and a decode vLLM pool, the controller scales decode 1 -> 2 -> 1 with no request lost.
 test-live-vllm: $(STAMP) prometheus kubectl vllm
-	$(BIN)/pytest tests/e2e/live_vllm_loop.py
+	$(BIN)/pytest tests/e2e/test_live_vllm_loop.py
 
 # Real vLLM on CPU (.venv-vllm, ~3 min and 2.7 GB the first time) and a tiny local Llama, for the tests that diff
 # the emulated worker against it. Idempotent.

@@ -216,7 +216,7 @@ class MetricProfile:
     # The waiting requests split by why they wait: only those waiting for scheduling capacity are a backlog. vLLM
     # (>= 0.11) counts a request whose KV is still in flight from a prefill pod (NixlConnector, WAITING_FOR_REMOTE_KVS)
     # as waiting, under reason="deferred"; read as a backlog it held a 4-sequence decode pool at 2 pods on a trickle
-    # (tests/e2e/live_vllm_loop.py). None, or a pool whose pods lack the series: ``waiting_gauge`` (all of them).
+    # (tests/e2e/test_live_vllm_loop.py). None, or a pool whose pods lack the series: ``waiting_gauge`` (all of them).
     waiting_by_reason_gauge: str | None = "vllm:num_requests_waiting_by_reason"
     waiting_reason_label: str = "reason"
     waiting_capacity_reason: str = "capacity"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.local.net import LOOPBACK, free_port
+from workers.local.net import LOOPBACK, free_port, free_port_pair
 from workers.local.processes import ManagedProcess, ProcessRunner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,21 +92,6 @@ def _wait_serving(server: RealVLLM, url: str, name: str, deadline: float) -> Non
     pytest.fail(f"real vLLM at {url} not serving after {START_TIMEOUT_S:.0f} s:\n{report}")
 
 
-def _two_free_ports() -> int:
-    """A port P with P+1 free too (the launcher puts decode on P+1)."""
-    import socket
-
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind((LOOPBACK, port + 1))
-                return port
-            except OSError:
-                continue
-    raise RuntimeError("no two consecutive free ports")
-
-
 def start_real_vllm(
     runner: ProcessRunner, work_dir: Path, *, served_model_name: str = "tiny", max_model_len: int = 512,
     max_num_seqs: int = 8, pd_pair: bool = False,
@@ -114,7 +99,7 @@ def start_real_vllm(
     """Real vLLM through ``pdscale worker --engine vllm`` (one aggregated server, or with ``pd_pair`` a
     NixlConnector prefill server on ``port`` and decode server on ``port + 1``, one core each)."""
     python, model = vllm_python(), tiny_model_dir()
-    port = _two_free_ports() if pd_pair else free_port()
+    port = free_port_pair() if pd_pair else free_port()
     work_dir.mkdir(parents=True, exist_ok=True)
     config = work_dir / "vllm.yaml"
     config.write_text(

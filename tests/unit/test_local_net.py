@@ -38,3 +38,29 @@ def test_falls_back_to_the_kernel_when_the_range_leaves_no_room(monkeypatch: pyt
 def test_unreadable_range_means_linux_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(net, "EPHEMERAL_RANGE_FILE", "/nonexistent/ip_local_port_range")
     assert ephemeral_port_range() == (32768, 60999)
+
+
+def test_a_port_pair_reserves_both_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``free_port_pair`` hands out P and P + 1 (the launcher's decode server binds P + 1 later): neither comes back
+    from ``free_port`` afterwards, and a taken P + 1 is skipped."""
+    pairs = [net.free_port_pair() for _ in range(40)]
+    later = {free_port() for _ in range(300)}
+    reserved = {p for port in pairs for p in (port, port + 1)}
+    assert len(reserved) == 2 * len(pairs) and not reserved & later
+    taken = socket.socket()
+    taken.bind((LOOPBACK, 0))
+    blocked = taken.getsockname()[1]
+
+    def bindable(port: int) -> bool:
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                return False
+        return port not in net._handed_out
+
+    good = next(p for p in range(20000, 30000) if bindable(p + 1))
+    candidates = iter([blocked - 1, blocked - 1, good])
+    monkeypatch.setattr(net, "free_port", lambda: next(candidates))
+    with taken:
+        assert net.free_port_pair() == good  # blocked - 1 has its next port taken, twice

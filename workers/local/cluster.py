@@ -92,6 +92,12 @@ class ClusterSpec:
     # nice(1) increment of a pod until it is first Ready (KubeletOptions.startup_nice); None: 0 for real vLLM (a new
     # server starting beside two busy ones at their nice 10 took ~6 min on 2 cores), ``pod_nice`` for emulated ones
     pod_startup_nice: int | None = None
+    # real vLLM pods' CPUs (VLLM_CPU_OMP_THREADS_BIND, and KubeletOptions.cpus_by_role once Ready): prefill and
+    # decode on cores of their own where the machine has two
+    vllm_cpus: Mapping[str, str] = field(default_factory=lambda: {"prefill": "0", "decode": "1"})
+    # place real vLLM pods once Ready (workers.local.cpu_placement: pinned threads to ``vllm_cpus``, busy-polling
+    # threads to SCHED_IDLE); off only to measure what it changes (bench/bench_vllm_cpu_placement.py)
+    place_vllm_pods: bool = True
 
     @property
     def kubelet_nice(self) -> int:
@@ -100,6 +106,10 @@ class ClusterSpec:
     @property
     def kubelet_startup_nice(self) -> int | None:
         return self.pod_startup_nice if self.pod_startup_nice is not None else (0 if self.engine == "vllm" else None)
+
+    @property
+    def placed_vllm(self) -> bool:
+        return self.engine == "vllm" and self.place_vllm_pods
 
     @property
     def loading_s(self) -> float:
@@ -207,7 +217,7 @@ class LocalCluster:
                             max_model_len=s.vllm_max_model_len, max_num_seqs=s.max_num_seqs, device="cpu",
                             kv_cache_memory_bytes=134217728, shutdown_timeout_s=int(s.drain_s),
                             side_channel_port=65534,
-                            cpu_threads_bind={"prefill": "0", "decode": "1"})  # fmt: skip
+                            cpu_threads_bind=dict(s.vllm_cpus))  # fmt: skip
         container = dict(deployment(config, role, name="-", namespace=self.ns, pre_stop_s=s.pre_stop_s)
                          ["spec"]["template"]["spec"]["containers"][0])  # fmt: skip
         args = ["--model", s.vllm_model_dir, *serve_args(config, role)]
@@ -295,7 +305,9 @@ class LocalCluster:
             api_url=self.kube.url, namespace=self.ns, file_sd_path=self.file_sd_path,
             kubelet=KubeletOptions(log_dir=self.workdir / "pods", startup_delay_s=s.loading_s,
                                    probe_period_s=s.probe_period_s, probe_timeout_s=s.probe_timeout_s, cwd=REPO,
-                                   nice=s.kubelet_nice, startup_nice=s.kubelet_startup_nice),
+                                   nice=s.kubelet_nice, startup_nice=s.kubelet_startup_nice,
+                                   cpus_by_role=s.vllm_cpus if s.placed_vllm else {},
+                                   demote_busy_pollers=s.placed_vllm),
         )).start()  # fmt: skip
         self.proxy_port = free_port()
         self.controller_ports = {f"controller-{chr(ord('a') + i)}": free_port() for i in range(s.controllers)}

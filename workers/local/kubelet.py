@@ -91,6 +91,11 @@ class KubeletOptions:
     # cluster a new pod gets cores of its own; here it starts (three Python interpreters importing torch and vLLM)
     # on the same two cores as the busy pods, and at their priority a real vLLM server took ~6 min instead of ~40 s
     startup_nice: int | None = None
+    # Once a container is first Ready (workers.local.cpu_placement, where the measurements are): threads its
+    # program pinned move to its role's CPUs (role -> CPU list, e.g. {"prefill": "0", "decode": "1"}), and with
+    # ``demote_busy_pollers`` threads that never block (NIXL's UCX progress thread in real vLLM) run SCHED_IDLE
+    cpus_by_role: Mapping[str, str] = field(default_factory=dict)
+    demote_busy_pollers: bool = False
 
 
 @dataclass
@@ -99,7 +104,7 @@ class HistoryEvent:
     namespace: str
     pod: str
     role: str
-    event: str  # admitted, started, loaded, ready, reniced, unready, crashed, restarted, terminating, sigterm,
+    event: str  # admitted, started, loaded, ready, reniced, placed, unready, crashed, restarted, terminating, sigterm,
     #            sigkill, exited, deleted
     detail: str = ""
 
@@ -135,6 +140,7 @@ class _Container:
     failure_threshold: int = 3  # consecutive failed probes before Ready turns False (Kubernetes' default)
     probe_failures: int = 0
     at_startup_nice: bool = False  # started at KubeletOptions.startup_nice, not yet reniced to ``nice``
+    placed: bool = False  # cpu_placement applied (once, at the first Ready of each process)
 
     @property
     def loaded(self) -> bool:
@@ -298,6 +304,7 @@ class Kubelet:
             return
         c.started_s, c.started_iso = time.time(), now_iso()
         c.at_startup_nice = increment != self.options.nice
+        c.placed = False
         if increment:
             self._set_autogroup_nice(c, increment)
         c.next_probe_s = c.started_s + c.startup_delay_s
@@ -357,6 +364,26 @@ class Kubelet:
             self._record(c, "ready" if ready else "unready")
         if ready and c.at_startup_nice:
             self._renice(c)
+        if ready and not c.placed:
+            c.placed = True
+            if self.options.cpus_by_role.get(c.role) or self.options.demote_busy_pollers:
+                self._probes.submit(self._place, c)
+
+    def _place(self, c: _Container) -> None:
+        """``cpu_placement.place`` for the container's process group (in the probe pool: it samples for 1 s)."""
+        from workers.local.cpu_placement import parse_cpus, place
+
+        proc = c.process
+        if proc is None or not proc.running:
+            return
+        cpus_text = self.options.cpus_by_role.get(c.role)
+        try:
+            detail = place(proc.pid, cpus=parse_cpus(cpus_text) if cpus_text else None,
+                           demote_busy_pollers=self.options.demote_busy_pollers)  # fmt: skip
+        except (OSError, ValueError) as exc:
+            log.warning("%s/%s: CPU placement failed: %s", c.namespace, c.name, exc)
+            return
+        self._record(c, "placed", detail)
 
     def _renice(self, c: _Container) -> None:
         """Every process and thread of the container (its process group, and its session's autogroup) from

@@ -55,6 +55,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A port P with P + 1 free too, both handed out (a launcher that puts a second server on the next port, as
+    ``pdscale worker --engine vllm --pd-pair`` does). Same range and checks as ``free_port``."""
+    for _ in range(200):
+        port = free_port()
+        if port + 1 in _handed_out or port + 1 > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((LOOPBACK, port + 1))
+            except OSError:
+                continue
+        _handed_out.add(port + 1)
+        return port
+    raise RuntimeError("no two consecutive free ports on 127.0.0.1")
+
+
 def wait_http_ok(
     url: str,
     timeout_s: float,
