@@ -914,8 +914,8 @@ def assemble_signals(
         failed = _pool_value(results.get(W_REQUESTS), ident, pool_part(dec, FAILED))
     if failed is None and request_rate is not None:
         failed = 0.0  # no failure series (yet): nothing failed
-    arrived = None if fe_rate is None else _pool_value(fe_rows, ident, ARRIVED)
-    arrived_prompt = None if fe_rate is None else _pool_value(fe_rows, ident, ARRIVED_PROMPT)
+    arrived = _pool_value(fe_rows, ident, ARRIVED)
+    arrived_prompt = _pool_value(fe_rows, ident, ARRIVED_PROMPT)
     prompt_rows = results.get(W_PROMPT)
     # a P/D decode worker also counts the transferred prompt: take the prefill pool's count when there is one
     prompt = (
