@@ -100,11 +100,12 @@ def world(module_prometheus: Callable[..., PrometheusServer]) -> Iterator[World]
     add(ExportedPod("pp-d1", "decode", "pd-proxy", decode_load(4.0, running=10)))
     ex.add_frontend(
         ExportedFrontend(
-            "pp-proxy", "pd-proxy",
+            "pp-proxy",
+            "pd-proxy",
             Load(12.0, ttft=PROXY_TTFT, itl=PROXY_ITL, itl_samples_per_request=99, prompt_tokens_per_request=700),
             arrivals_metric="pdscale_proxy_arrived_requests",
             arrived_prompt_tokens_metric="pdscale_proxy_arrived_prompt_tokens",
-        )  # fmt: skip
+        )
     )
     add(ExportedPod("pw-p0", "prefill", "pd-workers", prefill_load()))
     add(ExportedPod("pw-d0", "decode", "pd-workers", decode_load()))
