@@ -75,7 +75,11 @@ aborts). ``PoolSignals.pods_reporting`` is the number of distinct ``pod`` label 
 among the pool's fresh running-gauge series: with a series label other than ``pod`` for the pod, set
 ``pod_label``, or every pool reads as one pod reporting. Both ride as a second answer in an existing grouped query
 (``label_replace`` marks it: ``pdscale_part="failed"`` on the frontend rate, a ``#failed`` / ``#pods`` suffix on the
-pool label of the worker rate and running gauge), so the count of queries per tick does not change. The
+pool label of the worker rate and running gauge), so the count of queries per tick does not change. The frontend
+rate query answers the arrivals the same way (``MetricProfile.frontend_arrivals_counter`` /
+``frontend_arrived_prompt_tokens_counter``, the proxy's ``pdscale_proxy_arrived_*_total``: ``pdscale_part="arrived"``
+and ``"arrived_prompt_tokens"``), read into ``Signals.arrived_request_rate_per_s`` / ``arrived_prompt_tokens_per_s``
+(None without such series: the policy then reads the demand from served work and says so). The
 prompt-length histogram (``MetricProfile.prompt_lengths_histogram``, vLLM's ``vllm:request_prompt_tokens``) rides
 the same way in the prompt-token rate query: ``sum by (le, ...) (rate(..._bucket[w]))`` with the pool label and
 ``le`` joined into ``<pool>#le=<bound>`` (``label_join``), read into ``Signals.prompt_length_buckets`` (the prefill
@@ -225,6 +229,10 @@ class MetricProfile:
     frontend_ttft_histogram: str | None = None
     frontend_itl_histogram: str | None = None
     frontend_requests_counter: str | None = None
+    # requests and their prompt tokens counted as they ARRIVE at the frontend (the demand, where the served counters
+    # are throughput under a backlog); None = the source has none
+    frontend_arrivals_counter: str | None = None
+    frontend_arrived_prompt_tokens_counter: str | None = None
     # selector label name -> label name on frontend series (Dynamo's frontend says ``model``)
     frontend_label_map: tuple[tuple[str, str], ...] = ()
     # also match ``vllm_x`` for ``vllm:x`` (see ``series_selector``)
@@ -258,6 +266,8 @@ class MetricProfile:
             "frontend_itl_histogram",
             "frontend_requests_counter",
             "frontend_failures_counter",
+            "frontend_arrivals_counter",
+            "frontend_arrived_prompt_tokens_counter",
         ):
             value = getattr(self, attr)
             if value is not None:
@@ -297,6 +307,9 @@ BUILTIN_PROFILES: Mapping[str, MetricProfile] = {
         frontend_requests_counter="pdscale_proxy_requests_total",
         frontend_failure_label="outcome",
         frontend_failure_values=("5xx", "no_upstream"),
+        # counted on arrival (workers/proxy_metrics.py)
+        frontend_arrivals_counter="pdscale_proxy_arrived_requests_total",
+        frontend_arrived_prompt_tokens_counter="pdscale_proxy_arrived_prompt_tokens_total",
     ),
     "llm-d": MetricProfile(
         name="llm-d",
@@ -588,14 +601,17 @@ def _expression(
             total = _rate(profile.frontend_requests_counter, sel, by, w, esc)
             if not parts:
                 return total
+            answers = [total]
             if profile.frontend_failures_counter is not None:
-                failed = _rate(profile.frontend_failures_counter, sel, by, w, esc)
+                answers.append(_part(_rate(profile.frontend_failures_counter, sel, by, w, esc), FAILED))
             elif profile.frontend_failure_label is not None:
                 fsel = ",".join([sel, label_matcher(profile.frontend_failure_label, profile.frontend_failure_values)])
-                failed = _rate(profile.frontend_requests_counter, fsel.lstrip(","), by, w, esc)
-            else:
-                return total
-            return f'{total} or label_replace({failed}, "{PART_LABEL}", "{FAILED}", "", "")'
+                answers.append(_part(_rate(profile.frontend_requests_counter, fsel.lstrip(","), by, w, esc), FAILED))
+            for counter, part in ((profile.frontend_arrivals_counter, ARRIVED),
+                                  (profile.frontend_arrived_prompt_tokens_counter, ARRIVED_PROMPT)):  # fmt: skip
+                if counter is not None:
+                    answers.append(_part(_rate(counter, sel, by, w, esc), part))
+            return " or ".join(answers)
         raise AssertionError(kind)
     if kind == W_TTFT_Q:
         assert quantile is not None
@@ -652,8 +668,15 @@ def _expression(
 # label's value gets a ``#failed`` / ``#pods`` suffix). One query, two answers: the count per tick stays the same.
 PART_LABEL = "pdscale_part"
 FAILED = "failed"
+ARRIVED = "arrived"  # the frontend's arrival rate (requests/s), and the prompt tokens/s arriving
+ARRIVED_PROMPT = "arrived_prompt_tokens"
 PODS = "pods"
 LE_PART = "le="  # the prompt-token rate query's bucket answers: "<pool>#le=<upper bound>"
+
+
+def _part(expr: str, part: str) -> str:
+    """A frontend query's further answer, marked by ``PART_LABEL``."""
+    return f'label_replace({expr}, "{PART_LABEL}", "{part}", "", "")'
 
 
 def _pool_part(expr: str, profile: MetricProfile, part: str) -> str:
@@ -891,6 +914,8 @@ def assemble_signals(
         failed = _pool_value(results.get(W_REQUESTS), ident, pool_part(dec, FAILED))
     if failed is None and request_rate is not None:
         failed = 0.0  # no failure series (yet): nothing failed
+    arrived = _pool_value(fe_rows, ident, ARRIVED)
+    arrived_prompt = _pool_value(fe_rows, ident, ARRIVED_PROMPT)
     prompt_rows = results.get(W_PROMPT)
     # a P/D decode worker also counts the transferred prompt: take the prefill pool's count when there is one
     prompt = (
@@ -912,6 +937,8 @@ def assemble_signals(
         output_tokens_per_s=output,
         failed_request_rate_per_s=failed,
         prompt_length_buckets=lengths,
+        arrived_request_rate_per_s=arrived,
+        arrived_prompt_tokens_per_s=arrived_prompt,
         prefill=pool(pre),
         decode=pool(dec),
     )

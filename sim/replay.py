@@ -127,6 +127,8 @@ def replay(
         retention_s=max(3600.0, 4 * scenario.spec.metrics.window_s),
         scrape_phases=scrape_phases,
         discovery_s=discovery_s,
+        # the proxy counts each request as it arrives: an open loop's arrivals are known up front
+        arrivals=None if loop is not None else (scenario.workload.arrival_s, scenario.workload.prompt_tokens),
     )
     clock = SimClock()
     target = SimScaleTarget(engine, clock, mode=scenario.mode)

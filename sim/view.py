@@ -56,6 +56,9 @@ RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
 WAITING_CAPACITY = 'vllm:num_requests_waiting_by_reason{reason="capacity"}'  # waiting minus deferred
 KV_USAGE = "vllm:kv_cache_usage_perc"
+# the proxy's counters of requests and prompt tokens as they ARRIVE (workers/proxy_metrics.py); pods expose 0
+ARRIVED_REQUESTS = "pdscale_proxy_arrived_requests_total"
+ARRIVED_PROMPT_TOKENS = "pdscale_proxy_arrived_prompt_tokens_total"
 # histogram family -> its bucket edges (seconds, or tokens for the prompt lengths) and the PodCounters field
 HISTOGRAM_EDGES_S: dict[str, tuple[float, ...]] = {
     TTFT: TTFT_BUCKETS_S, ITL: ITL_BUCKETS_S, PROMPT_LENGTHS: PROMPT_TOKENS_BUCKETS,
@@ -74,7 +77,7 @@ def _build_layout() -> tuple[dict[str, slice], frozenset[str]]:
             columns[family + suffix] = slice(pos, pos + 1)
             pos += 1
     for name in (PROMPT_TOKENS, GENERATION_TOKENS, REQUEST_SUCCESS, PREEMPTIONS, RUNNING, WAITING, KV_USAGE,
-                 WAITING_CAPACITY):  # fmt: skip
+                 WAITING_CAPACITY, ARRIVED_REQUESTS, ARRIVED_PROMPT_TOKENS):  # fmt: skip
         columns[name] = slice(pos, pos + 1)
         pos += 1
     return columns, frozenset({RUNNING, WAITING, KV_USAGE, WAITING_CAPACITY})
@@ -105,6 +108,8 @@ def _row(counters: PodCounters) -> np.ndarray:
                 counters.num_requests_waiting,
                 counters.kv_cache_usage_perc,
                 counters.num_requests_waiting - counters.num_requests_waiting_deferred,
+                0.0,  # arrivals: the proxy's, filled in by SimPrometheus.scrape
+                0.0,
             ],
         ]
     ).astype(np.float64)
@@ -219,6 +224,7 @@ class SimPrometheus:
         prometheus_major: int = 2,
         scrape_phases: int = 1,
         discovery_s: float = 0.0,
+        arrivals: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         if scrape_interval_s <= 0:
             raise ValueError(f"scrape_interval_s must be > 0, got {scrape_interval_s}")
@@ -229,6 +235,17 @@ class SimPrometheus:
         if not (math.isfinite(discovery_s) and discovery_s >= 0):
             raise ValueError(f"discovery_s must be a finite number >= 0, got {discovery_s}")
         self.discovery_s = discovery_s
+        # (sorted arrival times, prompt tokens) of the requests as the proxy receives them: its arrival counters
+        # (``ARRIVED_*``) at a scrape count those sent by then. None (a closed loop, whose send times are not
+        # known up front): the proxy has no arrival series, and ``has_arrivals`` says so.
+        self._arrival_s: np.ndarray | None = None
+        self._arrived_prompt_cum: np.ndarray | None = None
+        if arrivals is not None:
+            times, prompts = (np.asarray(a, dtype=np.float64) for a in arrivals)
+            if times.shape != prompts.shape or (times.size and np.any(np.diff(times) < 0)):
+                raise ValueError("arrivals: arrival times must be sorted and match the prompt lengths one to one")
+            self._arrival_s = times
+            self._arrived_prompt_cum = np.concatenate([[0.0], np.cumsum(prompts)])
         self.engine = engine
         self.scrape_interval_s = scrape_interval_s
         self.scrape_phases = scrape_phases
@@ -272,6 +289,11 @@ class SimPrometheus:
         self._counter_rates.clear()
         if self._due("proxy", t_s):
             self._proxy.append(t_s, self.retention_s)
+            if self._arrival_s is not None and self._arrived_prompt_cum is not None:
+                n = int(np.searchsorted(self._arrival_s, t_s, side="right"))
+                row = self._proxy.rows[self._proxy.hi - 1]
+                row[_COLUMNS[ARRIVED_REQUESTS]] = n
+                row[_COLUMNS[ARRIVED_PROMPT_TOKENS]] = self._arrived_prompt_cum[n]
         for pod in self.engine.pods():
             if not self._due(pod.name, t_s):
                 continue
@@ -293,6 +315,11 @@ class SimPrometheus:
                 and target.times_s[target.hi - 1] < t_s - self.retention_s
             ):
                 del self._targets[pod.name]  # every sample is past retention: the series no longer exists
+
+    @property
+    def has_arrivals(self) -> bool:
+        """Does the proxy expose its arrival counters (an open-loop workload's arrivals were given)?"""
+        return self._arrival_s is not None
 
     def visible_pods(self, at_s: float, pool: Pool | None = None) -> list[str]:
         """Names of pod targets with a non-stale sample within the lookback (``count(up)``-like)."""
@@ -436,7 +463,9 @@ class SimMetricsSource:
     * TTFT/ITL at the SLO percentiles (and their means) from the proxy job when ``spec.metrics.proxy``;
       otherwise from workers: TTFT = prefill-pool + decode-pool TTFT (P/D: no series holds the user's TTFT;
       missing if either is), the decode pool alone when there is no prefill series (aggregated); ITL from decode;
-    * requests/s from the proxy's TTFT count (proxy) or the decode pool's finished requests; prompt tokens/s and
+    * requests/s from the proxy's TTFT count (proxy) or the decode pool's finished requests; with the proxy, the
+      requests and prompt tokens per second ARRIVING (the proxy's arrival counters; open-loop workloads only, whose
+      arrivals ``SimPrometheus`` was given); prompt tokens/s and
       the prompt-length histogram (``vllm:request_prompt_tokens``, observed as each request finishes on a pod, as
       vLLM does) from the prefill pool when it has series, else decode; output tokens/s from the decode pool;
     * per-pool gauges (sum of waiting/running, mean KV usage) only from samples younger than the rate window (the
@@ -472,6 +501,7 @@ class SimMetricsSource:
             itl_mean = p.histogram_mean(ITL, w, now_s, pool=Pool.DECODE)
             requests = p.rate(REQUEST_SUCCESS, w, now_s, pool=Pool.DECODE)
         lengths = p.bucket_rates(PROMPT_LENGTHS, w, now_s, pool=Pool.PREFILL if has_prefill else Pool.DECODE)
+        arrived = spec.metrics.proxy and p.has_arrivals
         return Signals(
             time_s=now_s,
             ttft_s=ttft,
@@ -486,6 +516,8 @@ class SimMetricsSource:
             prompt_length_buckets=None
             if lengths is None
             else tuple(zip(lengths[0], (float(r) for r in lengths[1]), strict=True)),
+            arrived_request_rate_per_s=p.rate(ARRIVED_REQUESTS, w, now_s, job=PROXY_JOB) if arrived else None,
+            arrived_prompt_tokens_per_s=p.rate(ARRIVED_PROMPT_TOKENS, w, now_s, job=PROXY_JOB) if arrived else None,
             prefill=self._pool(Pool.PREFILL, w, now_s),
             decode=self._pool(Pool.DECODE, w, now_s),
         )

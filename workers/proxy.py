@@ -358,6 +358,8 @@ class Proxy:
         self._idle.clear()
         self.metrics.in_flight.labels(req.model).inc()
         self.metrics.pending.labels(req.model).inc()
+        self.metrics.arrived_requests.labels(req.model).inc()
+        self.metrics.arrived_prompt_tokens.labels(req.model).inc(req.prompt_tokens)
         try:
             return await self._generate(request, body, req)
         except asyncio.CancelledError:  # the client hung up while the proxy waited (handler_cancellation)

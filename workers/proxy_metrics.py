@@ -16,6 +16,11 @@ resolution of one read from vLLM.
   accepted and no token sent yet (waiting for an upstream, in prefill, in the KV hand-off or decode queue).
 * ``pdscale_proxy_prompt_tokens_total`` / ``pdscale_proxy_generation_tokens_total{model_name}``: from the usage
   the decode worker reports (else the token events counted).
+* ``pdscale_proxy_arrived_requests_total`` / ``pdscale_proxy_arrived_prompt_tokens_total{model_name}``: every request
+  the proxy accepted and its prompt tokens, counted when it ARRIVES (exact for token-id prompts; text is counted by
+  the emulated worker's rule, an estimate of a real tokenizer's count). The served counters above lag the demand
+  while a queue grows, and a served mean prompt lags a change of the prompt length by the queue's wait; the
+  controller reads the demand from these (``Signals.arrived_request_rate_per_s``).
 * ``pdscale_proxy_upstream_errors_total{role,reason}``: upstream failures (``connect``, ``status_5xx``,
   ``draining``, ``bad_response``, ``midstream``) whether or not a retry saved the request; ``pdscale_proxy_retries_total{role}``.
 * ``pdscale_proxy_endpoints{role,state}``: endpoints known per health state; ``pdscale_proxy_draining``: 1 while
@@ -33,6 +38,8 @@ TTFT_NAME = "pdscale_proxy_time_to_first_token_seconds"
 ITL_NAME = "pdscale_proxy_inter_token_latency_seconds"
 E2E_NAME = "pdscale_proxy_e2e_request_latency_seconds"
 REQUESTS_NAME = "pdscale_proxy_requests"  # exposed as pdscale_proxy_requests_total
+ARRIVED_REQUESTS_NAME = "pdscale_proxy_arrived_requests"  # exposed with _total
+ARRIVED_PROMPT_TOKENS_NAME = "pdscale_proxy_arrived_prompt_tokens"  # exposed with _total
 
 
 class ProxyMetrics:
@@ -86,6 +93,15 @@ class ProxyMetrics:
         self.generation_tokens = Counter(
             "pdscale_proxy_generation_tokens", "Output tokens sent to clients.", ["model_name"], registry=r
         )
+        self.arrived_requests = Counter(
+            ARRIVED_REQUESTS_NAME, "Requests accepted, counted as they arrive.", ["model_name"], registry=r
+        )
+        self.arrived_prompt_tokens = Counter(
+            ARRIVED_PROMPT_TOKENS_NAME,
+            "Prompt tokens of the requests accepted, counted as they arrive.",
+            ["model_name"],
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "pdscale_proxy_upstream_errors",
             "Upstream failures by role and reason, retried or not.",
@@ -114,3 +130,5 @@ class ProxyMetrics:
         self.pending.labels(model_name)
         self.prompt_tokens.labels(model_name)
         self.generation_tokens.labels(model_name)
+        self.arrived_requests.labels(model_name)
+        self.arrived_prompt_tokens.labels(model_name)

@@ -267,6 +267,16 @@ class PdscalePolicy:
     # ``prefill_model``'s assumptions (SCV 1, tail 3x the mean), and the decision message says so.
     measure_prompt_mix: bool = True
     prompt_mix_min_requests: float = 30.0
+    # Read the demand where requests ARRIVE (the proxy's arrival counters, ``Signals.arrived_*``) rather than from
+    # served work, whose rates are throughput under a backlog and whose mean prompt lags a change of the prompt
+    # length by the queue's wait. Without those series (or off) the demand is served work plus the queue's growth.
+    # Off by default, measured (bench/surge_causes.py, 120 s start-up): no window won on flash-crowd, lull-surge,
+    # prompt-shift, diurnal, conv-s0 or code-s0, one lost on diurnal (0.900 -> 0.883), GPU-h +9 % on flash-crowd
+    # (29.37 -> 32.03), +2 % on prompt-shift. The arrival rate is a 60 s window's mean like the served one, while the
+    # queue's growth it replaces is measured over one tick (15 s): it is the faster signal of a surge. The windows
+    # missed are the start-up's (a need that rose less than a pod start-up before the window), which no reading
+    # of the present can win.
+    read_arrivals: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin_up <= self.margin_down < 1:
@@ -306,10 +316,11 @@ class PdscalePolicy:
             if missing is None
             else (state.missing_since_s if state.missing_since_s is not None else now_s),
         )
-        load_now = None if missing is not None else _load_from(signals)
+        load_now = None if missing is not None else _load_from(signals, self.read_arrivals)
         mix_text = ""
         if load_now is not None:
             load_now, mix_text = self._with_prompt_mix(load_now, signals, spec)
+            mix_text = "; ".join(filter(None, [_demand_text(signals, self.read_arrivals), mix_text]))
             state = self._update_decode_context(state, observation, load_now)
             load_now = replace(load_now, decode_context_scale=state.decode_context_scale)
         finished = _output_denominator(signals, load_now)
@@ -397,10 +408,14 @@ class PdscalePolicy:
         signals = observation.signals
         t = signals.time_s
         assert signals.prompt_tokens_per_s is not None and signals.output_tokens_per_s is not None
+        demand = _load_from(signals, self.read_arrivals)
+        prompt_tps = signals.prompt_tokens_per_s
+        if _arrivals_read(signals, self.read_arrivals):  # the prompt tokens arriving, not those prefilled
+            prompt_tps = demand.request_rate_per_s * demand.mean_prompt_tokens
         state = replace(
             state,
-            request_rate=fc.update(params, state.request_rate, t, _load_from(signals).request_rate_per_s),
-            prompt_tokens_rate=fc.update(params, state.prompt_tokens_rate, t, signals.prompt_tokens_per_s),
+            request_rate=fc.update(params, state.request_rate, t, demand.request_rate_per_s),
+            prompt_tokens_rate=fc.update(params, state.prompt_tokens_rate, t, prompt_tps),
             output_tokens_rate=fc.update(params, state.output_tokens_rate, t, signals.output_tokens_per_s),
         )
         if self.burst is None:
@@ -482,6 +497,10 @@ class PdscalePolicy:
         # the tail as read (the bucket-shape error of the histogram's own mean would distort a ratio to it);
         # ``_same_mix`` carries it onto a forecast's mean as a multiple of this load's mean
         tail = max(load.mean_prompt_tokens, mix.tail_tokens)
+        if _arrivals_read(signals, self.read_arrivals):
+            # the mean is the arriving prompts' and the histogram counts served ones, which lag a change of the
+            # prompt length by the queue's wait: carry the tail as the histogram's multiple of its own mean
+            tail = max(load.mean_prompt_tokens, mix.tail_factor * load.mean_prompt_tokens)
         text = (
             f"prompt mix measured: SCV {mix.scv:.2f}, p{spec.ttft.percentile * 100:g} {tail:.0f} tok "
             f"({tail / load.mean_prompt_tokens:.1f}x the mean), {requests:.0f} requests"
@@ -749,8 +768,9 @@ class PdscalePolicy:
         )
         pods = f"ready {ready} + starting {starting}"
         draining = waiting_now is not None and pst.waiting is not None and waiting_now < pst.waiting
-        # Under saturation the measured rates are throughput, not demand; the queue's growth is the rest.
-        growth_per_s = _growth_per_s(pst, waiting_now, now_s)
+        # Under saturation the measured rates are throughput, not demand; the queue's growth is the rest (unless the
+        # demand is read where requests arrive: that rate already holds what the queue grows by).
+        growth_per_s = 0.0 if _arrivals_read(obs.signals, self.read_arrivals) else _growth_per_s(pst, waiting_now, now_s)
         net_per_s = _growth_per_s(pst, waiting_now, now_s, signed=True)
         pst = replace(pst, waiting=waiting_now, waiting_time_s=now_s)
 
@@ -1071,7 +1091,29 @@ def _scale_down_hold(obs: Observation, spec: AutoscalerSpec) -> tuple[Reason, st
     return None
 
 
-def _load_from(signals: Signals) -> Load:
+def _arrivals_read(signals: Signals, enabled: bool = True) -> bool:
+    """Is the demand read from the proxy's arrival counters this tick (both present, finite, some arriving)?"""
+    rate, prompt = _finite(signals.arrived_request_rate_per_s), _finite(signals.arrived_prompt_tokens_per_s)
+    return enabled and rate is not None and prompt is not None and rate > 0 and prompt >= 0
+
+
+def _demand_text(signals: Signals, enabled: bool) -> str:
+    """Where the demand was read, for the decision message."""
+    if not enabled:
+        return ""
+    if _arrivals_read(signals):
+        arrived, prompt = signals.arrived_request_rate_per_s or 0.0, signals.arrived_prompt_tokens_per_s or 0.0
+        return f"demand read at arrival: {arrived:.1f} req/s, prompt {prompt / arrived:.0f} tok"
+    if signals.arrived_request_rate_per_s is None or signals.arrived_prompt_tokens_per_s is None:
+        why = "no arrival counter"
+    elif _finite(signals.arrived_request_rate_per_s) is None or _finite(signals.arrived_prompt_tokens_per_s) is None:
+        why = "arrival rate not a number"
+    else:
+        why = "nothing arrived in the window"
+    return f"demand read from served work ({why})"
+
+
+def _load_from(signals: Signals, arrivals: bool = False) -> Load:
     """Load from the signals; the request rate is the prefill pool's own when it reports one (requests leave
     prefill as they arrive, while first tokens lag behind any decode backlog and then catch up).
 
@@ -1083,10 +1125,18 @@ def _load_from(signals: Signals) -> Load:
     prefill pod). Divided by the prefill rate alone, decode's tokens gave a mean output of 118 where 55 ran while
     prefill pods joined (live surge run), and decode was sized for it (2 -> 5 replicas where 3 were enough)."""
     rate = _finite(signals.prefill.request_rate_per_s) or signals.request_rate_per_s or 0.0
+    served_output = max(rate, _finite(signals.decode.request_rate_per_s) or 0.0)
+    if _arrivals_read(signals, arrivals):
+        # With ``arrivals``: the requests and the prompt mean arriving (the demand), the output mean still from the
+        # served counts (outputs are known only when produced; both its counts are of the same requests).
+        arrived = signals.arrived_request_rate_per_s or 0.0
+        prompt = (signals.arrived_prompt_tokens_per_s or 0.0) / arrived
+        output = (signals.output_tokens_per_s or 0.0) / served_output if served_output > 0 else 1.0
+        return Load(max(rate, arrived), max(prompt, 1.0), max(output, 1.0))
     if rate <= 0:
         return Load(0.0, 1.0, 1.0)
     prompt = (signals.prompt_tokens_per_s or 0.0) / rate
-    output = (signals.output_tokens_per_s or 0.0) / max(rate, _finite(signals.decode.request_rate_per_s) or 0.0)
+    output = (signals.output_tokens_per_s or 0.0) / served_output
     return Load(rate, max(prompt, 1.0), max(output, 1.0))
 
 

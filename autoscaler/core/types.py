@@ -64,6 +64,10 @@ class Signals:
     ``vllm:request_prompt_tokens``, the prefill pool's when it has series, else decode's) as (upper bound ``le`` in
     tokens, cumulative requests/s) pairs, the last bound +inf; ``None`` when the source has no such series.
     ``prompt_mix.prompt_mix_from_buckets`` reads the mean, SCV and tail length from it.
+    ``arrived_request_rate_per_s`` / ``arrived_prompt_tokens_per_s``: requests and their prompt tokens counted as
+    they ARRIVE at the proxy (``pdscale_proxy_arrived_*_total``), not as they are served: under a backlog the served
+    rates are throughput and fall short of the demand, and a served prompt mean lags a change of the prompt
+    length by the queue's wait. ``None`` when the source has no arrival counter.
     """
 
     time_s: float
@@ -76,6 +80,8 @@ class Signals:
     output_tokens_per_s: float | None = None
     failed_request_rate_per_s: float | None = None
     prompt_length_buckets: tuple[tuple[float, float], ...] | None = None
+    arrived_request_rate_per_s: float | None = None
+    arrived_prompt_tokens_per_s: float | None = None
     prefill: PoolSignals = PoolSignals()
     decode: PoolSignals = PoolSignals()
     error: str | None = None

@@ -177,6 +177,9 @@ class ExportedFrontend:
     outcome_values: tuple[str, str] = ("ok", "5xx")
     model_label: str = "model_name"  # Dynamo's frontend says "model"
     extra_labels: Mapping[str, str] = field(default_factory=dict)
+    # the pdscale proxy's counters of requests and prompt tokens on arrival (names without _total); None: not exported
+    arrivals_metric: str | None = None  # e.g. "pdscale_proxy_arrived_requests": every request, failed ones too
+    arrived_prompt_tokens_metric: str | None = None  # e.g. "pdscale_proxy_arrived_prompt_tokens"
 
 
 class VllmExporter:
@@ -362,6 +365,14 @@ class VllmExporter:
                     fam.add_metric([*lv, front.outcome_values[1]], v["failed"][0])
                 else:
                     fam.add_metric(lv, v["requests"][0] + v["failed"][0])
+            arrived = v["requests"][0] + v["failed"][0]
+            per_request = v["prompt_tokens"][0] / v["requests"][0] if v["requests"][0] > 0 else 0.0
+            for metric, value in ((front.arrivals_metric, arrived),
+                                  (front.arrived_prompt_tokens_metric, arrived * per_request)):  # fmt: skip
+                if metric:
+                    fam = families.setdefault(key(metric), CounterMetricFamily(metric, "Arrivals.", labels=names))
+                    assert isinstance(fam, CounterMetricFamily)
+                    fam.add_metric(lv, value)
         yield from families.values()
 
     # -- serving ------------------------------------------------------------------------------------------------

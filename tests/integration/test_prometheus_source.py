@@ -100,7 +100,11 @@ def world(module_prometheus: Callable[..., PrometheusServer]) -> Iterator[World]
     add(ExportedPod("pp-d1", "decode", "pd-proxy", decode_load(4.0, running=10)))
     ex.add_frontend(
         ExportedFrontend(
-            "pp-proxy", "pd-proxy", Load(12.0, ttft=PROXY_TTFT, itl=PROXY_ITL, itl_samples_per_request=99)
+            "pp-proxy",
+            "pd-proxy",
+            Load(12.0, ttft=PROXY_TTFT, itl=PROXY_ITL, itl_samples_per_request=99, prompt_tokens_per_request=700),
+            arrivals_metric="pdscale_proxy_arrived_requests",
+            arrived_prompt_tokens_metric="pdscale_proxy_arrived_prompt_tokens",
         )
     )
     add(ExportedPod("pw-p0", "prefill", "pd-workers", prefill_load()))
@@ -230,6 +234,10 @@ def test_pool_load_signals(world: World) -> None:
     assert pd.prompt_tokens_per_s == pytest.approx(12 * 500, rel=0.02)
     assert pd.output_tokens_per_s == pytest.approx(12 * 100, rel=0.02)
     assert pd.decode.request_rate_per_s == pytest.approx(12.0, rel=0.02)
+    # the proxy's arrival counters, read through the frontend rate query
+    assert pd.arrived_request_rate_per_s == pytest.approx(12.0, rel=0.02)
+    assert pd.arrived_prompt_tokens_per_s == pytest.approx(12 * 700, rel=0.02)
+    assert observe(source, "workers-2", now).arrived_request_rate_per_s is None, "no proxy: no arrivals"
     old = observe(source, "old-kv", now)
     assert old.decode.kv_usage_fraction == pytest.approx(0.6), "pre-0.10 gpu_cache_usage_perc accepted"
 

@@ -63,8 +63,8 @@ def test_streaming_completion_goes_prefill_then_decode(stack: Stack) -> None:
         stack.decode, "vllm:prompt_tokens_by_source_total", source="external_kv_transfer"
     )
     before_d = worker_total(stack.decode, "vllm:generation_tokens_total")
-    before_ttft = sample(proxy_samples(stack.proxy.url), "pdscale_proxy_time_to_first_token_seconds_count",
-                         model_name=MODEL)  # fmt: skip
+    before_px = proxy_samples(stack.proxy.url)
+    before_ttft = sample(before_px, "pdscale_proxy_time_to_first_token_seconds_count", model_name=MODEL)
     stream = client(stack.proxy.api_url).completions.create(
         model=MODEL, prompt=PROMPT, max_tokens=20, stream=True, stream_options={"include_usage": True},
         extra_body={"ignore_eos": True},
@@ -88,6 +88,9 @@ def test_streaming_completion_goes_prefill_then_decode(stack: Stack) -> None:
     assert (
         sample(after, "pdscale_proxy_time_to_first_token_seconds_count", model_name=MODEL) == before_ttft + 1
     )
+    # counted on arrival: the request and its 300 prompt tokens (the demand the controller reads)
+    for name, more in (("pdscale_proxy_arrived_requests_total", 1), ("pdscale_proxy_arrived_prompt_tokens_total", 300)):
+        assert sample(after, name, model_name=MODEL) - sample(before_px, name, model_name=MODEL) == more, name
 
 
 def test_non_streaming_answer_is_one_body_and_still_timed(stack: Stack) -> None:

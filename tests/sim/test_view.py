@@ -372,6 +372,29 @@ def test_metrics_source_reads_percentiles_and_load(proxy, ttft, ttft_mean):
     assert source.observe(_spec(proxy), 120.0).decode.running_requests is None
 
 
+def test_proxy_counts_requests_as_they_arrive_not_as_they_are_served():
+    """The proxy's arrival counters are read from the arrival schedule at each scrape, so while nothing is served
+    (a queue builds) the arrival rate still shows the demand and the arriving prompt mean, as the live proxy's
+    ``pdscale_proxy_arrived_*_total`` do; a closed loop (no schedule given) has no such series: None."""
+    dec = FakePod("d0", Pool.DECODE)
+    arrival_s = np.arange(0.0, 120.0, 0.5)  # 2 req/s
+    prompts = np.where(arrival_s < 60.0, 1000, 4000)  # the prompts grow 4x at t = 60 s
+    prom = SimPrometheus(FakeEngine([dec]), arrivals=(arrival_s, prompts))
+    for k in range(9):
+        prom.scrape(15.0 * k)
+    sig = SimMetricsSource(prom, mode="agg").observe(_spec(True), 120.0)
+    assert sig.request_rate_per_s == 0.0, "nothing served: no first tokens at the proxy"
+    assert sig.arrived_request_rate_per_s == pytest.approx(2.0, rel=0.01)  # 119 arrivals in (60, 120]
+    assert sig.arrived_prompt_tokens_per_s == pytest.approx(2.0 * 4000, rel=0.01), "the new prompts, at once"
+    assert SimMetricsSource(prom, mode="agg").observe(_spec(False), 120.0).arrived_request_rate_per_s is None
+    blind = SimPrometheus(FakeEngine([dec]))
+    for k in range(9):
+        blind.scrape(15.0 * k)
+    assert SimMetricsSource(blind, mode="agg").observe(_spec(True), 120.0).arrived_request_rate_per_s is None
+    with pytest.raises(ValueError, match="sorted"):
+        SimPrometheus(FakeEngine([]), arrivals=(np.array([2.0, 1.0]), np.array([1, 1])))
+
+
 def test_worker_ttft_missing_when_one_pool_has_no_observations():
     pre, dec = FakePod("p0", Pool.PREFILL), FakePod("d0", Pool.DECODE)
     prom = SimPrometheus(FakeEngine([pre, dec]))

@@ -673,3 +673,58 @@ def test_measured_prompt_mix_sizes_prefill_and_is_named() -> None:
     s = replace(sig(100.0, load=load), prompt_length_buckets=_length_buckets(wide, 100.0))
     decision, _ = off.decide(obs(100.0, s, (1, 1)), off.initial_state(SPEC), SPEC)
     assert decision.prefill.desired_replicas == n_none and "prompt mix" not in decision.prefill.message
+
+
+def _arriving(s: Signals, rate_per_s: float | None, prompt_tokens: float | None) -> Signals:
+    """``s`` with the proxy's arrival counters reading ``rate_per_s`` requests of ``prompt_tokens`` each."""
+    return replace(s, arrived_request_rate_per_s=rate_per_s,
+                   arrived_prompt_tokens_per_s=None if rate_per_s is None or prompt_tokens is None
+                   else rate_per_s * prompt_tokens)  # fmt: skip
+
+
+def test_demand_is_read_where_requests_arrive() -> None:
+    """The prompts grow 3x while served work still shows the old ones (prefill counts a prompt when it is done):
+    read at arrival, the new prompts size prefill at once; from served work they do not. The message says which."""
+    s = sig(0.0, LOAD)
+    on = replace(POLICY, read_arrivals=True)
+    arrived, _ = on.decide(obs(0.0, _arriving(s, 100.0, 3000.0)), on.initial_state(SPEC), SPEC)
+    served, _ = on.decide(obs(0.0, s), on.initial_state(SPEC), SPEC)
+    assert served.prefill.desired_replicas == P_NEED
+    need = prefill_replicas_needed(PROFILE, Load(100.0, 3000.0, 200.0).scaled(1.1), 0.85, 0.99, 64)
+    assert arrived.prefill.desired_replicas == need > P_NEED, arrived.prefill.message
+    assert "demand read at arrival: 100.0 req/s, prompt 3000 tok" in arrived.prefill.message
+    assert "demand read from served work (no arrival counter)" in served.prefill.message
+    off = replace(POLICY, read_arrivals=False)
+    d, _ = off.decide(obs(0.0, _arriving(s, 100.0, 3000.0)), off.initial_state(SPEC), SPEC)
+    assert d.prefill.desired_replicas == P_NEED and "demand read" not in d.prefill.message
+
+
+@pytest.mark.parametrize(
+    ("rate", "prompt", "why"),
+    [(math.nan, 1000.0, "arrival rate not a number"), (0.0, 1000.0, "nothing arrived in the window"),
+     (100.0, None, "no arrival counter")],
+)  # fmt: skip
+def test_unusable_arrival_counters_fall_back_to_served_work(rate: float, prompt: float | None, why: str) -> None:
+    on = replace(POLICY, read_arrivals=True)
+    d, _ = on.decide(obs(0.0, _arriving(sig(0.0, LOAD), rate, prompt)), on.initial_state(SPEC), SPEC)
+    assert d.prefill.desired_replicas == P_NEED
+    assert f"demand read from served work ({why})" in d.prefill.message, d.prefill.message
+
+
+def test_queue_growth_is_not_added_to_an_arrival_rate_that_holds_it() -> None:
+    """Under a backlog served work is throughput and the queue's growth is the rest of the demand; the arrival
+    rate already holds that growth, so it is not added twice: both readings size for the same rate (the headroom
+    then applies to all of the arrivals, so the arrival reading may order a pod more, never the growth twice)."""
+    served_rate, growth = 100.0, 30.0
+    sized, desired = {}, {}
+    on = replace(POLICY, read_arrivals=True)
+    for name, arrivals in (("served + growth", None), ("arrivals", served_rate + growth)):
+        state = on.initial_state(SPEC)
+        for i, waiting in enumerate((0.0, 450.0, 900.0)):
+            t = 15.0 * i
+            s = _arriving(sig(t, p_waiting=waiting), arrivals, LOAD.mean_prompt_tokens)
+            d, state = on.decide(obs(t, s), state, SPEC)
+        desired[name] = d.prefill.desired_replicas
+        sized[name] = float(d.prefill.message.split(" req/s")[0].rsplit(" at ", 1)[1])
+    assert abs(sized["arrivals"] - sized["served + growth"]) < growth / 2, sized
+    assert P_NEED < desired["served + growth"] <= desired["arrivals"] <= desired["served + growth"] + 1, desired

@@ -824,14 +824,36 @@ def test_failures_and_pods_reporting_ride_in_the_same_queries() -> None:
     assert (b.prefill.pods_reporting, b.decode.pods_reporting) == (0.0, 1.0), "no prefill pod reports: 0, not None"
     c = source.view("ns/c").observe(SPECS["ns/c"], 7.0)
     assert c.request_rate_per_s is None and c.failed_request_rate_per_s is None, "no rate: no failure ratio"
+    assert a.arrived_request_rate_per_s is None and b.arrived_request_rate_per_s is None, "no arrival series: None"
+
+
+def test_arrivals_ride_in_the_frontend_rate_query() -> None:
+    """The proxy's arrival counters come back as further answers of the frontend rate query
+    (``pdscale_part="arrived"`` / ``"arrived_prompt_tokens"``): no query is added, and each autoscaler gets its own."""
+    answers = dict(CANNED)
+    answers[FE_REQUESTS] = vec(
+        ({"model_name": "a"}, "10"), ({"model_name": "a", "pdscale_part": "arrived"}, "14"),
+        ({"model_name": "a", "pdscale_part": "arrived_prompt_tokens"}, "28000"),
+    )  # fmt: skip
+    source, session = canned_source(SPECS, answers=lambda role: ok(answers[role]))
+    source.refresh(SPECS, now_s=7.0)
+    assert source.queries_last_refresh == len(session.calls) == 15
+    a = source.view("ns/a").observe(SPECS["ns/a"], 7.0)
+    assert (a.request_rate_per_s, a.arrived_request_rate_per_s, a.arrived_prompt_tokens_per_s) == (10.0, 14.0, 28000.0)
+    b = source.view("ns/b").observe(SPECS["ns/b"], 7.0)
+    assert b.arrived_request_rate_per_s is None and b.arrived_prompt_tokens_per_s is None
 
 
 @pytest.mark.parametrize("source", ["vllm", "dynamo", "llm-d"])
 def test_every_builtin_profile_reads_failures(source: str) -> None:
     key = query_keys(spec_for("a", source=source), BUILTIN_PROFILES)[FE_REQUESTS]
     text = build_query(key, BUILTIN_PROFILES[source], {"model_name": ["a"]})
-    total, failed = text.split(" or ")
+    total, failed, *arrivals = text.split(" or ")
     assert '"pdscale_part", "failed"' in failed and "pdscale_part" not in total
+    # only the proxy counts requests as they arrive: its rate query also answers the arrivals
+    assert [a.split("(rate(")[1].split("{")[0] for a in arrivals] == (
+        ["pdscale_proxy_arrived_requests_total", "pdscale_proxy_arrived_prompt_tokens_total"] if source == "vllm" else []
+    )
     assert {"vllm": 'outcome=~"5xx|no_upstream"', "dynamo": 'status="error"',
             "llm-d": "inference_objective_request_error_total"}[source] in failed
 
