@@ -1,7 +1,7 @@
 """Real vLLM pods on one machine with and without the pod runner's CPU placement, side by side in one run.
 
-Each side starts the one-machine cluster (``workers.local.cluster.LocalCluster``) with real vLLM on CPU: one
-prefill and two decode pods joined by the NixlConnector (the shape of ``tests/e2e/test_live_vllm_loop.py`` after
+Each side starts the one-machine cluster (``workers.local.cluster.LocalCluster``) with real vLLM on CPU, the live
+test's settings (``tests.helpers.real_vllm.real_vllm_cluster_spec``): one prefill and two decode pods joined by the NixlConnector (the shape of ``tests/e2e/test_live_vllm_loop.py`` after
 its scale-up), a real Prometheus scraping them every second (1 s timeout), ``pdscale run``, and a Poisson trickle
 of requests (128-token prompts, 48 output tokens) through the proxy. It then reads from Prometheus, per role,
 the share of scrapes that succeeded (``up``), the median and worst scrape time, and the decode ITL p99 (vLLM's
@@ -29,17 +29,12 @@ sys.path.insert(0, str(REPO))
 
 
 def measure(placed: bool, workdir: Path, observe_s: float, rate_per_s: float) -> dict[str, Any]:
-    from tests.helpers.real_vllm import tiny_model_dir, vllm_python
-    from workers.local.cluster import ClusterSpec, LocalCluster
+    from tests.helpers.real_vllm import real_vllm_cluster_spec
+    from workers.local.cluster import LocalCluster
     from workers.local.load import LoadProcess, failures
 
-    spec = ClusterSpec(
-        namespace="vllm", model="tiny", engine="vllm", vllm_python=vllm_python(), vllm_model_dir=tiny_model_dir(),
-        vllm_max_model_len=512, max_num_seqs=4, time_scale=2.0, startup_s=120.0, tick_s=2.0, scrape_s=1.0,
-        window_s=15.0, lease_s=40.0, controllers=1, ttft_target_s=5.0, itl_target_s=1.5, max_replicas=2,
-        pre_stop_s=2, grace_s=40, probe_period_s=1.0, probe_timeout_s=5.0, decode_replicas=2,
-        autoscaler={"prefill": {"maxReplicas": 1}, "decode": {"minReplicas": 2}}, place_vllm_pods=placed,
-    )  # fmt: skip
+    spec = real_vllm_cluster_spec(decode_replicas=2, place_vllm_pods=placed,
+                                  autoscaler={"prefill": {"maxReplicas": 1}, "decode": {"minReplicas": 2}})
     cluster = LocalCluster(spec, workdir)
     t0 = time.monotonic()
     cluster.start(wait_ready_s=420.0)

@@ -17,9 +17,11 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from workers.local.cluster import ClusterSpec
 from workers.local.cpu_placement import place
 from workers.local.net import LOOPBACK, free_port, free_port_pair
 from workers.local.processes import ManagedProcess, ProcessRunner
@@ -131,3 +133,27 @@ def start_real_vllm(
         # pair used 2.0 cores): SCHED_IDLE, as the local pod runner does for a Ready pod (workers.local.cpu_placement)
         place(proc.pid, cpus=None, demote_busy_pollers=True)
     return server
+
+
+def real_vllm_cluster_spec(**overrides: Any) -> ClusterSpec:
+    """The one-machine cluster with real vLLM pods (a prefill and a decode pool, NixlConnector) that the live-loop
+    test and ``bench/bench_vllm_cpu_placement.py`` run; ``overrides`` replace fields (``autoscaler`` whole).
+
+    One controller, so a long Lease costs no failover time; its kube timeout (lease/4 = 10 s) rides out the
+    emulator's slow answers while three vLLM servers load the two cores (at 15 s / 3.75 s the controller lost the
+    Lease and could not list its autoscalers for minutes, and never scaled back). The vLLM pods run at nice 10
+    (thread and session autogroup) once ready, at 0 while they start (KubeletOptions.startup_nice): a new server
+    beside two busy ones then starts in ~40-60 s, not ~6 min."""
+    fields: dict[str, Any] = dict(
+        namespace="vllm", model="tiny", engine="vllm", vllm_python=vllm_python(), vllm_model_dir=tiny_model_dir(),
+        vllm_max_model_len=512, max_num_seqs=4,
+        # the controller's capacity model: 8B/H100 step times x2 ~ the tiny model on one busy CPU core
+        time_scale=2.0, startup_s=120.0, tick_s=2.0, scrape_s=1.0, window_s=15.0, lease_s=40.0, controllers=1,
+        ttft_target_s=5.0, itl_target_s=1.5, max_replicas=2, pre_stop_s=2, grace_s=40, probe_period_s=1.0,
+        probe_timeout_s=5.0,
+        autoscaler={"prefill": {"maxReplicas": 1},
+                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": 20,
+                                               "policies": [{"type": "Pods", "value": 1, "periodSeconds": 2}]}}},
+    )  # fmt: skip
+    fields.update(overrides)
+    return ClusterSpec(**fields)

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from workers.local.cpu_placement import (
     place,
     sample_threads,
 )
+from workers.local.kubelet import KubeletOptions
 
 PROGRAM = textwrap.dedent("""
     import os, sys, threading, time, select
@@ -61,9 +63,14 @@ def program() -> Iterator[tuple[subprocess.Popen[str], int, int]]:
 def test_parse_cpus_reads_linux_cpu_lists_and_names_a_bad_one() -> None:
     assert parse_cpus("1") == {1}
     assert parse_cpus("0-2,5") == {0, 1, 2, 5}
-    for bad in ("", "a", "3-1", "-1", "1,,2"):
+    for bad in ("", "a", "3-1", "-1", "1-", "1,,2"):
         with pytest.raises(ValueError, match="bad CPU list"):
             parse_cpus(bad)
+
+
+def test_kubelet_options_name_a_bad_cpu_list_of_a_role(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"cpus_by_role\['decode'\]: bad CPU list '1-'"):
+        KubeletOptions(log_dir=tmp_path, cpus_by_role={"prefill": "0", "decode": "1-"})
 
 
 def test_busy_pollers_are_threads_that_never_blocked_and_kept_burning_cpu() -> None:

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.local.controllers import meta, terminating, uid
+from workers.local.cpu_placement import parse_cpus, place
 from workers.local.kube_json import KubeApiError, KubeJson, now_iso
 from workers.local.net import LOOPBACK, free_port
 from workers.local.processes import ManagedProcess, ProcessRunner
@@ -97,6 +98,13 @@ class KubeletOptions:
     cpus_by_role: Mapping[str, str] = field(default_factory=dict)
     demote_busy_pollers: bool = False
 
+    def __post_init__(self) -> None:
+        for role, cpus in self.cpus_by_role.items():
+            try:
+                parse_cpus(cpus)
+            except ValueError as exc:
+                raise ValueError(f"KubeletOptions.cpus_by_role[{role!r}]: {exc}") from None
+
 
 @dataclass
 class HistoryEvent:
@@ -104,8 +112,8 @@ class HistoryEvent:
     namespace: str
     pod: str
     role: str
-    event: str  # admitted, started, loaded, ready, reniced, placed, unready, crashed, restarted, terminating, sigterm,
-    #            sigkill, exited, deleted
+    event: str  # admitted, started, loaded, ready, reniced, placed, unready, crashed, restarted, terminating,
+    #            sigterm, sigkill, exited, deleted
     detail: str = ""
 
 
@@ -371,8 +379,6 @@ class Kubelet:
 
     def _place(self, c: _Container) -> None:
         """``cpu_placement.place`` for the container's process group (in the probe pool: it samples for 1 s)."""
-        from workers.local.cpu_placement import parse_cpus, place
-
         proc = c.process
         if proc is None or not proc.running:
             return
@@ -380,7 +386,7 @@ class Kubelet:
         try:
             detail = place(proc.pid, cpus=parse_cpus(cpus_text) if cpus_text else None,
                            demote_busy_pollers=self.options.demote_busy_pollers)  # fmt: skip
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             log.warning("%s/%s: CPU placement failed: %s", c.namespace, c.name, exc)
             return
         self._record(c, "placed", detail)

@@ -27,6 +27,18 @@ def ephemeral_port_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+def _unclaimed(port: int) -> bool:
+    """Not handed out by this process, and bindable on 127.0.0.1 a moment ago."""
+    if port in _handed_out:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago, chosen BELOW the kernel's ephemeral range.
 
@@ -41,15 +53,9 @@ def free_port() -> int:
     if low - LOWEST_PORT >= 1000:
         for _ in range(200):
             port = random.randrange(LOWEST_PORT, low)
-            if port in _handed_out:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                try:
-                    sock.bind((LOOPBACK, port))
-                except OSError:
-                    continue
-            _handed_out.add(port)
-            return port
+            if _unclaimed(port):
+                _handed_out.add(port)
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
@@ -60,15 +66,9 @@ def free_port_pair() -> int:
     ``pdscale worker --engine vllm --pd-pair`` does). Same range and checks as ``free_port``."""
     for _ in range(200):
         port = free_port()
-        if port + 1 in _handed_out or port + 1 > 65535:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((LOOPBACK, port + 1))
-            except OSError:
-                continue
-        _handed_out.add(port + 1)
-        return port
+        if port + 1 <= 65535 and _unclaimed(port + 1):
+            _handed_out.add(port + 1)
+            return port
     raise RuntimeError("no two consecutive free ports on 127.0.0.1")
 
 
