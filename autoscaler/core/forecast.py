@@ -257,11 +257,18 @@ class SurpriseState:
 
 
 def surprise_update(
-    params: SurpriseParams, state: SurpriseState, time_s: float, value: float, forecast: float, horizon_s: float
+    params: SurpriseParams,
+    state: SurpriseState,
+    time_s: float,
+    value: float,
+    forecast: float,
+    horizon_s: float,
+    file_forecast: bool = True,
 ) -> SurpriseState:
     """Fold one sample of the load (``value``) in, and file ``forecast`` (the peak the policy sizes for over the
-    next ``horizon_s``). Non-finite or non-positive forecasts are not filed; non-finite values and samples not newer
-    than the last are ignored."""
+    next ``horizon_s``). Non-finite or non-positive forecasts are not filed, nor any with ``file_forecast`` False
+    (the sample still checks the forecasts filed before); non-finite values and samples not newer than the last
+    are ignored."""
     if not math.isfinite(value) or (state.last_time_s is not None and time_s <= state.last_time_s):
         return state
     dt = 0.0 if state.last_time_s is None else time_s - state.last_time_s
@@ -276,15 +283,18 @@ def surprise_update(
             evidence += min(dt, horizon_s)
         else:
             pending.append((filed_s, f, peak_seen))
-    if math.isfinite(forecast) and forecast > 0:
+    if math.isfinite(forecast) and forecast > 0 and file_forecast:
         pending.append((time_s, forecast, 0.0))
     return SurpriseState(tuple(pending), tuple(weights), evidence, time_s)
 
 
-def surprise_quantile(params: SurpriseParams, state: SurpriseState, q: float) -> float | None:
+def surprise_quantile(
+    params: SurpriseParams, state: SurpriseState, q: float, partial: bool = False
+) -> float | None:
     """The ``q`` quantile of the remembered overshoot (the upper edge of its bin; 0 when forecasts held), or None
-    while fewer than ``min_evidence_s`` seconds of forecasts have been checked."""
-    if state.evidence_s < params.min_evidence_s or state.measured <= 0:
+    while fewer than ``min_evidence_s`` seconds of forecasts have been checked (``partial``: of whatever has been
+    checked; None only before the first)."""
+    if (state.evidence_s < params.min_evidence_s and not partial) or state.measured <= 0:
         return None
     total = state.measured
     acc = 0.0

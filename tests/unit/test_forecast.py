@@ -294,3 +294,24 @@ def test_surprise_state_round_trips_through_json() -> None:
     assert state.pending and state.measured > 0
     assert SurpriseState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
     assert SurpriseState.from_dict({"weights": [1.0, 2.0]}).weights == ()  # another bin layout: start over
+
+
+def test_surprise_files_nothing_when_told_but_still_checks_what_was_filed() -> None:
+    """``file_forecast=False`` (the policy's pool is short: its rates are capped throughput) files no forecast;
+    those filed before are still checked against the sample."""
+    params = SurpriseParams(min_evidence_s=300.0)
+    state = _surprise([100.0] * 20)
+    kept = surprise_update(params, state, 300.0, 250.0, 250.0, HORIZON_S, file_forecast=False)
+    assert [p[0] for p in kept.pending] == [p[0] for p in state.pending if p[0] + HORIZON_S > 300.0]
+    assert all(p[2] == 250.0 for p in kept.pending)  # the older forecasts saw the 2.5x sample
+    filed = surprise_update(params, state, 300.0, 250.0, 250.0, HORIZON_S)
+    assert filed.pending[-1] == (300.0, 250.0, 0.0) and len(filed.pending) == len(kept.pending) + 1
+
+
+def test_surprise_partial_quantile_reads_the_evidence_so_far() -> None:
+    """Before min_evidence_s: None, unless ``partial`` (then what was checked so far; None before anything)."""
+    params = SurpriseParams(min_evidence_s=600.0)
+    state = _surprise([100.0] * 12 + [200.0] * 4, params=params)
+    assert surprise_quantile(params, state, 0.9) is None
+    assert (surprise_quantile(params, state, 0.9, partial=True) or 0.0) >= 0.9
+    assert surprise_quantile(params, SurpriseState(), 0.9, partial=True) is None

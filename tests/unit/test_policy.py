@@ -340,15 +340,15 @@ def test_metrics_fallback_after_outage() -> None:
 
 
 def test_state_round_trips_through_json() -> None:
-    """After rate windows filled (surprise filed), a scale event, a queue and a measured decode context."""
+    """After the forecaster warmed (surprise filed), a scale event, a queue and a measured decode context."""
     case = CASES["scale-down-rate-limited-by-behavior"]
     state = POLICY.initial_state(case.spec)
-    for i in range(8):
+    for i in range(14):
         t = 15.0 * i
-        s = sig(t, SMALL if i == 7 else LOAD, p_waiting=50.0 if i == 3 else 0.0, kv=0.3)
+        s = sig(t, SMALL if i == 13 else LOAD, p_waiting=50.0 if i == 3 else 0.0, kv=0.3)
         _, state = POLICY.decide(obs(t, s, p=(20, 20)), state, case.spec)
     assert state.prefill.behavior.scale_events and state.prompt_tokens_surprise.pending
-    assert state.prefill.queued_time_s == 45.0 and state.decode_context_time_s == 105.0
+    assert state.prefill.queued_time_s == 45.0 and state.decode_context_time_s == 195.0
     again = PolicyState.from_dict(json.loads(json.dumps(state.to_dict())))
     assert again == state
 
@@ -728,3 +728,54 @@ def test_queue_growth_is_not_added_to_an_arrival_rate_that_holds_it() -> None:
         sized[name] = float(d.prefill.message.split(" req/s")[0].rsplit(" at ", 1)[1])
     assert abs(sized["arrivals"] - sized["served + growth"]) < growth / 2, sized
     assert P_NEED < desired["served + growth"] <= desired["arrivals"] <= desired["served + growth"] + 1, desired
+
+
+def _feed(policy: PdscalePolicy, ticks: int, load_at: object = None, p_waiting: float = 0.0) -> PolicyState:
+    """``ticks`` 15 s ticks at LOAD (or ``load_at(i)``), prefill and decode at their need."""
+    state = policy.initial_state(SPEC)
+    for i in range(ticks):
+        t = 15.0 * i
+        load = LOAD if load_at is None else load_at(i)  # type: ignore[operator]
+        _, state = policy.decide(obs(t, sig(t, load, p_waiting=p_waiting)), state, SPEC)
+    return state
+
+
+def test_overshoot_is_filed_only_once_the_trend_is_warm() -> None:
+    """The rate window (trend held at 0) plus one trend time constant: a cold trend's misses are not the load's."""
+    warm_s = SPEC.metrics.window_s + POLICY.forecast_params.trend_time_constant_s
+    cold = _feed(POLICY, int(warm_s // 15))  # the last tick just before warm_s
+    assert cold.prompt_tokens_surprise.pending == () and cold.output_tokens_surprise.pending == ()
+    warm = _feed(POLICY, int(warm_s // 15) + 1)
+    assert len(warm.prompt_tokens_surprise.pending) == 1 and len(warm.output_tokens_surprise.pending) == 1
+    # with the old rule (filed once the rate window filled) the cold ticks were filed too
+    old = _feed(replace(POLICY, surprise_warmup_trend_constants=0.0), int(warm_s // 15))
+    assert len(old.prompt_tokens_surprise.pending) > 1
+
+
+def test_a_pool_with_its_own_queue_files_no_forecast() -> None:
+    """Prefill queued (more waiting than ready pods): its rates are capped throughput, no prefill forecast is
+    filed; decode (no backlog) still files. Switched off, the queued prefill files as before."""
+    queued = _feed(POLICY, 20, p_waiting=10.0 * P_NEED)
+    assert queued.prompt_tokens_surprise.pending == () and queued.output_tokens_surprise.pending
+    filed = _feed(replace(POLICY, surprise_skip_queued=False), 20, p_waiting=10.0 * P_NEED)
+    assert filed.prompt_tokens_surprise.pending
+
+
+def test_an_overshoot_seen_raises_the_headroom_before_the_evidence_is_complete() -> None:
+    """Before min_evidence_s, a load that jumped to 2x its forecast raises the headroom above the fixed one at
+    once (``headroom_early``); a steady load keeps the fixed one; switched off, the jump is ignored until then."""
+    fixed_up = 1.0 + POLICY.load_headroom
+
+    def jump(i: int) -> Load:
+        return LOAD.scaled(2.0) if i >= 16 else LOAD
+
+    ticks = 26  # the first warm forecasts' horizons passed: under min_evidence_s (600 s) of checked forecasts
+    steady = _feed(POLICY, ticks)
+    assert steady.prompt_tokens_surprise.evidence_s < POLICY.surprise.min_evidence_s  # type: ignore[union-attr]
+    assert POLICY._headroom(Pool.PREFILL, steady, down=False) == (fixed_up, "fixed")
+    jumped = _feed(POLICY, ticks, jump)
+    up, source = POLICY._headroom(Pool.PREFILL, jumped, down=False)
+    down, _ = POLICY._headroom(Pool.PREFILL, jumped, down=True)
+    assert up >= 1.9 and "so far" in source and down >= up + POLICY.headroom_gap
+    late = replace(POLICY, headroom_early=False)
+    assert late._headroom(Pool.PREFILL, _feed(late, ticks, jump), down=False) == (fixed_up, "fixed")
