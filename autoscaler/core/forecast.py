@@ -214,7 +214,10 @@ class SurpriseParams:
     for, decaying with ``memory_s``. Capacity ordered now arrives one horizon later, so this is exactly the error
     the headroom must absorb: a steady load overshoots by its rate-window noise (a few percent), a trending one by
     what the trend misses, an on/off one by its bursts. Until ``min_evidence_s`` of forecasts have been checked
-    the workload is unmeasured and the policy keeps its prior headroom."""
+    the workload is unmeasured: the policy keeps its prior headroom, which the overshoot seen so far
+    (``surprise_quantile(..., partial=True)``) may raise. The policy files forecasts only once its trend is warm and
+    while the pool has no queue of its own (``PdscalePolicy.surprise_warmup_trend_constants``,
+    ``surprise_skip_queued``): the misses of a cold trend and of rates capped by a short pool are not the load's."""
 
     memory_s: float = 3600.0
     min_evidence_s: float = 600.0

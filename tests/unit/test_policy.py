@@ -762,20 +762,24 @@ def test_a_pool_with_its_own_queue_files_no_forecast() -> None:
 
 
 def test_an_overshoot_seen_raises_the_headroom_before_the_evidence_is_complete() -> None:
-    """Before min_evidence_s, a load that jumped to 2x its forecast raises the headroom above the fixed one at
-    once (``headroom_early``); a steady load keeps the fixed one; switched off, the jump is ignored until then."""
+    """Before min_evidence_s, a load that jumped to 2x its forecast raises the headroom above the fixed one
+    (``headroom_early``), trusted in proportion to the evidence behind it: more as more forecasts are checked,
+    never beyond the cap; a steady load keeps the fixed one; switched off, the jump is ignored until then."""
     fixed_up = 1.0 + POLICY.load_headroom
+    assert POLICY.surprise is not None
 
     def jump(i: int) -> Load:
         return LOAD.scaled(2.0) if i >= 16 else LOAD
 
-    ticks = 26  # the first warm forecasts' horizons passed: under min_evidence_s (600 s) of checked forecasts
-    steady = _feed(POLICY, ticks)
-    assert steady.prompt_tokens_surprise.evidence_s < POLICY.surprise.min_evidence_s  # type: ignore[union-attr]
+    steady = _feed(POLICY, 26)
+    assert steady.prompt_tokens_surprise.evidence_s < POLICY.surprise.min_evidence_s
     assert POLICY._headroom(Pool.PREFILL, steady, down=False) == (fixed_up, "fixed")
-    jumped = _feed(POLICY, ticks, jump)
-    up, source = POLICY._headroom(Pool.PREFILL, jumped, down=False)
-    down, _ = POLICY._headroom(Pool.PREFILL, jumped, down=True)
-    assert up >= 1.9 and "so far" in source and down >= up + POLICY.headroom_gap
-    late = replace(POLICY, headroom_early=False)
-    assert late._headroom(Pool.PREFILL, _feed(late, ticks, jump), down=False) == (fixed_up, "fixed")
+    early, later = _feed(POLICY, 26, jump), _feed(POLICY, 38, jump)
+    assert later.prompt_tokens_surprise.evidence_s < POLICY.surprise.min_evidence_s
+    up, source = POLICY._headroom(Pool.PREFILL, early, down=False)
+    up_later, _ = POLICY._headroom(Pool.PREFILL, later, down=False)
+    assert fixed_up < up < up_later < 1.0 + POLICY.headroom_cap and "so far" in source
+    down, _ = POLICY._headroom(Pool.PREFILL, later, down=True)
+    assert down >= up_later + POLICY.headroom_gap
+    off = replace(POLICY, headroom_early=False)
+    assert off._headroom(Pool.PREFILL, _feed(off, 38, jump), down=False) == (fixed_up, "fixed")
