@@ -28,7 +28,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip
 "${PIP[@]}" --no-deps ai-dynamo==1.6.1 ai-dynamo-runtime==1.6.1
 "${PIP[@]}" \
-    "numpy>=2.0" "scipy>=1.13" \
+    "numpy>=2.0" "mypy_extensions>=1.0" "scipy>=1.13" \
     "pydantic>=2.10.6,<=2.13.5" "typing-extensions>=4.10.0" "msgspec>=0.19.0" "prometheus-client>=0.23.1,<1.0" \
     "kubernetes>=32.0.1,<33.0.0" "pyyaml>=6.0" "scikit-learn>=1.5" "plotly>=5" "pandas>=2" \
     "prometheus-api-client>=0.5" "pmdarima>=2.0" "filterpy>=1.4" "prophet>=1.1"
