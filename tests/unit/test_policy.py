@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import pytest
@@ -730,12 +731,14 @@ def test_queue_growth_is_not_added_to_an_arrival_rate_that_holds_it() -> None:
     assert P_NEED < desired["served + growth"] <= desired["arrivals"] <= desired["served + growth"] + 1, desired
 
 
-def _feed(policy: PdscalePolicy, ticks: int, load_at: object = None, p_waiting: float = 0.0) -> PolicyState:
+def _feed(
+    policy: PdscalePolicy, ticks: int, load_at: Callable[[int], Load] | None = None, p_waiting: float = 0.0
+) -> PolicyState:
     """``ticks`` 15 s ticks at LOAD (or ``load_at(i)``), prefill and decode at their need."""
     state = policy.initial_state(SPEC)
     for i in range(ticks):
         t = 15.0 * i
-        load = LOAD if load_at is None else load_at(i)  # type: ignore[operator]
+        load = LOAD if load_at is None else load_at(i)
         _, state = policy.decide(obs(t, sig(t, load, p_waiting=p_waiting)), state, SPEC)
     return state
 
