@@ -105,8 +105,10 @@ def test_starting_pods_are_not_reordered() -> None:
     # Re-derived on the corrected capacity model (attention E[L²] = mean²·(1 + SCV), the policy assuming SCV 1):
     # ~5,000 prompts of ~2.4k tokens queued when the first pods are ready, drained within backlog_drain_s (60 s)
     # beside ~65 req/s x 2k, is (5000·2400/60 + 65·2000) / 45.5k tokens/s per replica = 7.3 busy replicas, 8 at
-    # full utilisation and 9 with the queue's TTFT margin (the old model's 47.4k tokens/s per replica gave 8).
-    assert desired(r, Pool.PREFILL).max() <= 9
+    # full utilisation and 9 with the queue's TTFT margin (the old model's 47.4k tokens/s per replica gave 8), at
+    # the x1.10 headroom. The step comes 5 minutes in, while the workload is unmeasured and sized at the cautious
+    # prior, x1.35 (PdscalePolicy.load_headroom): 9 x 1.35 / 1.10 = 11.0.
+    assert desired(r, Pool.PREFILL).max() <= 11
 
 
 class OutageSource:

@@ -26,7 +26,10 @@ from autoscaler.core.spec import (
 from autoscaler.core.types import Observation, Pool, PoolReplicas, PoolSignals, Reason, Signals
 from tests.unit.test_capacity import PROFILE
 
-POLICY = PdscalePolicy(profile=PROFILE)
+# The cases below were worked out at the prior headroom of x1.10 up / x1.30 down (the default until the prior was
+# raised to x1.35 / x1.45, see PdscalePolicy.load_headroom): they test reasons and mechanisms, not the prior, so they
+# keep it; test_unmeasured_workload_is_sized_at_the_cautious_prior checks the default.
+POLICY = PdscalePolicy(profile=PROFILE, load_headroom=0.1, load_headroom_down=0.3)
 # No scale-down window and no scale-up rate limit, so a case shows the policy's own reason; the HPA defaults
 # (AutoscalerSpec()) appear in the cases about behavior.
 NO_DOWN_WINDOW = Behavior(
@@ -786,3 +789,15 @@ def test_an_overshoot_seen_raises_the_headroom_before_the_evidence_is_complete()
     assert down >= up_later + POLICY.headroom_gap
     off = replace(POLICY, headroom_early=False)
     assert off._headroom(Pool.PREFILL, _feed(off, 38, jump), down=False) == (fixed_up, "fixed")
+
+
+def test_unmeasured_workload_is_sized_at_the_cautious_prior() -> None:
+    """A fresh policy has checked no forecast yet, so it sizes at the default prior, x1.35: one start-up of an
+    unmeasured load's rise is not yet known to be small (pdscale missed diurnal's and the Azure traces' first
+    minutes at x1.10). The pinned cases above keep x1.10, which sizes for less."""
+    default = PdscalePolicy(profile=PROFILE)
+    assert (default.load_headroom, default.load_headroom_down) == (0.35, 0.45)
+    d, _ = default.decide(obs(0.0, sig(0.0, BIG)), default.initial_state(SPEC), SPEC)
+    need = prefill_replicas_needed(PROFILE, BIG.scaled(1.35), 0.85, 0.99, 64)
+    assert d.prefill.desired_replicas == need > P_BIG, d.prefill.message
+    assert "headroom x1.35" in d.prefill.message
