@@ -95,6 +95,12 @@ def references(case: Case, cfg: BenchConfig, startup_s: float) -> dict[str, Any]
     return ref
 
 
+def _static_best(ref: dict[str, Any]) -> list[Any]:
+    """[prefill, decode, GPU-hours] of a reference's static-best (as bench_policy_variants.py caches it)."""
+    best = ref["static_best"]
+    return [best["static_best"]["prefill"], best["static_best"]["decode"], best["summary"]["gpu_hours"]]
+
+
 def analyse(
     change: Change, ref: dict[str, Any], cf_ref: dict[str, Any], startup_s: float, gpus: int
 ) -> dict[str, Any]:
@@ -105,8 +111,8 @@ def analyse(
     pre = (max(n[0] for n in before), max(n[1] for n in before))
     hold = (max(needs[i][0] for i in decided), max(needs[i][1] for i in decided))
     until = decided[-1] + 1
-    static = ref["static_best"]["summary"]["gpu_hours"]
-    cf_static = cf_ref["static_best"]["summary"]["gpu_hours"]
+    static = _static_best(ref)[2]
+    cf_static = _static_best(cf_ref)[2]
     lb = hold_bound_gpu_hours(needs, hold, until, WINDOW_S, gpus)
     cf_lb = hold_bound_gpu_hours(cf_needs, hold, len(cf_needs), WINDOW_S, gpus)
     return {
@@ -116,19 +122,11 @@ def analyse(
         "need_before": list(pre),
         "hold": list(hold),
         "headroom": [hold[k] / pre[k] for k in range(2)],
-        "static_best": [
-            ref["static_best"]["static_best"]["prefill"],
-            ref["static_best"]["static_best"]["decode"],
-            static,
-        ],
+        "static_best": _static_best(ref),
         "bound_gpu_h": lb,
         "bound_vs_static": lb / static,
         "counterfactual": change.no_change_what,
-        "cf_static_best": [
-            cf_ref["static_best"]["static_best"]["prefill"],
-            cf_ref["static_best"]["static_best"]["decode"],
-            cf_static,
-        ],
+        "cf_static_best": _static_best(cf_ref),
         "cf_bound_gpu_h": cf_lb,
         "cf_bound_vs_static": cf_lb / cf_static,
         "oracle_gpu_h": ref["oracle_gpu_hours"],
