@@ -364,7 +364,7 @@ class PdscalePolicy:
             None if load_now is None else self._forecast_load(state, params, load_now, spec, finished, smooth=True)
         )
         if load_now is not None and load_base is not None:
-            state = self._update_surprise(state, observation, load_now, load_base, spec)
+            state = self._update_surprise(state, params, observation, load_now, load_base, spec)
         if missing is None and self._decode_backlog(observation) is not None:
             state = replace(state, decode_backlog_time_s=now_s)
 
@@ -457,9 +457,7 @@ class PdscalePolicy:
             return state
         # Under a queue the token rates are throughput: a backlog draining onto new pods is not a swing of the
         # demand, so such samples are left out (a swing needs three samples in a row without one).
-        prefill_waiting = _finite(signals.prefill.waiting_requests) or 0.0
-        prefill_queued = prefill_waiting > max(1, observation.prefill.ready)
-        decode_queued = self._decode_backlog(observation) is not None
+        prefill_queued, decode_queued = self._own_queues(observation)
         prompt = math.nan if prefill_queued else signals.prompt_tokens_per_s
         output = math.nan if decode_queued else signals.output_tokens_per_s
         return replace(
@@ -664,7 +662,13 @@ class PdscalePolicy:
         return min(cap, max(ready + 1, need))
 
     def _update_surprise(
-        self, state: PolicyState, obs: Observation, now: Load, ahead: Load, spec: AutoscalerSpec
+        self,
+        state: PolicyState,
+        params: fc.ForecastParams,
+        obs: Observation,
+        now: Load,
+        ahead: Load,
+        spec: AutoscalerSpec,
     ) -> PolicyState:
         """File this tick's sizing forecast per pool and fold in the pool's work now. Under a queue the measured
         rates are throughput, so the work now adds the queue's growth (requests/s x their mean length). Nothing is
@@ -674,7 +678,6 @@ class PdscalePolicy:
             return state
         t = obs.time_s
         first = state.prompt_tokens_rate.first_time_s
-        params = self._forecast_params(spec)
         warm_s = params.warmup_s + self.surprise_warmup_trend_constants * params.trend_time_constant_s
         if first is None or t - first < warm_s:  # the trend still warming up: its misses are not the workload's
             return state
@@ -685,8 +688,7 @@ class PdscalePolicy:
         output_now = now.request_rate_per_s * now.mean_output_tokens + output_growth * now.mean_output_tokens
         prompt_ahead = ahead.request_rate_per_s * ahead.mean_prompt_tokens
         output_ahead = ahead.request_rate_per_s * ahead.mean_output_tokens
-        prefill_queued = (_finite(obs.signals.prefill.waiting_requests) or 0.0) > max(1, obs.prefill.ready)
-        decode_queued = self._decode_backlog(obs) is not None
+        prefill_queued, decode_queued = self._own_queues(obs)
         skip = self.surprise_skip_queued
         return replace(
             state,
@@ -758,6 +760,12 @@ class PdscalePolicy:
         if self.backlog_drain_s is not None:
             return self.backlog_drain_s
         return spec.pod_startup_s + self.horizon_extra_s
+
+    def _own_queues(self, obs: Observation) -> tuple[bool, bool]:
+        """(prefill, decode): does the pool have a queue of its own, so that its rates are throughput capped by
+        its shortage? Prefill: more prompts waiting than ready pods; decode: an admission backlog."""
+        prefill_waiting = _finite(obs.signals.prefill.waiting_requests) or 0.0
+        return prefill_waiting > max(1, obs.prefill.ready), self._decode_backlog(obs) is not None
 
     def _decode_backlog(self, obs: Observation) -> float | None:
         """Requests queued for decode admission, when the decode pool is really full (batch slots near
