@@ -9,8 +9,9 @@ prompt-shift, lull-surge), whatever its forecasting, from three facts:
 
 1. Capacity ready at time t was ordered by t - start-up. So in every window that ends within one start-up of the
    change, the pods ready were all ordered before the change, on what the load showed before it.
-2. Before the change, the workload is the no-change one (its counterfactual, built here: the workload's own
-   requests before the change, the no-change process after it, so the two are identical before the change).
+2. Before the change, the workload is the no-change one (its counterfactual, ``SuiteEntry.counterfactual``,
+   spliced here: the workload's own requests before the change, the no-change process after it, so the two are
+   identical before the change).
    Whatever a policy does before the change, it does on both.
 3. A window passes only if the pods ready in it reach at least the oracle's need for it (``sim/oracle.py``: the
    fewest replicas that meet the SLO for that window's requests, simulated alone on warm pools starting empty, so
@@ -46,7 +47,7 @@ from bench_policy_variants import _oracle_task, _static_task, fingerprint  # noq
 
 from sim.bench import BenchConfig, Case, load_cases  # noqa: E402
 from sim.feasibility import hold_bound_gpu_hours, spliced, windows_ordered_before  # noqa: E402
-from sim.suite import CHAT, LONG_DOC, _stream  # noqa: E402
+from sim.suite import Counterfactual, SuiteEntry, suite  # noqa: E402
 from sim.workload import generate  # noqa: E402
 
 WINDOW_S = 60.0
@@ -54,38 +55,20 @@ WINDOW_S = 60.0
 
 @dataclass(frozen=True)
 class Change:
-    """A suite workload's sudden change at ``at_s`` and the generator of the same traffic without it."""
+    """A suite workload's sudden change (its first surge's start) and the same traffic without it."""
 
     workload: str
     at_s: float
     what: str
-    no_change: str  # generator spec of the counterfactual (same streams, same order: same seeds per stream)
-    no_change_what: str
+    no_change: Counterfactual
+
+    @staticmethod
+    def of(entry: SuiteEntry) -> Change:
+        assert entry.counterfactual is not None and entry.surges
+        return Change(entry.name, entry.surges[0].start_s, entry.description, entry.counterfactual)
 
 
-CHANGES = (
-    Change(
-        "flash-crowd",
-        1200.0,
-        "+120 req/s over 2 min at minute 20",
-        " + ".join([_stream([(0, 80.0)], CHAT, "base"), _stream([(0, 0.0)], CHAT, "crowd")]),
-        "80 req/s, no crowd",
-    ),
-    Change(
-        "prompt-shift",
-        1200.0,
-        "prompts 2k -> 6k over 2 min at minute 20",
-        " + ".join([_stream([(0, 90.0)], CHAT, "chat"), _stream([(0, 0.0)], LONG_DOC, "documents")]),
-        "90 req/s, chat prompts throughout",
-    ),
-    Change(
-        "lull-surge",
-        1620.0,
-        "8 -> 150 req/s over 5 min at minute 27",
-        _stream([(0, 100.0), (840, 100.0), (900, 8.0)], CHAT, "lull-surge"),
-        "100 req/s, then the lull (8 req/s) to the end",
-    ),
-)
+CHANGES = tuple(Change.of(e) for e in suite("generalization") if e.counterfactual is not None)
 
 
 def references(case: Case, cfg: BenchConfig, startup_s: float) -> dict[str, Any]:
@@ -125,7 +108,7 @@ def analyse(
         "static_best": _static_best(ref),
         "bound_gpu_h": lb,
         "bound_vs_static": lb / static,
-        "counterfactual": change.no_change_what,
+        "counterfactual": change.no_change.description,
         "cf_static_best": _static_best(cf_ref),
         "cf_bound_gpu_h": cf_lb,
         "cf_bound_vs_static": cf_lb / cf_static,
@@ -165,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         futures = {}
         for name in wanted:
             change, case = by_name[name], cases[name]
-            cf_workload = spliced(case.workload, generate(change.no_change, seed=case.seed), change.at_s,
+            cf_workload = spliced(case.workload, generate(change.no_change.generator, seed=case.seed), change.at_s,
                                   f"{name}-no-change")  # fmt: skip
             cf_case = Case(f"{name}-no-change", cf_workload, case.ttft_p99_s, case.itl_p99_s, case.seed)
             cached = cache.get(f"{name}|{args.startup_s:g}|{fp}", {})

@@ -35,6 +35,16 @@ class Surge:
 
 
 @dataclass(frozen=True)
+class Counterfactual:
+    """The same traffic as a suite entry without its sudden change: a generator spec with the entry's streams in
+    the entry's order (so each stream draws from the same seed), and what it is, in words. Before the change the
+    two are the same process; ``bench/surge_feasibility.py`` splices them at the change (``sim.feasibility``)."""
+
+    generator: str
+    description: str
+
+
+@dataclass(frozen=True)
 class SuiteEntry:
     """One workload of a suite: a generator spec, or a trace file replicated ``rate_scale`` times (seed ``seed``)."""
 
@@ -48,12 +58,15 @@ class SuiteEntry:
     ttft_p99_s: float = 1.0
     itl_p99_s: float = 0.05
     surges: tuple[Surge, ...] = ()
+    counterfactual: Counterfactual | None = None  # the traffic without its first surge (a sudden change)
 
     def __post_init__(self) -> None:
         if (self.generator is None) == (self.trace is None):
             raise ValueError(f"suite entry {self.name!r}: give exactly one of generator and trace")
         if self.role not in ROLES:
             raise ValueError(f"suite entry {self.name!r}: role must be one of {', '.join(ROLES)}")
+        if self.counterfactual is not None and not self.surges:
+            raise ValueError(f"suite entry {self.name!r}: a counterfactual needs the surge it leaves out")
 
     def workload(self, trace_dir: Path) -> Workload:
         if self.trace is not None:
@@ -116,20 +129,25 @@ def _generalization() -> tuple[SuiteEntry, ...]:
     # 80 req/s, a crowd of +120 req/s arriving over 2 min at minute 20, staying 10 min, leaving over 5 min
     crowd_at, crowd_ramp, crowd_hold, crowd_leave = 1200.0, 120.0, 600.0, 300.0
     crowd_end = crowd_at + crowd_ramp + crowd_hold
+    crowd_base = _stream([(0, 80.0)], CHAT, "base")
     flash = " + ".join([
-        _stream([(0, 80.0)], CHAT, "base"),
+        crowd_base,
         _stream([(crowd_at, 0.0), (crowd_at + crowd_ramp, 120.0), (crowd_end, 120.0),
                  (crowd_end + crowd_leave, 0.0)], CHAT, "crowd"),
     ])  # fmt: skip
+    no_crowd = " + ".join([crowd_base, _stream([(0, 0.0)], CHAT, "crowd")])
     # the Azure code seed-2 failure, made explicit: 100 req/s, a lull at 8 req/s from minute 15 to 27, then a
     # climb to 150 req/s over 5 min (18x), held to the end
-    lull = _stream([(0, 100.0), (840, 100.0), (900, 8.0), (1620, 8.0), (1920, 150.0)], CHAT, "lull-surge")
+    lull_points = [(0, 100.0), (840, 100.0), (900, 8.0)]
+    lull = _stream([*lull_points, (1620, 8.0), (1920, 150.0)], CHAT, "lull-surge")
+    lull_forever = _stream(lull_points, CHAT, "lull-surge")
     # 90 req/s throughout; the prompts shift from chat (mean 2k) to documents (mean 6k) over 2 min at minute 20,
     # and back at minute 40 (3x the prefill work at the same request rate)
     shift = " + ".join([
         _stream([(0, 90.0), (1200, 90.0), (1320, 0.0), (2400, 0.0), (2520, 90.0)], CHAT, "chat"),
         _stream([(0, 0.0), (1200, 0.0), (1320, 90.0), (2400, 90.0), (2520, 0.0)], LONG_DOC, "documents"),
     ])  # fmt: skip
+    no_shift = " + ".join([_stream([(0, 90.0)], CHAT, "chat"), _stream([(0, 0.0)], LONG_DOC, "documents")])
     # long prompts on a slowly varying, bursty arrival process (gamma cv 2) over 40 min periods
     long = (
         f"gamma:name=long-prompts,rate=24,cv=2,duration={HOUR_S:g},{LONG}"
@@ -148,6 +166,7 @@ def _generalization() -> tuple[SuiteEntry, ...]:
             "train",
             flash,
             surges=(Surge(crowd_at, crowd_end, "crowd arrives"),),
+            counterfactual=Counterfactual(no_crowd, "80 req/s, no crowd"),
         ),
         SuiteEntry(
             "lull-surge",
@@ -155,6 +174,7 @@ def _generalization() -> tuple[SuiteEntry, ...]:
             "held-out",
             lull,
             surges=(Surge(1620.0, HOUR_S, "climb after the lull"),),
+            counterfactual=Counterfactual(lull_forever, "100 req/s, then the lull (8 req/s) to the end"),
         ),
         SuiteEntry(
             "prompt-shift",
@@ -162,6 +182,7 @@ def _generalization() -> tuple[SuiteEntry, ...]:
             "held-out",
             shift,
             surges=(Surge(1200.0, 2400.0, "documents"),),
+            counterfactual=Counterfactual(no_shift, "90 req/s, chat prompts throughout"),
         ),
         SuiteEntry(
             "long-prompts",

@@ -11,7 +11,8 @@ from rich.console import Console
 from autoscaler.cli import main
 from sim import suite as suite_module
 from sim.bench import BenchConfig, BenchError, render, run_bench
-from sim.suite import ROLES, SuiteEntry, Surge, rate_profile, select, suite
+from sim.suite import ROLES, Counterfactual, SuiteEntry, Surge, rate_profile, select, suite
+from sim.workload import generate
 
 TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "traces"
 
@@ -115,3 +116,32 @@ def test_a_suite_run_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     assert payload["workloads"]["tiny-flat"]["role"] == "held-out" and payload["surges"]
     with pytest.raises(BenchError, match="no workload selected"):
         run_bench(BenchConfig(suite="tiny", suite_role="held-out", suite_workloads=("tiny-surge",)))
+
+
+def test_sudden_changes_have_counterfactuals_that_match_them_before_the_change() -> None:
+    """The feasibility bound splices each sudden change with the same traffic without it: the counterfactual's
+    streams are the entry's own, so the flash crowd's (whose base stream is unchanged) is request for request the
+    same before minute 20; prompt-shift's and lull-surge's change a stream's later rates, so their arrival counts
+    before the change agree only in expectation."""
+    entries = {e.name: e for e in suite("generalization")}
+    assert {n for n, e in entries.items() if e.counterfactual} == {"flash-crowd", "prompt-shift", "lull-surge"}
+    for name in ("flash-crowd", "prompt-shift", "lull-surge"):
+        e = entries[name]
+        assert e.counterfactual is not None and e.generator is not None
+        at = e.surges[0].start_s
+        w = generate(e.generator, seed=e.seed)
+        cf = generate(e.counterfactual.generator, seed=e.seed)
+        n_w, n_cf = int((w.arrival_s < at).sum()), int((cf.arrival_s < at).sum())
+        assert abs(n_w - n_cf) < 4 * np.sqrt(n_w), (name, n_w, n_cf)
+        assert (cf.arrival_s >= at).sum() < (w.arrival_s >= at).sum() or name == "prompt-shift", name
+    flash = entries["flash-crowd"]
+    assert flash.counterfactual is not None and flash.generator is not None
+    w = generate(flash.generator, seed=0)
+    cf = generate(flash.counterfactual.generator, seed=0)
+    np.testing.assert_array_equal(w.arrival_s[w.arrival_s < 1200], cf.arrival_s[cf.arrival_s < 1200])
+
+
+def test_a_counterfactual_needs_a_surge() -> None:
+    spec = "poisson:rate=1,duration=10"
+    with pytest.raises(ValueError, match="counterfactual needs the surge"):
+        SuiteEntry("x", "x", "train", spec, counterfactual=Counterfactual(spec, "x"))
