@@ -901,6 +901,12 @@ class PdscalePolicy:
             if pool is Pool.PREFILL
             else self._decode_backlog(obs) or 0.0
         )
+        # A prompt or two waiting for the next free prefill slot is normal at a busy pool's steady state; only a
+        # queue of its own (``_own_queues``: more waiting than ready pods) vetoes a scale-down. Vetoed on any
+        # waiting prompt, flat's prefill had stayed at 8 pods for 35 minutes where the verified count was 6-7:
+        # every minute or so one tick saw 1-4 waiting, proposed the current count, and that restarted the
+        # stabilization window.
+        queued = backlog > 0 and (pool is Pool.DECODE or backlog > max(1, ready))
         headroom_up, _ = self._headroom(pool, state, down=False)
         need_plain = self.needed(
             pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
@@ -983,7 +989,11 @@ class PdscalePolicy:
         elif need_down < current and self._rising(pool, state, spec):
             proposed, reason = current, Reason.WITHIN_TARGET
             msg = f"not scaling down into a rising load ({need_down} would do now); {model_text}"
-        elif fb_need == 0 and starting == 0 and backlog == 0 and need_down < current:
+        elif queued and need_down < current:
+            proposed, reason = current, Reason.WITHIN_TARGET
+            what = "prompts queued" if pool is Pool.PREFILL else "requests waiting for decode slots"
+            msg = f"{fb_text + '; ' if fb_text else ''}not scaling down with {backlog:.0f} {what} ({need_down} would do otherwise); {model_text}"
+        elif fb_need == 0 and starting == 0 and need_down < current:
             # the proposal is the verified count itself: the spec's behavior (stabilization window, then its
             # rate policies) makes it gradual, and a rate-limited step must not enter the window's history
             proposed, reason = max(need_down, pspec.min_replicas), Reason.SCALE_DOWN
