@@ -234,6 +234,7 @@ class SurpriseState:
     weights: tuple[float, ...] = ()  # per bin of SURPRISE_EDGES (+1 overflow): decayed seconds of evidence
     evidence_s: float = 0.0  # undecayed seconds of checked forecasts (for min_evidence_s)
     last_time_s: float | None = None
+    peak: float = 0.0  # the largest sample seen, decaying with memory_s (what the headroom need not exceed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -241,6 +242,7 @@ class SurpriseState:
             "weights": list(self.weights),
             "evidence_s": self.evidence_s,
             "last_time_s": self.last_time_s,
+            "peak": self.peak,
         }
 
     @staticmethod
@@ -251,6 +253,7 @@ class SurpriseState:
             weights=weights if len(weights) == len(SURPRISE_EDGES) + 1 else (),
             evidence_s=float(data.get("evidence_s", 0.0)),
             last_time_s=_opt_float(data.get("last_time_s")),
+            peak=float(data.get("peak", 0.0)),
         )
 
     @property
@@ -288,7 +291,8 @@ def surprise_update(
             pending.append((filed_s, f, peak_seen))
     if math.isfinite(forecast) and forecast > 0 and file_forecast:
         pending.append((time_s, forecast, 0.0))
-    return SurpriseState(tuple(pending), tuple(weights), evidence, time_s)
+    peak = max(value, state.peak * decay)
+    return SurpriseState(tuple(pending), tuple(weights), evidence, time_s, peak)
 
 
 def surprise_quantile(

@@ -266,6 +266,15 @@ def test_surprise_forgets_with_its_memory() -> None:
     assert surprise_quantile(params, calm, 0.95) == 0.0
 
 
+def test_surprise_remembers_the_peak_and_lets_it_fade_with_its_memory() -> None:
+    """The largest sample seen (the ceiling of the policy's headroom) decays with memory_s once the load is lower."""
+    params = SurpriseParams(memory_s=600.0, min_evidence_s=300.0)
+    state = _surprise([100.0] * 20 + [300.0] * 4 + [100.0] * 40, params=params)  # 40 ticks of 15 s after the burst
+    assert state.peak == pytest.approx(300.0 * math.exp(-40 * 15.0 / 600.0))
+    assert _surprise([100.0] * 20 + [300.0] * 4 + [100.0] * 400, params=params).peak == 100.0
+    assert SurpriseState.from_dict(json.loads(json.dumps(state.to_dict()))).peak == state.peak
+
+
 def test_surprise_against_a_forecast_that_anticipates() -> None:
     """A forecast that already sized for the burst is not surprised by it."""
     values = [300.0 if (i // 10) % 2 else 100.0 for i in range(240)]

@@ -407,6 +407,31 @@ def test_a_lull_in_a_bursty_load_keeps_capacity_for_the_next_burst() -> None:
     assert adaptive >= prefill_replicas_needed(PROFILE, LOAD.scaled(cap), 0.65, 0.99, 64)
 
 
+def test_a_burst_is_not_sized_beyond_the_peak_seen() -> None:
+    """On/off bursts of 3x leave a large measured overshoot (each lull's forecast was overshot by the next burst).
+    On top of a burst that would size for 3x the load times the capped headroom, though the load never went above
+    3x within the overshoot's memory: while the load is not rising, the headroom stops at the peak seen plus
+    ``headroom_peak_margin``. Rising (the ceiling's exemption) or switched off, the measured headroom applies."""
+    assert POLICY.headroom_peak_margin is not None
+
+    def load_at(i: int) -> Load:
+        return LOAD.scaled(3.0 if i >= 64 or (i // 4) % 2 == 1 else 1.0)
+
+    state = _feed(POLICY, 64 + 24, load_at)  # 16 on/off minutes, then 6 at the burst's level
+    assert not POLICY._rising(Pool.PREFILL, state, SPEC)
+    burst_tokens_per_s = 3.0 * LOAD.request_rate_per_s * LOAD.mean_prompt_tokens
+    up, source = POLICY._headroom(Pool.PREFILL, state, down=False, forecast_tokens_per_s=burst_tokens_per_s)
+    assert up == pytest.approx(1.0 + max(POLICY.headroom_floor_up, POLICY.headroom_peak_margin))
+    assert "peak seen" in source
+    rising, _ = POLICY._headroom(Pool.PREFILL, state, False, forecast_tokens_per_s=burst_tokens_per_s, rising=True)
+    off = replace(POLICY, headroom_peak_margin=None)
+    measured, _ = off._headroom(Pool.PREFILL, state, down=False, forecast_tokens_per_s=burst_tokens_per_s)
+    assert rising == measured >= 2.0
+    # in a lull the peak is far above the forecast: the measured headroom keeps the capacity the bursts need
+    lull, _ = POLICY._headroom(Pool.PREFILL, state, False, forecast_tokens_per_s=burst_tokens_per_s / 3.0)
+    assert lull == measured
+
+
 def _steady(policy: PdscalePolicy, minutes: int, noise: float) -> tuple[float, float]:
     """Prefill (up, down) headroom after ``minutes`` of a load alternating +-``noise`` around LOAD each tick."""
     state = policy.initial_state(SPEC)
