@@ -435,6 +435,31 @@ def test_correction_rises_when_model_underpredicts() -> None:
     assert state.prefill.correction > 1.05
 
 
+def _prompt_with_floor(floor_s: float) -> float:
+    """The mean prompt (tokens) whose tail prompt's own prefill, by the policy's model, takes ``floor_s``."""
+    lo, hi = 1.0, 1e6
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if ttft_floor_s(PROFILE, Load(1.0, mid, 200.0), 0.99) < floor_s else (lo, mid)
+    return lo
+
+
+@pytest.mark.parametrize(("tolerance", "raised"), [(None, True), (0.15, False)])
+def test_a_percentile_the_service_time_explains_does_not_raise_the_correction(
+    tolerance: float | None, raised: bool
+) -> None:
+    """Prefill far from saturation: the observed TTFT p99 (3 s) lies in vLLM's (2.5, 5] s bucket, and a tail prompt
+    alone takes 2.3 s by the model. Within the model's fidelity that is service time: no replica count lowers it,
+    so the correction must not turn it into load (it had held x1.3-1.7 on very-long-prompts)."""
+    policy = replace(POLICY, correction_floor_tolerance=tolerance)
+    spec = replace(SPEC, ttft=replace(SPEC.ttft, target_s=5.0))
+    load = Load(2.0, _prompt_with_floor(2.3), 200.0)
+    state = policy.initial_state(spec)
+    for i in range(30):
+        _, state = policy.decide(obs(15.0 * i, sig(15.0 * i, load, ttft=3.0), p=(40, 40)), state, spec)
+    assert (state.prefill.correction > 1.05) is raised, state.prefill.correction
+
+
 def test_correction_waits_for_ready_count_to_settle() -> None:
     state = POLICY.initial_state(SPEC)
     for i in range(4):  # ready changes every tick: the percentile belongs to another pool size
