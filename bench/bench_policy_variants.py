@@ -47,11 +47,13 @@ from sim.bench import (  # noqa: E402
 from sim.oracle import DEFAULT_COMPLIANCE_TARGET, OracleSchedule  # noqa: E402
 
 FINGERPRINT_SOURCES = ("sim/engine.py", "sim/scheduler.py", "sim/skipping.py", "sim/cluster.py", "sim/router.py",
-                       "sim/oracle.py", "sim/summary.py", "autoscaler/core/latency.py")  # fmt: skip
+                       "sim/oracle.py", "sim/summary.py", "autoscaler/core/latency.py",
+                       "sim/clairvoyant.py", "autoscaler/core/capacity.py")  # fmt: skip
 
 
 def fingerprint(profile_name: str) -> str:
-    """Changes whenever the engine, the oracle, the latency model or the profile change (the cache is then stale)."""
+    """Changes whenever the engine, the oracle, the capacity model, the clairvoyant or the profile change (the cache is
+    then stale). The policy is not in it: the clairvoyant uses the default policy's margin_up and models."""
     from autoscaler.profiles import load_profile
 
     h = hashlib.sha256()
