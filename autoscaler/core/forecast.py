@@ -39,10 +39,11 @@ class ForecastParams:
     # 100 to 8 req/s the prompt-token level went to -619 tok/s while 16,042 arrived, so the forecasts filed for the
     # overshoot were ~0 and the adaptive headroom sat at its cap for the rest of the hour. The bound changes a
     # tick by at most (1 − α)·|trend·Δt|, so it only matters where the trend is steep against the samples.
-    # Off by default: measured (bench/bench_policy_variants.py, generalization, 120 s start-up, at 1c24809) it loses
-    # no train window, train GPU-h 150.96 -> 149.60 (code-s0 29.03 -> 27.74, flash-crowd 27.43 -> 27.72), held-out
-    # code-s2 21.26 -> 19.71, but lull-surge loses minutes 27 and 32 (0.933 -> 0.900, 28.61 -> 30.09 GPU-h): the
-    # capped headroom the drop caused is what held 2 decode pods through its lull (1 needed) for the return.
+    # Off by default: measured (bench/bench_policy_variants.py, generalization, 120 s start-up, at 964f338) it loses
+    # no train window, train GPU-h 148.57 -> 146.91 (code-s0 28.83 -> 27.64, diurnal 18.28 -> 18.10), held-out
+    # 192.73 -> 192.26 (code-s2 21.26 -> 19.71), but lull-surge loses minutes 27 and 32 (0.933 -> 0.900, 28.10 ->
+    # 29.52 GPU-h): the capped headroom the drop caused is what held 2 decode pods through its lull (1 needed) for
+    # the return, which no reading of the lull foresees (bench/surge_causes.py: minutes 27-34 unforeseeable).
     level_within_sample: bool = False
 
     def __post_init__(self) -> None:
