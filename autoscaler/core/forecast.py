@@ -33,6 +33,18 @@ class ForecastParams:
     # A series' first rate() window is still filling (a fresh Prometheus or target): its rise is not a trend.
     # For this long after the first sample the level follows the samples and the trend stays 0.
     warmup_s: float = 0.0
+    # The trend carries the level toward each sample, never past it (nor away from a sample on the other side):
+    # the prior level + trend·Δt is held between the last level and the sample before they are blended. Classic
+    # Holt (False) extrapolates a step the trend is still catching up with: after suite lull-surge's drop from
+    # 100 to 8 req/s the prompt-token level went to -619 tok/s while 16,042 arrived, so the forecasts filed for the
+    # overshoot were ~0 and the adaptive headroom sat at its cap for the rest of the hour. The bound changes a
+    # tick by at most (1 − α)·|trend·Δt|, so it only matters where the trend is steep against the samples.
+    # Off by default: measured (bench/bench_policy_variants.py, generalization, 120 s start-up, at 964f338) it loses
+    # no train window, train GPU-h 148.57 -> 146.91 (code-s0 28.83 -> 27.64, diurnal 18.28 -> 18.10), held-out
+    # 192.73 -> 192.26 (code-s2 21.26 -> 19.71), but lull-surge loses minutes 27 and 32 (0.933 -> 0.900, 28.10 ->
+    # 29.52 GPU-h): the capped headroom the drop caused is what held 2 decode pods through its lull (1 needed) for
+    # the return, which no reading of the lull foresees (bench/surge_causes.py: minutes 27-34 unforeseeable).
+    level_within_sample: bool = False
 
     def __post_init__(self) -> None:
         for name in (
@@ -92,6 +104,8 @@ def update(params: ForecastParams, state: ForecastState, time_s: float, value: f
     a = 1.0 - math.exp(-dt / params.level_time_constant_s)
     b = 1.0 - math.exp(-dt / params.trend_time_constant_s)
     prior = state.level + state.trend_per_s * dt
+    if params.level_within_sample:
+        prior = min(max(prior, min(state.level, value)), max(state.level, value))
     # last-value keeps the raw value as its level (and a trend for ``rising`` only; it never forecasts with it)
     level = value if params.method is Forecaster.LAST_VALUE else prior + a * (value - prior)
     trend = state.trend_per_s + b * ((level - state.level) / dt - state.trend_per_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -109,6 +110,67 @@ def test_forecast_never_negative() -> None:
     params = ForecastParams(method=Forecaster.HOLT)
     state = _feed(params, [(t, max(0.0, 50.0 - 0.5 * t)) for t in range(0, 90, 15)])
     assert (predict(params, state, 3600.0) or 0.0) >= 0.0
+
+
+# A sudden drop as a 60 s rate window shows it: 200k tok/s, falling to 16k over one window, then a lull with
+# +/-5 % noise (suite lull-surge, minutes 14-20: the unclamped level went to -619 tok/s while 16k arrived).
+DROP = (
+    [(float(t), 200_000.0) for t in range(0, 600, 15)]
+    + [(600.0 + 15 * i, 200_000.0 - (184_000.0 / 4) * (i + 1)) for i in range(4)]
+    + [(660.0 + 15 * i, 16_000.0 * (1.05 if i % 2 else 0.95)) for i in range(40)]
+)
+
+
+@pytest.mark.parametrize("method", [Forecaster.HOLT, Forecaster.SEASONAL])
+def test_level_within_sample_never_extrapolates_past_a_drop(method: Forecaster) -> None:
+    """``level_within_sample``: the trend carries the level toward the sample, never past it, so after a drop the
+    level (and the peak the policy sizes and files for) stays at the lull's samples; classic Holt's level follows
+    the drop's trend below them (toward zero, and with it the forecasts the adaptive headroom is measured against)."""
+    bounded = ForecastParams(method=method, season_period_s=600.0, season_bins=20, level_within_sample=True)
+    classic = replace(bounded, level_within_sample=False)
+    state, old = ForecastState(), ForecastState()
+    lowest_classic = math.inf
+    for t, v in DROP:
+        state, old = update(bounded, state, t, v), update(classic, old, t, v)
+        if t >= 660.0:
+            assert state.level is not None and state.level >= 0.95 * 16_000.0 - 1e-6
+            assert (peak(bounded, state, 135.0) or 0.0) >= 0.95 * 16_000.0 - 1e-6
+            lowest_classic = min(lowest_classic, old.level if old.level is not None else math.inf)
+    assert state.trend_per_s < 0  # the drop is still in the trend, which decays; it only cannot overshoot
+    assert lowest_classic < 0.2 * 16_000.0
+
+
+def test_level_within_sample_keeps_the_overshoot_of_a_drop_small() -> None:
+    """Filing the bounded Holt peak after a drop, the lull's p90 overshoot is its noise; classic Holt's near-zero
+    forecasts read as overshoots of +100 % and more."""
+    p90 = {}
+    for bounded in (True, False):
+        params = ForecastParams(level_within_sample=bounded)
+        state, surprise = ForecastState(), SurpriseState()
+        for t, v in DROP:
+            state = update(params, state, t, v)
+            surprise = surprise_update(
+                SurpriseParams(min_evidence_s=300.0), surprise, t, v, peak(params, state, 135.0) or 0.0, 135.0
+            )
+        p90[bounded] = surprise_quantile(SurpriseParams(min_evidence_s=300.0), surprise, 0.9)
+    assert p90[True] is not None and p90[True] <= 0.125
+    assert p90[False] is not None and p90[False] >= 1.0
+
+
+@given(
+    values=st.lists(st.floats(0, 1e6), min_size=2, max_size=40),
+    method=st.sampled_from([Forecaster.HOLT, Forecaster.SEASONAL]),
+)
+def test_level_within_sample_moves_toward_the_sample(values: list[float], method: Forecaster) -> None:
+    """Each sample moves the level toward itself, never past it nor away from it, whatever the trend."""
+    params = ForecastParams(method=method, season_period_s=300.0, season_bins=10, level_within_sample=True)
+    state = ForecastState()
+    for i, v in enumerate(values):
+        before = state.level
+        state = update(params, state, 15.0 * i, v)
+        assert state.level is not None
+        if before is not None:
+            assert min(before, v) - 1e-6 <= state.level <= max(before, v) + 1e-6
 
 
 @pytest.mark.parametrize(

@@ -827,6 +827,31 @@ def test_a_pool_with_its_own_queue_files_no_forecast() -> None:
     assert filed.prompt_tokens_surprise.pending
 
 
+def _drop(i: int) -> Load:
+    """15 min at LOAD, a drop to 8 % of it over one 60 s rate window, then a lull with +-5 % noise."""
+    if i < 60:
+        return LOAD
+    fraction = max(0.08, 1.0 - 0.23 * (i - 59)) * (1.05 if i % 2 else 0.95)
+    return Load(LOAD.request_rate_per_s * fraction, LOAD.mean_prompt_tokens, LOAD.mean_output_tokens)
+
+
+def test_a_drop_does_not_raise_the_headroom_with_the_level_within_sample() -> None:
+    """After a sudden drop, classic Holt's level extrapolates the drop below the lull's samples, the forecasts
+    filed for the overshoot fall near zero and the headroom goes toward its cap; with ``level_within_sample`` the
+    filed forecasts are the lull's load and the headroom its noise."""
+    bounded = replace(POLICY, forecast_params=replace(POLICY.forecast_params, level_within_sample=True))
+    headroom = {}
+    for name, policy in (("bounded", bounded), ("classic", POLICY)):
+        state = _feed(policy, 110, _drop)
+        filed = [f for _, f, _ in state.prompt_tokens_surprise.pending]
+        lull = LOAD.request_rate_per_s * LOAD.mean_prompt_tokens * 0.08
+        if name == "bounded":
+            assert min(filed) >= 0.9 * lull
+        headroom[name] = [policy._headroom(pool, state, down=False)[0] for pool in (Pool.PREFILL, Pool.DECODE)]
+    assert all(h <= 1.25 for h in headroom["bounded"])
+    assert all(h >= 1.5 for h in headroom["classic"])  # x1.85 prefill, x2.50 (the cap) decode
+
+
 def test_an_overshoot_seen_raises_the_headroom_before_the_evidence_is_complete() -> None:
     """Before min_evidence_s, a load that jumped to 2x its forecast raises the headroom above the fixed one
     (``headroom_early``), trusted in proportion to the evidence behind it: more as more forecasts are checked,
