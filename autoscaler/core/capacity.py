@@ -96,9 +96,10 @@ class DecodeModel:
     percentile). A batch beyond the KV cache makes new sequences wait for admission; when that happens no more often
     than the percentile allows (1 % of the time at p99) the SLO tolerates it by definition, so the tail batch may fill
     the whole cache. 0.9 had kept a second margin on top of the policy's load headroom: 1.0 (measured with
-    bench/bench_policy_variants.py, 120 s start-up; no window won or lost on the 13 suite workloads) cut train
-    GPU-hours 150.96 -> 148.57 (flash-crowd 27.43 -> 26.53, long-prompts 42.54 -> 41.74), held-out 195.01 -> 192.73.
-    (1.2 saved more, 146.0 / 189.0, but overfills the cache at the SLO's percentile: not a model, a tuning.)"""
+    bench/bench_policy_variants.py, 120 s start-up, at adoption, 964f338; no window won or lost on the 13 suite
+    workloads) cut train GPU-hours 150.96 -> 148.57 (flash-crowd 27.43 -> 26.53, long-prompts 42.54 -> 41.74),
+    held-out 195.01 -> 192.73. (1.2 saved more, 146.0 / 189.0, but overfills the cache at the SLO's percentile: not
+    a model, a tuning.)"""
 
     kv_max_fraction: float = 1.0
 

@@ -334,15 +334,14 @@ def test_no_scale_down_into_a_rising_load() -> None:
 
 
 
-@pytest.mark.parametrize(("p_waiting", "scales_down"), [(0.0, True), (2.0, True), (10.0, True), (11.0, False)])
-def test_only_a_queue_of_its_own_vetoes_a_prefill_scale_down(p_waiting: float, scales_down: bool) -> None:
-    """A prompt or two waiting for a free slot is a busy pool's steady state, not a backlog: prefill at 10 ready
-    pods for a load that needs fewer scales down with up to 10 waiting (one per pod), and holds with 11. (Vetoed on
-    any waiting prompt, flat's prefill had held 8 pods for 35 minutes where 6-7 were verified.)"""
+@pytest.mark.parametrize(("p_waiting", "scales_down"), [(0.0, True), (1.0, False), (11.0, False)])
+def test_a_waiting_prompt_vetoes_a_prefill_scale_down_and_says_so(p_waiting: float, scales_down: bool) -> None:
+    """Prefill at 10 ready pods for a load that needs fewer scales down only with no prompt waiting; held, the
+    decision names the waiting prompts and the count it would otherwise verify."""
     d, _ = POLICY.decide(obs(0, sig(0, SMALL, p_waiting=p_waiting), p=(10, 10)), POLICY.initial_state(SPEC), SPEC)
     assert (d.prefill.desired_replicas < 10) is scales_down, d.prefill.message
     if not scales_down:
-        assert "queued" in d.prefill.message
+        assert f"not scaling down with {p_waiting:.0f} prompts queued" in d.prefill.message
 def test_metrics_fallback_after_outage() -> None:
     policy = PdscalePolicy(profile=PROFILE, missing_fallback_replicas=12, missing_fallback_after_s=60.0)
     state = policy.initial_state(SPEC)
