@@ -288,9 +288,10 @@ class PdscalePolicy:
     # seen. Exempting any positive trend (``headroom_peak_rising_fraction`` 0; margin 0) gave back most of the
     # saving (train 148.19, held-out 189.50).
     headroom_peak_margin: float | None = 0.1
-    headroom_peak_while_rising: bool = False
-    headroom_peak_rising_fraction: float | None = None  # the exemption's "rising" (None: ``rising_fraction``)
-    headroom_early_lowers: bool = False
+    # What "rising" exempts from the ceiling: a trend adding more than this fraction within a start-up (None:
+    # ``rising_fraction``, the scale-down's own test; ``math.inf``: nothing is exempt, the ceiling applies while
+    # rising too).
+    headroom_peak_rising_fraction: float | None = None
     # Overshoots are filed once the forecaster is warm: its rate window filled (the trend is held at 0 until then)
     # and this many trend time constants after (the trend has caught up with a ramp by 1 - e^-1). The misses of a
     # cold trend are not the workload's, and they had set the headroom for the hour (``memory_s``) on diurnal
@@ -756,8 +757,9 @@ class PdscalePolicy:
         [floor, ``headroom_cap``], the scale-down one at least ``headroom_gap`` above the up one; and, unless the
         load is ``rising``, no higher than what sizes ``forecast_tokens_per_s`` (the pool's forecast work) to the
         peak seen plus ``headroom_peak_margin``. A steady load overshoots by its rate-window noise and pays little;
-        a trending or on/off one pays what it showed, but not beyond the loads it showed. Unmeasured workloads (and ``surprise=None``) use the fixed ``load_headroom``/``load_headroom_down``, which
-        the overshoot seen so far may raise (``headroom_early``). The recent swing (``burst``, when on) can only
+        a trending or on/off one pays what it showed, but not beyond the loads it showed. Unmeasured workloads (and
+        ``surprise=None``) use the fixed ``load_headroom``/``load_headroom_down``, which the overshoot seen so far
+        may raise (``headroom_early``). The recent swing (``burst``, when on) can only
         raise it."""
         fixed = self.load_headroom_down if down else self.load_headroom
         source = "fixed"
@@ -776,9 +778,7 @@ class PdscalePolicy:
                         self.headroom_cap, max(self.headroom_floor_down, measured_down, up + self.headroom_gap)
                     )
                     source = f"p{q_down * 100:g} overshoot"
-                ceiling = None if rising and not self.headroom_peak_while_rising else self._peak_ceiling(
-                    series, forecast_tokens_per_s
-                )
+                ceiling = None if rising else self._peak_ceiling(series, forecast_tokens_per_s)
                 if ceiling is not None and ceiling < headroom:
                     floor = self.headroom_floor_down if down else self.headroom_floor_up
                     headroom = max(floor, ceiling)
@@ -796,10 +796,7 @@ class PdscalePolicy:
                     # the workload's burstiness
                     trust = min(1.0, series.evidence_s / self.surprise.min_evidence_s)
                     seen = fixed + trust * (min(self.headroom_cap, seen) - fixed)
-                    if self.headroom_early_lowers:
-                        floor = self.headroom_floor_down if down else self.headroom_floor_up
-                        seen = max(floor, seen)
-                    if seen > fixed or self.headroom_early_lowers:
+                    if seen > fixed:
                         headroom = seen
                         source = f"p{(q_down if down else q_up) * 100:g} overshoot so far"
         if self.burst is not None:
@@ -976,8 +973,14 @@ class PdscalePolicy:
         queued = backlog > 0
         base = load_base if load_base is not None else load_ahead
         rising = self._rising(pool, state, spec)
-        peak_exempt = self._rising(pool, state, spec, self.headroom_peak_rising_fraction)
-        headroom_up, _ = self._headroom(pool, state, down=False, forecast_tokens_per_s=_work_per_s(pool, load), rising=peak_exempt)
+        peak_exempt = (
+            rising
+            if self.headroom_peak_rising_fraction is None
+            else self._rising(pool, state, spec, self.headroom_peak_rising_fraction)
+        )
+        headroom_up, _ = self._headroom(
+            pool, state, down=False, forecast_tokens_per_s=_work_per_s(pool, load), rising=peak_exempt
+        )
         need_plain = self.needed(
             pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
         )
@@ -1063,7 +1066,10 @@ class PdscalePolicy:
         elif queued and need_down < current:
             proposed, reason = current, Reason.WITHIN_TARGET
             what = "prompts queued" if pool is Pool.PREFILL else "requests waiting for decode slots"
-            msg = f"{fb_text + '; ' if fb_text else ''}not scaling down with {backlog:.0f} {what} ({need_down} would do otherwise); {model_text}"
+            msg = (
+                f"{fb_text + '; ' if fb_text else ''}not scaling down with {backlog:.0f} {what} "
+                f"({need_down} would do otherwise); {model_text}"
+            )
         elif fb_need == 0 and starting == 0 and need_down < current:
             # the proposal is the verified count itself: the spec's behavior (stabilization window, then its
             # rate policies) makes it gradual, and a rate-limited step must not enter the window's history
