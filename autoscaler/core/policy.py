@@ -1,7 +1,8 @@
 """pdscale's policy: feed-forward from a queueing capacity model, corrected online, with SLO feedback.
 
 Per pool, every tick:
-  1. load: request rate (the prefill pool's, which does not lag behind a decode backlog) and token rates,
+  1. load: request rate (the prefill pool's, which does not lag behind a decode backlog; less what its queue
+     drained over the rate window, which was backlog, not demand: ``drain_is_not_demand``) and token rates,
      forecast over the pod start-up horizon (``forecast.py``), taken at its peak and never below what is
      observed now; a queue adds its growth rate (measured rates are throughput under saturation) and the
      backlog as it will be when the first starting pods are ready, drained within ``backlog_drain_s``; decode
@@ -146,6 +147,8 @@ class PolicyState:
     # measured KV context per decoding sequence / the means' prompt + output/2 (``Load.decode_context_scale``)
     decode_context_scale: float = 1.0
     decode_context_time_s: float | None = None
+    # (time s, prompts waiting at prefill) over the last rate window: how much of the served rate was backlog
+    prefill_waiting_samples: tuple[tuple[float, float], ...] = ()
 
     def pool(self, pool: Pool) -> PoolState:
         return self.prefill if pool is Pool.PREFILL else self.decode
@@ -165,6 +168,7 @@ class PolicyState:
             "decode_backlog_time_s": self.decode_backlog_time_s,
             "decode_context_scale": self.decode_context_scale,
             "decode_context_time_s": self.decode_context_time_s,
+            "prefill_waiting_samples": [list(x) for x in self.prefill_waiting_samples],
         }
 
     @staticmethod
@@ -183,6 +187,9 @@ class PolicyState:
             decode_backlog_time_s=_opt_float(data.get("decode_backlog_time_s")),
             decode_context_scale=float(data.get("decode_context_scale", 1.0)),
             decode_context_time_s=_opt_float(data.get("decode_context_time_s")),
+            prefill_waiting_samples=tuple(
+                (float(t), float(w)) for t, w in data.get("prefill_waiting_samples", [])
+            ),
         )
 
 
@@ -341,6 +348,12 @@ class PdscalePolicy:
     # missed are the start-up's (a need that rose less than a pod start-up before the window), which no reading
     # of the present can win.
     read_arrivals: bool = False
+    # While prefill's queue drains, its served rate is the arrivals plus the drain (requests in over the rate
+    # window = requests out + the queue's change over that window). Read as demand, the drain had looked like a
+    # surge: on prompt-shift the queue of 4,400 prompts drained at ~160 req/s while 90 arrived, the trend
+    # extrapolated it and 42 prefill pods became 64 (the oracle needs 14), held for the stabilization window. With
+    # this on, the demand the forecasts, the overshoot and the sizing read is the served rate less the drain.
+    drain_is_not_demand: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin_up <= self.margin_down < 1:
@@ -373,14 +386,25 @@ class PdscalePolicy:
         signals = observation.signals
         missing = _missing_reason(signals, now_s, self.stale_after_s)
         params = self._forecast_params(spec)
-        state = self._update_forecasts(state, params, observation, missing, spec.metrics.window_s)
+        drained_per_s = 0.0
+        if missing is None:
+            waiting_now = _finite(signals.prefill.waiting_requests)
+            if self.drain_is_not_demand:
+                drained_per_s = _drained_per_s(state.prefill_waiting_samples, now_s, waiting_now, spec.metrics.window_s)
+            state = replace(
+                state,
+                prefill_waiting_samples=_recent_samples(
+                    state.prefill_waiting_samples, now_s, waiting_now, spec.metrics.window_s
+                ),
+            )
+        state = self._update_forecasts(state, params, observation, missing, spec.metrics.window_s, drained_per_s)
         state = replace(
             state,
             missing_since_s=None
             if missing is None
             else (state.missing_since_s if state.missing_since_s is not None else now_s),
         )
-        load_now = None if missing is not None else _load_from(signals, self.read_arrivals)
+        load_now = None if missing is not None else _load_from(signals, self.read_arrivals, drained_per_s)
         mix_text = ""
         if load_now is not None:
             load_now, mix_text = self._with_prompt_mix(load_now, signals, spec)
@@ -466,15 +490,16 @@ class PdscalePolicy:
         observation: Observation,
         missing: str | None,
         lag_s: float,
+        drained_per_s: float = 0.0,
     ) -> PolicyState:
         if missing is not None:
             return state
         signals = observation.signals
         t = signals.time_s
         assert signals.prompt_tokens_per_s is not None and signals.output_tokens_per_s is not None
-        demand = _load_from(signals, self.read_arrivals)
+        demand = _load_from(signals, self.read_arrivals, drained_per_s)
         prompt_tps = signals.prompt_tokens_per_s
-        if _arrivals_read(signals, self.read_arrivals):  # the prompt tokens arriving, not those prefilled
+        if drained_per_s > 0 or _arrivals_read(signals, self.read_arrivals):  # arriving, not prefilled
             prompt_tps = demand.request_rate_per_s * demand.mean_prompt_tokens
         state = replace(
             state,
@@ -1203,6 +1228,28 @@ def _growth_per_s(pst: PoolState, waiting_now: float | None, now_s: float, signe
     return rate if signed else max(0.0, rate)
 
 
+def _drained_per_s(
+    samples: tuple[tuple[float, float], ...], now_s: float, waiting_now: float | None, window_s: float
+) -> float:
+    """Requests/s by which prefill's queue shrank over the rate window, 0 if it did not (or is unknown). Served =
+    arrived - the queue's change over the same window; the oldest sample within the window stands for its start
+    (a shorter span under-counts the drain: the demand stays on the safe side)."""
+    if waiting_now is None or window_s <= 0:
+        return 0.0
+    within = [w for t, w in samples if now_s - t <= window_s + 1e-9 and t < now_s]
+    if not within:
+        return 0.0
+    return max(0.0, within[0] - waiting_now) / window_s
+
+
+def _recent_samples(
+    samples: tuple[tuple[float, float], ...], now_s: float, waiting_now: float | None, window_s: float
+) -> tuple[tuple[float, float], ...]:
+    """The samples a rate window back from now, plus this tick's (when known)."""
+    kept = tuple((t, w) for t, w in samples if now_s - t <= window_s + 1e-9 and t < now_s)
+    return kept + (((now_s, waiting_now),) if waiting_now is not None else ())
+
+
 def _finite(v: float | None) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
@@ -1268,7 +1315,7 @@ def _demand_text(signals: Signals, enabled: bool) -> str:
     return f"demand read from served work ({why})"
 
 
-def _load_from(signals: Signals, arrivals: bool = False) -> Load:
+def _load_from(signals: Signals, arrivals: bool = False, drained_per_s: float = 0.0) -> Load:
     """Load from the signals; the request rate is the prefill pool's own when it reports one (requests leave
     prefill as they arrive, while first tokens lag behind any decode backlog and then catch up).
 
@@ -1279,8 +1326,10 @@ def _load_from(signals: Signals, arrivals: bool = False) -> Load:
     scrape target are missing from its pool's rates (measured live: 1-5.5 s after ready, up to 5 requests per
     prefill pod). Divided by the prefill rate alone, decode's tokens gave a mean output of 118 where 55 ran while
     prefill pods joined (live surge run), and decode was sized for it (2 -> 5 replicas where 3 were enough)."""
-    rate = _finite(signals.prefill.request_rate_per_s) or signals.request_rate_per_s or 0.0
-    served_output = max(rate, _finite(signals.decode.request_rate_per_s) or 0.0)
+    served = _finite(signals.prefill.request_rate_per_s) or signals.request_rate_per_s or 0.0
+    served_output = max(served, _finite(signals.decode.request_rate_per_s) or 0.0)
+    # ``drained_per_s`` of the served requests were backlog (``_drained_per_s``): the demand is the rest
+    rate = max(0.0, served - drained_per_s)
     if _arrivals_read(signals, arrivals):
         # With ``arrivals``: the requests and the prompt mean arriving (the demand), the output mean still from the
         # served counts (outputs are known only when produced; both its counts are of the same requests).
@@ -1288,9 +1337,9 @@ def _load_from(signals: Signals, arrivals: bool = False) -> Load:
         prompt = (signals.arrived_prompt_tokens_per_s or 0.0) / arrived
         output = (signals.output_tokens_per_s or 0.0) / served_output if served_output > 0 else 1.0
         return Load(max(rate, arrived), max(prompt, 1.0), max(output, 1.0))
-    if rate <= 0:
+    if served <= 0:
         return Load(0.0, 1.0, 1.0)
-    prompt = (signals.prompt_tokens_per_s or 0.0) / rate
+    prompt = (signals.prompt_tokens_per_s or 0.0) / served
     output = (signals.output_tokens_per_s or 0.0) / served_output
     return Load(rate, max(prompt, 1.0), max(output, 1.0))
 

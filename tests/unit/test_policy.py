@@ -342,6 +342,38 @@ def test_a_waiting_prompt_vetoes_a_prefill_scale_down_and_says_so(p_waiting: flo
     assert (d.prefill.desired_replicas < 10) is scales_down, d.prefill.message
     if not scales_down:
         assert f"not scaling down with {p_waiting:.0f} prompts queued" in d.prefill.message
+
+
+def _drain_run(policy: PdscalePolicy) -> tuple[list[float], int]:
+    """100 req/s arrive throughout; prefill's queue builds to 3,000 prompts (t 105-120 s) and drains by 180 s.
+    The served rate is what a 60 s rate window then reads: arrivals - the queue's change over the window (75, 50,
+    ... up to 150 req/s while it drains). Returns the Holt level of the request rate per tick and the most prefill
+    pods wanted from the first drain tick on."""
+    queue = {105.0: 1500.0, 120.0: 3000.0, 135.0: 2250.0, 150.0: 1500.0, 165.0: 750.0}
+    state, levels, most = policy.initial_state(SPEC), [], 0
+    for i in range(17):
+        t = 15.0 * i
+        served = LOAD.request_rate_per_s - (queue.get(t, 0.0) - queue.get(t - 60.0, 0.0)) / 60.0
+        s = sig(t, Load(served, 1000.0, 200.0), p_waiting=queue.get(t, 0.0))
+        d, state = policy.decide(obs(t, s, p=(P_NEED, P_NEED)), state, SPEC)
+        assert state.request_rate.level is not None
+        levels.append(state.request_rate.level)
+        if t >= 165.0:
+            most = max(most, d.prefill.desired_replicas)
+    return levels, most
+
+
+def test_a_draining_queue_is_not_read_as_demand() -> None:
+    """The served rate while a backlog drains is the arrivals plus the drain; the policy reads the arrivals (the
+    level never passes the 100 req/s that arrive) and orders fewer prefill pods than one reading the drain as
+    demand, which the trend extrapolates into a surge."""
+    levels, most = _drain_run(POLICY)
+    old_levels, old_most = _drain_run(replace(POLICY, drain_is_not_demand=False))
+    assert max(levels) <= LOAD.request_rate_per_s + 1e-6
+    assert max(old_levels) > 1.2 * LOAD.request_rate_per_s  # without the rule the drain reads as a surge
+    assert most < old_most
+
+
 def test_metrics_fallback_after_outage() -> None:
     policy = PdscalePolicy(profile=PROFILE, missing_fallback_replicas=12, missing_fallback_after_s=60.0)
     state = policy.initial_state(SPEC)
