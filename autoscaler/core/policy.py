@@ -297,8 +297,15 @@ class PdscalePolicy:
     headroom_peak_margin: float | None = 0.1
     # What "rising" exempts from the ceiling: a trend adding more than this fraction within a start-up (None:
     # ``rising_fraction``, the scale-down's own test; ``math.inf``: nothing is exempt, the ceiling applies while
-    # rising too).
-    headroom_peak_rising_fraction: float | None = None
+    # rising too). Measured with ``drain_is_not_demand`` on, 120 s start-up, train / held-out GPU-h: 0.1 (the
+    # scale-down's) 143.35 / 169.77, 0.2 141.00 / 166.39 (code-s0 28.58 -> 28.05, diurnal 17.55 -> 17.05, long
+    # 40.89 -> 40.12, conv-s0 20.00 -> 19.50; very-long 44.82 -> 43.59, code-s2 18.47 -> 17.81), no window lost, and
+    # the sweep holds (conv-s0 / code-s0 at 30, 60, 180, 300 s: same windows; code-s0 at 30 s 18.83 -> 16.87). 0.3
+    # to inf saved more at 120 s (0.5: train 135.51, code-s0 22.97) but conv-s0 lost minutes 26-27 at 180 s start-up:
+    # a slow climb past the peak that the trend under-reads over a long start-up. Requiring the rise to persist
+    # 60 or 120 s before exempting it cost flash-crowd (21.75 -> 24.13 / 22.84: the headroom came in later, smaller
+    # steps), and at 120 s lull-surge lost minute 32.
+    headroom_peak_rising_fraction: float | None = 0.2
     # Overshoots are filed once the forecaster is warm: its rate window filled (the trend is held at 0 until then)
     # and this many trend time constants after (the trend has caught up with a ramp by 1 - e^-1). The misses of a
     # cold trend are not the workload's, and they had set the headroom for the hour (``memory_s``) on diurnal

@@ -463,6 +463,32 @@ def test_a_burst_is_not_sized_beyond_the_peak_seen() -> None:
     assert lull == measured
 
 
+def test_a_moderate_rise_keeps_the_peak_ceiling() -> None:
+    """After on/off bursts, a climb at the bursts' level that adds ~15 % per start-up is rising for the
+    scale-down's test (``rising_fraction`` 0.1) but not past the ceiling's exemption
+    (``headroom_peak_rising_fraction`` 0.2): the trend's extrapolation sizes it, not the bursts' overshoot. Exempt
+    at 0.1 (the old default) it orders more prefill pods."""
+    assert POLICY.headroom_peak_rising_fraction is not None
+    assert POLICY.rising_fraction < 0.15 < POLICY.headroom_peak_rising_fraction
+
+    def load_at(i: int) -> Load:
+        if i < 64:
+            return LOAD.scaled(3.0 if (i // 4) % 2 == 1 else 1.0)
+        return LOAD.scaled(3.0 * (1.0 + 0.15 * 15.0 * (i - 64) / SPEC.pod_startup_s))
+
+    def prefill_wanted(policy: PdscalePolicy) -> int:
+        state = _feed(policy, 64 + 20, load_at)
+        t = 15.0 * (64 + 20)
+        d, _ = policy.decide(obs(t, sig(t, load_at(64 + 20))), state, SPEC)
+        return d.prefill.desired_replicas
+
+    state = _feed(POLICY, 64 + 20, load_at)
+    assert POLICY._rising(Pool.PREFILL, state, SPEC)
+    assert not POLICY._rising(Pool.PREFILL, state, SPEC, POLICY.headroom_peak_rising_fraction)
+    assert POLICY._rising(Pool.PREFILL, state, SPEC, 0.1)
+    assert prefill_wanted(POLICY) < prefill_wanted(replace(POLICY, headroom_peak_rising_fraction=None))
+
+
 def _steady(policy: PdscalePolicy, minutes: int, noise: float) -> tuple[float, float]:
     """Prefill (up, down) headroom after ``minutes`` of a load alternating +-``noise`` around LOAD each tick."""
     state = policy.initial_state(SPEC)
