@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from autoscaler.core import forecast as fc
 from autoscaler.core.capacity import Load, decode_replicas_needed, prefill_replicas_needed, ttft_floor_s
 from autoscaler.core.policy import PdscalePolicy, PolicyState, make_pdscale_policy
 from autoscaler.core.spec import (
@@ -442,7 +443,8 @@ def test_a_burst_is_not_sized_beyond_the_peak_seen() -> None:
     """On/off bursts of 3x leave a large measured overshoot (each lull's forecast was overshot by the next burst).
     On top of a burst that would size for 3x the load times the capped headroom, though the load never went above
     3x within the overshoot's memory: while the load is not rising, the headroom stops at the peak seen plus
-    ``headroom_peak_margin``. Rising (the ceiling's exemption) or switched off, the measured headroom applies."""
+    ``headroom_peak_margin``. Rising (the ceiling's exemption) or switched off, the measured headroom applies (rising,
+    the overshoot of the forecasts filed while rising once there are enough: see the next tests)."""
     assert POLICY.headroom_peak_margin is not None
 
     def load_at(i: int) -> Load:
@@ -454,7 +456,8 @@ def test_a_burst_is_not_sized_beyond_the_peak_seen() -> None:
     up, source = POLICY._headroom(Pool.PREFILL, state, down=False, forecast_tokens_per_s=burst_tokens_per_s)
     assert up == pytest.approx(1.0 + max(POLICY.headroom_floor_up, POLICY.headroom_peak_margin))
     assert "peak seen" in source
-    rising, _ = POLICY._headroom(Pool.PREFILL, state, False, forecast_tokens_per_s=burst_tokens_per_s, rising=True)
+    overall = replace(POLICY, headroom_rising_measured=False)  # rising: not the overshoot measured while rising
+    rising, _ = overall._headroom(Pool.PREFILL, state, False, forecast_tokens_per_s=burst_tokens_per_s, rising=True)
     off = replace(POLICY, headroom_peak_margin=None)
     measured, _ = off._headroom(Pool.PREFILL, state, down=False, forecast_tokens_per_s=burst_tokens_per_s)
     assert rising == measured >= 2.0
@@ -487,6 +490,39 @@ def test_a_moderate_rise_keeps_the_peak_ceiling() -> None:
     assert not POLICY._rising(Pool.PREFILL, state, SPEC, POLICY.headroom_peak_rising_fraction)
     assert POLICY._rising(Pool.PREFILL, state, SPEC, 0.1)
     assert prefill_wanted(POLICY) < prefill_wanted(replace(POLICY, headroom_peak_rising_fraction=None))
+
+
+def _overshooting(overshoot: float, ticks: int, params: fc.SurpriseParams) -> fc.SurpriseState:
+    """A series whose forecasts (1000 tok/s, filed every 15 s) are each overshot by ``overshoot``."""
+    state = fc.SurpriseState()
+    for i in range(ticks):
+        state = fc.surprise_update(params, state, 15.0 * i, 1000.0 * (1 + overshoot), 1000.0, 150.0)
+    return state
+
+
+def test_a_rise_is_sized_with_the_overshoot_measured_while_rising() -> None:
+    """The overshoot of all forecasts is x2 (a bursty load's lulls); those filed while the load rose were overshot
+    by 10 %. Rising, once the rising ones hold a pod start-up of evidence, the scale-up headroom is theirs; with
+    less evidence, not rising, for a scale-down, or with the rule off, it is the overall one."""
+    assert POLICY.surprise is not None and POLICY.headroom_rising_measured
+    params = POLICY.surprise
+    overall = _overshooting(1.0, 80, params)  # 20 min: past min_evidence_s
+    state = replace(
+        PolicyState(), prompt_tokens_surprise=overall, prompt_tokens_surprise_rising=_overshooting(0.1, 30, params)
+    )
+    startup = SPEC.pod_startup_s
+    assert state.prompt_tokens_surprise_rising.evidence_s >= startup
+    rising, source = POLICY._headroom(Pool.PREFILL, state, down=False, rising=True, pod_startup_s=startup)
+    assert rising < 1.25 and "while rising" in source
+    measured, _ = POLICY._headroom(Pool.PREFILL, state, down=False, rising=False, pod_startup_s=startup)
+    assert measured >= 2.0
+    off = replace(POLICY, headroom_rising_measured=False)
+    assert off._headroom(Pool.PREFILL, state, down=False, rising=True, pod_startup_s=startup)[0] == measured
+    down, _ = POLICY._headroom(Pool.PREFILL, state, down=True, rising=True, pod_startup_s=startup)
+    assert down >= measured
+    thin = replace(state, prompt_tokens_surprise_rising=_overshooting(0.1, 12, params))
+    assert thin.prompt_tokens_surprise_rising.evidence_s < startup
+    assert POLICY._headroom(Pool.PREFILL, thin, down=False, rising=True, pod_startup_s=startup)[0] == measured
 
 
 def _steady(policy: PdscalePolicy, minutes: int, noise: float) -> tuple[float, float]:
