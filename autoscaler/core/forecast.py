@@ -51,14 +51,15 @@ class ForecastParams:
     # Kingma & Ba 2015), it is the weighted mean of the slopes seen so far: a ramp at the start is trusted as soon
     # as it has been seen, and after a few time constants nothing changes. Only forecasts use it (``predict``;
     # ``rising``, which holds scale-downs, reads the plain trend). Measured (bench/bench_policy_variants.py, suite
-    # generalization, on cd6f019, off -> on): at 120 s start-up no train window won or lost, train GPU-h 141.00 ->
-    # 142.26 (diurnal 17.05 -> 16.90; flat 14.53 -> 14.75, conv-s0 19.50 -> 19.79, code-s0 28.05 -> 28.41,
+    # generalization, on ee59af5, off -> on): at 120 s start-up no train window won or lost, train GPU-h 135.74 ->
+    # 137.03 (diurnal 16.81 -> 16.67; flat 14.53 -> 14.75, conv-s0 19.50 -> 19.79, code-s0 23.03 -> 23.41,
     # long-prompts 40.12 -> 40.52: a young trend is a noisy one too); held-out conv-s2 0.966 -> 0.983 (flat for a
-    # minute, then a ramp: minute 4 held, 3 still missed), no held-out window lost, held-out GPU-h 166.39 -> 168.93
+    # minute, then a ramp: minute 4 held, 3 still missed), no held-out window lost, held-out GPU-h 165.20 -> 167.73
     # (very-long-prompts 43.59 -> 45.57); start-up sweep (conv-s0 and code-s0 at 30/60/180/300 s): code-s0 at 60 s
-    # 0.966 -> 1.000 (minutes 11-12 held), no window lost, GPU-h 197.00 -> 191.98 (code-s0 at 300 s 43.47 ->
-    # 37.54; conv-s0 at 300 s 23.34 -> 24.17). Weighted from the series' first sample instead (the warm-up counted
-    # as evidence of no trend: a smaller correction; measured on b157a6c) won neither window.
+    # 0.966 -> 1.000 (minutes 11-12 held), no window lost, GPU-h 188.21 -> 182.44 (code-s0 at 300 s 43.47 ->
+    # 37.54, at 180 s 26.52 -> 24.96; conv-s0 at 300 s 22.39 -> 23.22). Weighted from the series' first sample
+    # instead (the warm-up counted as evidence of no trend: a smaller correction; measured on b157a6c) won neither
+    # window.
     trend_bias_correction: bool = True
 
     def __post_init__(self) -> None:
