@@ -23,6 +23,7 @@ from autoscaler.core.forecast import (
     rising,
     surprise_quantile,
     surprise_update,
+    trend_of,
     update,
 )
 from autoscaler.core.spec import Forecaster
@@ -386,3 +387,48 @@ def test_surprise_partial_quantile_reads_the_evidence_so_far() -> None:
     assert surprise_quantile(params, state, 0.9) is None
     assert (surprise_quantile(params, state, 0.9, partial=True) or 0.0) >= 0.9
     assert surprise_quantile(params, SurpriseState(), 0.9, partial=True) is None
+
+
+# ---- the young trend's bias correction
+
+
+def _ramp_after(start_s: float, slope_per_s: float, end_s: float) -> list[tuple[float, float]]:
+    """100 until ``start_s``, then rising by ``slope_per_s``, one sample per 15 s tick."""
+    return [(float(t), 100.0 + slope_per_s * max(0.0, t - start_s)) for t in range(0, int(end_s) + 1, 15)]
+
+
+def test_a_young_trend_is_corrected_for_the_weight_it_lacks() -> None:
+    """75 s into the trend the plain trend shows well under half a ramp's slope (it started at 0); corrected for
+    the weight it lacks it shows most of it, so the forecast reaches further up the ramp."""
+    plain = ForecastParams(warmup_s=60.0, trend_bias_correction=False)
+    corrected = replace(plain, trend_bias_correction=True)
+    series = _ramp_after(0.0, 0.5, 120.0)
+    s_plain, s_corr = _feed(plain, series), _feed(corrected, series)
+    assert s_plain == s_corr  # the state is the same: only what the forecast reads of it differs
+    assert s_corr.trend_since_s == 45.0  # the last warm-up sample: the trend's first step starts there
+    assert s_plain.trend_per_s < 0.4 * 0.5
+    assert trend_of(corrected, s_corr) > 0.7 * 0.5
+    assert (predict(corrected, s_corr, 150.0) or 0.0) > (predict(plain, s_plain, 150.0) or 0.0) + 15.0
+
+
+def test_the_correction_fades_and_changes_nothing_on_a_flat_load() -> None:
+    """A flat load has no trend to correct; after a few time constants the correction is gone."""
+    plain = ForecastParams(warmup_s=60.0, trend_bias_correction=False)
+    corrected = replace(plain, trend_bias_correction=True)
+    flat = _feed(corrected, FLAT)
+    assert predict(corrected, flat, 150.0) == predict(plain, flat, 150.0) == pytest.approx(42.0)
+    old = _feed(corrected, _ramp_after(0.0, 0.5, 60.0 + 6 * corrected.trend_time_constant_s))
+    assert trend_of(corrected, old) == pytest.approx(old.trend_per_s, rel=0.01)
+
+
+def test_a_state_restored_without_the_trend_start_is_not_corrected() -> None:
+    """A state saved before the trend's start was recorded has a trend of unknown age: it is read as it is (taking
+    it for a new one would multiply an old trend), and stays uncorrected as it is updated."""
+    params = ForecastParams(warmup_s=60.0)
+    state = _feed(params, _ramp_after(0.0, 0.5, 600.0))
+    legacy = {k: v for k, v in state.to_dict().items() if k != "trend_since_s"}
+    restored = ForecastState.from_dict(json.loads(json.dumps(legacy)))
+    assert restored.trend_since_s is None
+    assert trend_of(params, restored) == restored.trend_per_s
+    later = update(params, restored, 615.0, 100.0 + 0.5 * 615.0)
+    assert later.trend_since_s is None and trend_of(params, later) == later.trend_per_s

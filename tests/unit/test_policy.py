@@ -1059,3 +1059,29 @@ def test_decode_receives_prefills_queue_no_faster_than_prefill_can_finish_it() -
         upstream[name] = rates[1] - rates[0]
     assert 0 < spare_per_s < upstream["unbounded"] - 1, (spare_per_s, upstream)
     assert upstream["bounded"] == pytest.approx(spare_per_s, abs=0.1), upstream
+
+
+def test_a_ramp_at_the_start_is_ordered_for_sooner_with_the_young_trend_corrected() -> None:
+    """A load flat through the first rate window (the trend's warm-up), then rising by 2 % of it every 15 s (suite
+    conv-s2's start is flat for a minute, then ramps): the trend's bias correction
+    (``ForecastParams.trend_bias_correction``) reads the young trend at its weight, so prefill is ordered for the
+    ramp ticks earlier than with the plain trend, never later, and once the trend is old both size alike."""
+    base = LOAD.scaled(6.0)
+    p_need = prefill_replicas_needed(PROFILE, base.scaled(1.1), 0.85, 0.99, 64)
+    d_need = decode_replicas_needed(PROFILE, base.scaled(1.1), 0.0425, 0.99, 64)
+
+    def desired(policy: PdscalePolicy, ticks: int) -> list[int]:
+        state, out = policy.initial_state(SPEC), []
+        for i in range(ticks):
+            t = 15.0 * i
+            load = base.scaled(1.0 + 0.02 * max(0, i - 4))
+            decision, state = policy.decide(obs(t, sig(t, load), p=(p_need, p_need), d=(d_need, d_need)), state, SPEC)
+            out.append(decision.prefill.desired_replicas)
+        return out
+
+    plain = replace(POLICY, forecast_params=replace(POLICY.forecast_params, trend_bias_correction=False))
+    assert POLICY.forecast_params.trend_bias_correction
+    corrected_desired, plain_desired = desired(POLICY, 30), desired(plain, 30)
+    assert all(c >= p for c, p in zip(corrected_desired, plain_desired, strict=True))
+    assert any(c > p for c, p in zip(corrected_desired, plain_desired, strict=True))
+    assert corrected_desired[-1] == plain_desired[-1] > p_need
