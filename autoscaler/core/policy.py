@@ -5,8 +5,10 @@ Per pool, every tick:
      drained over the rate window, which was backlog, not demand: ``drain_is_not_demand``) and token rates,
      forecast over the pod start-up horizon (``forecast.py``), taken at its peak and never below what is
      observed now; a queue adds its growth rate (measured rates are throughput under saturation) and the
-     backlog as it will be when the first starting pods are ready, drained within ``backlog_drain_s``; decode
-     adds prefill's queue too (those prompts reach decode as soon as prefill catches up). The prompt mix (SCV and
+     backlog as it will be when the first starting pods are ready, drained within ``backlog_drain_s`` (prefill:
+     no faster than one prompt's prefill and by at most one more pod per prompt, since a prompt is prefilled by
+     one pod); decode adds prefill's queue too (those prompts reach decode as soon as prefill catches up, no faster
+     than the prefill pods ordered finish them). The prompt mix (SCV and
      the length at the TTFT percentile, which price prefill's work and its TTFT floor) is read from the
      prompt-length histogram over the rate window (``prompt_mix``), assumed without one. Decode's KV context per
      sequence is measured (KV usage × capacity / running sequences), not taken from the means (it is
@@ -57,6 +59,7 @@ from autoscaler.core.capacity import (
     load_multiplier_matching,
     predict_itl_s,
     predict_ttft_s,
+    prefill_queue_service_s,
     prefill_replicas_needed,
     ttft_floor_s,
 )
@@ -352,6 +355,11 @@ class PdscalePolicy:
     # The backlog expected when newly ordered pods are ready is sized to drain within this many seconds after
     # (one SLO window); None: the start-up horizon.
     backlog_drain_s: float | None = 60.0
+    # What a prefill backlog can physically use (``_decide_pool``, ``_passed_on``): each prompt is prefilled by one
+    # pod, so k waiting prompts drain no faster than one prompt's prefill and keep at most k more pods busy, and
+    # decode receives them no faster than the prefill pods ordered finish them. False: the token sum over
+    # ``backlog_drain_s`` is ordered, and passed on to decode, whatever the pod count.
+    backlog_pods_per_prompt: bool = True
     rising_fraction: float = 0.1  # no scale-down while the load trends up more than this per start-up time
     # Histogram bucket edges of the observed percentiles: the model only has to land in the observed bucket
     # (vLLM's edges are coarse: an ITL p99 of 0.0248 s means "somewhere in (0.01, 0.025]").
@@ -907,6 +915,11 @@ class PdscalePolicy:
             return self.backlog_drain_s
         return spec.pod_startup_s + self.horizon_extra_s
 
+    def _prompt_service_s(self, load: Load) -> float:
+        """Mean time one queued prompt of ``load``'s mix occupies a prefill pod (packed steps, its attention)."""
+        scv = self.prefill_model.prompt_scv if load.prompt_scv is None else load.prompt_scv
+        return prefill_queue_service_s(self.profile, load.mean_prompt_tokens, scv)
+
     def _own_queues(self, obs: Observation) -> tuple[bool, bool]:
         """(prefill, decode): does the pool have a queue of its own, so that its rates are throughput capped by
         its shortage? Prefill: more prompts waiting than ready pods; decode: an admission backlog."""
@@ -1067,6 +1080,11 @@ class PdscalePolicy:
             pool, load.scaled(pst.correction * headroom_up), slo.target_s * (1 - self.margin_up), spec
         )
         drain_s = self._drain_s(spec)
+        if pool is Pool.PREFILL and self.backlog_pods_per_prompt:
+            # A prompt is prefilled by one pod (chunked prefill splits it into steps, not across pods): a backlog
+            # drains no faster than one prompt's prefill, however many pods are ordered. Decode, which receives
+            # prefill's backlog through queue_rate_per_s, then receives it no faster either.
+            drain_s = max(drain_s, self._prompt_service_s(load))
         # the backlog is drained from when the first pods still starting are ready (a start-up from now if none):
         # sizing for the queue at a later time would order again, each tick, for a backlog they will have drained
         first = pst.first_order_time_s
@@ -1082,6 +1100,20 @@ class PdscalePolicy:
             return replace(load, request_rate_per_s=rate)
 
         need_up = self.needed(pool, sized(headroom_up), slo.target_s * (1 - self.margin_up), spec)
+        bound_text = ""
+        if pool is Pool.PREFILL and self.backlog_pods_per_prompt and backlog_ready > 0:
+            # ... and k waiting prompts keep at most k more pods busy than the arrivals (and the queue's growth,
+            # which is arrivals) need, whatever their tokens over the drain deadline add up to. Both bind only where
+            # one prompt's prefill is longer than the deadline: at 60 s, not on the suite's H100 profile (its longest
+            # prompt, 128k tokens, takes 10 s alone, 13 s packed at the very-long mix).
+            arrivals_rate = (load.request_rate_per_s * headroom_up + growth_per_s) * pst.correction
+            need_arrivals = self.needed(
+                pool, replace(load, request_rate_per_s=arrivals_rate), slo.target_s * (1 - self.margin_up), spec
+            )
+            most = need_arrivals + math.ceil(backlog_ready)
+            if need_up > most:
+                bound_text = f"; {backlog_ready:.0f} queued prompts use at most {math.ceil(backlog_ready)} more pods"
+                need_up = most
         headroom_down, headroom_down_source = self._headroom(
             pool, state, down=True, forecast_tokens_per_s=_work_per_s(pool, base), rising=peak_exempt
         )
@@ -1095,7 +1127,7 @@ class PdscalePolicy:
             f"model needs {need_up} at {load.request_rate_per_s:.1f} req/s "
             f"(prompt {load.mean_prompt_tokens:.0f} tok, output {load.mean_output_tokens:.0f} tok, "
             + (f"decode context {load.mean_decode_context_tokens:.0f} tok, " if pool is Pool.DECODE else "")
-            + f"correction x{pst.correction:.2f}, headroom x{headroom_up:.2f}); {pods}"
+            + f"correction x{pst.correction:.2f}, headroom x{headroom_up:.2f}){bound_text}; {pods}"
         )
         if pool is Pool.PREFILL:
             if mix_text:
@@ -1123,13 +1155,13 @@ class PdscalePolicy:
                     reason = Reason.KV_CACHE_PRESSURE
                     head = (
                         f"{backlog:.0f} requests waiting for decode slots, growing {growth_per_s:.1f}/s, "
-                        f"{backlog_ready:.0f} when new pods are ready (drained in {drain_s:.0f}s)"
+                        f"{backlog_ready:.0f} when new pods are ready (drained in {drain_s:.3g}s)"
                     )
                 else:
                     reason = Reason.PREDICTED_LOAD_INCREASE
                     head = (
                         f"{backlog:.0f} prompts queued, growing {growth_per_s:.1f}/s, {backlog_ready:.0f} when "
-                        f"new pods are ready (drained in {drain_s:.0f}s)"
+                        f"new pods are ready (drained in {drain_s:.3g}s)"
                     )
             else:
                 reason, head = Reason.PREDICTED_LOAD_INCREASE, "load forecast over start-up horizon"
@@ -1170,9 +1202,18 @@ class PdscalePolicy:
             msg = f"{why}: holding {current} replicas (would be {proposed}); {msg}"
             held = self._normalize(pool, current, current, held_reason, msg, pressure, pst, spec, now_s,
                                    keep_reason=True)
-            return replace(held, queue_rate_per_s=own_queue_rate)
+            return replace(held, queue_rate_per_s=self._passed_on(pool, own_queue_rate, current, load_ahead))
         out = self._normalize(pool, proposed, current, reason, msg, pressure, pst, spec, now_s)
-        return replace(out, queue_rate_per_s=own_queue_rate)
+        return replace(out, queue_rate_per_s=self._passed_on(pool, own_queue_rate, out.proposed, load_ahead))
+
+    def _passed_on(self, pool: Pool, queue_rate_per_s: float, replicas: int, arrivals: Load) -> float:
+        """What of prefill's queue reaches decode, requests/s: decode receives it no faster than ``replicas``
+        prefill pods (the count prefill is heading for, after its bounds and rate limits) finish prompts beyond the
+        arrivals: a prefill pool held at its maximum passes on less than its queue asks to be drained at."""
+        if pool is not Pool.PREFILL or not self.backlog_pods_per_prompt or queue_rate_per_s <= 0:
+            return queue_rate_per_s
+        capacity_per_s = replicas / self._prompt_service_s(arrivals)
+        return min(queue_rate_per_s, max(0.0, capacity_per_s - arrivals.request_rate_per_s))
 
     def _hold_missing(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -12,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoscaler.core import forecast as fc
-from autoscaler.core.capacity import Load, decode_replicas_needed, prefill_replicas_needed, ttft_floor_s
+from autoscaler.core.capacity import (
+    Load,
+    PrefillModel,
+    decode_replicas_needed,
+    prefill_queue_service_s,
+    prefill_replicas_needed,
+    ttft_floor_s,
+)
 from autoscaler.core.policy import PdscalePolicy, PolicyState, make_pdscale_policy
 from autoscaler.core.spec import (
     AutoscalerSpec,
@@ -979,6 +987,78 @@ def test_unmeasured_workload_is_sized_at_the_cautious_prior() -> None:
     need = prefill_replicas_needed(PROFILE, BIG.scaled(1.35), 0.85, 0.99, 64)
     assert d.prefill.desired_replicas == need > P_BIG, d.prefill.message
     assert "headroom x1.35" in d.prefill.message
+
+
+def _decode_sized_rate(message: str) -> float:
+    found = re.search(r"model needs \d+ at ([\d.]+) req/s", message)
+    assert found, message
+    return float(found.group(1))
+
+
+@pytest.mark.parametrize("k", [1, 3, 6])
+@pytest.mark.parametrize("prompt_tokens", [12_000.0, 36_000.0, 100_000.0])
+def test_a_backlog_of_few_long_prompts_orders_no_more_pods_than_prompts(k: int, prompt_tokens: float) -> None:
+    """A prompt is prefilled by one pod (chunked prefill splits it into steps, not across pods): k waiting prompts
+    keep at most k more pods busy and drain no faster than one prompt's prefill, whatever their tokens over the
+    drain deadline add up to. k long prompts to drain within 0.1 s (shorter than one's prefill) order at most
+    the arrivals' pods + k, the message gives the prompt's prefill time as the drain time, and decode is told
+    the backlog arrives no faster. Switched off, the token sum over 0.1 s is ordered (more pods)."""
+    long_prompts = Load(2.0, prompt_tokens, 400.0)
+    spec = replace(SPEC, ttft=replace(SPEC.ttft, target_s=20.0))
+    policy = replace(POLICY, backlog_drain_s=0.1)
+    arrivals_need = prefill_replicas_needed(PROFILE, long_prompts.scaled(1.1), 17.0, 0.99, 64)
+    service_s = prefill_queue_service_s(PROFILE, prompt_tokens, PrefillModel().prompt_scv)
+    assert service_s > policy.backlog_drain_s  # the premise: the deadline is shorter than one prompt's prefill
+    desired, decode_rate = {}, {}
+    for name, bounded in (("bounded", True), ("unbounded", False)):
+        pol = replace(policy, backlog_pods_per_prompt=bounded)
+        state = pol.initial_state(spec)
+        for i in range(3):  # a steady queue of k: no growth, so k prompts when new pods are ready
+            t = 15.0 * i
+            o = obs(t, sig(t, long_prompts, ttft=5.0, p_waiting=k), p=(arrivals_need, arrivals_need))
+            d, state = pol.decide(o, state, spec)
+        desired[name] = d.prefill.desired_replicas
+        decode_rate[name] = _decode_sized_rate(d.decode.message)
+        assert (f"(drained in {service_s:.3g}s)" in d.prefill.message) is bounded, d.prefill.message
+    assert desired["bounded"] <= arrivals_need + k < desired["unbounded"], desired
+    assert decode_rate["bounded"] == pytest.approx(decode_rate["unbounded"] - k / 0.1 + k / service_s, abs=0.1)
+
+
+def test_a_large_backlog_of_short_prompts_is_not_bounded_by_its_count() -> None:
+    """The bound is the prompts' count: a queue of 900 chat prompts orders what draining them takes, as before."""
+    state = POLICY.initial_state(SPEC)
+    for i, waiting in enumerate((0.0, 450.0, 900.0)):
+        t = 15.0 * i
+        d, state = POLICY.decide(obs(t, sig(t, p_waiting=waiting)), state, SPEC)
+    off = replace(POLICY, backlog_pods_per_prompt=False)
+    state = off.initial_state(SPEC)
+    for i, waiting in enumerate((0.0, 450.0, 900.0)):
+        t = 15.0 * i
+        d_off, state = off.decide(obs(t, sig(t, p_waiting=waiting)), state, SPEC)
+    assert d.prefill.desired_replicas == d_off.prefill.desired_replicas > P_NEED, d.prefill.message
+    assert "more pods" not in d.prefill.message
+
+
+def test_decode_receives_prefills_queue_no_faster_than_prefill_can_finish_it() -> None:
+    """Prefill held at its maximum with a queue growing 30 req/s: decode is told the queue reaches it at most as
+    fast as the pods prefill will have finish prompts beyond the arrivals, not as fast as the queue asks to be
+    drained. Switched off, decode is told the whole drain rate."""
+    spec = replace(SPEC, prefill=replace(SPEC.prefill, max_replicas=P_NEED))
+    service_s = prefill_queue_service_s(PROFILE, LOAD.mean_prompt_tokens, PrefillModel().prompt_scv)
+    spare_per_s = P_NEED / service_s - LOAD.request_rate_per_s
+    upstream = {}
+    for name, bounded in (("bounded", True), ("unbounded", False)):
+        pol = replace(POLICY, backlog_pods_per_prompt=bounded)
+        rates = []
+        for waiting in ((0.0, 0.0, 0.0), (0.0, 450.0, 900.0)):
+            state = pol.initial_state(spec)
+            for i, w in enumerate(waiting):
+                t = 15.0 * i
+                d, state = pol.decide(obs(t, sig(t, p_waiting=w)), state, spec)
+            rates.append(_decode_sized_rate(d.decode.message))
+        upstream[name] = rates[1] - rates[0]
+    assert 0 < spare_per_s < upstream["unbounded"] - 1, (spare_per_s, upstream)
+    assert upstream["bounded"] == pytest.approx(spare_per_s, abs=0.1), upstream
 
 
 def test_a_ramp_at_the_start_is_ordered_for_sooner_with_the_young_trend_corrected() -> None:
