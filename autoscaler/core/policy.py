@@ -1064,6 +1064,8 @@ class PdscalePolicy:
         # of its capacity that tick. Vetoing only a queue of its own (more waiting than ready pods) saved 1.2 train
         # GPU-h at 120 s start-up (flat 14.54 -> 14.00: a tick seeing 1-4 waiting restarts the stabilization window)
         # but lost conv-s0 minutes 20-21 at 30 and 60 s start-up and 23 at 180 s (pdscale bench --startup-s).
+        # Vetoing only when prompts waited on the tick before too: flat 14.75 -> 13.75, but conv-s0 lost 24,
+        # conv-s2 23-24, code-s1 22 (120 s start-up, on 97bdb16).
         queued = backlog > 0
         base = load_base if load_base is not None else load_ahead
         rising = self._rising(pool, state, spec)
