@@ -788,9 +788,8 @@ class PdscalePolicy:
         output_ahead = _work_per_s(Pool.DECODE, ahead)
         prefill_queued, decode_queued = self._own_queues(obs)
         skip = self.surprise_skip_queued
-        frac = self.headroom_peak_rising_fraction
-        prompt_rising = self._rising(Pool.PREFILL, state, spec, frac)
-        output_rising = self._rising(Pool.DECODE, state, spec, frac)
+        prompt_rising = self._rising_past_ceiling(Pool.PREFILL, state, spec)
+        output_rising = self._rising_past_ceiling(Pool.DECODE, state, spec)
         state = replace(
             state,
             prompt_tokens_surprise_rising=fc.surprise_update(
@@ -821,7 +820,7 @@ class PdscalePolicy:
         down: bool,
         forecast_tokens_per_s: float | None = None,
         rising: bool = False,
-        pod_startup_s: float = 120.0,
+        pod_startup_s: float | None = None,
     ) -> tuple[float, str]:
         """Load multiplier to size at (``down``: to verify a scale-down), and where it came from.
 
@@ -849,12 +848,13 @@ class PdscalePolicy:
                 rising_series = (
                     state.prompt_tokens_surprise_rising if pool is Pool.PREFILL else state.output_tokens_surprise_rising
                 )
+                min_evidence_s = (
+                    pod_startup_s if self.headroom_rising_min_evidence_s is None
+                    else self.headroom_rising_min_evidence_s
+                )
                 if (
                     rising and not down and self.headroom_rising_measured
-                    and rising_series.evidence_s >= (
-                        pod_startup_s if self.headroom_rising_min_evidence_s is None
-                        else self.headroom_rising_min_evidence_s
-                    )
+                    and min_evidence_s is not None and rising_series.evidence_s >= min_evidence_s
                 ):
                     while_rising = fc.surprise_quantile(self.surprise, rising_series, q_up, partial=True)
                     if while_rising is not None:
@@ -909,6 +909,11 @@ class PdscalePolicy:
         time."""
         series = state.prompt_tokens_rate if pool is Pool.PREFILL else state.output_tokens_rate
         return fc.rising(series, spec.pod_startup_s, self.rising_fraction if fraction is None else fraction)
+
+    def _rising_past_ceiling(self, pool: Pool, state: PolicyState, spec: AutoscalerSpec) -> bool:
+        """Rising by more than ``headroom_peak_rising_fraction`` (None: ``rising_fraction``): exempt from the peak
+        ceiling, and its forecasts filed in the rising overshoot histogram too."""
+        return self._rising(pool, state, spec, self.headroom_peak_rising_fraction)
 
     def _drain_s(self, spec: AutoscalerSpec) -> float:
         if self.backlog_drain_s is not None:
@@ -1069,11 +1074,7 @@ class PdscalePolicy:
         queued = backlog > 0
         base = load_base if load_base is not None else load_ahead
         rising = self._rising(pool, state, spec)
-        peak_exempt = (
-            rising
-            if self.headroom_peak_rising_fraction is None
-            else self._rising(pool, state, spec, self.headroom_peak_rising_fraction)
-        )
+        peak_exempt = self._rising_past_ceiling(pool, state, spec)
         headroom_up, _ = self._headroom(
             pool, state, down=False, forecast_tokens_per_s=_work_per_s(pool, load), rising=peak_exempt,
             pod_startup_s=spec.pod_startup_s,
@@ -1336,18 +1337,25 @@ def _drained_per_s(
     (a shorter span under-counts the drain: the demand stays on the safe side)."""
     if waiting_now is None or window_s <= 0:
         return 0.0
-    within = [w for t, w in samples if now_s - t <= window_s + 1e-9 and t < now_s]
+    within = _within_window(samples, now_s, window_s)
     if not within:
         return 0.0
-    return max(0.0, within[0] - waiting_now) / window_s
+    return max(0.0, within[0][1] - waiting_now) / window_s
 
 
 def _recent_samples(
     samples: tuple[tuple[float, float], ...], now_s: float, waiting_now: float | None, window_s: float
 ) -> tuple[tuple[float, float], ...]:
     """The samples a rate window back from now, plus this tick's (when known)."""
-    kept = tuple((t, w) for t, w in samples if now_s - t <= window_s + 1e-9 and t < now_s)
+    kept = _within_window(samples, now_s, window_s)
     return kept + (((now_s, waiting_now),) if waiting_now is not None else ())
+
+
+def _within_window(
+    samples: tuple[tuple[float, float], ...], now_s: float, window_s: float
+) -> tuple[tuple[float, float], ...]:
+    """The samples taken before now and at most one rate window back, oldest first."""
+    return tuple((t, w) for t, w in samples if now_s - t <= window_s + 1e-9 and t < now_s)
 
 
 def _finite(v: float | None) -> float | None:
