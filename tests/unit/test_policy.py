@@ -32,7 +32,7 @@ from autoscaler.core.spec import (
     SelectPolicy,
     pdscale_default_scale_down,
 )
-from autoscaler.core.types import Observation, Pool, PoolReplicas, PoolSignals, Reason, Signals
+from autoscaler.core.types import Observation, Pool, PoolDecision, PoolReplicas, PoolSignals, Reason, Signals
 from tests.unit.test_capacity import PROFILE
 
 # The cases below were worked out at the prior headroom of x1.10 up / x1.30 down (the default until the prior was
@@ -381,6 +381,32 @@ def test_a_draining_queue_is_not_read_as_demand() -> None:
     assert max(levels) <= LOAD.request_rate_per_s + 1e-6
     assert max(old_levels) > 1.2 * LOAD.request_rate_per_s  # without the rule the drain reads as a surge
     assert most < old_most
+
+
+def _burst_onset(policy: PdscalePolicy, waiting: float) -> PoolDecision:
+    """LOAD for two minutes on P_NEED prefill pods, then a burst: ``waiting`` prompts queue within one tick while
+    the 60 s served rate has seen only +10 % of it."""
+    state = policy.initial_state(SPEC)
+    for i in range(9):
+        _, state = policy.decide(obs(15.0 * i, sig(15.0 * i)), state, SPEC)
+    d, _ = policy.decide(obs(135.0, sig(135.0, LOAD.scaled(1.1), p_waiting=waiting)), state, SPEC)
+    return d.prefill
+
+
+def test_a_saturated_pool_is_sized_for_what_it_serves_plus_its_queue() -> None:
+    """A queue of its own that grows means the ready pods serve all they can: the demand is at least their capacity
+    plus the growth, though the rate window still reads the minutes before. Sized for that (no headroom on a
+    measured rate), the first order is larger than the lagging rate asks for, and the message says why; a queue no
+    longer than the ready pods is no evidence of saturation."""
+    off = replace(POLICY, saturated_demand_floor=False)
+    burst, burst_off = _burst_onset(POLICY, 300.0), _burst_onset(off, 300.0)
+    saturated = P_NEED / prefill_queue_service_s(PROFILE, LOAD.mean_prompt_tokens, POLICY.prefill_model.prompt_scv)
+    assert saturated > LOAD.request_rate_per_s * 1.1 * (1 + POLICY.load_headroom)  # the floor is what binds here
+    assert burst.desired_replicas > burst_off.desired_replicas > P_NEED
+    assert f"saturated: {P_NEED} ready pods serve {saturated:.1f}" in burst.message
+    assert "saturated" not in burst_off.message
+    small, small_off = _burst_onset(POLICY, float(P_NEED)), _burst_onset(off, float(P_NEED))
+    assert small.desired_replicas == small_off.desired_replicas and "saturated" not in small.message
 
 
 def test_metrics_fallback_after_outage() -> None:
