@@ -442,14 +442,14 @@ class PdscalePolicy:
                     state.prefill_waiting_samples, now_s, waiting_now, spec.metrics.window_s
                 ),
             )
-        state = self._update_forecasts(state, params, observation, missing, spec.metrics.window_s, drained_per_s)
+        load_now = None if missing is not None else _load_from(signals, self.read_arrivals, drained_per_s)
+        state = self._update_forecasts(state, params, observation, load_now, spec.metrics.window_s, drained_per_s)
         state = replace(
             state,
             missing_since_s=None
             if missing is None
             else (state.missing_since_s if state.missing_since_s is not None else now_s),
         )
-        load_now = None if missing is not None else _load_from(signals, self.read_arrivals, drained_per_s)
         mix_text = ""
         if load_now is not None:
             load_now, mix_text = self._with_prompt_mix(load_now, signals, spec)
@@ -533,16 +533,16 @@ class PdscalePolicy:
         state: PolicyState,
         params: fc.ForecastParams,
         observation: Observation,
-        missing: str | None,
+        demand: Load | None,
         lag_s: float,
         drained_per_s: float = 0.0,
     ) -> PolicyState:
-        if missing is not None:
+        """Fold this tick's ``demand`` (``_load_from``; None while the signals are missing) into the forecasters."""
+        if demand is None:
             return state
         signals = observation.signals
         t = signals.time_s
         assert signals.prompt_tokens_per_s is not None and signals.output_tokens_per_s is not None
-        demand = _load_from(signals, self.read_arrivals, drained_per_s)
         prompt_tps = signals.prompt_tokens_per_s
         if drained_per_s > 0 or _arrivals_read(signals, self.read_arrivals):  # arriving, not prefilled
             prompt_tps = demand.request_rate_per_s * demand.mean_prompt_tokens
@@ -939,8 +939,8 @@ class PdscalePolicy:
     def _own_queues(self, obs: Observation) -> tuple[bool, bool]:
         """(prefill, decode): does the pool have a queue of its own, so that its rates are throughput capped by
         its shortage? Prefill: more prompts waiting than ready pods; decode: an admission backlog."""
-        prefill_waiting = _finite(obs.signals.prefill.waiting_requests) or 0.0
-        return prefill_waiting > max(1, obs.prefill.ready), self._decode_backlog(obs) is not None
+        prefill_waiting = _finite(obs.signals.prefill.waiting_requests)
+        return _queue_of_its_own(prefill_waiting, obs.prefill.ready), self._decode_backlog(obs) is not None
 
     def _decode_backlog(self, obs: Observation) -> float | None:
         """Requests queued for decode admission, when the decode pool is really full (batch slots near
@@ -1002,7 +1002,7 @@ class PdscalePolicy:
         # not the steady-state queueing the correction describes: a drained surge had left x2.5 behind, and the
         # pool over-sized long after (tests/sim/test_closed_loop.py's load step).
         waiting_now = _finite(psig.waiting_requests)
-        if waiting_now is not None and waiting_now > max(1, ready):
+        if _queue_of_its_own(waiting_now, ready):
             pst = replace(pst, queued_time_s=now_s)
         backlog_recent = pst.queued_time_s is not None and now_s - pst.queued_time_s <= spec.metrics.window_s
         pst = self._correct(
@@ -1033,7 +1033,7 @@ class PdscalePolicy:
                     fb_text += f" (measured partly before {ready} pods were ready; re-checking)"
                 elif draining:
                     fb_text += f" (queue draining: {pst.waiting:.0f} waiting, was more)"
-                elif backlog_recent and (waiting_now or 0.0) <= max(1, ready):
+                elif backlog_recent and not _queue_of_its_own(waiting_now, ready):
                     fb_text += " (a backlog drained within the metrics window: its tail, not today's pods)"
                 else:
                     fb_need = self._breach_need(pool, observed, ready, pressure, pst, load_now, spec)
@@ -1112,16 +1112,21 @@ class PdscalePolicy:
         # Saturated (a growing queue of its own), the arrivals now are its capacity + the queue's growth; the rest
         # of the queue's rate (its backlog drained, prefill's queue passed on to decode) comes on top either way.
         # The pods that served while the queue grew are those ready at both ends of the tick.
-        serving = ready if state.pool(pool).ready is None else min(ready, state.pool(pool).ready or 0)
+        previous_ready = state.pool(pool).ready
+        serving = ready if previous_ready is None else min(ready, previous_ready)
         saturated_per_s = 0.0
         if not blamed_on_decode:
             saturated_per_s = self._saturated_rate_per_s(pool, ready, serving, waiting_now, load, pst.correction)
         saturated_arrivals = saturated_per_s + net_per_s if saturated_per_s > 0 and net_per_s > 0 else 0.0
         saturated_binds = saturated_arrivals > load.request_rate_per_s * headroom_up + growth_per_s
 
+        def arrivals_per_s(headroom: float) -> float:
+            """The arrivals sized for: the forecast at ``headroom`` plus the queue's growth, or the saturated rate."""
+            return max(load.request_rate_per_s * headroom + growth_per_s, saturated_arrivals)
+
         def sized(headroom: float) -> Load:
-            arrivals = max(load.request_rate_per_s * headroom + growth_per_s, saturated_arrivals)
-            return replace(load, request_rate_per_s=(arrivals + queue_rate - growth_per_s) * pst.correction)
+            rate = (arrivals_per_s(headroom) + queue_rate - growth_per_s) * pst.correction
+            return replace(load, request_rate_per_s=rate)
 
         need_up = self.needed(pool, sized(headroom_up), slo.target_s * (1 - self.margin_up), spec)
         bound_text = ""
@@ -1130,8 +1135,7 @@ class PdscalePolicy:
             # which is arrivals) need, whatever their tokens over the drain deadline add up to. Both bind only where
             # one prompt's prefill is longer than the deadline: at 60 s, not on the suite's H100 profile (its longest
             # prompt, 128k tokens, takes 10 s alone, 13 s packed at the very-long mix).
-            arrivals_rate = max(load.request_rate_per_s * headroom_up + growth_per_s, saturated_arrivals)
-            arrivals_rate *= pst.correction
+            arrivals_rate = arrivals_per_s(headroom_up) * pst.correction
             need_arrivals = self.needed(
                 pool, replace(load, request_rate_per_s=arrivals_rate), slo.target_s * (1 - self.margin_up), spec
             )
@@ -1248,7 +1252,7 @@ class PdscalePolicy:
         for decode, or switched off)."""
         if not self.saturated_demand_floor or pool is not Pool.PREFILL or serving < 1:
             return 0.0
-        if waiting_now is None or waiting_now <= max(1, ready):
+        if not _queue_of_its_own(waiting_now, ready):
             return 0.0
         return serving / (self._prompt_service_s(load) * max(correction, 1e-9))
 
@@ -1370,6 +1374,12 @@ def _growth_per_s(pst: PoolState, waiting_now: float | None, now_s: float, signe
         return 0.0
     rate = (waiting_now - pst.waiting) / dt
     return rate if signed else max(0.0, rate)
+
+
+def _queue_of_its_own(waiting: float | None, ready: int) -> bool:
+    """More requests waiting than ready pods (at least 1): a queue of the pool's own, not a request or two waiting
+    one step; its rates are then throughput and its percentiles the backlog's."""
+    return waiting is not None and waiting > max(1, ready)
 
 
 def _drained_per_s(
