@@ -279,6 +279,8 @@ class SurpriseState:
     evidence_s: float = 0.0  # undecayed seconds of checked forecasts (for min_evidence_s)
     last_time_s: float | None = None
     peak: float = 0.0  # the largest sample seen, decaying with memory_s (what the headroom need not exceed)
+    last_value: float | None = None  # the last sample
+    rise_per_s: float = 0.0  # the steepest rise between two samples, per second, decaying with memory_s
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -287,6 +289,8 @@ class SurpriseState:
             "evidence_s": self.evidence_s,
             "last_time_s": self.last_time_s,
             "peak": self.peak,
+            "last_value": self.last_value,
+            "rise_per_s": self.rise_per_s,
         }
 
     @staticmethod
@@ -298,6 +302,8 @@ class SurpriseState:
             evidence_s=float(data.get("evidence_s", 0.0)),
             last_time_s=_opt_float(data.get("last_time_s")),
             peak=float(data.get("peak", 0.0)),
+            last_value=_opt_float(data.get("last_value")),
+            rise_per_s=float(data.get("rise_per_s", 0.0)),
         )
 
     @property
@@ -336,7 +342,10 @@ def surprise_update(
     if math.isfinite(forecast) and forecast > 0 and file_forecast:
         pending.append((time_s, forecast, 0.0))
     peak = max(value, state.peak * decay)
-    return SurpriseState(tuple(pending), tuple(weights), evidence, time_s, peak)
+    rise = state.rise_per_s * decay
+    if state.last_value is not None and dt > 0:
+        rise = max(rise, (value - state.last_value) / dt)
+    return SurpriseState(tuple(pending), tuple(weights), evidence, time_s, peak, value, rise)
 
 
 def surprise_quantile(

@@ -338,6 +338,19 @@ def test_surprise_remembers_the_peak_and_lets_it_fade_with_its_memory() -> None:
     assert SurpriseState.from_dict(json.loads(json.dumps(state.to_dict()))).peak == state.peak
 
 
+def test_surprise_remembers_the_steepest_rise_and_lets_it_fade_with_its_memory() -> None:
+    """The steepest rise between two samples, per second (the policy's ceiling on a climb's headroom): falls do
+    not count; it decays with memory_s and survives the JSON round trip."""
+    params = SurpriseParams(memory_s=600.0, min_evidence_s=300.0)
+    climb = [100.0] * 20 + [100.0 + 30.0 * k for k in range(1, 5)] + [220.0 - 40.0 * k for k in range(1, 4)]
+    state = _surprise(climb, params=params)
+    assert state.last_value == pytest.approx(100.0)
+    assert state.rise_per_s == pytest.approx(2.0 * math.exp(-3 * 15.0 / 600.0))  # 30 per 15 s, 3 ticks ago
+    assert _surprise([100.0] * 20, params=params).rise_per_s == 0.0
+    restored = SurpriseState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert (restored.last_value, restored.rise_per_s) == (state.last_value, state.rise_per_s)
+
+
 def test_surprise_against_a_forecast_that_anticipates() -> None:
     """A forecast that already sized for the burst is not surprised by it."""
     values = [300.0 if (i // 10) % 2 else 100.0 for i in range(240)]

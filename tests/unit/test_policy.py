@@ -559,6 +559,36 @@ def test_a_rise_is_sized_with_the_overshoot_measured_while_rising() -> None:
     assert POLICY._headroom(Pool.PREFILL, thin, down=False, rising=True, pod_startup_s=startup)[0] == measured
 
 
+def test_a_climb_is_not_sized_beyond_where_its_steepest_rise_reaches() -> None:
+    """The overshoot of all forecasts is x2 (a lull's, say), so the measured headroom is at its cap; then the load
+    climbs past the peak at 20 tok/s per second. Rising, the scale-up headroom sizes the forecast up to no more than
+    where the steepest rise seen would take the load now within a pod start-up, plus ``headroom_peak_margin``
+    (suite lull-surge: 25 prefill / 35 decode pods ordered where 8 / 8 were needed). Not rising, the peak ceiling
+    applies; with the rule off (or no start-up to reach over), the measured headroom."""
+    assert POLICY.surprise is not None and POLICY.headroom_climb_ceiling and POLICY.headroom_peak_margin
+    params = POLICY.surprise
+    series = _overshooting(1.0, 80, params)  # 20 min at 2000 tok/s, each forecast overshot x2
+    t0 = 15.0 * 80
+    for k in range(1, 9):  # two minutes climbing at 20 tok/s per second
+        value = 2000.0 + 20.0 * 15.0 * k
+        series = fc.surprise_update(params, series, t0 + 15.0 * (k - 1), value, value, 150.0)
+    assert series.last_value == pytest.approx(4400.0) and series.rise_per_s == pytest.approx(20.0)
+    state = replace(PolicyState(), prompt_tokens_surprise=series)
+    startup = SPEC.pod_startup_s
+    up, source = POLICY._headroom(Pool.PREFILL, state, False, 4400.0, rising=True, pod_startup_s=startup)
+    assert up == pytest.approx((4400.0 + 20.0 * startup) * (1 + POLICY.headroom_peak_margin) / 4400.0)
+    assert up < 1.0 + POLICY.headroom_cap and "steepest climb" in source
+    off = replace(POLICY, headroom_climb_ceiling=False)
+    assert off._headroom(Pool.PREFILL, state, False, 4400.0, rising=True, pod_startup_s=startup)[0] == pytest.approx(
+        1.0 + POLICY.headroom_cap
+    )
+    assert POLICY._headroom(Pool.PREFILL, state, False, 4400.0, rising=True)[0] == pytest.approx(
+        1.0 + POLICY.headroom_cap
+    )
+    level, source = POLICY._headroom(Pool.PREFILL, state, False, 4400.0, rising=False, pod_startup_s=startup)
+    assert level == pytest.approx(1.0 + POLICY.headroom_peak_margin) and "peak seen" in source
+
+
 def _steady(policy: PdscalePolicy, minutes: int, noise: float) -> tuple[float, float]:
     """Prefill (up, down) headroom after ``minutes`` of a load alternating +-``noise`` around LOAD each tick."""
     state = policy.initial_state(SPEC)
