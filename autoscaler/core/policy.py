@@ -406,6 +406,18 @@ class PdscalePolicy:
     # missed are the start-up's (a need that rose less than a pod start-up before the window), which no reading
     # of the present can win.
     read_arrivals: bool = False
+    # Decode's output tokens are forecast from the demand (the demand's requests/s x its mean output, which divides
+    # the output tokens by the requests they belong to, ``_load_from``), not from decode's throughput. While decode
+    # drains a backlog onto new pods its throughput is the arrivals plus the backlog, and its trend extrapolated
+    # that: in the demo's generation surge decode produced 92-94k output tok/s where 55k arrived, read as 1,118-1,313
+    # output tokens per request (the surge's mean is ~1,000), and decode was ordered to its maximum, 32, where 8
+    # do; on flash-crowd 29 where 10 do. Identical while decode keeps up (then both divide by the same requests).
+    # Measured (bench/bench_policy_variants.py, 120 s start-up, on a5508b3): no window won or lost on the 13
+    # workloads; train 137.54 -> 136.66 GPU-h (flash-crowd 21.73 -> 21.12), held-out 165.50 -> 166.16 (very-long
+    # 45.50 -> 45.98: decode held a pod or two higher at 6-10 req/s, prompt-shift +0.17); sweep (conv-s0, code-s0
+    # at 30, 60, 180, 300 s): no window won or lost, conv-s0 -0.03 to -0.15; the demo 16 -> 17 of 25 windows, request
+    # SLO 67.3 -> 74.9 %, 10.43 -> 9.06 GPU-h.
+    output_forecast_from_demand: bool = True
     # While prefill's queue drains, its served rate is the arrivals plus the drain (requests in over the rate
     # window = requests out + the queue's change over that window). Read as demand, the drain had looked like a
     # surge: on prompt-shift the queue of 4,400 prompts drained at ~160 req/s while 90 arrived, the trend
@@ -559,11 +571,14 @@ class PdscalePolicy:
         prompt_tps = signals.prompt_tokens_per_s
         if drained_per_s > 0 or _arrivals_read(signals, self.read_arrivals):  # arriving, not prefilled
             prompt_tps = demand.request_rate_per_s * demand.mean_prompt_tokens
+        output_tps = signals.output_tokens_per_s
+        if self.output_forecast_from_demand:
+            output_tps = demand.request_rate_per_s * demand.mean_output_tokens
         state = replace(
             state,
             request_rate=fc.update(params, state.request_rate, t, demand.request_rate_per_s),
             prompt_tokens_rate=fc.update(params, state.prompt_tokens_rate, t, prompt_tps),
-            output_tokens_rate=fc.update(params, state.output_tokens_rate, t, signals.output_tokens_per_s),
+            output_tokens_rate=fc.update(params, state.output_tokens_rate, t, output_tps),
         )
         if self.burst is None:
             return state

@@ -589,6 +589,41 @@ def test_a_climb_is_not_sized_beyond_where_its_steepest_rise_reaches() -> None:
     assert level == pytest.approx(1.0 + POLICY.headroom_peak_margin) and "peak seen" in source
 
 
+def test_decode_catching_up_is_forecast_from_the_demand_not_its_throughput() -> None:
+    """Decode drains a backlog onto new pods: it finishes up to 2x the requests prefill serves, and its output
+    tokens/s are up to 2x the demand's. The output forecast follows the demand (prefill's requests x the mean output
+    of the requests decode finished), so the throughput's climb is not extrapolated into a decode order; with the
+    rule off it is."""
+    assert POLICY.output_forecast_from_demand
+
+    def catching_up(t: float, i: int) -> Signals:
+        s = sig(t, LOAD)
+        if i < 20:
+            return s
+        finished = LOAD.request_rate_per_s * (1.0 + min(1.0, (i - 19) / 8.0))  # decode's completions climb to 2x
+        return replace(
+            s,
+            output_tokens_per_s=finished * LOAD.mean_output_tokens,
+            decode=replace(s.decode, request_rate_per_s=finished),
+        )
+
+    def run(policy: PdscalePolicy) -> tuple[float, int]:
+        state = policy.initial_state(SPEC)
+        d = None
+        for i in range(28):
+            t = 15.0 * i
+            d, state = policy.decide(obs(t, catching_up(t, i)), state, SPEC)
+        assert d is not None and state.output_tokens_rate.level is not None
+        return state.output_tokens_rate.level, d.decode.desired_replicas
+
+    demand = LOAD.request_rate_per_s * LOAD.mean_output_tokens
+    level, desired = run(POLICY)
+    assert level == pytest.approx(demand, rel=0.01)
+    throughput_level, throughput_desired = run(replace(POLICY, output_forecast_from_demand=False))
+    assert throughput_level > 1.5 * demand
+    assert desired < throughput_desired
+
+
 def _steady(policy: PdscalePolicy, minutes: int, noise: float) -> tuple[float, float]:
     """Prefill (up, down) headroom after ``minutes`` of a load alternating +-``noise`` around LOAD each tick."""
     state = policy.initial_state(SPEC)
