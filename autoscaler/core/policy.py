@@ -418,6 +418,14 @@ class PdscalePolicy:
     # at 30, 60, 180, 300 s): no window won or lost, conv-s0 -0.03 to -0.15; the demo 16 -> 17 of 25 windows, request
     # SLO 67.3 -> 74.9 %, 10.43 -> 9.06 GPU-h.
     output_forecast_from_demand: bool = True
+    # A request or two waiting (below a queue of the pool's own) vetoes a scale-down only while the load trends up by
+    # more than this fraction within a start-up; None: always (below, where the veto is). 0.03 (measured on
+    # 4f1ede9, bench/bench_policy_variants.py, 120 s start-up): train 136.66 -> 135.12 GPU-h (flat 14.75 -> 14.10,
+    # conv-s0 19.90 -> 19.34), held-out 166.16 -> 164.24 (conv-s1 19.51 -> 19.05, conv-s2 19.71 -> 19.20: both
+    # below static-best), no window lost at 30-180 s start-up, but at 300 s conv-s0 loses minutes 24-26 (1.000 ->
+    # 0.949): 12 -> 10 prefill pods at minute 17 on a flat load, five minutes before a climb of 40 % that the
+    # pods removed could not come back for (0.0, any upward trend: the same). So it stays off by default.
+    queue_veto_rising_fraction: float | None = None
     # While prefill's queue drains, its served rate is the arrivals plus the drain (requests in over the rate
     # window = requests out + the queue's change over that window). Read as demand, the drain had looked like a
     # surge: on prompt-shift the queue of 4,400 prompts drained at ~160 req/s while 90 arrived, the trend
@@ -1260,7 +1268,11 @@ class PdscalePolicy:
         elif need_down < current and rising:
             proposed, reason = current, Reason.WITHIN_TARGET
             msg = f"not scaling down into a rising load ({need_down} would do now); {model_text}"
-        elif queued and need_down < current:
+        elif queued and need_down < current and (
+            self.queue_veto_rising_fraction is None
+            or _queue_of_its_own(backlog, ready)
+            or self._rising(pool, state, spec, self.queue_veto_rising_fraction)
+        ):
             proposed, reason = current, Reason.WITHIN_TARGET
             what = "prompts queued" if pool is Pool.PREFILL else "requests waiting for decode slots"
             msg = (

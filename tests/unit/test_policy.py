@@ -353,6 +353,22 @@ def test_a_waiting_prompt_vetoes_a_prefill_scale_down_and_says_so(p_waiting: flo
         assert f"not scaling down with {p_waiting:.0f} prompts queued" in d.prefill.message
 
 
+def test_the_optional_queue_veto_holds_only_a_rising_load_or_a_queue_of_its_own() -> None:
+    """With ``queue_veto_rising_fraction`` set, a prompt or two waiting on a flat load no longer holds 10 prefill
+    pods; a queue of the pool's own (more waiting than ready pods) still does, and so does a waiting prompt while
+    the load rises by more than the fraction within a start-up."""
+    relaxed = replace(POLICY, queue_veto_rising_fraction=0.03)
+    for p_waiting, holds in ((1.0, False), (11.0, True)):
+        d, _ = relaxed.decide(obs(0, sig(0, SMALL, p_waiting=p_waiting), p=(10, 10)), relaxed.initial_state(SPEC), SPEC)
+        assert (d.prefill.desired_replicas == 10) is holds, d.prefill.message
+    state = relaxed.initial_state(SPEC)
+    for i in range(40):  # +5 % within each start-up: below rising_fraction, above the veto's 3 %
+        load = SMALL.scaled(1.0 + 0.05 * 15.0 * i / SPEC.pod_startup_s)
+        d, state = relaxed.decide(obs(15.0 * i, sig(15.0 * i, load, p_waiting=1.0), p=(10, 10)), state, SPEC)
+    assert relaxed._rising(Pool.PREFILL, state, SPEC, 0.03) and not relaxed._rising(Pool.PREFILL, state, SPEC)
+    assert d.prefill.desired_replicas == 10 and "not scaling down with 1 prompts queued" in d.prefill.message
+
+
 def _drain_run(policy: PdscalePolicy) -> tuple[list[float], int]:
     """100 req/s arrive throughout; prefill's queue builds to 3,000 prompts (t 105-120 s) and drains by 180 s.
     The served rate is what a 60 s rate window then reads: arrivals - the queue's change over the window (75, 50,
