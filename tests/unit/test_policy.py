@@ -1112,7 +1112,7 @@ def test_a_backlog_of_few_long_prompts_orders_no_more_pods_than_prompts(k: int, 
     the backlog arrives no faster. Switched off, the token sum over 0.1 s is ordered (more pods)."""
     long_prompts = Load(2.0, prompt_tokens, 400.0)
     spec = replace(SPEC, ttft=replace(SPEC.ttft, target_s=20.0))
-    policy = replace(POLICY, backlog_drain_s=0.1)
+    policy = replace(POLICY, backlog_drain_s=0.1, backlog_tolerated=False)  # the queue is to drain, all of it
     arrivals_need = prefill_replicas_needed(PROFILE, long_prompts.scaled(1.1), 17.0, 0.99, 64)
     service_s = prefill_queue_service_s(PROFILE, prompt_tokens, PrefillModel().prompt_scv)
     assert service_s > policy.backlog_drain_s  # the premise: the deadline is shorter than one prompt's prefill
@@ -1129,6 +1129,30 @@ def test_a_backlog_of_few_long_prompts_orders_no_more_pods_than_prompts(k: int, 
         assert (f"(drained in {service_s:.3g}s)" in d.prefill.message) is bounded, d.prefill.message
     assert desired["bounded"] <= arrivals_need + k < desired["unbounded"], desired
     assert decode_rate["bounded"] == pytest.approx(decode_rate["unbounded"] - k / 0.1 + k / service_s, abs=0.1)
+
+
+@pytest.mark.parametrize(("waiting", "tolerated"), [(80.0, True), (400.0, False)])
+def test_a_backlog_the_ttft_target_tolerates_is_not_drained_by_new_pods(waiting: float, tolerated: bool) -> None:
+    """Long prompts (36k tokens, 6 req/s) under a 20 s TTFT target: 80 queued prompts wait ~13 s (Little's law),
+    which the target less a tail prompt's own prefill (~2 s) tolerates, so the order is the arrivals' alone, where
+    with the rule off the queue is drained within backlog_drain_s on top. 400 queued prompts (67 s) are drained
+    either way, less the part the target tolerates."""
+    long_prompts = Load(6.0, 36_000.0, 400.0)
+    spec = replace(SPEC, ttft=replace(SPEC.ttft, target_s=20.0))
+    arrivals_need = prefill_replicas_needed(PROFILE, long_prompts.scaled(1.1), 17.0, 0.99, 64)
+    desired = {}
+    for on in (True, False):
+        pol = replace(POLICY, backlog_tolerated=on)
+        state = pol.initial_state(spec)
+        for i in range(3):  # a steady queue: no growth
+            t = 15.0 * i
+            o = obs(t, sig(t, long_prompts, ttft=5.0, p_waiting=waiting), p=(arrivals_need, arrivals_need))
+            d, state = pol.decide(o, state, spec)
+        desired[on] = d.prefill.desired_replicas
+    if tolerated:
+        assert desired[True] == arrivals_need < desired[False], desired
+    else:
+        assert arrivals_need < desired[True] <= desired[False], desired
 
 
 def test_a_large_backlog_of_short_prompts_is_not_bounded_by_its_count() -> None:
