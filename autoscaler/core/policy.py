@@ -1269,9 +1269,14 @@ class PdscalePolicy:
                     )
                 else:
                     reason = Reason.PREDICTED_LOAD_INCREASE
+                    tolerated = backlog_ready - to_drain
+                    drained = (
+                        f"{tolerated:.0f} within the TTFT target, the rest drained in {drain_s:.3g}s"
+                        if tolerated >= 0.5 else f"drained in {drain_s:.3g}s"
+                    )
                     head = (
                         f"{backlog:.0f} prompts queued, growing {growth_per_s:.1f}/s, {backlog_ready:.0f} when "
-                        f"new pods are ready (drained in {drain_s:.3g}s)"
+                        f"new pods are ready ({drained})"
                     )
             else:
                 reason, head = Reason.PREDICTED_LOAD_INCREASE, "load forecast over start-up horizon"

@@ -1149,10 +1149,13 @@ def test_a_backlog_the_ttft_target_tolerates_is_not_drained_by_new_pods(waiting:
             o = obs(t, sig(t, long_prompts, ttft=5.0, p_waiting=waiting), p=(arrivals_need, arrivals_need))
             d, state = pol.decide(o, state, spec)
         desired[on] = d.prefill.desired_replicas
+        if on:
+            message = d.prefill.message
     if tolerated:
         assert desired[True] == arrivals_need < desired[False], desired
     else:
         assert arrivals_need < desired[True] <= desired[False], desired
+        assert re.search(r"400 when new pods are ready \(\d+ within the TTFT target, the rest drained in", message)
 
 
 def test_a_large_backlog_of_short_prompts_is_not_bounded_by_its_count() -> None:
