@@ -962,22 +962,23 @@ class PdscalePolicy:
     def _peak_ceiling(self, series: fc.SurpriseState, forecast_tokens_per_s: float | None) -> float | None:
         """The headroom that sizes the forecast up to the largest load seen within the overshoot's memory plus
         ``headroom_peak_margin``; None when off or unknown."""
-        if self.headroom_peak_margin is None or not forecast_tokens_per_s or series.peak <= 0:
-            return None
-        return series.peak * (1.0 + self.headroom_peak_margin) / forecast_tokens_per_s - 1.0
+        return self._headroom_reaching(series.peak, forecast_tokens_per_s)
 
     def _climb_ceiling(
         self, series: fc.SurpriseState, forecast_tokens_per_s: float | None, horizon_s: float | None
     ) -> float | None:
         """Rising past the peak: the headroom that sizes the forecast up to where the steepest rise seen within the
         overshoot's memory would take the load now over ``horizon_s``, plus ``headroom_peak_margin``."""
-        if (
-            not self.headroom_climb_ceiling or self.headroom_peak_margin is None or not forecast_tokens_per_s
-            or horizon_s is None or series.last_value is None or series.rise_per_s <= 0
-        ):
+        if not self.headroom_climb_ceiling or horizon_s is None or series.last_value is None or series.rise_per_s <= 0:
             return None
-        reach = series.last_value + series.rise_per_s * horizon_s
-        return reach * (1.0 + self.headroom_peak_margin) / forecast_tokens_per_s - 1.0
+        return self._headroom_reaching(series.last_value + series.rise_per_s * horizon_s, forecast_tokens_per_s)
+
+    def _headroom_reaching(self, level: float, forecast_tokens_per_s: float | None) -> float | None:
+        """The headroom that sizes the forecast up to ``level`` plus ``headroom_peak_margin``; None when off or
+        unknown (the shared arithmetic of the peak and climb ceilings)."""
+        if self.headroom_peak_margin is None or not forecast_tokens_per_s or level <= 0:
+            return None
+        return level * (1.0 + self.headroom_peak_margin) / forecast_tokens_per_s - 1.0
 
     def _rising(
         self, pool: Pool, state: PolicyState, spec: AutoscalerSpec, fraction: float | None = None
@@ -1173,11 +1174,11 @@ class PdscalePolicy:
         if starting > 0 and first is not None:
             to_ready_s = min(to_ready_s, max(0.0, first + spec.pod_startup_s - now_s))
         backlog_ready = max(0.0, backlog + net_per_s * to_ready_s) if backlog > 0 else 0.0
+        # a tail prompt's own prefill: what no pod count removes from the TTFT (it does not depend on the rate)
+        floor_s = ttft_floor_s(self.profile, load, slo.percentile, self.prefill_model) if pool is Pool.PREFILL else 0.0
         to_drain = backlog_ready  # what the TTFT target does not tolerate of it (``backlog_tolerated``)
         if pool is Pool.PREFILL and self.backlog_tolerated and backlog_ready > 0:
-            tolerated_s = slo.target_s * (1 - self.margin_up) - ttft_floor_s(
-                self.profile, load, slo.percentile, self.prefill_model
-            )
+            tolerated_s = slo.target_s * (1 - self.margin_up) - floor_s
             to_drain = max(0.0, backlog_ready - load.request_rate_per_s * max(0.0, tolerated_s))
         own_queue_rate = growth_per_s + to_drain / drain_s if backlog > 0 else 0.0
         queue_rate = own_queue_rate + upstream_rate_per_s
@@ -1242,7 +1243,6 @@ class PdscalePolicy:
         if pool is Pool.PREFILL:
             if mix_text:
                 model_text += f"; {mix_text}"
-            floor_s = ttft_floor_s(self.profile, load, slo.percentile, self.prefill_model)
             if floor_s > slo.target_s * (1 - self.margin_up):  # say why more pods would not be ordered
                 model_text += (
                     f"; no count reaches the target: a tail prompt alone takes {floor_s:.3g}s, sized for that floor"
