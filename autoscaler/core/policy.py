@@ -34,7 +34,10 @@ Per pool, every tick:
      starting; the proposal is that
      count, made gradual by the behavior below;
   6. the spec's HPA ``behavior`` (``behavior.py``: stabilization windows and rate limits, by timestamps) and
-     min/max bounds, then the GPU budget split by SLO pressure (``budget.py``).
+     min/max bounds, then the GPU budget split by SLO pressure (``budget.py``);
+  7. before the budget: pods still starting that neither 3 nor 5 asks for any more are cancelled at once, past
+     the behavior (they serve nothing yet), once the workload's overshoot is measured and where 5 could scale
+     down at all (``cancel_unneeded_starting``).
 Missing, NaN, stale or errored signals never scale down (reason MetricsUnavailable), nor do signals that understate
 the load: requests failing above ``spec.metrics.max_failure_ratio`` (RequestsFailing) or fewer pods reporting than
 are ready (PartialMetrics); both may still scale up. Pure: no I/O, no clock;
@@ -445,6 +448,23 @@ class PdscalePolicy:
     # extrapolated it and 42 prefill pods became 64 (the oracle needs 14), held for the stabilization window. With
     # this on, the demand the forecasts, the overshoot and the sizing read is the served rate less the drain.
     drain_is_not_demand: bool = True
+    # Pods still starting that this tick's sizing no longer asks for are cancelled at once (``_cancel_starting``):
+    # down to what both the scale-up sizing and the scale-down verification ask for, never below the ready pods,
+    # and only where a scale-down could be considered at all (no queue, no rising load, no bad data) and the
+    # workload's overshoot is measured (``SurpriseParams.min_evidence_s``). A pod not yet ready serves nothing; the
+    # stabilization window, which keeps serving pods from flapping, had held a withdrawn order for its whole length
+    # after the pods came up. Measured (bench/bench_policy_variants.py, on b25e3e3): at 120 s start-up train 136.38
+    # -> 134.97 GPU-h (long-prompts 40.55 -> 39.37), held-out 164.50 -> 163.03 (very-long 44.44 -> 43.44; conv-s1
+    # 19.51 -> 19.41 and conv-s2 19.71 -> 19.55, both now below static-best), no window won or lost; sweep (conv-s0,
+    # code-s0 at 30, 60, 180, 300 s): no window won or lost, code-s0 at 300 s 37.53 -> 29.18, conv-s0 at 180 s 20.99
+    # -> 20.18, at 300 s 23.19 -> 22.71. Cancelling before the overshoot is measured saved more at 120 s (train
+    # 129.62, held-out 158.42: very-long's first-minute order of 33 / 33 pods withdrawn at the next tick, code-s0
+    # 23.41 -> 19.00) but lost code-s0 minutes 11-12 and 16 at 180 s start-up, more at 300 s, and conv-s0 24-26
+    # at 300 s: pods ordered for one burst and cancelled in the lull after it were the capacity the next burst
+    # found, and a re-order starts over. Requiring the surplus to exceed 20 or 35 % of the need, or the overshoot
+    # seen so far to stay within the headroom in use, or keeping what the peak seen needs, did not tell the two
+    # apart (code-s0 at 180 s 30.37 GPU-h, or windows lost at 300 s).
+    cancel_unneeded_starting: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin_up <= self.margin_down < 1:
@@ -1323,7 +1343,36 @@ class PdscalePolicy:
                                    keep_reason=True)
             return replace(held, queue_rate_per_s=self._passed_on(pool, own_queue_rate, current, load_ahead))
         out = self._normalize(pool, proposed, current, reason, msg, pressure, pst, spec, now_s)
+        if (
+            self.cancel_unneeded_starting and starting > 0 and out.proposed <= current and hold is None
+            and not queued and not rising and self._measured(pool, state)
+        ):
+            out = self._cancel_starting(out, ready, max(need_up, need_down, fb_need, pspec.min_replicas))
         return replace(out, queue_rate_per_s=self._passed_on(pool, own_queue_rate, out.proposed, load_ahead))
+
+    def _measured(self, pool: Pool, state: PolicyState) -> bool:
+        """The pool's overshoot of its forecasts holds ``SurpriseParams.min_evidence_s`` of checked evidence."""
+        if self.surprise is None:
+            return False
+        series = state.prompt_tokens_surprise if pool is Pool.PREFILL else state.output_tokens_surprise
+        return fc.surprise_quantile(self.surprise, series, self.headroom_quantile_up) is not None
+
+    def _cancel_starting(self, out: _PoolOutcome, ready: int, keep: int) -> _PoolOutcome:
+        """Withdraw the starting pods that no longer have a reason: down to ``keep``, never below the ready pods.
+        Kubernetes removes pods that are not ready first (the simulator cancels starting pods first), so no
+        serving capacity goes, and the scale-down behavior (stabilization window, rate policies) does not apply;
+        the withdrawn order leaves the stabilization window's history too, or it would hold the count up again on
+        the next tick."""
+        target = max(ready, keep)
+        if out.proposed <= target:
+            return out
+        recs = tuple((t, min(rec, target)) for t, rec in out.state.behavior.recommendations)
+        state = replace(out.state, behavior=replace(out.state.behavior, recommendations=recs))
+        message = (
+            f"{out.proposed - target} starting pods no longer needed: cancelled ({target} instead of "
+            f"{out.proposed}); {out.message}"
+        )
+        return replace(out, proposed=target, reason=Reason.SCALE_DOWN, message=message, state=state)
 
     def _saturated_rate_per_s(
         self, pool: Pool, ready: int, serving: int, waiting_now: float | None, load: Load, correction: float

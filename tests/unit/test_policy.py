@@ -1219,3 +1219,36 @@ def test_a_ramp_at_the_start_is_ordered_for_sooner_with_the_young_trend_correcte
     assert all(c >= p for c, p in zip(corrected_desired, plain_desired, strict=True))
     assert any(c > p for c, p in zip(corrected_desired, plain_desired, strict=True))
     assert corrected_desired[-1] == plain_desired[-1] > p_need
+
+
+def _measured_state(policy: PdscalePolicy) -> PolicyState:
+    """Both pools' overshoot measured (20 minutes of forecasts, each overshot by 10 %)."""
+    assert policy.surprise is not None
+    measured = _overshooting(0.1, 80, policy.surprise)
+    return replace(PolicyState(), prompt_tokens_surprise=measured, output_tokens_surprise=measured)
+
+
+@pytest.mark.parametrize("case", ["cancelled", "rule off", "unmeasured", "queued", "above the ready pods"])
+def test_starting_pods_no_longer_needed_are_cancelled(case: str) -> None:
+    """Eight prefill pods are starting on top of the P_NEED ready ones, and the load is steady at what P_NEED
+    serves: the starting pods are withdrawn at once, past the scale-down stabilization window (HPA defaults here),
+    and stay withdrawn on the next tick. Never below the ready pods; not with the rule off, not before the
+    workload's overshoot is measured (on bursty loads the next burst finds them), not while prompts are queued."""
+    spec = AutoscalerSpec()  # the default 300 s scale-down window
+    policy = replace(POLICY, cancel_unneeded_starting=case != "rule off")
+    state = policy.initial_state(spec) if case == "unmeasured" else _measured_state(policy)
+    ready = P_NEED + 3 if case == "above the ready pods" else P_NEED
+    waiting = 40.0 if case == "queued" else 0.0
+    t0 = 1500.0
+    o = obs(t0, sig(t0, p_waiting=waiting), p=(P_NEED + 8, ready))
+    d, state = policy.decide(o, state, spec)
+    if case in ("rule off", "unmeasured", "queued"):
+        assert d.prefill.desired_replicas == P_NEED + 8, d.prefill.message
+        assert "no longer needed" not in d.prefill.message
+        return
+    assert d.prefill.desired_replicas == ready < P_NEED + 8, d.prefill.message
+    assert d.prefill.reason == Reason.SCALE_DOWN
+    assert f"{P_NEED + 8 - ready} starting pods no longer needed: cancelled" in d.prefill.message
+    o = obs(t0 + 15.0, sig(t0 + 15.0), p=(ready, ready))
+    d, state = policy.decide(o, state, spec)
+    assert d.prefill.desired_replicas == ready, d.prefill.message
