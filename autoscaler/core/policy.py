@@ -37,7 +37,8 @@ Per pool, every tick:
      min/max bounds, then the GPU budget split by SLO pressure (``budget.py``);
   7. before the budget: pods still starting that neither 3 nor 5 asks for any more are cancelled at once, past
      the behavior (they serve nothing yet), once the workload's overshoot is measured and where 5 could scale
-     down at all (``cancel_unneeded_starting``).
+     down at all (``cancel_unneeded_starting``); before that, only an order of the tick before that this tick
+     does not confirm (``withdraw_unconfirmed``).
 Missing, NaN, stale or errored signals never scale down (reason MetricsUnavailable), nor do signals that understate
 the load: requests failing above ``spec.metrics.max_failure_ratio`` (RequestsFailing) or fewer pods reporting than
 are ready (PartialMetrics); both may still scale up. Pure: no I/O, no clock;
@@ -465,6 +466,22 @@ class PdscalePolicy:
     # seen so far to stay within the headroom in use, or keeping what the peak seen needs, did not tell the two
     # apart (code-s0 at 180 s 30.37 GPU-h, or windows lost at 300 s).
     cancel_unneeded_starting: bool = True
+    # Before the overshoot is measured, an order the next tick does not confirm is withdrawn the same way: the pods
+    # ordered on the tick before, while they are still starting, down to what this tick's sizing asks for (once the
+    # rate window has filled; a queue still vetoes it, a rising trend does not: the sizing holds the trend), and only
+    # when at least ``cancel_min_pods`` go: one pod is the sizing's rounding noise, and withdrawing it flapped a
+    # steady 20 req/s load between 1 and 2 prefill pods (2 prompts queued on 1 pod ordered a second, withdrawn at the
+    # next tick, four times in 20 minutes: tests/sim/test_closed_loop.py's steady-load test). One tick's reading
+    # that the next contradicts is noise: on very-long-prompts both pools were ordered to 33 on a queue growing
+    # 3.1/s for one tick, and decode's order is withdrawn to 23 at the next. Measured (on 46b6d91,
+    # bench/bench_policy_variants.py): at 120 s start-up held-out 163.03 -> 161.79 GPU-h (very-long 43.44 ->
+    # 42.20), train unchanged (134.97), no window won or lost; sweep (conv-s0, code-s0 at 30, 60, 180, 300 s)
+    # unchanged. Withdrawing single pods too saved a little more (long-prompts -0.12, code-s2 -0.24, code-s0 at
+    # 300 s -0.90) but flapped as above. Without the filled-window condition a withdrawal at 45 s (the window reading
+    # low) cost lull-surge +0.24; with the rising veto kept, nothing was ever withdrawn (the trend still rises at
+    # the trace's start, when these orders are placed).
+    withdraw_unconfirmed: bool = True
+    cancel_min_pods: int = 2
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin_up <= self.margin_down < 1:
@@ -1343,11 +1360,14 @@ class PdscalePolicy:
                                    keep_reason=True)
             return replace(held, queue_rate_per_s=self._passed_on(pool, own_queue_rate, current, load_ahead))
         out = self._normalize(pool, proposed, current, reason, msg, pressure, pst, spec, now_s)
+        measured = self._measured(pool, state)
+        withdrawable = starting if measured else self._unconfirmed_order(pool, state, starting, spec)
         if (
-            self.cancel_unneeded_starting and starting > 0 and out.proposed <= current and hold is None
-            and not queued and not rising and self._measured(pool, state)
+            self.cancel_unneeded_starting and withdrawable > 0 and out.proposed <= current and hold is None
+            and not queued and not (rising and measured)
         ):
-            out = self._cancel_starting(out, ready, max(need_up, need_down, fb_need, pspec.min_replicas))
+            keep = max(need_up, need_down, fb_need, pspec.min_replicas, current - withdrawable)
+            out = self._cancel_starting(out, ready, keep, 1 if measured else self.cancel_min_pods)
         return replace(out, queue_rate_per_s=self._passed_on(pool, own_queue_rate, out.proposed, load_ahead))
 
     def _measured(self, pool: Pool, state: PolicyState) -> bool:
@@ -1357,14 +1377,29 @@ class PdscalePolicy:
         series = state.prompt_tokens_surprise if pool is Pool.PREFILL else state.output_tokens_surprise
         return fc.surprise_quantile(self.surprise, series, self.headroom_quantile_up) is not None
 
-    def _cancel_starting(self, out: _PoolOutcome, ready: int, keep: int) -> _PoolOutcome:
+    def _unconfirmed_order(self, pool: Pool, state: PolicyState, starting: int, spec: AutoscalerSpec) -> int:
+        """Pods ordered on the tick before this one and still starting: what an unmeasured pool may withdraw (0 with
+        ``withdraw_unconfirmed`` off, or while the rate window is still filling and reads low)."""
+        first = state.prompt_tokens_rate.first_time_s
+        pst = state.pool(pool)
+        if not self.withdraw_unconfirmed or first is None or pst.waiting_time_s is None:
+            return 0
+        if pst.waiting_time_s - first < self._forecast_params(spec).warmup_s:  # the rate window still filling
+            return 0
+        ups = [(t, c) for t, c in pst.behavior.scale_events if c > 0]
+        if not ups or pst.waiting_time_s is None:
+            return 0
+        t, change = max(ups)
+        return min(change, starting) if abs(t - pst.waiting_time_s) < 1e-6 else 0
+
+    def _cancel_starting(self, out: _PoolOutcome, ready: int, keep: int, least: int = 1) -> _PoolOutcome:
         """Withdraw the starting pods that no longer have a reason: down to ``keep``, never below the ready pods.
         Kubernetes removes pods that are not ready first (the simulator cancels starting pods first), so no
         serving capacity goes, and the scale-down behavior (stabilization window, rate policies) does not apply;
         the withdrawn order leaves the stabilization window's history too, or it would hold the count up again on
         the next tick."""
         target = max(ready, keep)
-        if out.proposed <= target:
+        if out.proposed - target < least:
             return out
         recs = tuple((t, min(rec, target)) for t, rec in out.state.behavior.recommendations)
         state = replace(out.state, behavior=replace(out.state.behavior, recommendations=recs))

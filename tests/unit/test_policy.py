@@ -1252,3 +1252,27 @@ def test_starting_pods_no_longer_needed_are_cancelled(case: str) -> None:
     o = obs(t0 + 15.0, sig(t0 + 15.0), p=(ready, ready))
     d, state = policy.decide(o, state, spec)
     assert d.prefill.desired_replicas == ready, d.prefill.message
+
+
+@pytest.mark.parametrize("case", ["withdrawn", "rule off", "still queued"])
+def test_an_order_the_next_tick_does_not_confirm_is_withdrawn(case: str) -> None:
+    """Before the overshoot is measured: steady load, then one tick sees 300 prompts queued and orders pods for
+    them; on the next tick the queue is gone and the pods still starting are withdrawn (never below the ready pods),
+    unless the rule is off or prompts are still queued."""
+    policy = replace(POLICY, withdraw_unconfirmed=case != "rule off")
+    state = policy.initial_state(SPEC)
+    t = 0.0
+    for _ in range(10):  # the rate window fills at a steady load
+        _, state = policy.decide(obs(t, sig(t)), state, SPEC)
+        t += 15.0
+    d, state = policy.decide(obs(t, sig(t, p_waiting=300.0)), state, SPEC)
+    ordered = d.prefill.desired_replicas
+    assert ordered > P_NEED, d.prefill.message
+    t += 15.0
+    after = 5.0 if case == "still queued" else 0.0
+    d, state = policy.decide(obs(t, sig(t, p_waiting=after), p=(ordered, P_NEED)), state, SPEC)
+    if case == "withdrawn":
+        assert P_NEED <= d.prefill.desired_replicas < ordered, d.prefill.message
+        assert "starting pods no longer needed: cancelled" in d.prefill.message
+    else:
+        assert d.prefill.desired_replicas == ordered, d.prefill.message
