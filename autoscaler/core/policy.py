@@ -1367,7 +1367,10 @@ class PdscalePolicy:
             and not queued and not (rising and measured)
         ):
             keep = max(need_up, need_down, fb_need, pspec.min_replicas, current - withdrawable)
-            out = self._cancel_starting(out, ready, keep, 1 if measured else self.cancel_min_pods)
+            out = self._cancel_starting(
+                out, ready, keep, 1 if measured else self.cancel_min_pods,
+                "no longer needed" if measured else "ordered on the tick before and not confirmed by this one",
+            )
         return replace(out, queue_rate_per_s=self._passed_on(pool, own_queue_rate, out.proposed, load_ahead))
 
     def _measured(self, pool: Pool, state: PolicyState) -> bool:
@@ -1387,12 +1390,14 @@ class PdscalePolicy:
         if pst.waiting_time_s - first < self._forecast_params(spec).warmup_s:  # the rate window still filling
             return 0
         ups = [(t, c) for t, c in pst.behavior.scale_events if c > 0]
-        if not ups or pst.waiting_time_s is None:
+        if not ups:
             return 0
         t, change = max(ups)
         return min(change, starting) if abs(t - pst.waiting_time_s) < 1e-6 else 0
 
-    def _cancel_starting(self, out: _PoolOutcome, ready: int, keep: int, least: int = 1) -> _PoolOutcome:
+    def _cancel_starting(
+        self, out: _PoolOutcome, ready: int, keep: int, least: int = 1, why: str = "no longer needed"
+    ) -> _PoolOutcome:
         """Withdraw the starting pods that no longer have a reason: down to ``keep``, never below the ready pods.
         Kubernetes removes pods that are not ready first (the simulator cancels starting pods first), so no
         serving capacity goes, and the scale-down behavior (stabilization window, rate policies) does not apply;
@@ -1404,7 +1409,7 @@ class PdscalePolicy:
         recs = tuple((t, min(rec, target)) for t, rec in out.state.behavior.recommendations)
         state = replace(out.state, behavior=replace(out.state.behavior, recommendations=recs))
         message = (
-            f"{out.proposed - target} starting pods no longer needed: cancelled ({target} instead of "
+            f"{out.proposed - target} starting pods {why}: cancelled ({target} instead of "
             f"{out.proposed}); {out.message}"
         )
         return replace(out, proposed=target, reason=Reason.SCALE_DOWN, message=message, state=state)
