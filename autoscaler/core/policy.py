@@ -1360,17 +1360,15 @@ class PdscalePolicy:
                                    keep_reason=True)
             return replace(held, queue_rate_per_s=self._passed_on(pool, own_queue_rate, current, load_ahead))
         out = self._normalize(pool, proposed, current, reason, msg, pressure, pst, spec, now_s)
-        measured = self._measured(pool, state)
-        withdrawable = starting if measured else self._unconfirmed_order(pool, state, starting, spec)
-        if (
-            self.cancel_unneeded_starting and withdrawable > 0 and out.proposed <= current and hold is None
-            and not queued and not (rising and measured)
-        ):
-            keep = max(need_up, need_down, fb_need, pspec.min_replicas, current - withdrawable)
-            out = self._cancel_starting(
-                out, ready, keep, 1 if measured else self.cancel_min_pods,
-                "no longer needed" if measured else "ordered on the tick before and not confirmed by this one",
-            )
+        if self.cancel_unneeded_starting and starting > 0 and out.proposed <= current and hold is None and not queued:
+            measured = self._measured(pool, state)
+            withdrawable = starting if measured else self._unconfirmed_order(pool, state, starting, spec)
+            if withdrawable > 0 and not (rising and measured):
+                keep = max(need_up, need_down, fb_need, pspec.min_replicas, current - withdrawable)
+                out = self._cancel_starting(
+                    out, ready, keep, 1 if measured else self.cancel_min_pods,
+                    "no longer needed" if measured else "ordered on the tick before and not confirmed by this one",
+                )
         return replace(out, queue_rate_per_s=self._passed_on(pool, own_queue_rate, out.proposed, load_ahead))
 
     def _measured(self, pool: Pool, state: PolicyState) -> bool:
