@@ -562,10 +562,13 @@ class KubeScaleTarget:
         )
 
     def mark_pods_for_deletion(self, pool: Pool, read: ScaleRead, count: int) -> list[str]:
-        """Give the ``count`` least-loaded pods a low ``pod-deletion-cost`` so the ReplicaSet removes them first.
+        """Give the least-loaded ready pods a low ``pod-deletion-cost`` so the ReplicaSet removes them first.
 
-        Best effort: without a load source or a selector it does nothing, and a failed pod patch is logged,
-        never fatal (the scale-down itself still happens; the drain protects in-flight requests)."""
+        ``count`` is the decrease. The ReplicaSet removes unscheduled, not-Running and not-ready pods (starting
+        ones: a cancelled order) before any ready pod, whatever its deletion cost (``ActivePodsWithRanks``), so
+        only the decrease beyond those is marked, among the ready pods; marks left from an earlier attempt are
+        undone. Best effort: without a load source or a selector it does nothing, and a failed pod patch is
+        logged, never fatal (the scale-down itself still happens; the drain protects in-flight requests)."""
         if self.pod_load is None or not read.selector or count <= 0:
             return []
         try:
@@ -575,21 +578,31 @@ class KubeScaleTarget:
         except Exception as exc:
             log.warning("listing pods for deletion cost failed: %s", api_error_text(exc))
             return []
-        live = {
-            p.metadata.name: (p.metadata.annotations or {})
+        live_pods = {
+            p.metadata.name: p
             for p in pods
             if p.metadata is not None and p.metadata.name and not p.metadata.deletion_timestamp
         }
-        names = sorted(live)
-        try:
-            load = self.pod_load(self.namespace, pool, names)
-        except Exception as exc:
-            log.warning("pod load unavailable for deletion cost: %s", exc)
-            return []
-        if not load:
-            return []
-        ranked = sorted(names, key=lambda n: (load.get(n, float("inf")), n))
-        chosen = [n for n in ranked[:count] if n in load]
+        live = {name: ((p.metadata.annotations if p.metadata else None) or {}) for name, p in live_pods.items()}
+        removed_first = {name for name, p in live_pods.items() if not _ready_and_running(p)}
+        count -= len(removed_first)
+        names = sorted(n for n in live if n not in removed_first)
+        chosen: list[str] = []
+        if count > 0 and names:
+            try:
+                load = self.pod_load(self.namespace, pool, names)
+            except Exception as exc:
+                log.warning("pod load unavailable for deletion cost: %s", exc)
+                return []
+            if not load:
+                return []
+            ranked = sorted(names, key=lambda n: (load.get(n, float("inf")), n))
+            chosen = [n for n in ranked[:count] if n in load]
+        if removed_first:
+            log.info(
+                "%s scale-down: %d pods not ready go first (%s); marking %d ready pods",
+                pool.value, len(removed_first), ", ".join(sorted(removed_first)), len(chosen),
+            )
         patches: dict[str, dict[str, str | None]] = {
             name: {DELETION_COST: str(-1000 + i), MARKED: "true"} for i, name in enumerate(chosen)
         }
@@ -612,6 +625,14 @@ class KubeScaleTarget:
             except Exception as exc:
                 log.warning("annotating pod %s failed: %s", name, api_error_text(exc))
         return chosen
+
+
+def _ready_and_running(pod: Any) -> bool:
+    """Scheduled, Running and Ready: the pods a ReplicaSet orders by deletion cost (the others go before them)."""
+    spec, status = pod.spec, pod.status
+    if spec is None or not spec.node_name or status is None or status.phase != "Running":
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
 
 
 # ---------------------------------------------------------------- state, status, events

@@ -246,6 +246,42 @@ def test_scale_down_marks_least_loaded_pods(emu: KubeEmulator, kube: KubeClient)
     assert emu.get("apps/v1/deployments", NS, name)["spec"]["replicas"] == 2
 
 
+@pytest.mark.parametrize(
+    ("starting", "desired", "marked"),
+    [(2, 4, set()), (1, 3, {"pods-b"}), (2, 3, {"pods-b"}), (0, 2, {"pods-b", "pods-d"})],
+    ids=["cancel-only-starting", "one-starting-one-ready", "two-starting-one-ready", "none-starting"],
+)
+def test_scale_down_marks_only_what_the_starting_pods_do_not_cover(
+    emu: KubeEmulator, kube: KubeClient, starting: int, desired: int, marked: set[str]
+) -> None:
+    """The ReplicaSet removes pods that are not ready before any ready pod, whatever their deletion cost: a
+    scale-down that cancels starting pods must not mark ready ones (their marks would pick the wrong victims of
+    a later scale-down), and one that goes further marks only the difference."""
+    name = f"pods-{starting}-{desired}"
+    emu.add_deployment(NS, name, 4 + starting)
+    loads = {"pods-a": 7.0, "pods-b": 0.0, "pods-c": 3.0, "pods-d": 1.0}
+    for pod in loads:
+        emu.add_pod(NS, f"{pod}-{name}", {"app": name})
+    for i in range(starting):
+        emu.add_pod(NS, f"new-{i}-{name}", {"app": name}, ready=False)
+    asked: list[list[str]] = []
+
+    def pod_load(ns: str, pool: Pool, pods: list[str]) -> dict[str, float]:
+        asked.append(sorted(pods))
+        return {p: loads[p.removesuffix(f"-{name}")] for p in pods if p.startswith("pods-")}
+
+    target = KubeScaleTarget(kube, NS, spec_for("Deployment", name, name), pod_load=pod_load)
+    target.scale(pool_decision(Pool.PREFILL, 4 + starting, desired))
+    got = {
+        p["metadata"]["name"].removesuffix(f"-{name}")
+        for p in emu.list("v1/pods", NS)
+        if MARKED in (p["metadata"].get("annotations") or {}) and p["metadata"]["name"].endswith(f"-{name}")
+    }
+    assert got == marked
+    assert all(not any(n.startswith("new-") for n in pods) for pods in asked)  # starting pods are never ranked
+    assert emu.get("apps/v1/deployments", NS, name)["spec"]["replicas"] == desired
+
+
 def _obj(emu: KubeEmulator, name: str, status: dict | None = None) -> AutoscalerObject:
     raw = emu.put(
         CR,

@@ -772,11 +772,12 @@ class KubeEmulator:
         }
         return self.put(resource, obj)
 
-    def add_pod(self, namespace: str, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    def add_pod(self, namespace: str, name: str, labels: Mapping[str, str], *, ready: bool = True) -> dict[str, Any]:
+        """A pod scheduled on the one node and Running; Ready unless ``ready`` is False (still starting)."""
         return self.put("v1/pods", {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-            "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]},
-            "status": {"phase": "Running"},
+            "spec": {"nodeName": "local", "containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": str(ready)}]},
         })
