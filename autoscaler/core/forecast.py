@@ -264,7 +264,9 @@ class SurpriseParams:
     ``surprise_skip_queued``): the misses of a cold trend and of rates capped by a short pool are not the load's."""
 
     memory_s: float = 3600.0
-    min_evidence_s: float = 600.0
+    # 300 s: the policy's rules that size below the measured quantile wait for twice this
+    # (``PdscalePolicy.cut_min_evidence_s``, where the measurements are)
+    min_evidence_s: float = 300.0
 
     def __post_init__(self) -> None:
         for name in ("memory_s", "min_evidence_s"):

@@ -259,7 +259,7 @@ class PdscalePolicy:
     stale_after_s: float = 90.0
     # Sizing load = forecast x correction x (1 + headroom): at high utilisation a percentile is so steep in the
     # load that a latency margin alone leaves no room for the rate window's lag; scale-down uses more. These fixed
-    # values are the PRIOR: they apply while the pool's overshoot is unmeasured (the first ~12 minutes from a cold
+    # values are the PRIOR: they apply while the pool's overshoot is unmeasured (the first ~7 minutes from a cold
     # start, ``SurpriseParams.min_evidence_s`` of checked forecasts), and to a breach's re-fit (``_breach_need``).
     # A workload not yet measured is not yet known to be predictable, so the prior is cautious: 0.35 / 0.45, chosen
     # on the train workloads (bench/bench_policy_variants.py, suite generalization, 120 s start-up). With 0.1 / 0.3
@@ -345,6 +345,22 @@ class PdscalePolicy:
     # static-best, the same windows), no other workload changed; sweep: code-s0 at 60 s 20.70 -> 20.12, no window
     # won or lost at 30, 60, 180, 300 s.
     headroom_climb_ceiling: bool = True
+    # The rules that size BELOW the measured overshoot (the peak and climb ceilings above) and the cancelling of
+    # starting pods once measured (``cancel_unneeded_starting``) wait for this much checked evidence, twice the
+    # ``SurpriseParams.min_evidence_s`` (300 s) after which the measured quantile itself sizes. 300 s of checked
+    # forecasts are enough to size by what the load overshot; they are not enough to conclude that the next burst
+    # stays within the peak seen, nor to withdraw pods ordered for the last one. Measured (bench/bench_policy_variants.py,
+    # on 414b879, against 600 s for both): the start-up sweep's only lost window, code-s0 minute 11 at 30 s start-up,
+    # is held (0.983 -> 1.000: the scale-down before that burst is verified at the measured +100 % instead of the
+    # prior raised to +81 %), and no window is lost at 30, 60, 120, 180 or 300 s on conv-s0 and code-s0, nor at 30,
+    # 60 and 180 s on conv-s1, code-s1 and code-s2. GPU-h at 120 s: train 134.97 -> 135.40, held-out 161.79 ->
+    # 162.37 (conv, long and prompt-shift cheaper, the code traces +1.1 to +1.5: their measured quantile is above the
+    # prior). With the ceilings and the cancelling also at 300 s, train 128.85 and held-out 158.49 (code-s0 19.09,
+    # 0.83x static-best), but code-s0 lost minute 16 at 30, 60 and 180 s start-up: capped at the 11-12 burst's peak
+    # (+10 %), or with its pods cancelled in the lull after it, the pool met the larger burst at 16 with 15 pods
+    # where 22 were needed (with only the ceilings at 600 s it still lost 16 at 180 s; with only the cancelling, at
+    # 30 and 60 s).
+    cut_min_evidence_s: float = 600.0
     # Overshoots are filed once the forecaster is warm: its rate window filled (the trend is held at 0 until then)
     # and this many trend time constants after (the trend has caught up with a ramp by 1 - e^-1). The misses of a
     # cold trend are not the workload's, and they had set the headroom for the hour (``memory_s``) on diurnal
@@ -452,7 +468,7 @@ class PdscalePolicy:
     # Pods still starting that this tick's sizing no longer asks for are cancelled at once (``_cancel_starting``):
     # down to what both the scale-up sizing and the scale-down verification ask for, never below the ready pods,
     # and only where a scale-down could be considered at all (no queue, no rising load, no bad data) and the
-    # workload's overshoot is measured (``SurpriseParams.min_evidence_s``). A pod not yet ready serves nothing; the
+    # workload's overshoot is measured (``cut_min_evidence_s``). A pod not yet ready serves nothing; the
     # stabilization window, which keeps serving pods from flapping, had held a withdrawn order for its whole length
     # after the pods came up. Measured (bench/bench_policy_variants.py, on b25e3e3): at 120 s start-up train 136.38
     # -> 134.97 GPU-h (long-prompts 40.55 -> 39.37), held-out 164.50 -> 163.03 (very-long 44.44 -> 43.44; conv-s1
@@ -966,10 +982,12 @@ class PdscalePolicy:
                         self.headroom_cap, max(self.headroom_floor_down, measured_down, up + self.headroom_gap)
                     )
                     source = f"p{q_down * 100:g} overshoot"
-                ceiling = (
-                    self._climb_ceiling(series, forecast_tokens_per_s, pod_startup_s) if rising
-                    else self._peak_ceiling(series, forecast_tokens_per_s)
-                )
+                ceiling = None
+                if series.evidence_s >= self.cut_min_evidence_s:
+                    ceiling = (
+                        self._climb_ceiling(series, forecast_tokens_per_s, pod_startup_s) if rising
+                        else self._peak_ceiling(series, forecast_tokens_per_s)
+                    )
                 if ceiling is not None and ceiling < headroom:
                     floor = self.headroom_floor_down if down else self.headroom_floor_up
                     headroom = max(floor, ceiling)
@@ -1372,11 +1390,14 @@ class PdscalePolicy:
         return replace(out, queue_rate_per_s=self._passed_on(pool, own_queue_rate, out.proposed, load_ahead))
 
     def _measured(self, pool: Pool, state: PolicyState) -> bool:
-        """The pool's overshoot of its forecasts holds ``SurpriseParams.min_evidence_s`` of checked evidence."""
+        """The pool's overshoot of its forecasts holds ``cut_min_evidence_s`` of checked evidence (and at least
+        ``SurpriseParams.min_evidence_s``): enough to withdraw starting pods the sizing no longer asks for."""
         if self.surprise is None:
             return False
         series = state.prompt_tokens_surprise if pool is Pool.PREFILL else state.output_tokens_surprise
-        return fc.surprise_quantile(self.surprise, series, self.headroom_quantile_up) is not None
+        return series.evidence_s >= self.cut_min_evidence_s and (
+            fc.surprise_quantile(self.surprise, series, self.headroom_quantile_up) is not None
+        )
 
     def _unconfirmed_order(self, pool: Pool, state: PolicyState, starting: int, spec: AutoscalerSpec) -> int:
         """Pods ordered on the tick before this one and still starting: what an unmeasured pool may withdraw (0 with

@@ -1221,28 +1221,54 @@ def test_a_ramp_at_the_start_is_ordered_for_sooner_with_the_young_trend_correcte
     assert corrected_desired[-1] == plain_desired[-1] > p_need
 
 
-def _measured_state(policy: PdscalePolicy) -> PolicyState:
-    """Both pools' overshoot measured (20 minutes of forecasts, each overshot by 10 %)."""
+def _measured_state(policy: PdscalePolicy, ticks: int = 80) -> PolicyState:
+    """Both pools' overshoot measured (by default 20 minutes of forecasts, each overshot by 10 %)."""
     assert policy.surprise is not None
-    measured = _overshooting(0.1, 80, policy.surprise)
+    measured = _overshooting(0.1, ticks, policy.surprise)
     return replace(PolicyState(), prompt_tokens_surprise=measured, output_tokens_surprise=measured)
 
 
-@pytest.mark.parametrize("case", ["cancelled", "rule off", "unmeasured", "queued", "above the ready pods"])
+def test_the_measured_overshoot_sizes_before_it_may_cut() -> None:
+    """Between ``SurpriseParams.min_evidence_s`` and ``cut_min_evidence_s`` of checked forecasts the measured
+    overshoot sizes the headroom, but the peak ceiling does not yet cap it (nor are starting pods cancelled, see the
+    next test): a few minutes of a bursty load do not yet show how high its next burst goes. Past
+    ``cut_min_evidence_s`` the ceiling applies."""
+    assert POLICY.surprise is not None
+    early, late = _overshooting(1.0, 35, POLICY.surprise), _overshooting(1.0, 80, POLICY.surprise)
+    assert POLICY.surprise.min_evidence_s <= early.evidence_s < POLICY.cut_min_evidence_s <= late.evidence_s
+    at_peak = 2000.0  # the load at the highest it has been (each forecast of 1000 was overshot to 2000)
+    headroom = {}
+    for name, series in (("early", early), ("late", late)):
+        state = replace(PolicyState(), prompt_tokens_surprise=series)
+        headroom[name] = POLICY._headroom(Pool.PREFILL, state, down=False, forecast_tokens_per_s=at_peak)
+    (early_up, early_source), (late_up, late_source) = headroom["early"], headroom["late"]
+    assert "so far" not in early_source and "peak seen" not in early_source, early_source
+    assert early_up >= 1.0 + 0.9  # the overshoot measured: x2
+    assert "peak seen" in late_source
+    assert late_up == pytest.approx(1.0 + max(POLICY.headroom_floor_up, POLICY.headroom_peak_margin or 0.0))
+
+
+@pytest.mark.parametrize(
+    "case", ["cancelled", "rule off", "unmeasured", "too little evidence to cut", "queued", "above the ready pods"]
+)
 def test_starting_pods_no_longer_needed_are_cancelled(case: str) -> None:
     """Eight prefill pods are starting on top of the P_NEED ready ones, and the load is steady at what P_NEED
     serves: the starting pods are withdrawn at once, past the scale-down stabilization window (HPA defaults here),
     and stay withdrawn on the next tick. Never below the ready pods; not with the rule off, not before the
-    workload's overshoot is measured (on bursty loads the next burst finds them), not while prompts are queued."""
+    workload's overshoot holds ``cut_min_evidence_s`` of evidence (on bursty loads the next burst finds them), not
+    while prompts are queued."""
     spec = AutoscalerSpec()  # the default 300 s scale-down window
     policy = replace(POLICY, cancel_unneeded_starting=case != "rule off")
-    state = policy.initial_state(spec) if case == "unmeasured" else _measured_state(policy)
+    if case == "unmeasured":
+        state = policy.initial_state(spec)
+    else:
+        state = _measured_state(policy, 35 if case == "too little evidence to cut" else 80)
     ready = P_NEED + 3 if case == "above the ready pods" else P_NEED
     waiting = 40.0 if case == "queued" else 0.0
     t0 = 1500.0
     o = obs(t0, sig(t0, p_waiting=waiting), p=(P_NEED + 8, ready))
     d, state = policy.decide(o, state, spec)
-    if case in ("rule off", "unmeasured", "queued"):
+    if case in ("rule off", "unmeasured", "too little evidence to cut", "queued"):
         assert d.prefill.desired_replicas == P_NEED + 8, d.prefill.message
         assert "cancelled" not in d.prefill.message
         return
