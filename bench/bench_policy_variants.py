@@ -35,6 +35,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from sim.bench import (  # noqa: E402
     BenchConfig,
+    BenchError,
     Case,
     _compact,
     _split,
@@ -215,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cfg = BenchConfig(suite=args.suite, suite_workloads=tuple(filter(None, args.workloads.split(","))),
                       suite_role=args.role, startups_s=(args.startup_s,))  # fmt: skip
-    cases = load_cases(cfg)
+    try:
+        cases = load_cases(cfg)
+    except BenchError as exc:
+        raise SystemExit(f"bench_policy_variants: {exc}") from None
     variants = [parse_variant(v) for v in args.variant] or [("default", {})]
     cache_path = Path(args.cache)
     cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() else {}

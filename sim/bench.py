@@ -142,11 +142,14 @@ def _suite_cases(cfg: BenchConfig) -> list[Case]:
     from sim.suite import select, suite
 
     try:
-        entries = select(suite(cfg.suite or ""), cfg.suite_workloads, cfg.suite_role)
+        all_entries = suite(cfg.suite or "")
+        entries = select(all_entries, cfg.suite_workloads, cfg.suite_role)
     except KeyError as exc:
         raise BenchError(f"--suite: {exc.args[0]}") from None
     if not entries:
-        raise BenchError(f"--suite {cfg.suite}: no workload selected")
+        named = ", ".join(f"{e.name} is {e.role}" for e in all_entries if e.name in cfg.suite_workloads)
+        why = f": --role {cfg.suite_role} excludes every workload named ({named})" if named else ""
+        raise BenchError(f"--suite {cfg.suite}: no workload selected{why}")
     cases = []
     for e in entries:
         if e.trace is not None and not (DEFAULT_TRACE_DIR / e.trace).exists():

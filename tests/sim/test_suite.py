@@ -114,7 +114,7 @@ def test_a_suite_run_end_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "tiny-surge (train)" in text and "pdscale ÷ clairvoyant" in text and "physical minimum" in text
     payload = result.to_json()
     assert payload["workloads"]["tiny-flat"]["role"] == "held-out" and payload["surges"]
-    with pytest.raises(BenchError, match="no workload selected"):
+    with pytest.raises(BenchError, match=r"no workload selected: --role held-out excludes .*tiny-surge is train"):
         run_bench(BenchConfig(suite="tiny", suite_role="held-out", suite_workloads=("tiny-surge",)))
 
 
