@@ -36,9 +36,9 @@ Per pool, every tick:
   6. the spec's HPA ``behavior`` (``behavior.py``: stabilization windows and rate limits, by timestamps) and
      min/max bounds, then the GPU budget split by SLO pressure (``budget.py``);
   7. before the budget: pods still starting that neither 3 nor 5 asks for any more are cancelled at once, past
-     the behavior (they serve nothing yet), once the workload's overshoot is measured and where 5 could scale
-     down at all (``cancel_unneeded_starting``); before that, only an order of the tick before that this tick
-     does not confirm (``withdraw_unconfirmed``).
+     the behavior (they serve nothing yet), once the workload's overshoot holds ``cut_min_evidence_s`` of
+     evidence and where 5 could scale down at all (``cancel_unneeded_starting``); before that, only an order of
+     the tick before that this tick does not confirm (``withdraw_unconfirmed``).
 Missing, NaN, stale or errored signals never scale down (reason MetricsUnavailable), nor do signals that understate
 the load: requests failing above ``spec.metrics.max_failure_ratio`` (RequestsFailing) or fewer pods reporting than
 are ready (PartialMetrics); both may still scale up. Pure: no I/O, no clock;
@@ -983,7 +983,7 @@ class PdscalePolicy:
                     )
                     source = f"p{q_down * 100:g} overshoot"
                 ceiling = None
-                if series.evidence_s >= self.cut_min_evidence_s:
+                if self._may_cut(series):
                     ceiling = (
                         self._climb_ceiling(series, forecast_tokens_per_s, pod_startup_s) if rising
                         else self._peak_ceiling(series, forecast_tokens_per_s)
@@ -1379,23 +1379,28 @@ class PdscalePolicy:
             return replace(held, queue_rate_per_s=self._passed_on(pool, own_queue_rate, current, load_ahead))
         out = self._normalize(pool, proposed, current, reason, msg, pressure, pst, spec, now_s)
         if self.cancel_unneeded_starting and starting > 0 and out.proposed <= current and hold is None and not queued:
-            measured = self._measured(pool, state)
-            withdrawable = starting if measured else self._unconfirmed_order(pool, state, starting, spec)
-            if withdrawable > 0 and not (rising and measured):
+            trusted = self._starting_may_be_cancelled(pool, state)
+            withdrawable = starting if trusted else self._unconfirmed_order(pool, state, starting, spec)
+            if withdrawable > 0 and not (rising and trusted):
                 keep = max(need_up, need_down, fb_need, pspec.min_replicas, current - withdrawable)
                 out = self._cancel_starting(
-                    out, ready, keep, 1 if measured else self.cancel_min_pods,
-                    "no longer needed" if measured else "ordered on the tick before and not confirmed by this one",
+                    out, ready, keep, 1 if trusted else self.cancel_min_pods,
+                    "no longer needed" if trusted else "ordered on the tick before and not confirmed by this one",
                 )
         return replace(out, queue_rate_per_s=self._passed_on(pool, own_queue_rate, out.proposed, load_ahead))
 
-    def _measured(self, pool: Pool, state: PolicyState) -> bool:
-        """The pool's overshoot of its forecasts holds ``cut_min_evidence_s`` of checked evidence (and at least
-        ``SurpriseParams.min_evidence_s``): enough to withdraw starting pods the sizing no longer asks for."""
+    def _may_cut(self, series: fc.SurpriseState) -> bool:
+        """The overshoot holds ``cut_min_evidence_s`` of checked forecasts: enough to size below its measured
+        quantile (the peak and climb ceilings) or to withdraw any starting pod the sizing no longer asks for."""
+        return series.evidence_s >= self.cut_min_evidence_s
+
+    def _starting_may_be_cancelled(self, pool: Pool, state: PolicyState) -> bool:
+        """The pool's overshoot is measured (``SurpriseParams.min_evidence_s``) and ``_may_cut``: every starting pod
+        the sizing no longer asks for may go, not only the tick before's unconfirmed order."""
         if self.surprise is None:
             return False
         series = state.prompt_tokens_surprise if pool is Pool.PREFILL else state.output_tokens_surprise
-        return series.evidence_s >= self.cut_min_evidence_s and (
+        return self._may_cut(series) and (
             fc.surprise_quantile(self.surprise, series, self.headroom_quantile_up) is not None
         )
 
